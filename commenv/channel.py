@@ -1,0 +1,304 @@
+"""The channel: one component that carries every message of every game.
+
+A :class:`Channel` knows who hears whom (a directed graph over agents), delivers batched
+payloads along its edges, optionally corrupts bits (flip noise) and loses messages (drops),
+counts every bit it carries, and routes relaxed float messages *differentiably*: gradient
+flows from a listener back into the speaker, or is stopped, edge by edge. The thesis'
+communication levels (chapter 4) are exactly choices of that per-edge gradient mask.
+
+Batch contract (as in VMAS): payloads are ``(num_envs, n_agents, *payload_shape)``; what a
+receiver gets is laid out in *slots*, one per in-neighbour in increasing sender order,
+``(num_envs, n_agents, max_in_degree, *payload_shape)``, with a boolean ``delivered`` mask
+``(num_envs, n_agents, max_in_degree)`` saying which slots hold a message this step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+GRAPHS: tuple[str, ...] = ("one_way", "two_way", "all_to_all", "ring")
+"""Named graphs accepted by :func:`make_adjacency` (any user graph is accepted too)."""
+
+GraphSpec = str | np.ndarray | torch.Tensor | Sequence[tuple[int, int]]
+
+
+def ring_offsets(k: int) -> list[int]:
+    """Offsets of the ``k`` closest neighbours on a ring: +1, -1, +2, -2, ..."""
+    return [(j + 1) // 2 * (1 if j % 2 else -1) for j in range(1, k + 1)]
+
+
+def make_adjacency(graph: GraphSpec, n_agents: int, k: int | None = None) -> torch.Tensor:
+    """Build a ``(n, n)`` boolean adjacency matrix, ``adj[sender, receiver]``.
+
+    ``graph`` is one of :data:`GRAPHS` or a user graph: an ``(n, n)`` boolean array, or a list
+    of ``(sender, receiver)`` edges.
+
+    - ``one_way``: ``agent_0`` speaks to every other agent (the thesis' teacher -> student).
+    - ``two_way``: ``agent_0`` and every other agent hear each other (a star; for 2 agents,
+      the thesis' two-way channel).
+    - ``all_to_all``: everyone hears everyone else.
+    - ``ring``: each agent speaks to its ``k`` closest agents on a ring (``k = n - 1`` is
+      fully connected), as in the thesis' chapter 2.
+    """
+    if n_agents < 2:
+        raise ValueError(f"a channel needs at least 2 agents, got n_agents={n_agents}")
+    adj = torch.zeros(n_agents, n_agents, dtype=torch.bool)
+    if isinstance(graph, str):
+        if graph == "one_way":
+            adj[0, 1:] = True
+        elif graph == "two_way":
+            adj[0, 1:] = True
+            adj[1:, 0] = True
+        elif graph == "all_to_all":
+            adj[:] = True
+        elif graph == "ring":
+            if k is None or not 1 <= k <= n_agents - 1:
+                raise ValueError(
+                    f"graph='ring' needs 1 <= k <= n_agents - 1 = {n_agents - 1}, got k={k}"
+                )
+            src = torch.arange(n_agents)
+            for off in ring_offsets(k):  # k <= n entries: a loop over offsets, not over nodes
+                adj[src, (src + off) % n_agents] = True
+        else:
+            raise ValueError(f"unknown graph {graph!r}; valid choices: {GRAPHS} or a user graph")
+    elif isinstance(graph, np.ndarray | torch.Tensor):
+        user = torch.as_tensor(np.asarray(graph) if isinstance(graph, np.ndarray) else graph)
+        if tuple(user.shape) != (n_agents, n_agents):
+            raise ValueError(
+                f"a user graph matrix must have shape ({n_agents}, {n_agents}), "
+                f"got {tuple(user.shape)}"
+            )
+        adj = user.to(torch.bool).cpu().clone()
+    else:
+        edges = list(graph)
+        for edge in edges:
+            if len(edge) != 2 or not all(0 <= int(a) < n_agents for a in edge):
+                raise ValueError(
+                    f"an edge must be (sender, receiver) with agents in [0, {n_agents}), "
+                    f"got {edge!r}"
+                )
+            adj[int(edge[0]), int(edge[1])] = True
+    adj.fill_diagonal_(False)  # nobody needs the channel to hear themself
+    return adj
+
+
+@dataclass
+class Delivery:
+    """What one :meth:`Channel.route` call delivered (all tensors batched over envs)."""
+
+    inbox: torch.Tensor
+    """``(num_envs, n, max_in, *payload)``: slot ``j`` of receiver ``r`` holds the payload of
+    its ``j``-th in-neighbour ``channel.senders[r, j]`` (zeros where nothing arrived)."""
+    delivered: torch.Tensor
+    """``(num_envs, n, max_in)`` bool: the slot holds a message that arrived this step."""
+    bits_sent: torch.Tensor
+    """``(num_envs, n)`` int64: bits each agent put on the channel (counted per edge)."""
+    bits_received: torch.Tensor
+    """``(num_envs, n)`` int64: bits each agent received (dropped messages excluded)."""
+    dropped: torch.Tensor
+    """``(num_envs, n)`` int64: messages lost on the way to each receiver."""
+
+
+class Channel:
+    """A directed communication graph that routes, corrupts and meters batched payloads.
+
+    Args:
+        adjacency: ``(n, n)`` boolean matrix, ``adjacency[s, r]`` means ``s`` speaks to ``r``
+            (see :func:`make_adjacency`).
+        flip_prob: probability that each delivered bit is flipped (binary payloads only).
+        drop_prob: probability that each message on each edge is lost.
+        device: where routing tensors live.
+
+    Counters (``bits_sent``, ``bits_received``, ``messages_sent``, ``messages_dropped``) are
+    per-agent int64 totals summed over envs and over every :meth:`route` call, kept separately
+    per ``tag`` (e.g. ``"images"`` and ``"payload"``); :meth:`reset_counters` zeroes them.
+    """
+
+    def __init__(
+        self,
+        adjacency: torch.Tensor,
+        *,
+        flip_prob: float = 0.0,
+        drop_prob: float = 0.0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        for name, p in (("flip_prob", flip_prob), ("drop_prob", drop_prob)):
+            if not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+        adj = torch.as_tensor(adjacency, dtype=torch.bool)
+        if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
+            raise ValueError(f"adjacency must be square (n, n), got shape {tuple(adj.shape)}")
+        self.device = torch.device(device)
+        self.adjacency = adj.to(self.device)
+        self.n_agents = int(adj.shape[0])
+        self.flip_prob = float(flip_prob)
+        self.drop_prob = float(drop_prob)
+        in_deg = adj.sum(0)
+        self.max_in_degree = int(in_deg.max()) if self.n_agents else 0
+        # senders[r, j]: j-th in-neighbour of r (sorted); -1 pads receivers with fewer.
+        order = torch.sort((~adj).to(torch.int8), dim=0, stable=True).indices.T
+        slots = torch.arange(self.max_in_degree)
+        valid = slots[None, :] < in_deg[:, None]
+        self.senders = torch.where(valid, order[:, : self.max_in_degree], -1).to(self.device)
+        self.slot_valid = valid.to(self.device)
+        self._gather = self.senders.clamp(min=0)
+        self.reset_counters()
+
+    @classmethod
+    def from_spec(
+        cls,
+        graph: GraphSpec,
+        n_agents: int,
+        *,
+        k: int | None = None,
+        flip_prob: float = 0.0,
+        drop_prob: float = 0.0,
+        device: str | torch.device = "cpu",
+    ) -> Channel:
+        """Channel over a named or user graph (see :func:`make_adjacency`)."""
+        return cls(
+            make_adjacency(graph, n_agents, k), flip_prob=flip_prob, drop_prob=drop_prob,
+            device=device,
+        )
+
+    # -- graph queries ---------------------------------------------------------------------
+    @property
+    def edges(self) -> list[tuple[int, int]]:
+        """All ``(sender, receiver)`` edges."""
+        return [tuple(e) for e in self.adjacency.nonzero().tolist()]
+
+    def in_neighbours(self, receiver: int) -> list[int]:
+        """Senders heard by ``receiver``, in slot order."""
+        return [s for s in self.senders[receiver].tolist() if s >= 0]
+
+    def out_neighbours(self, sender: int) -> list[int]:
+        """Receivers of ``sender``, in increasing order."""
+        return self.adjacency[sender].nonzero().flatten().tolist()
+
+    def edge_mask_to_slots(self, edge_mask: torch.Tensor) -> torch.Tensor:
+        """Map a per-edge ``(..., n, n)`` [sender, receiver] tensor to receiver slots.
+
+        Returns ``(..., n, max_in)``: entry ``[r, j]`` is ``edge_mask[senders[r, j], r]``
+        (False/0 on padding slots).
+        """
+        recv = torch.arange(self.n_agents, device=self.device)[:, None]
+        out = edge_mask[..., self._gather, recv.expand_as(self._gather)]
+        return out * self.slot_valid if out.dtype != torch.bool else out & self.slot_valid
+
+    # -- routing ---------------------------------------------------------------------------
+    def route(
+        self,
+        payload: torch.Tensor,
+        *,
+        send_mask: torch.Tensor | None = None,
+        grad_mask: torch.Tensor | bool = True,
+        binary: bool = True,
+        bits_per_message: int | None = None,
+        generator: torch.Generator | None = None,
+        tag: str = "message",
+    ) -> Delivery:
+        """Deliver ``payload`` ``(num_envs, n, *shape)`` along the graph.
+
+        Args:
+            payload: one message per sender. Binary payloads hold bits as 0/1; a float
+                tensor in [0, 1] that requires grad is a relaxed message and keeps its graph.
+            send_mask: optional ``(num_envs, n, n)`` bool [sender, receiver]: which edges the
+                sender uses this step (default: all of its edges). Ignored off the graph.
+            grad_mask: ``(n, n)`` bool [sender, receiver] or a single bool: where True the
+                receiver's copy stays attached to the sender's graph, else it is detached.
+            binary: payloads are bits (flip noise applies, default bit count = numel).
+            bits_per_message: bits one message costs on one edge (default: payload numel for
+                binary payloads; required for non-binary ones, e.g. ``32 * numel`` for fp32).
+            generator: RNG for flips and drops (pass one for reproducible episodes).
+            tag: counter bucket this traffic is accounted under.
+        """
+        n = self.n_agents
+        if payload.ndim < 2 or payload.shape[1] != n:
+            raise ValueError(
+                f"payload must be (num_envs, n_agents={n}, ...), got {tuple(payload.shape)}"
+            )
+        num_envs = payload.shape[0]
+        msg_numel = int(np.prod(payload.shape[2:], dtype=np.int64))
+        if bits_per_message is None:
+            if not binary:
+                raise ValueError("bits_per_message is required for non-binary payloads")
+            bits_per_message = msg_numel
+        if self.flip_prob > 0 and not binary:
+            raise ValueError("flip noise (flip_prob > 0) only applies to binary payloads")
+
+        # inbox[b, r, j] = payload[b, senders[r, j]]
+        inbox = payload[:, self._gather]
+        slot_ok = self.slot_valid.expand(num_envs, n, self.max_in_degree)
+        if send_mask is not None:
+            if tuple(send_mask.shape) != (num_envs, n, n):
+                raise ValueError(
+                    f"send_mask must be (num_envs={num_envs}, {n}, {n}) [sender, receiver], "
+                    f"got {tuple(send_mask.shape)}"
+                )
+            slot_ok = slot_ok & self.edge_mask_to_slots(send_mask.to(torch.bool))
+        delivered = slot_ok
+        if self.drop_prob > 0:
+            keep = torch.rand(slot_ok.shape, generator=generator, device=self.device)
+            delivered = slot_ok & (keep >= self.drop_prob)
+
+        if isinstance(grad_mask, bool):
+            if not grad_mask:
+                inbox = inbox.detach()
+        elif payload.requires_grad:
+            keep_grad = self.edge_mask_to_slots(grad_mask.to(self.device, torch.bool))
+            keep_grad = keep_grad.view(1, n, self.max_in_degree, *([1] * (payload.ndim - 2)))
+            inbox = torch.where(keep_grad, inbox, inbox.detach())
+        if binary and self.flip_prob > 0:
+            flips = torch.rand(inbox.shape, generator=generator, device=self.device)
+            flips = (flips < self.flip_prob).to(inbox.dtype)
+            inbox = inbox + flips * (1 - 2 * inbox)  # differentiable in the message
+        shape_ones = [1] * (payload.ndim - 2)
+        inbox = inbox * delivered.view(num_envs, n, self.max_in_degree, *shape_ones).to(
+            inbox.dtype
+        )
+
+        # Accounting: a message costs bits on every edge it is put on (drops still cost).
+        sent_edges = slot_ok.sum(2)  # per receiver
+        senders_flat = self._gather.expand(num_envs, n, self.max_in_degree)
+        per_sender = torch.zeros(num_envs, n, dtype=torch.int64, device=self.device)
+        per_sender.scatter_add_(
+            1, senders_flat.reshape(num_envs, -1), slot_ok.reshape(num_envs, -1).long()
+        )
+        bits_sent = per_sender * bits_per_message
+        bits_received = delivered.sum(2).long() * bits_per_message
+        dropped = (sent_edges - delivered.sum(2)).long()
+        counters = self._counters(tag)
+        counters["bits_sent"] += bits_sent.sum(0)
+        counters["bits_received"] += bits_received.sum(0)
+        counters["messages_sent"] += per_sender.sum(0)
+        counters["messages_dropped"] += dropped.sum(0)
+        return Delivery(inbox, delivered, bits_sent, bits_received, dropped)
+
+    # -- accounting ------------------------------------------------------------------------
+    def _counters(self, tag: str) -> dict[str, torch.Tensor]:
+        if tag not in self.counters:
+            self.counters[tag] = {
+                name: torch.zeros(self.n_agents, dtype=torch.int64, device=self.device)
+                for name in ("bits_sent", "bits_received", "messages_sent", "messages_dropped")
+            }
+        return self.counters[tag]
+
+    def reset_counters(self) -> None:
+        """Zero every bandwidth counter."""
+        self.counters: dict[str, dict[str, torch.Tensor]] = {}
+
+    def total_bits(self, tags: Iterable[str] | None = None) -> int:
+        """Total bits sent over the channel (all agents, all envs), optionally per tags."""
+        tags = self.counters.keys() if tags is None else tags
+        return int(sum(int(self.counters[t]["bits_sent"].sum()) for t in tags if t in self.counters))
+
+    def __repr__(self) -> str:
+        return (
+            f"Channel(n_agents={self.n_agents}, edges={int(self.adjacency.sum())}, "
+            f"flip_prob={self.flip_prob}, drop_prob={self.drop_prob}, device={self.device})"
+        )

@@ -1,0 +1,381 @@
+"""partial_obs_v0 — the noisy-mask partial-observation world (thesis, chapter 4).
+
+| | |
+|---|---|
+| Import | ``env = commenv.partial_obs_v0()`` |
+| Agents | ``agent_0`` ... ``agent_{n-1}`` (``n_agents``, default 2) |
+| Parallel API | native (AEC by ``commenv.partial_obs_v0.env()``) |
+| Action space | ``MultiBinary(message_bits + num_candidates)`` |
+| Observation space | ``Box(0, 1, (D + max_in * (1 + message_bits) + num_candidates * D,), float32)`` |
+| Batched face | ``commenv.partial_obs_v0.batched(num_envs, device)`` |
+
+**World.** Each step the world is one fresh sample ``x_t`` of an image dataset (``D`` pixels).
+No agent ever sees ``x_t``: agent ``i`` has a fixed noise mask ``M_i`` (Bernoulli(``noise``)
+per pixel, drawn once from ``mask_seed`` and kept for the life of the env) and sees
+``view_i(x) = x`` with the masked pixels inverted (``1 - x``).
+
+**Observation** of agent ``i`` at step ``t`` (flat, laid out in ``env.obs_layout``):
+
+1. ``view``: ``view_i(x_t)`` (``D`` values);
+2. ``heard``: one slot per in-neighbour in the channel graph (``max_in`` slots, increasing
+   sender index), each ``[present, b_1 .. b_L]``: the message that sender spoke at step
+   ``t - 1`` about ``x_{t-1}``, after channel noise; ``present = 0`` and zero bits where no
+   message arrived (no such sender, a drop, or the first step);
+3. ``candidates``: ``num_candidates`` (``K``) worlds seen through ``i``'s own mask: ``x_{t-1}``
+   and ``K - 1`` distractors, in a random order (zeros on the first step).
+
+**Action** of agent ``i``: ``[m_i (message_bits bits) | c_i (K bits)]``: its message about
+``x_t`` and its choice of which candidate the heard messages describe (a one-hot; any other
+pattern is a wrong answer).
+
+**Rewards** (``r_i`` at step ``t``; ``E`` is the set of directed edges ``j -> i``; ``d_ji`` is 1
+when ``j``'s message reached ``i``; ``m~_j`` is what arrived after noise):
+
+- discrimination (the InfoNCE / referential form of the mutual-information term, which keeps
+  messages informative): ``g_i = 1[c_i = onehot(target)]`` for a listener that heard at least
+  one message at ``t - 1``. Listener ``i`` earns ``info_weight * g_i``; every speaker ``j`` it
+  heard earns ``info_weight * mean_{i : d_ji(t-1)} g_i``.
+- likelihood (the listener predicts the speaker's message from its own view, scored by
+  bit agreement; its own message is its prediction, as in the thesis):
+  ``l_ji = 1 - mean_b |m_i,b - m~_j,b|`` on delivered edges. By ``level``:
+
+  - ``none``: no likelihood reward;
+  - ``receive``: listener ``i`` earns ``likelihood_weight * mean_j l_ji``;
+  - ``feedback``: as ``receive``, and speaker ``j`` also earns
+    ``likelihood_weight * mean_i l_ji`` (the student's error flows back to the teacher);
+  - ``both``: ``feedback`` on a symmetric graph (each agent speaks and listens).
+
+  With ``num_candidates = 0`` only the likelihood term remains and constant messages win:
+  the degenerate game, kept for study.
+
+Differentiable agents use the batched face with float messages in [0, 1] that require grad:
+the channel delivers them with gradient on the edges the level opens (``feedback``,
+``both``) and detached otherwise (``none``, ``receive``), and the rewards above stay
+differentiable in the messages.
+
+Ground truth (``label``, ``world_index`` of ``x_t``, ``target`` position of ``x_{t-1}`` among
+the candidates, ``prev_label``) is in ``infos[agent]``, never in observations.
+
+**Arguments** (``commenv.partial_obs_v0(n_agents=2, graph="two_way", level="both",
+dataset="digits", split="train", message_bits=32, noise=0.3, num_candidates=4,
+info_weight=1.0, likelihood_weight=0.5, flip_prob=0.0, drop_prob=0.0, k=None,
+max_cycles=25, mask_seed=0, data_seed=0, data_root=None, render_mode=None)``).
+Noise 0.3 and the reward weights are our choices: the thesis' text lost its noise level.
+
+**Version history.** v0: first release.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium
+import numpy as np
+import torch
+
+from commenv.channel import GRAPHS, Channel, GraphSpec, make_adjacency
+from commenv.core import BatchedEnv, TensorDict, check_choice, describe
+from commenv.datasets import DATASETS, load_dataset
+
+LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> torch.Tensor:
+    """The fixed per-agent inversion masks ``(n_agents, num_features)`` bool."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.rand(n_agents, num_features, generator=gen) < noise
+
+
+def apply_masks(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Views of flat images ``x`` ``(..., D)`` through ``masks`` ``(n, D)``: ``(..., n, D)``."""
+    x = x.unsqueeze(-2)
+    return torch.where(masks, 1.0 - x, x)
+
+
+class PartialObsGame(BatchedEnv):
+    """Batched partial_obs_v0 (see the module docstring for the rules)."""
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "partial_obs_v0",
+        "render_modes": ["human", "rgb_array", "ansi"],
+        "is_parallelizable": True,
+        "render_fps": 2,
+    }
+
+    def __init__(
+        self,
+        n_agents: int = 2,
+        graph: GraphSpec = "two_way",
+        level: str = "both",
+        dataset: str = "digits",
+        split: str = "train",
+        message_bits: int = 32,
+        noise: float = 0.3,
+        num_candidates: int = 4,
+        info_weight: float = 1.0,
+        likelihood_weight: float = 0.5,
+        flip_prob: float = 0.0,
+        drop_prob: float = 0.0,
+        k: int | None = None,
+        max_cycles: int = 25,
+        mask_seed: int = 0,
+        data_seed: int = 0,
+        data_root: str | None = None,
+        render_mode: str | None = None,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        validate: bool = True,
+    ) -> None:
+        check_choice("level", level, LEVELS)
+        check_choice("dataset", dataset, DATASETS)
+        check_choice("split", split, SPLITS)
+        check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
+        if isinstance(graph, str):
+            check_choice("graph", graph, GRAPHS)
+        for name, value, low in (
+            ("n_agents", n_agents, 2), ("message_bits", message_bits, 1),
+            ("num_candidates", num_candidates, 0), ("max_cycles", max_cycles, 1),
+            ("num_envs", num_envs, 1),
+        ):
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
+        if num_candidates == 1:
+            raise ValueError("num_candidates must be 0 (no discrimination) or >= 2, got 1")
+        if not 0.0 <= float(noise) <= 1.0:
+            raise ValueError(f"noise must be a probability in [0, 1], got {noise!r}")
+
+        self.device = torch.device(device)
+        self.num_envs = int(num_envs)
+        self.n_agents = int(n_agents)
+        self.level = level
+        self.message_bits = int(message_bits)
+        self.num_candidates = int(num_candidates)
+        self.info_weight = float(info_weight)
+        self.likelihood_weight = float(likelihood_weight)
+        self.max_cycles = int(max_cycles)
+        self.render_mode = render_mode
+        self.validate = validate
+        self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
+
+        adjacency = make_adjacency(graph, self.n_agents, k)
+        if level == "both" and not torch.equal(adjacency, adjacency.T):
+            raise ValueError(
+                "level='both' needs a symmetric graph (every listener also speaks back), "
+                "e.g. graph='two_way' or 'all_to_all'; use level='feedback' on a one-way graph"
+            )
+        self.channel = Channel(
+            adjacency, flip_prob=flip_prob, drop_prob=drop_prob, device=self.device
+        )
+        # Gradient through the channel: open exactly where the speaker gets feedback.
+        self.grad_mask = adjacency if level in ("feedback", "both") else torch.zeros_like(adjacency)
+
+        data = load_dataset(dataset, root=data_root, seed=data_seed)
+        chosen = getattr(data, split)
+        self.image_shape = data.image_shape
+        self.num_classes = data.num_classes
+        self.images = chosen.flat().to(self.device)
+        self.labels = chosen.y.to(self.device)
+        self.num_features = data.num_features
+        self.masks = noise_masks(self.n_agents, self.num_features, noise, mask_seed).to(
+            self.device
+        )
+
+        D, L, K, S = self.num_features, self.message_bits, self.num_candidates, self.max_in
+        self.obs_layout = {
+            "view": slice(0, D),
+            "heard": slice(D, D + S * (1 + L)),
+            "candidates": slice(D + S * (1 + L), D + S * (1 + L) + K * D),
+        }
+        obs_dim = self.obs_layout["candidates"].stop
+        self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
+        self._act_space = gymnasium.spaces.MultiBinary(L + K)
+        self._gen = self._seed_generator(None)
+        self._state: dict[str, torch.Tensor] = {}
+
+    # -- spaces ----------------------------------------------------------------------------
+    @property
+    def max_in(self) -> int:
+        """Number of heard-message slots in an observation (the graph's max in-degree)."""
+        return self.channel.max_in_degree
+
+    def observation_space(self, agent: str) -> gymnasium.Space:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> gymnasium.Space:
+        return self._act_space
+
+    # -- world -----------------------------------------------------------------------------
+    def views(self, world_index: torch.Tensor) -> torch.Tensor:
+        """Every agent's view of worlds ``world_index`` ``(...)``: ``(..., n_agents, D)``."""
+        return apply_masks(self.images[world_index], self.masks)
+
+    def _sample_worlds(self, *shape: int) -> torch.Tensor:
+        return torch.randint(
+            len(self.images), (self.num_envs, *shape), generator=self._gen, device=self.device
+        )
+
+    def _new_candidates(self, prev_world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        K = self.num_candidates
+        cands = self._sample_worlds(K)
+        target = torch.randint(K, (self.num_envs,), generator=self._gen, device=self.device)
+        cands.scatter_(1, target[:, None], prev_world[:, None])
+        return cands, target
+
+    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
+        if seed is not None or not self._state:
+            self._gen = self._seed_generator(seed)
+        B, n, S, L = self.num_envs, self.n_agents, self.max_in, self.message_bits
+        world = self._sample_worlds()
+        self._t = 0
+        self._state = {
+            "world": world,
+            "prev_world": torch.full_like(world, -1),
+            "candidates": torch.zeros(B, self.num_candidates, dtype=torch.long, device=self.device),
+            "target": torch.zeros(B, dtype=torch.long, device=self.device),
+            "heard": torch.zeros(B, n, S, L, device=self.device),
+            "delivered": torch.zeros(B, n, S, dtype=torch.bool, device=self.device),
+            "messages": torch.zeros(B, n, L, device=self.device),
+        }
+        return self._observe(), self._infos()
+
+    def _observe(self) -> TensorDict:
+        st, B, n = self._state, self.num_envs, self.n_agents
+        view = self.views(st["world"])  # (B, n, D)
+        heard = torch.cat([st["delivered"].unsqueeze(-1).to(view.dtype), st["heard"]], -1)
+        parts = [view, heard.reshape(B, n, -1)]
+        if self.num_candidates:
+            cand = self.views(st["candidates"]).transpose(1, 2)  # (B, n, K, D)
+            if self._t == 0:
+                cand = torch.zeros_like(cand)
+            parts.append(cand.reshape(B, n, -1))
+        obs = torch.cat(parts, -1)
+        return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
+
+    def _infos(self) -> dict[str, dict]:
+        st = self._state
+        prev = st["prev_world"]
+        info = {
+            "label": self.labels[st["world"]],
+            "world_index": st["world"],
+            "target": st["target"],
+            "prev_label": torch.where(prev >= 0, self.labels[prev.clamp(min=0)], -1),
+        }
+        return {a: info for a in self.possible_agents}
+
+    def state(self) -> torch.Tensor:
+        """The hidden world ``x_t`` of every env ``(num_envs, D)`` (for oracles and renders)."""
+        return self.images[self._state["world"]]
+
+    # -- step ------------------------------------------------------------------------------
+    def _stack_actions(self, actions: TensorDict) -> torch.Tensor:
+        if set(actions) != set(self.possible_agents):
+            raise ValueError(
+                f"actions must have exactly the keys {self.possible_agents}, got {sorted(actions)}"
+            )
+        act = torch.stack([torch.as_tensor(actions[a], device=self.device)
+                           for a in self.possible_agents], 1)
+        expected = (self.num_envs, self.n_agents, self._act_space.n)
+        if self.validate:
+            if tuple(act.shape) != expected:
+                raise ValueError(
+                    f"batched actions must be (num_envs, {self._act_space.n}) per agent "
+                    f"(stacked {expected}); got stacked shape {tuple(act.shape)}"
+                )
+            bad = ~torch.isfinite(act.float()) | (act < 0) | (act > 1)
+            if bool(bad.any()):
+                agent = self.possible_agents[int(bad.any(-1).any(0).nonzero()[0])]
+                raise ValueError(
+                    f"invalid action for agent {agent!r}: expected values in [0, 1] for "
+                    f"{self._act_space}, got {describe(actions[agent])} with values outside"
+                )
+        return act if act.is_floating_point() else act.float()
+
+    def step(self, actions: TensorDict):
+        st = self._state
+        if not st:
+            raise ValueError("step() called before reset()")
+        act = self._stack_actions(actions)
+        L, K = self.message_bits, self.num_candidates
+        messages, choice = act[..., :L], act[..., L:]
+        rewards = torch.zeros(self.num_envs, self.n_agents, device=self.device)
+
+        # Discrimination of last step's world from last step's messages.
+        if K and self._t > 0:
+            onehot = torch.nn.functional.one_hot(st["target"], K).to(choice.dtype)
+            correct = (choice == onehot.unsqueeze(1)).all(-1).float()  # (B, n)
+            heard_any = st["delivered"].any(-1)
+            g = correct * heard_any
+            rewards = rewards + self.info_weight * g
+            # Each speaker earns the mean success of the listeners it reached.
+            reached = st["delivered"]  # (B, recv, slot)
+            speaker_sum = torch.zeros_like(rewards).scatter_add_(
+                1, self.channel._gather.expand_as(reached).reshape(self.num_envs, -1),
+                (reached * g.unsqueeze(-1)).reshape(self.num_envs, -1),
+            )
+            speaker_cnt = torch.zeros_like(rewards).scatter_add_(
+                1, self.channel._gather.expand_as(reached).reshape(self.num_envs, -1),
+                reached.float().reshape(self.num_envs, -1),
+            )
+            rewards = rewards + self.info_weight * speaker_sum / speaker_cnt.clamp(min=1)
+
+        delivery = self.channel.route(
+            messages, grad_mask=self.grad_mask, generator=self._gen, tag="message"
+        )
+        if self.level != "none" and self.likelihood_weight:
+            agree = 1.0 - (messages.unsqueeze(2) - delivery.inbox).abs().mean(-1)  # (B, r, s)
+            dl = delivery.delivered.to(agree.dtype)
+            agree = agree * dl
+            listener = agree.sum(-1) / dl.sum(-1).clamp(min=1)
+            rewards = rewards + self.likelihood_weight * listener
+            if self.level in ("feedback", "both"):
+                idx = self.channel._gather.expand_as(dl).reshape(self.num_envs, -1)
+                spk = torch.zeros_like(rewards).scatter_add(1, idx, agree.reshape(self.num_envs, -1))
+                cnt = torch.zeros_like(rewards).scatter_add(1, idx, dl.reshape(self.num_envs, -1))
+                rewards = rewards + self.likelihood_weight * spk / cnt.clamp(min=1)
+
+        # Advance the world; this step's messages are heard in the next observation.
+        self._t += 1
+        st["heard"], st["delivered"], st["messages"] = delivery.inbox, delivery.delivered, messages
+        st["prev_world"] = st["world"]
+        if K:
+            st["candidates"], st["target"] = self._new_candidates(st["world"])
+        st["world"] = self._sample_worlds()
+
+        truncated = torch.full(
+            (self.num_envs,), self._t >= self.max_cycles, dtype=torch.bool, device=self.device
+        )
+        terminated = torch.zeros_like(truncated)
+        agents = self.possible_agents
+        return (
+            self._observe(),
+            {a: rewards[:, i] for i, a in enumerate(agents)},
+            dict.fromkeys(agents, terminated),
+            dict.fromkeys(agents, truncated),
+            self._infos(),
+        )
+
+    # -- render ----------------------------------------------------------------------------
+    def render(self, env_index: int = 0) -> np.ndarray | str | None:
+        """``rgb_array``: the world, each agent's view and each agent's last message as bits;
+        ``ansi``: the messages as text; ``human``: prints the ``ansi`` text."""
+        if self.render_mode is None or not self._state:
+            return None
+        if self.render_mode in ("ansi", "human"):
+            lines = [f"{self.metadata['name']} step {self._t}"]
+            for i, agent in enumerate(self.possible_agents):
+                bits = self._state["messages"][env_index, i].round().int().tolist()
+                lines.append(f"  {agent} said {''.join(map(str, bits))}")
+            text = "\n".join(lines)
+            if self.render_mode == "human":
+                print(text)
+                return None
+            return text
+        from commenv.render import bits_image, image_row
+
+        st = self._state
+        world = st["world"][env_index]
+        panels = [self.images[world].cpu()] + list(self.views(world).cpu())
+        top = image_row(panels, self.image_shape)
+        msgs = bits_image(st["messages"][env_index].detach().cpu(), width=top.shape[1])
+        return np.concatenate([top, msgs], 0)
