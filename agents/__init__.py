@@ -1,0 +1,1 @@
+"""Reference PyTorch agents for the commenv games (CPU or CUDA, same code)."""
