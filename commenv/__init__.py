@@ -17,8 +17,12 @@ from commenv.partial_obs import PartialObsGame
 __version__ = "0.1.0"
 
 partial_obs_v0 = EnvFamily("partial_obs_v0", PartialObsGame)
+# <quiz_v0 family here>
+# <node_graph_v0 family here>
 
-ENVS: dict[str, EnvFamily] = {"partial_obs_v0": partial_obs_v0}
+ENVS: dict[str, EnvFamily] = {
+    name: value for name, value in dict(globals()).items() if isinstance(value, EnvFamily)
+}
 
 
 def _register() -> None:
