@@ -35,8 +35,12 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:200]
 
 
-def validate_action(agent: str, space: gymnasium.Space, action: Any) -> np.ndarray:
+def validate_action(
+    agent: str, space: gymnasium.Space, action: Any
+) -> np.ndarray | dict[str, np.ndarray]:
     """Return ``action`` as an array of ``space``, or raise ``ValueError`` naming both sides.
+
+    A ``Dict`` space takes a dict with exactly its keys and returns a dict of arrays.
 
     Nothing is clipped or cast silently: a float array of 0.0/1.0 is accepted for a
     ``MultiBinary`` space (it is exactly representable), 0.5 is not.
@@ -48,6 +52,17 @@ def validate_action(agent: str, space: gymnasium.Space, action: Any) -> np.ndarr
             f"got {describe(action)}"
         )
 
+    if isinstance(space, gymnasium.spaces.Dict):
+        # Composite actions (e.g. node_graph_v0's broadcast bits + payload): check every key.
+        if not isinstance(action, dict) or set(action) != set(space.spaces):
+            raise fail(f"expected a dict with keys {sorted(space.spaces)}")
+        out = {}
+        for key, sub in space.spaces.items():
+            try:
+                out[key] = validate_action(agent, sub, action[key])
+            except ValueError as exc:
+                raise ValueError(f"{exc} (key {key!r} of a Dict action)") from None
+        return out
     if isinstance(action, torch.Tensor):
         action = action.detach().cpu().numpy()
     try:
@@ -123,7 +138,9 @@ class BatchedEnv(ABC):
 
     def _seed_generator(self, seed: int | None) -> torch.Generator:
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy) % 2**63)
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) % 2**63
+        gen.manual_seed(int(seed))
         return gen
 
 
@@ -135,6 +152,13 @@ def _to_numpy(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_numpy(v) for k, v in value.items()}
     return value
+
+
+def _to_batched(arr: np.ndarray | dict, device: torch.device) -> torch.Tensor | TensorDict:
+    """A validated action as a batch of one world (dicts stay dicts)."""
+    if isinstance(arr, dict):
+        return {k: _to_batched(v, device) for k, v in arr.items()}
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(device).unsqueeze(0)
 
 
 class BatchedParallelEnv(ParallelEnv):
@@ -187,7 +211,7 @@ class BatchedParallelEnv(ParallelEnv):
         batched = {}
         for agent in self.agents:
             arr = validate_action(agent, self.action_space(agent), actions[agent])
-            batched[agent] = torch.from_numpy(arr).to(self.game.device).unsqueeze(0)
+            batched[agent] = _to_batched(arr, self.game.device)
         obs, rew, term, trunc, infos = self.game.step(batched)
         live = self.agents
         out = (
