@@ -8,7 +8,6 @@ user's own agent from ``module:Class``. Those pieces live here once.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
 import os
@@ -37,7 +36,7 @@ def seed_everything(seed: int) -> None:
     import numpy as np
 
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds legacy users of the global RNG
     torch.manual_seed(seed)
 
 

@@ -130,9 +130,10 @@ class Channel:
         for name, p in (("flip_prob", flip_prob), ("drop_prob", drop_prob)):
             if not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-        adj = torch.as_tensor(adjacency, dtype=torch.bool)
+        adj = torch.as_tensor(adjacency, dtype=torch.bool).cpu().clone()
         if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
             raise ValueError(f"adjacency must be square (n, n), got shape {tuple(adj.shape)}")
+        adj.fill_diagonal_(False)
         self.device = torch.device(device)
         self.adjacency = adj.to(self.device)
         self.n_agents = int(adj.shape[0])
@@ -295,7 +296,8 @@ class Channel:
     def total_bits(self, tags: Iterable[str] | None = None) -> int:
         """Total bits sent over the channel (all agents, all envs), optionally per tags."""
         tags = self.counters.keys() if tags is None else tags
-        return int(sum(int(self.counters[t]["bits_sent"].sum()) for t in tags if t in self.counters))
+        counts = [self.counters[t]["bits_sent"].sum() for t in tags if t in self.counters]
+        return int(sum(int(c) for c in counts))
 
     def __repr__(self) -> str:
         return (

@@ -6,7 +6,7 @@
 | Agents | ``agent_0`` ... ``agent_{n-1}`` (``n_agents``, default 2) |
 | Parallel API | native (AEC by ``commenv.partial_obs_v0.env()``) |
 | Action space | ``MultiBinary(message_bits + num_candidates)`` |
-| Observation space | ``Box(0, 1, (D + max_in * (1 + message_bits) + num_candidates * D,), float32)`` |
+| Observation space | ``Box(0, 1, (D + max_in * (1 + message_bits) + K * D,))`` float32 |
 | Batched face | ``commenv.partial_obs_v0.batched(num_envs, device)`` |
 
 **World.** Each step the world is one fresh sample ``x_t`` of an image dataset (``D`` pixels).
@@ -168,7 +168,7 @@ class PartialObsGame(BatchedEnv):
             adjacency, flip_prob=flip_prob, drop_prob=drop_prob, device=self.device
         )
         # Gradient through the channel: open exactly where the speaker gets feedback.
-        self.grad_mask = adjacency if level in ("feedback", "both") else torch.zeros_like(adjacency)
+        self.grad_mask: torch.Tensor | bool = adjacency if level in ("feedback", "both") else False
 
         data = load_dataset(dataset, root=data_root, seed=data_seed)
         chosen = getattr(data, split)
@@ -330,7 +330,8 @@ class PartialObsGame(BatchedEnv):
             rewards = rewards + self.likelihood_weight * listener
             if self.level in ("feedback", "both"):
                 idx = self.channel._gather.expand_as(dl).reshape(self.num_envs, -1)
-                spk = torch.zeros_like(rewards).scatter_add(1, idx, agree.reshape(self.num_envs, -1))
+                flat = agree.reshape(self.num_envs, -1)
+                spk = torch.zeros_like(rewards).scatter_add(1, idx, flat)
                 cnt = torch.zeros_like(rewards).scatter_add(1, idx, dl.reshape(self.num_envs, -1))
                 rewards = rewards + self.likelihood_weight * spk / cnt.clamp(min=1)
 

@@ -10,7 +10,9 @@ import torch
 PAD = 4
 
 
-def to_rgb(flat: torch.Tensor | np.ndarray, image_shape: tuple[int, int, int], scale: int) -> np.ndarray:
+def to_rgb(
+    flat: torch.Tensor | np.ndarray, image_shape: tuple[int, int, int], scale: int
+) -> np.ndarray:
     """A flat image in [0, 1] ``(C*H*W,)`` as an upscaled ``(H*s, W*s, 3)`` uint8 array."""
     c, h, w = image_shape
     img = np.asarray(flat, dtype=np.float32).reshape(c, h, w).transpose(1, 2, 0)

@@ -1,0 +1,220 @@
+"""partial_obs_v0: PettingZoo's own tests on every meaningful config, rules, bad input."""
+
+import functools
+import types
+
+import numpy as np
+import pettingzoo
+import pytest
+import torch
+from pettingzoo.test import (
+    api_test,
+    max_cycles_test,
+    parallel_api_test,
+    parallel_seed_test,
+    render_test,
+    seed_test,
+)
+
+import commenv
+from commenv.partial_obs import LEVELS, PartialObsGame
+
+CONFIGS = {
+    "2-one-way-receive": dict(n_agents=2, graph="one_way", level="receive"),
+    "2-one-way-feedback": dict(n_agents=2, graph="one_way", level="feedback"),
+    "2-two-way-both": dict(n_agents=2, graph="two_way", level="both"),
+    "2-two-way-none": dict(n_agents=2, graph="two_way", level="none"),
+    "4-all-to-all": dict(n_agents=4, graph="all_to_all", level="both"),
+    "5-ring-2-noisy": dict(n_agents=5, graph="ring", k=2, level="feedback", flip_prob=0.1,
+                           drop_prob=0.2),
+    "3-no-candidates": dict(n_agents=3, graph="one_way", level="receive", num_candidates=0,
+                            message_bits=8),
+    "synthetic-data": dict(dataset="synthetic", message_bits=4),
+}
+
+
+@pytest.fixture(params=sorted(CONFIGS), name="config")
+def config_fixture(request):
+    return CONFIGS[request.param]
+
+
+def test_pettingzoo_suite(config):
+    family = commenv.partial_obs_v0
+    parallel_api_test(family.parallel_env(**config), num_cycles=30)
+    api_test(family.env(**config), num_cycles=30)
+    seed_test(functools.partial(family.env, **config), num_cycles=10)
+    parallel_seed_test(functools.partial(family.parallel_env, **config), num_cycles=10)
+    render_test(functools.partial(family.env, **config))
+    mod = types.SimpleNamespace(
+        env=functools.partial(family.env, **config),
+        parallel_env=functools.partial(family.parallel_env, **config),
+    )
+    max_cycles_test(mod)
+
+
+def test_defaults_and_registry():
+    env = commenv.partial_obs_v0()
+    obs, infos = env.reset(seed=0)
+    assert env.agents == ["agent_0", "agent_1"]
+    space = env.observation_space("agent_0")
+    assert space is env.observation_space("agent_0")  # cached
+    assert obs["agent_0"].shape == space.shape and obs["agent_0"].dtype == np.float32
+    assert env.action_space("agent_1").n == 32 + 4
+    assert set(infos["agent_0"]) == {"label", "world_index", "target", "prev_label"}
+    made = pettingzoo.make("parallel", "commenv/partial_obs-v0", max_cycles=3)
+    made.reset(seed=0)
+    assert isinstance(made, commenv.BatchedParallelEnv) and made.game.max_cycles == 3
+    assert isinstance(pettingzoo.make("aec", "commenv/partial_obs-v0"), pettingzoo.AECEnv)
+
+
+def _game(**kw) -> PartialObsGame:
+    return commenv.partial_obs_v0.batched(num_envs=kw.pop("num_envs", 8), **kw)
+
+
+def test_views_are_masked_inversions_and_hide_the_world():
+    game = _game(noise=0.3)
+    obs, infos = game.reset(seed=1)
+    x = game.state()
+    layout = game.obs_layout
+    for i, agent in enumerate(game.possible_agents):
+        view = obs[agent][:, layout["view"]]
+        mask = game.masks[i]
+        assert torch.allclose(view[:, ~mask], x[:, ~mask])
+        assert torch.allclose(view[:, mask], 1 - x[:, mask])
+    assert not torch.equal(game.masks[0], game.masks[1])  # agents see differently
+    frac = float(game.masks.float().mean())
+    assert 0.2 < frac < 0.4
+    # Ground truth is in infos, not observations: labels match the hidden world.
+    assert torch.equal(infos["agent_0"]["label"], game.labels[infos["agent_0"]["world_index"]])
+
+
+def test_masks_fixed_for_life_and_by_mask_seed():
+    a, b, c = _game(mask_seed=3), _game(mask_seed=3), _game(mask_seed=4)
+    m = a.masks.clone()
+    a.reset(seed=0)
+    a.reset(seed=99)
+    assert torch.equal(a.masks, m) and torch.equal(b.masks, m)
+    assert not torch.equal(c.masks, m)
+
+
+def test_messages_arrive_next_step_along_the_graph():
+    game = _game(graph="one_way", level="receive", num_envs=3, message_bits=5)
+    game.reset(seed=0)
+    L, K = 5, game.num_candidates
+    act = {a: torch.zeros(3, L + K) for a in game.possible_agents}
+    act["agent_0"][:, :L] = torch.tensor([1.0, 0, 1, 1, 0])
+    act["agent_1"][:, :L] = 1.0
+    obs, *_ = game.step(act)
+    heard = obs["agent_1"][:, game.obs_layout["heard"]].view(3, game.max_in, 1 + L)
+    assert torch.all(heard[:, 0, 0] == 1)  # present flag
+    assert torch.equal(heard[:, 0, 1:], act["agent_0"][:, :L])
+    # agent_0 hears nobody on a one-way graph.
+    assert torch.all(obs["agent_0"][:, game.obs_layout["heard"]] == 0)
+
+
+def test_discrimination_reward_and_candidates():
+    game = _game(graph="two_way", level="none", num_envs=16, message_bits=4)
+    obs, _ = game.reset(seed=0)
+    L, K = 4, game.num_candidates
+    zeros = {a: torch.zeros(16, L + K) for a in game.possible_agents}
+    obs, rew, _, _, infos = game.step(zeros)
+    target = infos["agent_0"]["target"]
+    # The previous world is among the candidates at the target slot (seen through own mask).
+    cands = obs["agent_1"][:, game.obs_layout["candidates"]].view(16, K, -1)
+    prev = game.views(infos["agent_1"]["world_index"]).shape  # sanity: views work
+    assert prev[-1] == cands.shape[-1]
+    right = {a: torch.zeros(16, L + K) for a in game.possible_agents}
+    right["agent_0"][torch.arange(16), L + target] = 1.0
+    right["agent_1"][torch.arange(16), L + target] = 1.0
+    _, rew, *_ = game.step(right)
+    # Both right as listeners (1) and each of their listeners right (1): info reward 2.
+    assert torch.allclose(rew["agent_0"], torch.full((16,), 2.0))
+    wrong = {a: torch.ones(16, L + K) for a in game.possible_agents}  # not one-hot: wrong
+    _, rew, *_ = game.step(wrong)
+    assert torch.all(rew["agent_0"] == 0)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_likelihood_reward_by_level(level):
+    graph = "two_way" if level == "both" else "one_way"
+    game = _game(graph=graph, level=level, num_candidates=0, message_bits=4, num_envs=2,
+                 likelihood_weight=1.0)
+    game.reset(seed=0)
+    act = {
+        "agent_0": torch.tensor([[1.0, 1, 0, 0]] * 2),
+        "agent_1": torch.tensor([[1.0, 0, 0, 0]] * 2),
+    }
+    _, rew, *_ = game.step(act)
+    agreement = 0.75
+    r0, r1 = float(rew["agent_0"][0]), float(rew["agent_1"][0])
+    expected = {
+        "none": (0.0, 0.0),
+        "receive": (0.0, agreement),
+        "feedback": (agreement, agreement),
+        "both": (2 * agreement, 2 * agreement),
+    }[level]
+    assert (r0, r1) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("level, grad_to_speaker", [
+    ("none", False), ("receive", False), ("feedback", True), ("both", True),
+])
+def test_levels_are_made_by_the_differentiable_channel(level, grad_to_speaker):
+    graph = "two_way" if level == "both" else "one_way"
+    game = _game(graph=graph, level=level, num_candidates=0, message_bits=6, num_envs=4,
+                 likelihood_weight=1.0)
+    game.reset(seed=0)
+    m0 = torch.rand(4, 6, requires_grad=True)
+    m1 = torch.rand(4, 6, requires_grad=True)
+    obs, rew, *_ = game.step({"agent_0": m0, "agent_1": m1})
+    heard = obs["agent_1"][:, game.obs_layout["heard"]]
+    assert heard.requires_grad == grad_to_speaker
+    loss = -(rew["agent_1"].sum())  # the student's likelihood reward only
+    if level == "none":
+        assert not rew["agent_1"].requires_grad
+        return
+    loss.backward()
+    assert m1.grad is not None and m1.grad.abs().sum() > 0  # listener's own message
+    got = m0.grad is not None and bool(m0.grad.abs().sum() > 0)
+    assert got == grad_to_speaker
+
+
+def test_same_seed_same_episode_bit_for_bit():
+    def run(seed):
+        game = _game(n_agents=3, graph="all_to_all", level="both", drop_prob=0.3,
+                     flip_prob=0.1, num_envs=4)
+        obs, _ = game.reset(seed=seed)
+        gen = torch.Generator().manual_seed(7)
+        out = [obs["agent_2"].clone()]
+        for _ in range(5):
+            act = {a: torch.randint(0, 2, (4, 36), generator=gen).float()
+                   for a in game.possible_agents}
+            obs, rew, *_ = game.step(act)
+            out += [obs["agent_2"].clone(), rew["agent_1"].clone()]
+        return out
+
+    a, b, c = run(5), run(5), run(6)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_batched_face_is_one_world_per_row():
+    game = _game(num_envs=64)
+    obs, _ = game.reset(seed=0)
+    assert obs["agent_0"].shape == (64, game.observation_space("agent_0").shape[0])
+    act = {a: torch.zeros(64, game.action_space(a).n) for a in game.possible_agents}
+    obs, rew, term, trunc, infos = game.step(act)
+    assert rew["agent_0"].shape == (64,) and trunc["agent_0"].shape == (64,)
+    assert infos["agent_0"]["label"].shape == (64,)
+
+
+def test_rgb_render_draws_world_views_and_bits():
+    env = commenv.partial_obs_v0(render_mode="rgb_array", n_agents=3, graph="all_to_all")
+    env.reset(seed=0)
+    env.step({a: env.action_space(a).sample() for a in env.agents})
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    assert frame.shape[1] >= 4 * 64  # world + 3 views side by side
+    ansi = commenv.partial_obs_v0(render_mode="ansi", n_agents=3)
+    ansi.reset(seed=0)
+    assert ansi.render().count("said") == 3
