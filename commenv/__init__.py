@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 
 partial_obs_v0 = EnvFamily("partial_obs_v0", PartialObsGame)
 # <quiz_v0 family here>
-# <node_graph_v0 family here>
+from commenv.node_graph import NodeGraphGame  # noqa: E402
+node_graph_v0 = EnvFamily("node_graph_v0", NodeGraphGame)
 
 ENVS: dict[str, EnvFamily] = {
     name: value for name, value in dict(globals()).items() if isinstance(value, EnvFamily)

@@ -1,0 +1,598 @@
+"""node_graph_v0 — a graph of computing nodes that learn by exchanging outputs (thesis, ch. 2).
+
+| | |
+|---|---|
+| Import | ``env = commenv.node_graph_v0()`` |
+| Agents | ``node_0`` ... ``node_{N-1}`` (``n_nodes``, default 10) |
+| Parallel API | native (AEC by ``commenv.node_graph_v0.env()``) |
+| Action space | ``MultiBinary(K)`` (labels) or ``Dict(broadcast=MultiBinary(K), payload=Box)`` |
+| Observation space | ``Box((M*D + M*C + M*P + 2,), float32)``, laid out in ``env.obs_layout`` |
+| Batched face | ``commenv.node_graph_v0.batched(num_envs, device)``; fast path ``step_tensors`` |
+
+``M`` = ``batch_size``, ``D`` = pixels per image, ``C`` = classes, ``K`` = the largest
+out-degree of the graph, ``P`` = payload width (``C`` for logits, ``feature_dim`` for
+features, 0 in the observation for labels).
+
+**World.** The training split of ``dataset`` is cut into ``n_nodes`` exclusive partitions
+(``partition="iid"``: a random, class-independent split into near-equal parts, as in the
+thesis; ``"dirichlet"``: per-class proportions drawn from Dirichlet(``dirichlet_alpha``), the
+usual non-IID split), fixed by ``partition_seed`` for the life of the env. Nodes are joined by a
+fixed directed graph: ``graph="ring"`` with the ``k`` closest neighbours (default
+``k = n_nodes - 1``: fully connected) or any user graph (``(N, N)`` bool matrix
+``[sender, receiver]`` or list of edges). Each node owns a bounded inbox of
+``inbox_capacity`` received minibatches, kept as a tensor ring buffer of *sample indices* and
+payloads (never copies of images).
+
+**Step.** Every step all nodes act at once (steps are parallel wall-time steps):
+
+1. Node ``i`` observes its current minibatch and trains on it (the agent's business).
+2. Its action says to which out-neighbours this minibatch is broadcast (one bit per
+   out-neighbour, in increasing node order: ``env.out_neighbours(agent)``; bits beyond a node's
+   out-degree are ignored) and, for ``content="logits"``/``"features"``, the payload that goes
+   with it (``(M, P)``: its logits — the receiver applies the temperature — or its top-level
+   features). With ``content="labels"`` the payload is the labels the node holds for the
+   minibatch (its own true labels, or the labels it received), so the action is just the bits.
+   Received data can be re-broadcast: the current minibatch may itself come from the inbox.
+3. The channel (``commenv.channel.Channel``) delivers images (as indices) and payloads to the
+   chosen neighbours' inboxes. A full inbox applies ``overflow``: ``"drop_oldest"`` (the new
+   minibatch overwrites the oldest one) or ``"drop_newest"`` (the arriving minibatch is lost);
+   either way ``infos[agent]["dropped"]`` counts the minibatches lost at that node.
+4. Each node draws its next minibatch: with probability ``consumption_prob`` the oldest one in
+   its inbox (when the inbox is not empty), else ``batch_size`` samples drawn uniformly (with
+   replacement) from its own partition.
+
+A node therefore never sees a sample of another node's partition unless some node broadcast it
+to it (``tests/test_node_graph.py`` proves it).
+
+**Observation** of node ``i`` (flat; ``env.split_obs(obs)`` reshapes it):
+
+1. ``images``: the current minibatch ``(M, C_img, H, W)`` in [0, 1];
+2. ``labels``: ``(M, C)`` one-hot targets: the node's own true labels for local data, the
+   received labels for inbox data when ``content="labels"``, zeros otherwise;
+3. ``payload``: ``(M, P)`` the received logits/features for inbox data (zeros for local data;
+   absent when ``content="labels"``);
+4. ``from_inbox``: 1 when the minibatch came from the inbox;
+5. ``inbox_fill``: inbox occupancy / ``inbox_capacity``.
+
+**Rewards.** The game scores nothing by itself: learning happens in the agents and evaluation
+is :mod:`commenv.evaluation`. ``r_i = -bit_cost * (bits node i sent this step)`` (0 by default),
+so an RL agent can be asked to pay for bandwidth.
+
+**Bandwidth** is counted exactly in bits per edge a message is put on: images cost
+``M * D * image_bits`` per minibatch (``image_bits=8``: the uint8 pixels), payloads
+``M * ceil(log2 C)`` bits for labels and ``M * P * float_bits`` for logits/features. Totals are in
+``env.bandwidth()`` and per node (cumulative) in ``infos[agent]["bits_images"]`` /
+``["bits_payload"]``.
+
+**Infos** (ground truth for benchmarks and tests, never in observations): ``indices`` (the
+training-set indices of the current minibatch), ``true_labels``, ``sender`` (-1 for local
+data), ``inbox_count``, ``dropped``, ``bits_images``, ``bits_payload``.
+
+**Arguments** (``commenv.node_graph_v0(n_nodes=10, graph="ring", k=None, content="labels",
+dataset="digits", batch_size=32, consumption_prob=0.5, inbox_capacity=16,
+overflow="drop_oldest", feature_dim=64, partition="iid", dirichlet_alpha=0.5,
+partition_seed=0, image_bits=8, float_bits=32, bit_cost=0.0, max_cycles=5000, data_seed=0,
+data_root=None, render_mode=None)``). ``consumption_prob=0.5`` is the thesis' choice: one local
+sample for each sample consumed from the network. With ``n_nodes=1`` there is no channel (the
+single broadcast bit is ignored): the thesis' single-node baseline.
+
+**Version history.** v0: first release.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import gymnasium
+import numpy as np
+import torch
+
+from commenv.channel import GRAPHS, Channel, GraphSpec, make_adjacency
+from commenv.core import BatchedEnv, TensorDict, check_choice, describe
+from commenv.datasets import DATASETS, load_dataset
+
+CONTENTS: tuple[str, ...] = ("labels", "logits", "features")
+PARTITIONS: tuple[str, ...] = ("iid", "dirichlet")
+OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest")
+
+
+def partition_indices(
+    labels: torch.Tensor | np.ndarray,
+    n_nodes: int,
+    scheme: str = "iid",
+    *,
+    alpha: float = 0.5,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Cut ``range(len(labels))`` into ``n_nodes`` exclusive, non-empty partitions.
+
+    ``"iid"``: a random permutation cut into near-equal parts, independent of the classes.
+    ``"dirichlet"``: for each class, the share of each node is drawn from
+    Dirichlet(``alpha``); smaller ``alpha`` is more skewed. Same seed, same partitions.
+    """
+    check_choice("partition", scheme, PARTITIONS)
+    y = np.asarray(labels)
+    n = len(y)
+    if n < n_nodes:
+        raise ValueError(f"{n} training samples cannot be split among n_nodes={n_nodes}")
+    rng = np.random.default_rng(seed)
+    if scheme == "iid":
+        return [np.sort(p) for p in np.array_split(rng.permutation(n), n_nodes)]
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"dirichlet_alpha must be > 0, got {alpha!r}")
+    for _ in range(100):  # redraw until no node is left empty
+        parts: list[list[np.ndarray]] = [[] for _ in range(n_nodes)]
+        for c in np.unique(y):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(n_nodes, alpha))) * len(idx)).astype(int)
+            for node, chunk in enumerate(np.split(idx, cuts[:-1])):
+                parts[node].append(chunk)
+        out = [np.sort(np.concatenate(p)) for p in parts]
+        if min(len(p) for p in out) > 0:
+            return out
+    raise ValueError(
+        f"could not draw a Dirichlet({alpha}) partition leaving no node empty; "
+        "use a larger dirichlet_alpha or fewer nodes"
+    )
+
+
+class NodeGraphGame(BatchedEnv):
+    """Batched node_graph_v0 (see the module docstring for the rules)."""
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "node_graph_v0",
+        "render_modes": ["human", "rgb_array", "ansi"],
+        "is_parallelizable": True,
+        "render_fps": 2,
+    }
+
+    def __init__(
+        self,
+        n_nodes: int = 10,
+        graph: GraphSpec = "ring",
+        k: int | None = None,
+        content: str = "labels",
+        dataset: str = "digits",
+        batch_size: int = 32,
+        consumption_prob: float = 0.5,
+        inbox_capacity: int = 16,
+        overflow: str = "drop_oldest",
+        feature_dim: int = 64,
+        partition: str = "iid",
+        dirichlet_alpha: float = 0.5,
+        partition_seed: int = 0,
+        image_bits: int = 8,
+        float_bits: int = 32,
+        bit_cost: float = 0.0,
+        max_cycles: int = 5000,
+        data_seed: int = 0,
+        data_root: str | None = None,
+        render_mode: str | None = None,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        validate: bool = True,
+    ) -> None:
+        check_choice("content", content, CONTENTS)
+        check_choice("dataset", dataset, DATASETS)
+        check_choice("partition", partition, PARTITIONS)
+        check_choice("overflow", overflow, OVERFLOWS)
+        check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
+        if isinstance(graph, str):
+            check_choice("graph", graph, GRAPHS)
+        for name, value, low in (
+            ("n_nodes", n_nodes, 1), ("batch_size", batch_size, 1),
+            ("inbox_capacity", inbox_capacity, 1), ("feature_dim", feature_dim, 1),
+            ("image_bits", image_bits, 1), ("float_bits", float_bits, 1),
+            ("max_cycles", max_cycles, 1), ("num_envs", num_envs, 1),
+        ):
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
+        if not (isinstance(consumption_prob, int | float) and 0.0 <= consumption_prob <= 1.0):
+            raise ValueError(f"consumption_prob must be in [0, 1], got {consumption_prob!r}")
+        if not (isinstance(bit_cost, int | float) and math.isfinite(bit_cost)):
+            raise ValueError(f"bit_cost must be a finite number, got {bit_cost!r}")
+
+        self.device = torch.device(device)
+        self.num_envs = int(num_envs)
+        self.n_nodes = N = int(n_nodes)
+        self.content = content
+        self.batch_size = M = int(batch_size)
+        self.consumption_prob = float(consumption_prob)
+        self.inbox_capacity = int(inbox_capacity)
+        self.overflow = overflow
+        self.image_bits, self.float_bits = int(image_bits), int(float_bits)
+        self.bit_cost = float(bit_cost)
+        self.max_cycles = int(max_cycles)
+        self.render_mode = render_mode
+        self.validate = validate
+        self.possible_agents = [f"node_{i}" for i in range(N)]
+
+        data = load_dataset(dataset, root=data_root, seed=data_seed)
+        self.image_shape = data.image_shape
+        self.num_classes = C = data.num_classes
+        self.num_features = D = data.num_features
+        self.images = data.train.flat().to(self.device)
+        self.labels = data.train.y.to(self.device)
+        self.test_images, self.test_labels = data.test.x, data.test.y  # for evaluation
+
+        # Partitions as a padded (N, max_len) table so local sampling is one gather.
+        parts = partition_indices(
+            data.train.y, N, partition, alpha=float(dirichlet_alpha), seed=partition_seed
+        )
+        self.partitions = parts
+        lengths = torch.tensor([len(p) for p in parts])
+        table = torch.zeros(N, int(lengths.max()), dtype=torch.long)
+        for i, p in enumerate(parts):  # construction only, not on the step path
+            table[i, : len(p)] = torch.from_numpy(p)
+        self.partition_table, self.partition_len = table.to(self.device), lengths.to(self.device)
+        owner = torch.full((len(self.labels),), -1, dtype=torch.long)
+        for i, p in enumerate(parts):
+            owner[torch.from_numpy(p)] = i
+        self.owner = owner.to(self.device)
+        """``owner[j]``: the node whose partition holds training sample ``j``."""
+
+        # Graph and channel (no channel for a single node).
+        if N == 1:
+            self.adjacency = torch.zeros(1, 1, dtype=torch.bool)
+            self.channel: Channel | None = None
+        else:
+            if graph == "ring" and k is None:
+                k = N - 1
+            self.adjacency = make_adjacency(graph, N, k)
+            self.channel = Channel(self.adjacency, device=self.device)
+        out_deg = self.adjacency.sum(1)
+        self.max_out = K = max(1, int(out_deg.max()))
+        order = torch.sort((~self.adjacency).to(torch.int8), dim=1, stable=True).indices[:, :K]
+        valid = torch.arange(K)[None, :] < out_deg[:, None]
+        # Padded bits scatter into a dummy column N that is cut off again.
+        self._out_table = torch.where(valid, order, N).to(self.device)
+        self._out_valid = valid.to(self.device)
+
+        self.payload_dim = P = {"labels": 1, "logits": C, "features": int(feature_dim)}[content]
+        self.feature_dim = int(feature_dim)
+        label_bits = max(1, math.ceil(math.log2(C)))
+        self.bits_per_image_message = M * D * self.image_bits
+        self.bits_per_payload_message = (
+            M * label_bits if content == "labels" else M * P * self.float_bits
+        )
+        obs_p = 0 if content == "labels" else P
+        sizes = {"images": M * D, "labels": M * C, "payload": M * obs_p, "from_inbox": 1,
+                 "inbox_fill": 1}
+        self.obs_layout: dict[str, slice] = {}
+        start = 0
+        for key, size in sizes.items():
+            self.obs_layout[key] = slice(start, start + size)
+            start += size
+        low = np.zeros(start, np.float32)
+        high = np.ones(start, np.float32)
+        low[self.obs_layout["payload"]], high[self.obs_layout["payload"]] = -np.inf, np.inf
+        self._obs_space = gymnasium.spaces.Box(low, high, (start,), np.float32)
+        bits_space = gymnasium.spaces.MultiBinary(K)
+        if content == "labels":
+            self._act_space: gymnasium.Space = bits_space
+        else:
+            self._act_space = gymnasium.spaces.Dict({
+                "broadcast": bits_space,
+                "payload": gymnasium.spaces.Box(-np.inf, np.inf, (M, P), np.float32),
+            })
+        self._gen = self._seed_generator(None)
+        self._state: dict[str, torch.Tensor] = {}
+        self._t = 0
+
+    # -- spaces and graph ----------------------------------------------------------------
+    def observation_space(self, agent: str) -> gymnasium.Space:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> gymnasium.Space:
+        return self._act_space
+
+    def out_neighbours(self, agent: str | int) -> list[int]:
+        """Receivers of ``agent``'s broadcast bits, in bit order."""
+        i = self._index(agent)
+        return self._out_table[i][self._out_valid[i]].tolist()
+
+    def _index(self, agent: str | int) -> int:
+        if isinstance(agent, str):
+            if agent not in self.possible_agents:
+                raise ValueError(f"unknown agent {agent!r}; valid agents: {self.possible_agents}")
+            return self.possible_agents.index(agent)
+        return int(agent)
+
+    def split_obs(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reshape flat observations ``(..., obs_dim)`` into named, shaped views."""
+        lead = obs.shape[:-1]
+        M, C = self.batch_size, self.num_classes
+        lay = self.obs_layout
+        return {
+            "images": obs[..., lay["images"]].reshape(*lead, M, *self.image_shape),
+            "labels": obs[..., lay["labels"]].reshape(*lead, M, C),
+            "payload": obs[..., lay["payload"]].reshape(*lead, M, -1),
+            "from_inbox": obs[..., lay["from_inbox"].start],
+            "inbox_fill": obs[..., lay["inbox_fill"].start],
+        }
+
+    def bandwidth(self) -> dict[str, int]:
+        """Bits sent since the last reset, all envs and nodes: images, payload and total."""
+        if self.channel is None:
+            return {"images": 0, "payload": 0, "total": 0}
+        images = self.channel.total_bits(["images"])
+        payload = self.channel.total_bits(["payload"])
+        return {"images": images, "payload": payload, "total": images + payload}
+
+    # -- episode -------------------------------------------------------------------------
+    def _sample_local(self) -> torch.Tensor:
+        B, N, M = self.num_envs, self.n_nodes, self.batch_size
+        u = torch.rand(B, N, M, generator=self._gen, device=self.device)
+        pos = (u * self.partition_len[None, :, None]).long()
+        pos = torch.minimum(pos, self.partition_len[None, :, None] - 1)
+        rows = torch.arange(N, device=self.device)[None, :, None]
+        return self.partition_table[rows, pos]
+
+    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
+        if seed is not None or not self._state:
+            self._gen = self._seed_generator(seed)
+        if self.channel is not None:
+            self.channel.reset_counters()
+        B, N, M, P, cap = (self.num_envs, self.n_nodes, self.batch_size, self.payload_dim,
+                           self.inbox_capacity)
+        dev = self.device
+        zeros_l = torch.zeros(B, N, dtype=torch.long, device=dev)
+        self._t = 0
+        self._state = {
+            "idx": self._sample_local(),
+            "payload": torch.zeros(B, N, M, P, device=dev),
+            "sender": torch.full((B, N), -1, dtype=torch.long, device=dev),
+            "inbox_idx": torch.zeros(B, N, cap, M, dtype=torch.long, device=dev),
+            "inbox_payload": torch.zeros(B, N, cap, M, P, device=dev),
+            "inbox_sender": torch.zeros(B, N, cap, dtype=torch.long, device=dev),
+            "head": zeros_l.clone(),
+            "count": zeros_l.clone(),
+            "dropped": zeros_l.clone(),
+            "bits_images": zeros_l.clone(),
+            "bits_payload": zeros_l.clone(),
+            "last_sent": torch.zeros(B, N, N, dtype=torch.bool, device=dev),
+        }
+        obs_all = self.observe_all()
+        return self._per_agent(obs_all), self._agent_infos(self.infos_all())
+
+    def observe_all(self) -> torch.Tensor:
+        """Observations of every node of every env, ``(num_envs, n_nodes, obs_dim)``."""
+        st = self._state
+        B, N = self.num_envs, self.n_nodes
+        from_inbox = st["sender"] >= 0
+        images = self.images[st["idx"]]  # (B, N, M, D)
+        own = torch.nn.functional.one_hot(self.labels[st["idx"]], self.num_classes)
+        if self.content == "labels":
+            received = torch.nn.functional.one_hot(
+                st["payload"][..., 0].long().clamp(0, self.num_classes - 1), self.num_classes
+            )
+            labels = torch.where(from_inbox[..., None, None], received, own)
+            parts = [images.reshape(B, N, -1), labels.reshape(B, N, -1).float()]
+        else:
+            labels = own * (~from_inbox)[..., None, None]
+            payload = st["payload"] * from_inbox[..., None, None]
+            parts = [images.reshape(B, N, -1), labels.reshape(B, N, -1).float(),
+                     payload.reshape(B, N, -1)]
+        fill = st["count"].float() / self.inbox_capacity
+        parts += [from_inbox.float()[..., None], fill[..., None]]
+        return torch.cat(parts, -1)
+
+    def infos_all(self) -> dict[str, torch.Tensor]:
+        """Ground truth of every node, each ``(num_envs, n_nodes, ...)``."""
+        st = self._state
+        return {
+            "indices": st["idx"],
+            "true_labels": self.labels[st["idx"]],
+            "sender": st["sender"],
+            "inbox_count": st["count"],
+            "dropped": st["dropped"],
+            "bits_images": st["bits_images"],
+            "bits_payload": st["bits_payload"],
+        }
+
+    def _per_agent(self, batched: torch.Tensor) -> TensorDict:
+        return {a: batched[:, i] for i, a in enumerate(self.possible_agents)}
+
+    def _agent_infos(self, infos: dict[str, torch.Tensor]) -> dict[str, dict]:
+        return {
+            a: {key: value[:, i] for key, value in infos.items()}
+            for i, a in enumerate(self.possible_agents)
+        }
+
+    # -- step ----------------------------------------------------------------------------
+    def step(self, actions: TensorDict):
+        if set(actions) != set(self.possible_agents):
+            raise ValueError(
+                f"actions must have exactly the keys {self.possible_agents}, got {sorted(actions)}"
+            )
+        agents = self.possible_agents
+        if self.content == "labels":
+            bits = torch.stack([torch.as_tensor(actions[a], device=self.device) for a in agents], 1)
+            payload = None
+        else:
+            for a in agents:
+                if not isinstance(actions[a], dict) or set(actions[a]) != {"broadcast", "payload"}:
+                    raise ValueError(
+                        f"invalid action for agent {a!r}: expected a dict with keys "
+                        f"['broadcast', 'payload'] for {self._act_space}, got "
+                        f"{describe(actions[a])}"
+                    )
+            bits = torch.stack(
+                [torch.as_tensor(actions[a]["broadcast"], device=self.device) for a in agents], 1
+            )
+            payload = torch.stack(
+                [torch.as_tensor(actions[a]["payload"], device=self.device) for a in agents], 1
+            )
+        obs_all, rewards, truncated, infos = self.step_tensors(bits, payload)
+        terminated = torch.zeros_like(truncated)
+        return (
+            self._per_agent(obs_all),
+            self._per_agent(rewards),
+            dict.fromkeys(agents, terminated),
+            dict.fromkeys(agents, truncated),
+            self._agent_infos(infos),
+        )
+
+    def _check(self, bits: torch.Tensor, payload: torch.Tensor | None) -> None:
+        B, N, K = self.num_envs, self.n_nodes, self.max_out
+        if tuple(bits.shape) != (B, N, K):
+            raise ValueError(
+                f"broadcast bits must be (num_envs, n_nodes, {K}) = {(B, N, K)} "
+                f"(MultiBinary({K}) per agent), got {tuple(bits.shape)}"
+            )
+        bad = (bits != 0) & (bits != 1)
+        if bits.is_floating_point():
+            bad = bad | ~torch.isfinite(bits)
+        if bool(bad.any()):
+            agent = self.possible_agents[int(bad.any(-1).any(0).nonzero()[0])]
+            raise ValueError(
+                f"invalid action for agent {agent!r}: broadcast bits must be 0 or 1 for "
+                f"MultiBinary({K}), got values {bits[bad][:4].tolist()}"
+            )
+        if self.content == "labels":
+            return
+        expected = (B, N, self.batch_size, self.payload_dim)
+        if payload is None or tuple(payload.shape) != expected:
+            got = None if payload is None else tuple(payload.shape)
+            raise ValueError(
+                f"content={self.content!r} needs a payload (num_envs, n_nodes, batch_size, "
+                f"{self.payload_dim}) = {expected}, got {got}"
+            )
+        if not payload.is_floating_point():
+            raise ValueError(f"the payload must be a float tensor, got dtype {payload.dtype}")
+        bad_p = ~torch.isfinite(payload)
+        if bool(bad_p.any()):
+            agent = self.possible_agents[int(bad_p.flatten(2).any(-1).any(0).nonzero()[0])]
+            raise ValueError(
+                f"invalid action for agent {agent!r}: payload contains NaN or inf "
+                f"(expected finite values of Box(-inf, inf, {expected[2:]}))"
+            )
+
+    def step_tensors(
+        self, bits: torch.Tensor, payload: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The fast batched step, with no per-agent dicts.
+
+        Args:
+            bits: ``(num_envs, n_nodes, K)`` broadcast bits (0/1).
+            payload: ``(num_envs, n_nodes, batch_size, P)`` float logits/features (``None``
+                for ``content="labels"``).
+
+        Returns:
+            ``(obs (B, N, obs_dim), rewards (B, N), truncated (B,), infos_all)``.
+        """
+        st = self._state
+        if not st:
+            raise ValueError("step() called before reset()")
+        if self.validate:
+            self._check(bits, payload)
+        B, N, M = self.num_envs, self.n_nodes, self.batch_size
+        dev = self.device
+        rewards = torch.zeros(B, N, device=dev)
+        if self.content == "labels":
+            # Labels held for the current minibatch: own true labels or the received ones.
+            held = torch.where(st["sender"][..., None] >= 0, st["payload"][..., 0],
+                               self.labels[st["idx"]].float())
+            payload = held[..., None]
+        assert payload is not None
+        payload = payload.to(torch.float32)
+
+        if self.channel is not None:
+            send = torch.zeros(B, N, N + 1, dtype=torch.bool, device=dev)
+            send.scatter_(2, self._out_table.expand(B, N, -1), bits.to(torch.bool))
+            send = send[..., :N]
+            img = self.channel.route(
+                st["idx"], send_mask=send, binary=False,
+                bits_per_message=self.bits_per_image_message, tag="images",
+            )
+            pay = self.channel.route(
+                payload, send_mask=send, binary=False,
+                bits_per_message=self.bits_per_payload_message, tag="payload",
+            )
+            st["bits_images"] += img.bits_sent
+            st["bits_payload"] += pay.bits_sent
+            rewards = -self.bit_cost * (img.bits_sent + pay.bits_sent).to(torch.float32)
+            self._enqueue(img.delivered, img.inbox, pay.inbox)
+            st["last_sent"] = send
+
+        # Next minibatch: the oldest inbox entry with the consumption probability, else local.
+        u = torch.rand(B, N, generator=self._gen, device=dev)
+        local = self._sample_local()
+        take = (u < self.consumption_prob) & (st["count"] > 0)
+        h = st["head"]
+        gather_h = h[..., None, None]
+        popped_idx = st["inbox_idx"].gather(2, gather_h.expand(B, N, 1, M)).squeeze(2)
+        popped_pay = st["inbox_payload"].gather(
+            2, gather_h[..., None].expand(B, N, 1, M, self.payload_dim)
+        ).squeeze(2)
+        popped_sender = st["inbox_sender"].gather(2, h[..., None]).squeeze(2)
+        st["idx"] = torch.where(take[..., None], popped_idx, local)
+        st["payload"] = torch.where(take[..., None, None], popped_pay, 0.0)
+        st["sender"] = torch.where(take, popped_sender, -1)
+        st["head"] = torch.where(take, (h + 1) % self.inbox_capacity, h)
+        st["count"] = st["count"] - take.long()
+
+        self._t += 1
+        truncated = torch.full((B,), self._t >= self.max_cycles, dtype=torch.bool, device=dev)
+        return self.observe_all(), rewards, truncated, self.infos_all()
+
+    def _enqueue(
+        self, delivered: torch.Tensor, idx_in: torch.Tensor, pay_in: torch.Tensor
+    ) -> None:
+        """Push this step's deliveries ``(B, N, max_in, ...)`` into the inbox ring buffers."""
+        st, cap = self._state, self.inbox_capacity
+        arrivals = delivered.sum(-1)
+        rank = delivered.long().cumsum(-1) - 1
+        count, head = st["count"], st["head"]
+        if self.overflow == "drop_newest":
+            accept = delivered & (rank < (cap - count)[..., None])
+            n_acc = accept.sum(-1)
+            st["dropped"] += arrivals - n_acc
+            st["count"] = count + n_acc
+        else:  # drop_oldest: keep the newest `cap` arrivals, overwrite the oldest entries
+            accept = delivered & (rank >= (arrivals - cap)[..., None])
+            excess = (count + arrivals - cap).clamp(min=0)
+            st["dropped"] += excess
+            st["head"] = (head + excess) % cap
+            st["count"] = (count + arrivals).clamp(max=cap)
+        pos = (head + count)[..., None].add(rank) % cap
+        b, r, j = accept.nonzero(as_tuple=True)
+        p = pos[b, r, j]
+        st["inbox_idx"][b, r, p] = idx_in[b, r, j]
+        st["inbox_payload"][b, r, p] = pay_in[b, r, j]
+        assert self.channel is not None
+        st["inbox_sender"][b, r, p] = self.channel.senders[r, j]
+
+    # -- render --------------------------------------------------------------------------
+    def render(self, env_index: int = 0) -> np.ndarray | str | None:
+        """``rgb_array``: each node's first current image, last broadcasts (N x N) and inbox
+        occupancy; ``ansi``: one line per node; ``human``: prints the ``ansi`` text."""
+        if self.render_mode is None or not self._state:
+            return None
+        st = self._state
+        if self.render_mode in ("ansi", "human"):
+            lines = [f"{self.metadata['name']} step {self._t}"]
+            for i, agent in enumerate(self.possible_agents):
+                s = int(st["sender"][env_index, i])
+                src = "local" if s < 0 else f"inbox (from node_{s})"
+                sent = st["last_sent"][env_index, i].nonzero().flatten().tolist()
+                lines.append(
+                    f"  {agent}: batch {src}, inbox {int(st['count'][env_index, i])}/"
+                    f"{self.inbox_capacity}, dropped {int(st['dropped'][env_index, i])}, "
+                    f"last sent to {sent}"
+                )
+            text = "\n".join(lines)
+            if self.render_mode == "human":
+                print(text)
+                return None
+            return text
+        from commenv.render import bits_image, image_row
+
+        shown = min(self.n_nodes, 20)
+        firsts = self.images[st["idx"][env_index, :shown, 0]].cpu()
+        top = image_row(list(firsts), self.image_shape)
+        sent = bits_image(st["last_sent"][env_index].float().cpu(), width=top.shape[1])
+        fill = torch.arange(self.inbox_capacity)[None, :] < st["count"][env_index].cpu()[:, None]
+        inbox = bits_image(fill.float(), width=top.shape[1])
+        return np.concatenate([top, sent, inbox], 0)
