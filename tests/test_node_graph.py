@@ -1,0 +1,237 @@
+"""node_graph_v0: PettingZoo's own tests, the no-leak guarantee, inboxes, bits, bad input."""
+
+import functools
+import math
+import types
+
+import numpy as np
+import pytest
+import torch
+from pettingzoo.test import (
+    api_test,
+    max_cycles_test,
+    parallel_api_test,
+    parallel_seed_test,
+    render_test,
+    seed_test,
+)
+
+import commenv
+from commenv.node_graph import NodeGraphGame, partition_indices
+
+SMALL = dict(batch_size=4, inbox_capacity=3)
+CONFIGS = {
+    "labels-full": dict(n_nodes=3, content="labels", **SMALL),
+    "logits-ring1": dict(n_nodes=4, graph="ring", k=1, content="logits", **SMALL),
+    "features-user-graph": dict(n_nodes=3, graph=[(0, 1), (1, 2), (0, 2)], content="features",
+                                feature_dim=5, **SMALL),
+    "dirichlet-drop-newest": dict(n_nodes=4, partition="dirichlet", dirichlet_alpha=0.3,
+                                  overflow="drop_newest", consumption_prob=0.9, **SMALL),
+    "single-node": dict(n_nodes=1, **SMALL),
+    "synthetic-all-to-all": dict(n_nodes=3, graph="all_to_all", dataset="synthetic",
+                                 content="logits", **SMALL),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_pettingzoo_suite(name):
+    config = CONFIGS[name]
+    family = commenv.node_graph_v0
+    parallel_api_test(family.parallel_env(**config), num_cycles=20)
+    api_test(family.env(**config), num_cycles=20)
+    seed_test(functools.partial(family.env, **config), num_cycles=10)
+    parallel_seed_test(functools.partial(family.parallel_env, **config), num_cycles=10)
+    render_test(functools.partial(family.env, **config))
+    mod = types.SimpleNamespace(
+        env=functools.partial(family.env, **config),
+        parallel_env=functools.partial(family.parallel_env, **config),
+    )
+    max_cycles_test(mod)
+
+
+def test_registered_and_defaults():
+    assert "node_graph_v0" in commenv.ENVS
+    env = commenv.node_graph_v0()
+    obs, infos = env.reset(seed=0)
+    assert env.agents == [f"node_{i}" for i in range(10)]
+    assert env.observation_space("node_0") is env.observation_space("node_3")
+    assert obs["node_0"].shape == env.observation_space("node_0").shape
+    assert env.out_neighbours("node_0") == list(range(1, 10))  # k = N - 1 by default
+
+
+@pytest.mark.parametrize("content", ["labels", "logits"])
+def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content):
+    """Track, outside the env, what each node may legitimately hold: its own partition plus
+    every minibatch some node broadcast to it. Every minibatch it trains on must be in there,
+    the observed images must be those samples, and the labels it sees must be its own or the
+    ones that were sent with the minibatch."""
+    B, N, M = 3, 5, 6
+    game = NodeGraphGame(n_nodes=N, graph="ring", k=2, content=content, batch_size=M,
+                         inbox_capacity=2, consumption_prob=0.7, num_envs=B)
+    obs, _ = game.reset(seed=3)
+    gen = torch.Generator().manual_seed(0)
+    n_train = len(game.labels)
+    holds = torch.zeros(B, N, n_train, dtype=torch.bool)
+    for i, part in enumerate(game.partitions):
+        holds[:, i, torch.from_numpy(part)] = True
+    adj = game.adjacency
+    infos = game.infos_all()
+    obs_all = game.observe_all()
+    foreign_seen = 0
+    for _ in range(60):
+        idx = infos["indices"]
+        assert bool(holds.gather(2, idx.reshape(B, N, M)).all()), "trained on data it never got"
+        views = game.split_obs(obs_all)
+        assert torch.equal(views["images"].reshape(B, N, M, -1), game.images[idx])
+        from_inbox = infos["sender"] >= 0
+        foreign = game.owner[idx] != torch.arange(N)[None, :, None]
+        foreign_seen += int(foreign.sum())
+        # Local minibatches are all own data.
+        assert not bool((foreign & ~from_inbox[..., None]).any())
+        onehot = torch.nn.functional.one_hot(infos["true_labels"], game.num_classes).float()
+        if content == "logits":  # true labels of received data are never shown
+            assert torch.equal(views["labels"], onehot * (~from_inbox)[..., None, None])
+        else:
+            assert torch.equal(views["labels"], onehot)
+        bits = (torch.rand(B, N, game.max_out, generator=gen) < 0.5).long()
+        payload = None
+        if content == "logits":
+            payload = torch.randn(B, N, M, game.payload_dim, generator=gen)
+        sent = torch.zeros(B, N, N, dtype=torch.bool)
+        for j in range(game.max_out):  # test bookkeeping, not the env
+            recv = game._out_table[:, j]
+            ok = recv < N
+            sent[:, torch.arange(N)[ok], recv[ok]] |= bits[:, ok, j].bool()
+        assert not bool((sent & ~adj).any())
+        # Every receiver of a broadcast may now hold the sender's current samples.
+        b, s, r = sent.nonzero(as_tuple=True)
+        holds[b[:, None], r[:, None], idx[b, s]] = True
+        obs_all, _, _, infos = game.step_tensors(bits, payload)
+    assert foreign_seen > 0  # the run did exercise inbox consumption
+
+
+def test_received_payload_is_what_the_sender_sent():
+    game = NodeGraphGame(n_nodes=2, content="features", feature_dim=3, batch_size=2,
+                         consumption_prob=1.0)
+    game.reset(seed=0)
+    idx0 = game.infos_all()["indices"][0, 0].clone()
+    payload = torch.zeros(1, 2, 2, 3)
+    payload[0, 0] = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    bits = torch.tensor([[[1], [0]]])
+    obs, _, _, infos = game.step_tensors(bits, payload)
+    assert int(infos["sender"][0, 1]) == 0
+    assert torch.equal(infos["indices"][0, 1], idx0)
+    view = game.split_obs(obs)
+    assert torch.equal(view["payload"][0, 1], payload[0, 0])
+    assert float(view["from_inbox"][0, 1]) == 1.0
+    assert torch.equal(view["labels"][0, 1], torch.zeros(2, game.num_classes))
+
+
+@pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
+def test_inbox_overflow_policy_and_counters(overflow):
+    N, cap = 4, 2
+    game = NodeGraphGame(n_nodes=N, content="labels", batch_size=2, inbox_capacity=cap,
+                         consumption_prob=0.0, overflow=overflow)
+    game.reset(seed=1)
+    ones = torch.ones(1, N, N - 1, dtype=torch.long)
+    for step in range(1, 4):
+        _, _, _, infos = game.step_tensors(ones)
+        assert infos["inbox_count"].tolist() == [[cap] * N]
+        assert infos["dropped"].tolist() == [[step * (N - 1) - cap] * N]
+    st = game._state
+    stored = [sorted(st["inbox_sender"][0, 0].tolist())]
+    # Node 0 hears nodes 1, 2, 3 (in that slot order) every step.
+    assert stored == ([[2, 3]] if overflow == "drop_oldest" else [[1, 2]])
+
+
+def test_bits_are_accounted_exactly():
+    N, M = 4, 3
+    game = NodeGraphGame(n_nodes=N, content="logits", batch_size=M)
+    game.reset(seed=0)
+    bits = torch.ones(1, N, N - 1, dtype=torch.long)
+    bits[0, 0] = 0  # node 0 stays silent
+    game.step_tensors(bits, torch.zeros(1, N, M, game.num_classes))
+    edges = (N - 1) * (N - 1)
+    D = game.num_features
+    assert game.bandwidth()["images"] == edges * M * D * 8
+    assert game.bandwidth()["payload"] == edges * M * game.num_classes * 32
+    per_node = game.infos_all()["bits_images"][0].tolist()
+    assert per_node == [0] + [(N - 1) * M * D * 8] * (N - 1)
+    labels = NodeGraphGame(n_nodes=2, content="labels", batch_size=M)
+    labels.reset(seed=0)
+    labels.step_tensors(torch.ones(1, 2, 1, dtype=torch.long))
+    assert labels.bandwidth()["payload"] == 2 * M * math.ceil(math.log2(10))
+
+
+def test_same_seed_same_episode_and_consumption():
+    def run(seed):
+        game = NodeGraphGame(n_nodes=3, batch_size=4, num_envs=2)
+        game.reset(seed=seed)
+        gen = torch.Generator().manual_seed(5)
+        out = []
+        for _ in range(15):
+            bits = (torch.rand(2, 3, 2, generator=gen) < 0.5).long()
+            _, _, _, infos = game.step_tensors(bits)
+            out.append(torch.cat([infos["indices"].flatten(), infos["sender"].flatten()]))
+        return torch.stack(out)
+
+    assert torch.equal(run(7), run(7))
+    assert not torch.equal(run(7), run(8))
+    game = NodeGraphGame(n_nodes=2, batch_size=2, consumption_prob=1.0)
+    game.reset(seed=0)
+    _, _, _, infos = game.step_tensors(torch.ones(1, 2, 1, dtype=torch.long))
+    assert infos["sender"].tolist() == [[1, 0]]  # always consumes a non-empty inbox
+
+
+def test_partitions_are_exclusive_and_cover():
+    y = torch.arange(1000) % 10
+    for scheme in ("iid", "dirichlet"):
+        parts = partition_indices(y, 7, scheme, alpha=0.2, seed=3)
+        allidx = np.concatenate(parts)
+        assert len(allidx) == 1000 and len(np.unique(allidx)) == 1000
+        assert min(len(p) for p in parts) > 0
+    iid = partition_indices(y, 7, "iid", seed=3)
+    assert max(len(p) for p in iid) - min(len(p) for p in iid) <= 1
+    skew = partition_indices(y, 7, "dirichlet", alpha=0.05, seed=3)
+    classes_per_node = [len(np.unique(y.numpy()[p])) for p in skew]
+    assert min(classes_per_node) < 10  # non-IID: some node misses classes
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="valid choices.*labels"):
+        commenv.node_graph_v0(content="gradients")
+    with pytest.raises(ValueError, match="valid choices.*drop_oldest"):
+        commenv.node_graph_v0(overflow="bounce")
+    with pytest.raises(ValueError, match="consumption_prob"):
+        commenv.node_graph_v0(consumption_prob=1.5)
+    env = commenv.node_graph_v0(n_nodes=3, content="logits", batch_size=2)
+    env.reset(seed=0)
+    good = {a: env.action_space(a).sample() for a in env.agents}
+    payload1 = good["node_1"]["payload"]
+    bad = dict(good, node_1={"broadcast": np.array([0.5, 1.0]), "payload": payload1})
+    with pytest.raises(ValueError, match="node_1.*MultiBinary"):
+        env.step(bad)
+    nan = good["node_2"]["payload"].copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="node_2.*NaN"):
+        env.step(dict(good, node_2={"broadcast": good["node_2"]["broadcast"], "payload": nan}))
+    with pytest.raises(ValueError, match="node_0.*keys"):
+        env.step(dict(good, node_0=np.array([1, 0])))
+    game = NodeGraphGame(n_nodes=3, content="logits", batch_size=2)
+    game.reset(seed=0)
+    with pytest.raises(ValueError, match="payload"):
+        game.step_tensors(torch.ones(1, 3, 2), torch.zeros(1, 3, 2, 4))
+    with pytest.raises(ValueError, match="node_2.*0 or 1"):
+        bits = torch.ones(1, 3, 2)
+        bits[0, 2, 1] = 2
+        game.step_tensors(bits, torch.zeros(1, 3, 2, 10))
+
+
+def test_rgb_render_and_bit_cost():
+    game = NodeGraphGame(n_nodes=3, batch_size=2, render_mode="rgb_array", bit_cost=1e-3)
+    game.reset(seed=0)
+    _, rewards, _, _ = game.step_tensors(torch.ones(1, 3, 2, dtype=torch.long))
+    frame = game.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    expected = -1e-3 * 2 * (2 * 64 * 8 + 2 * 4)
+    assert torch.allclose(rewards, torch.full((1, 3), expected))
