@@ -17,7 +17,9 @@ from commenv.partial_obs import PartialObsGame
 __version__ = "0.1.0"
 
 partial_obs_v0 = EnvFamily("partial_obs_v0", PartialObsGame)
-# <quiz_v0 family here>
+from commenv.quiz import QuizFamily, QuizGame  # noqa: E402
+
+quiz_v0 = QuizFamily("quiz_v0", QuizGame)
 from commenv.node_graph import NodeGraphGame  # noqa: E402
 node_graph_v0 = EnvFamily("node_graph_v0", NodeGraphGame)
 

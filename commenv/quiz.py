@@ -1,0 +1,727 @@
+"""quiz_v0 — the teacher–student quiz loop (thesis, chapter 3).
+
+| | |
+|---|---|
+| Import | ``env = commenv.quiz_v0.env()`` (AEC, native) |
+| Agents | ``student``, ``teacher`` |
+| AEC API | native; Parallel by PettingZoo's ``turn_based_aec_to_parallel`` (``commenv.quiz_v0()``) |
+| Student action | ``Simplex(B, C)``: ``(B, C)`` float32 in [0, 1] whose rows sum to 1 |
+| Teacher action | ``Dict(select=Selection(S * B, at most B ones), targets=Simplex(S * B, C))`` |
+| Student observation | ``Box(0, 1, (3 + B * (D + C + 1),), float32)`` (layout in ``env.obs_layout``) |
+| Teacher observation | ``Box(0, 1, (S * B * (2 * C + D),), float32)`` |
+| Batched face | ``commenv.quiz_v0.batched(num_envs, device)`` |
+
+``B`` is ``batch_size``, ``S`` ``stack_size``, ``C`` the number of classes, ``D`` the number of
+pixels. Batches of the environment do not own any model: the student and the teacher are agents.
+
+**Turns.** One round, repeated until the episode ends:
+
+1. ``quiz`` (student, ``S`` turns): the student's observation shows a quiz minibatch of ``B``
+   training images (epochs of shuffled training data, drop-last); its action is its predictive
+   distribution for each of them. Each quiz answered counts **one forward pass**.
+2. ``lesson`` (teacher, 1 turn): the stack is full; the teacher's observation shows the ``S * B``
+   stacked images, the student's answers and the true labels (one-hot). Its action selects at
+   most ``B`` of them (a bit per stacked sample) and gives a target distribution per stacked
+   sample (its soft labels or one-hot true labels: the teacher's choice); the targets of the
+   selected samples travel to the student.
+3. ``study`` (student, 1 turn): the student's observation shows the lesson (images, targets and a
+   row mask; fewer than ``B`` rows when the teacher selected fewer). The student trains on it and
+   acknowledges by stepping (the action's content is not used). Each non-empty lesson counts
+   **one backward pass** (the lesson's own forward pass belongs to it and is not counted
+   separately). An empty selection is allowed and costs no backward pass.
+4. ``exam`` (student, ``ceil(exam_size / B)`` turns, after every ``exam_every``-th lesson): the
+   student answers batches of the fixed, deterministic validation split (rows past the end are
+   masked out); the env scores the argmax of its answers. Exams are neither forward nor backward
+   passes of training.
+
+The student's observation starts with a one-hot phase ``[quiz, study, exam]``. Its action on every
+turn must be a distribution per row (padding rows too, e.g. uniform) so that every action of the
+space is valid on every turn. Acting out of turn (a lesson during a quiz, an answer during the
+teacher's turn) raises ``ValueError`` in the batched face; the AEC face only ever asks the agent
+whose turn it is (``env.agent_selection``), and the Parallel face ignores the idle agent's action.
+
+**Rewards** (cooperative, both agents alike): when an exam ends, ``a_k - a_{k-1}``, the change of
+exam accuracy since the previous exam (``a_0 = 1 / C``, chance); ``0`` on other turns. An episode's
+return is therefore its last exam accuracy minus chance.
+
+**Channel.** The two agents talk over a two-way :class:`commenv.channel.Channel`. Both hold the
+training set, so samples travel as indices: an answered sample costs ``ceil(log2 n_train) + 32 C``
+bits (tag ``"answers"``; the stack's answers are delivered to the teacher when it is full), a
+lesson sample the same (tag ``"lesson"``). ``env.channel.counters`` keeps the totals.
+
+**Infos** (tensors with a leading ``num_envs``): ``phase`` (0 quiz, 1 lesson, 2 study, 3 exam, of
+the *next* turn), ``forward_passes``, ``backward_passes``, ``lessons``, ``epoch`` (quiz epochs
+started), ``exam_accuracy`` (last, ``-1`` before the first exam), ``exam_done`` (an exam ended this
+step); the student's ``indices``/``labels`` of the rows it is shown (ground truth for probes, never
+for training) and the teacher's ``stack_indices``/``stack_labels``.
+
+**Episode end.** Truncated after ``max_lessons`` lessons (and the exam that follows it, when one
+is scheduled); terminated when an exam reaches ``target_accuracy`` (if given). In the batched face
+all worlds share the clock: a world that terminated keeps ``terminated`` True and keeps running
+until ``reset``.
+
+**Arguments** (``commenv.quiz_v0.env(dataset="digits", stack_size=2, batch_size=32,
+exam_every=10, exam_size=None, max_lessons=100, target_accuracy=None, data_seed=0,
+data_root=None, render_mode=None)``); ``exam_size=None`` uses the whole validation split
+(1/6 of the official training set: 10,000 of 60,000 for (Fashion-)MNIST).
+
+**Version history.** v0: first release.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import gymnasium
+import numpy as np
+import torch
+from pettingzoo import AECEnv
+
+from commenv.channel import Channel, make_adjacency
+from commenv.core import BatchedEnv, EnvFamily, TensorDict, _to_numpy, check_choice, describe
+from commenv.datasets import DATASETS, load_dataset
+
+AGENTS: tuple[str, str] = ("student", "teacher")
+PHASES: tuple[str, ...] = ("quiz", "lesson", "study", "exam")
+STUDENT_PHASES: tuple[str, ...] = ("quiz", "study", "exam")
+SUM_ATOL = 1e-3
+"""Tolerance on a distribution's row sum (float32 softmax rows sum to 1 within ~1e-6)."""
+
+
+# -- spaces ------------------------------------------------------------------------------------
+class Simplex(gymnasium.spaces.Space):
+    """``rows`` probability distributions over ``classes``: values in [0, 1], rows summing to 1.
+
+    A space of its own rather than a ``Box``: generic tools assume any ``Box`` contains zeros,
+    and an all-zero answer is exactly what this space rejects.
+    """
+
+    def __init__(self, rows: int, classes: int, seed: int | None = None) -> None:
+        super().__init__((int(rows), int(classes)), np.float32, seed=seed)
+        self.rows, self.classes = int(rows), int(classes)
+        self.low = np.zeros(self.shape, np.float32)
+        self.high = np.ones(self.shape, np.float32)
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return True
+
+    def sample(self, mask: None = None, probability: None = None) -> np.ndarray:
+        """Rows drawn from a flat Dirichlet."""
+        x = self.np_random.dirichlet(np.ones(self.classes), size=self.rows)
+        return x.astype(np.float32)
+
+    def contains(self, x: Any) -> bool:
+        x = np.asarray(x)
+        if x.shape != self.shape or not np.issubdtype(x.dtype, np.floating):
+            return False
+        if not (np.all(np.isfinite(x)) and np.all(x >= 0) and np.all(x <= 1)):
+            return False
+        return bool(np.all(np.abs(x.astype(np.float64).sum(-1) - 1.0) <= SUM_ATOL))
+
+    def __repr__(self) -> str:
+        return f"Simplex({self.rows} rows x {self.classes} classes, each row sums to 1)"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Simplex) and (self.rows, self.classes) == (
+            other.rows, other.classes,
+        )
+
+
+class Selection(gymnasium.spaces.MultiBinary):
+    """A bit per stacked sample with at most ``max_selected`` ones."""
+
+    def __init__(self, n: int, max_selected: int, seed: int | None = None) -> None:
+        super().__init__(int(n), seed=seed)
+        self.max_selected = int(max_selected)
+
+    def sample(self, mask: Any = None, probability: Any = None) -> np.ndarray:
+        """Exactly ``max_selected`` bits, uniformly at random."""
+        x = np.zeros(self.n, dtype=self.dtype)
+        x[self.np_random.choice(self.n, size=self.max_selected, replace=False)] = 1
+        return x
+
+    def contains(self, x: Any) -> bool:
+        return super().contains(x) and int(np.asarray(x).sum()) <= self.max_selected
+
+    def __repr__(self) -> str:
+        return f"Selection({self.n} bits, at most {self.max_selected} ones)"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Selection) and (self.n, self.max_selected) == (
+            other.n, other.max_selected,
+        )
+
+
+def _positive_int(name: str, value: Any, low: int = 1) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
+    return int(value)
+
+
+# -- the batched game --------------------------------------------------------------------------
+class QuizGame(BatchedEnv):
+    """Batched quiz_v0 (see the module docstring for the rules).
+
+    Turn-based: ``agent_selection`` names the agent to act and ``phase`` its kind of turn;
+    :meth:`step` takes ``{agent_selection: action}`` only. The student's action is a
+    ``(num_envs, B, C)`` tensor; the teacher's a dict ``{"select": (num_envs, S * B) 0/1,
+    "targets": (num_envs, S * B, C)}``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "quiz_v0",
+        "render_modes": ["human", "rgb_array", "ansi"],
+        "is_parallelizable": False,
+        "render_fps": 4,
+    }
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        stack_size: int = 2,
+        batch_size: int = 32,
+        exam_every: int = 10,
+        exam_size: int | None = None,
+        max_lessons: int = 100,
+        target_accuracy: float | None = None,
+        data_seed: int = 0,
+        data_root: str | None = None,
+        render_mode: str | None = None,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        validate: bool = True,
+    ) -> None:
+        check_choice("dataset", dataset, DATASETS)
+        check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
+        self.stack_size = _positive_int("stack_size", stack_size)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.exam_every = _positive_int("exam_every", exam_every)
+        self.max_lessons = _positive_int("max_lessons", max_lessons)
+        self.num_envs = _positive_int("num_envs", num_envs)
+        if target_accuracy is not None and not 0.0 < float(target_accuracy) <= 1.0:
+            raise ValueError(f"target_accuracy must be in (0, 1] or None, got {target_accuracy!r}")
+        self.target_accuracy = None if target_accuracy is None else float(target_accuracy)
+        self.render_mode = render_mode
+        self.validate = validate
+        self.device = torch.device(device)
+        self.possible_agents = list(AGENTS)
+
+        data = load_dataset(dataset, root=data_root, seed=data_seed)
+        self.dataset = dataset
+        self.num_classes = data.num_classes
+        self.num_features = data.num_features
+        self.image_shape = data.image_shape
+        self.train_x = data.train.flat().to(self.device)
+        self.train_y = data.train.y.to(self.device)
+        n_val = len(data.val)
+        if exam_size is None:
+            exam_size = n_val
+        self.exam_size = _positive_int("exam_size", exam_size)
+        if self.exam_size > n_val:
+            raise ValueError(f"exam_size must be <= the validation split ({n_val}), got {exam_size}")
+        self.val_x = data.val.flat()[: self.exam_size].to(self.device)
+        self.val_y = data.val.y[: self.exam_size].to(self.device)
+        if len(self.train_y) < self.batch_size:
+            raise ValueError(
+                f"batch_size={batch_size} exceeds the training split ({len(self.train_y)} samples)"
+            )
+        self.batches_per_epoch = len(self.train_y) // self.batch_size
+        self.exam_turns = math.ceil(self.exam_size / self.batch_size)
+
+        B, S, C, D = self.batch_size, self.stack_size, self.num_classes, self.num_features
+        self.obs_layout = {
+            "phase": slice(0, 3),
+            "images": slice(3, 3 + B * D),
+            "targets": slice(3 + B * D, 3 + B * (D + C)),
+            "mask": slice(3 + B * (D + C), 3 + B * (D + C + 1)),
+        }
+        self.teacher_obs_layout = {
+            "answers": slice(0, S * B * C),
+            "labels": slice(S * B * C, 2 * S * B * C),
+            "images": slice(2 * S * B * C, S * B * (2 * C + D)),
+        }
+        self._spaces = {
+            "obs": {
+                "student": gymnasium.spaces.Box(0.0, 1.0, (self.obs_layout["mask"].stop,), np.float32),
+                "teacher": gymnasium.spaces.Box(0.0, 1.0, (S * B * (2 * C + D),), np.float32),
+            },
+            "act": {
+                "student": Simplex(B, C),
+                "teacher": gymnasium.spaces.Dict(
+                    {"select": Selection(S * B, B), "targets": Simplex(S * B, C)}
+                ),
+            },
+        }
+        self.channel = Channel(make_adjacency("two_way", 2), device=self.device)
+        # Both agents hold the dataset: a sample travels as its index plus a distribution.
+        self.bits_per_sample = math.ceil(math.log2(max(2, len(self.train_y)))) + 32 * C
+        self._gen = self._seed_generator(None)
+        self._started = False
+
+    # -- spaces ----------------------------------------------------------------------------
+    def observation_space(self, agent: str) -> gymnasium.Space:
+        return self._spaces["obs"][agent]
+
+    def action_space(self, agent: str) -> gymnasium.Space:
+        return self._spaces["act"][agent]
+
+    @property
+    def agent_selection(self) -> str:
+        """The agent whose turn it is."""
+        return "teacher" if self.phase == "lesson" else "student"
+
+    def unpack_student(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split batched student observations ``(N, obs_dim)`` into named ``(N, B, ...)`` parts."""
+        n, B, L = obs.shape[0], self.batch_size, self.obs_layout
+        return {
+            "phase": obs[:, L["phase"]],
+            "images": obs[:, L["images"]].reshape(n, B, self.num_features),
+            "targets": obs[:, L["targets"]].reshape(n, B, self.num_classes),
+            "mask": obs[:, L["mask"]] > 0.5,
+        }
+
+    def unpack_teacher(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split batched teacher observations into ``answers``/``labels`` ``(N, S*B, C)`` and
+        ``images`` ``(N, S*B, D)``."""
+        n, L = obs.shape[0], self.teacher_obs_layout
+        return {
+            "answers": obs[:, L["answers"]].reshape(n, -1, self.num_classes),
+            "labels": obs[:, L["labels"]].reshape(n, -1, self.num_classes),
+            "images": obs[:, L["images"]].reshape(n, -1, self.num_features),
+        }
+
+    # -- reset -----------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
+        if seed is not None or not self._started:
+            self._gen = self._seed_generator(seed)
+        self._started = True
+        N, B, S, C, dev = self.num_envs, self.batch_size, self.stack_size, self.num_classes, self.device
+        self.channel.reset_counters()
+        self.phase = "quiz"
+        self._turn_in_phase = 0
+        self._cursor = 0
+        self._epoch = 0
+        self._lessons = 0
+        self._perm = self._new_permutation()
+        zeros_long = torch.zeros(N, dtype=torch.long, device=dev)
+        self._forward = zeros_long.clone()
+        self._backward = zeros_long.clone()
+        self._stack_idx = torch.zeros(N, S * B, dtype=torch.long, device=dev)
+        self._answers = torch.zeros(N, S * B, C, device=dev)
+        self._lesson_idx = torch.zeros(N, B, dtype=torch.long, device=dev)
+        self._lesson_targets = torch.zeros(N, B, C, device=dev)
+        self._lesson_mask = torch.zeros(N, B, dtype=torch.bool, device=dev)
+        self._exam_correct = zeros_long.clone()
+        self._exam_acc = torch.full((N,), -1.0, device=dev)
+        self._prev_acc = torch.full((N,), 1.0 / C, device=dev)
+        self._exam_done = torch.zeros(N, dtype=torch.bool, device=dev)
+        self._terminated = torch.zeros(N, dtype=torch.bool, device=dev)
+        self._truncated = torch.zeros(N, dtype=torch.bool, device=dev)
+        self._teacher_obs = torch.zeros(N, self._spaces["obs"]["teacher"].shape[0], device=dev)
+        self._show_quiz()
+        return self._observations(), self._infos()
+
+    def _new_permutation(self) -> torch.Tensor:
+        n = len(self.train_y)
+        keys = torch.rand(self.num_envs, n, generator=self._gen, device=self.device)
+        return keys.argsort(1)
+
+    # -- what the student is shown ---------------------------------------------------------
+    def _show_quiz(self) -> None:
+        B = self.batch_size
+        if self._cursor + B > len(self.train_y):  # drop-last epochs
+            self._perm, self._cursor = self._new_permutation(), 0
+        if self._cursor == 0:
+            self._epoch += 1
+        self._rows = self._perm[:, self._cursor : self._cursor + B]
+        self._cursor += B
+        self._student_view(self.train_x[self._rows], None, None, 0)
+
+    def _show_exam(self) -> None:
+        B, start = self.batch_size, self._turn_in_phase * self.batch_size
+        idx = torch.arange(start, start + B, device=self.device)
+        mask = idx < self.exam_size
+        idx = idx.clamp(max=self.exam_size - 1)
+        self._rows = idx.expand(self.num_envs, B)
+        self._exam_mask = mask.expand(self.num_envs, B)
+        images = self.val_x[idx] * mask[:, None]
+        self._student_view(images.expand(self.num_envs, -1, -1), None, self._exam_mask, 2)
+
+    def _student_view(
+        self, images: torch.Tensor, targets: torch.Tensor | None, mask: torch.Tensor | None,
+        phase: int,
+    ) -> None:
+        N, B, C = self.num_envs, self.batch_size, self.num_classes
+        phase_oh = torch.zeros(N, 3, device=self.device)
+        phase_oh[:, phase] = 1.0
+        if targets is None:
+            targets = torch.zeros(N, B, C, device=self.device)
+        if mask is None:
+            mask = torch.ones(N, B, dtype=torch.bool, device=self.device)
+        self._student_obs = torch.cat(
+            [phase_oh, images.reshape(N, -1), targets.reshape(N, -1), mask.to(images.dtype)], 1
+        )
+
+    # -- step ------------------------------------------------------------------------------
+    def step(self, actions: dict[str, Any]):
+        if not self._started:
+            raise ValueError("step() called before reset()")
+        agent = self.agent_selection
+        if set(actions) != {agent}:
+            raise ValueError(self._turn_error(sorted(actions)))
+        self._exam_done = torch.zeros_like(self._exam_done)
+        rewards = torch.zeros(self.num_envs, device=self.device)
+        if self.phase == "quiz":
+            self._quiz(self._check_answer(actions["student"]))
+        elif self.phase == "lesson":
+            self._lesson(actions["teacher"])
+        elif self.phase == "study":
+            self._check_answer(actions["student"])
+            self._study()
+        else:
+            rewards = self._exam(self._check_answer(actions["student"]))
+        obs, infos = self._observations(), self._infos()
+        return (
+            obs,
+            {a: rewards for a in self.possible_agents},
+            dict.fromkeys(self.possible_agents, self._terminated.clone()),
+            dict.fromkeys(self.possible_agents, self._truncated.clone()),
+            infos,
+        )
+
+    def _turn_error(self, keys: list[str]) -> str:
+        agent = self.agent_selection
+        if "teacher" in keys and agent == "student":
+            return (
+                f"lesson out of turn: it is the student's {self.phase!r} turn "
+                f"({self._turn_in_phase} of the phase done); the teacher's turn comes when the "
+                f"stack of {self.stack_size} quizzes is full. Expected actions for "
+                f"['student'], got {keys}"
+            )
+        return f"not this agent's turn: expected an action for [{agent!r}] only, got {keys}"
+
+    def _quiz(self, answers: torch.Tensor) -> None:
+        B, k = self.batch_size, self._turn_in_phase
+        self._stack_idx[:, k * B : (k + 1) * B] = self._rows
+        self._answers[:, k * B : (k + 1) * B] = answers
+        self._forward += 1
+        self._turn_in_phase += 1
+        if self._turn_in_phase == self.stack_size:
+            self._deliver_answers()
+            self.phase, self._turn_in_phase = "lesson", 0
+        else:
+            self._show_quiz()
+
+    def _deliver_answers(self) -> None:
+        N, M, C = self.num_envs, self.stack_size * self.batch_size, self.num_classes
+        payload = torch.zeros(N * M, 2, C, device=self.device)
+        payload[:, 0] = self._answers.reshape(N * M, C)
+        delivery = self.channel.route(
+            payload, send_mask=self._edge(N * M, 0, 1), binary=False,
+            bits_per_message=self.bits_per_sample, tag="answers",
+        )
+        heard = delivery.inbox[:, 1, 0].reshape(N, M * C)
+        labels = torch.nn.functional.one_hot(self.train_y[self._stack_idx], C).reshape(N, -1)
+        images = self.train_x[self._stack_idx].reshape(N, -1)
+        self._teacher_obs = torch.cat([heard, labels.to(heard.dtype), images], 1)
+
+    def _edge(self, rows: int, sender: int, receiver: int) -> torch.Tensor:
+        mask = torch.zeros(2, 2, dtype=torch.bool, device=self.device)
+        mask[sender, receiver] = True
+        return mask.expand(rows, 2, 2)
+
+    def _lesson(self, action: Any) -> None:
+        select, targets = self._check_lesson(action)
+        N, B, C = self.num_envs, self.batch_size, self.num_classes
+        # Stable sort puts the selected samples first, in stack order: a batched compaction.
+        order = (~select).to(torch.int8).argsort(dim=1, stable=True)[:, :B]
+        count = select.sum(1)
+        self._lesson_mask = torch.arange(B, device=self.device) < count[:, None]
+        self._lesson_idx = self._stack_idx.gather(1, order)
+        payload = torch.zeros(N * B, 2, C, device=self.device)
+        payload[:, 1] = targets.gather(1, order[..., None].expand(N, B, C)).reshape(N * B, C)
+        send = self._edge(N * B, 1, 0) & self._lesson_mask.reshape(N * B, 1, 1)
+        delivery = self.channel.route(
+            payload, send_mask=send, binary=False, bits_per_message=self.bits_per_sample,
+            tag="lesson",
+        )
+        self._lesson_targets = delivery.inbox[:, 0, 0].reshape(N, B, C)
+        images = self.train_x[self._lesson_idx] * self._lesson_mask[..., None]
+        self._rows = self._lesson_idx
+        self._student_view(images, self._lesson_targets, self._lesson_mask, 1)
+        self._lesson_has_rows = count > 0
+        self._lessons += 1
+        self.phase = "study"
+
+    def _study(self) -> None:
+        self._backward += self._lesson_has_rows.long()
+        if self._lessons % self.exam_every == 0:
+            self.phase, self._turn_in_phase = "exam", 0
+            self._exam_correct.zero_()
+            self._show_exam()
+        else:
+            self._next_round()
+
+    def _next_round(self) -> None:
+        if self._lessons >= self.max_lessons:
+            self._truncated[:] = True
+        self.phase, self._turn_in_phase = "quiz", 0
+        self._show_quiz()
+
+    def _exam(self, answers: torch.Tensor) -> torch.Tensor:
+        correct = (answers.argmax(-1) == self.val_y[self._rows]) & self._exam_mask
+        self._exam_correct += correct.sum(1)
+        self._turn_in_phase += 1
+        rewards = torch.zeros(self.num_envs, device=self.device)
+        if self._turn_in_phase < self.exam_turns:
+            self._show_exam()
+            return rewards
+        acc = self._exam_correct.float() / self.exam_size
+        rewards = acc - self._prev_acc
+        self._prev_acc = acc
+        self._exam_acc = acc
+        self._exam_done = torch.ones_like(self._exam_done)
+        if self.target_accuracy is not None:
+            self._terminated |= acc >= self.target_accuracy
+        self._next_round()
+        return rewards
+
+    # -- validation ------------------------------------------------------------------------
+    def _check_answer(self, answer: Any) -> torch.Tensor:
+        answer = torch.as_tensor(answer, device=self.device)
+        if not self.validate:
+            return answer.float()
+        expected = (self.num_envs, self.batch_size, self.num_classes)
+        space = self._spaces["act"]["student"]
+        head = f"invalid action for agent 'student' ({self.phase} turn)"
+        if tuple(answer.shape) != expected or not answer.is_floating_point():
+            raise ValueError(
+                f"{head}: expected a float tensor of shape {expected} (num_envs x {space}), "
+                f"got {describe(answer)}"
+            )
+        _check_distributions("student", head, answer, space)
+        return answer.float()
+
+    def _check_lesson(self, action: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        head = "invalid action for agent 'teacher' (lesson turn)"
+        space = self._spaces["act"]["teacher"]
+        if not isinstance(action, dict) or set(action) != {"select", "targets"}:
+            raise ValueError(
+                f"{head}: expected a dict with keys ['select', 'targets'] ({space}), "
+                f"got {describe(action) if not isinstance(action, dict) else sorted(action)}"
+            )
+        select = torch.as_tensor(action["select"], device=self.device)
+        targets = torch.as_tensor(action["targets"], device=self.device)
+        if not self.validate:
+            return select.bool(), targets.float()
+        N, M, C, B = self.num_envs, self.stack_size * self.batch_size, self.num_classes, self.batch_size
+        if tuple(select.shape) != (N, M):
+            raise ValueError(
+                f"{head}: 'select' must have shape {(N, M)} (num_envs x {space['select']}), "
+                f"got {describe(select)}"
+            )
+        if select.is_floating_point() and not bool(torch.isfinite(select).all()):
+            raise ValueError(f"{head}: 'select' contains NaN or inf; expected bits 0/1")
+        if not bool(((select == 0) | (select == 1)).all()):
+            raise ValueError(f"{head}: 'select' must hold bits 0/1, got other values")
+        select = select.bool()
+        count = select.sum(1)
+        if bool((count > B).any()):
+            env = int((count > B).nonzero()[0])
+            raise ValueError(
+                f"{head}: the selection picks {int(count[env])} samples in env {env}, more than "
+                f"batch_size={B}; expected at most {B} ones in {space['select']}"
+            )
+        if tuple(targets.shape) != (N, M, C) or not targets.is_floating_point():
+            raise ValueError(
+                f"{head}: 'targets' must be a float tensor of shape {(N, M, C)} "
+                f"(num_envs x {space['targets']}), got {describe(targets)}"
+            )
+        _check_distributions("teacher", head + " 'targets'", targets, space["targets"])
+        return select, targets.float()
+
+    # -- outputs ---------------------------------------------------------------------------
+    def _observations(self) -> TensorDict:
+        return {"student": self._student_obs, "teacher": self._teacher_obs}
+
+    def _infos(self) -> dict[str, dict]:
+        phase = torch.full(
+            (self.num_envs,), PHASES.index(self.phase), dtype=torch.long, device=self.device
+        )
+        common = {
+            "phase": phase,
+            "forward_passes": self._forward.clone(),
+            "backward_passes": self._backward.clone(),
+            "lessons": torch.full_like(phase, self._lessons),
+            "epoch": torch.full_like(phase, self._epoch),
+            "exam_accuracy": self._exam_acc.clone(),
+            "exam_done": self._exam_done.clone(),
+        }
+        labels = self.val_y if self.phase == "exam" else self.train_y
+        student = {**common, "indices": self._rows, "labels": labels[self._rows]}
+        teacher = {
+            **common, "stack_indices": self._stack_idx.clone(),
+            "stack_labels": self.train_y[self._stack_idx],
+        }
+        return {"student": student, "teacher": teacher}
+
+    def render(self, env_index: int = 0) -> np.ndarray | str | None:
+        """``rgb_array``: the images the student is shown and the lesson mask; ``ansi``: the
+        counters as text; ``human``: prints the ``ansi`` text."""
+        if self.render_mode is None or not self._started:
+            return None
+        if self.render_mode in ("ansi", "human"):
+            acc = float(self._exam_acc[env_index])
+            text = (
+                f"quiz_v0 {self.phase} turn ({self.agent_selection}): "
+                f"forward passes {int(self._forward[env_index])}, "
+                f"backward passes {int(self._backward[env_index])}, lessons {self._lessons}, "
+                f"epoch {self._epoch}, last exam accuracy "
+                + ("–" if acc < 0 else f"{100 * acc:.1f}%")
+            )
+            if self.render_mode == "human":
+                print(text)
+                return None
+            return text
+        from commenv.render import bits_image, image_row
+
+        parts = self.unpack_student(self._student_obs[env_index : env_index + 1])
+        shown = parts["images"][0, :8].cpu()
+        top = image_row(list(shown), self.image_shape)
+        bits = bits_image(parts["mask"][0, None].float().cpu(), width=top.shape[1])
+        return np.concatenate([top, bits], 0)
+
+
+def _check_distributions(agent: str, head: str, x: torch.Tensor, space: gymnasium.Space) -> None:
+    """Raise unless every row of ``x`` is a probability distribution."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{head}: contains NaN or inf; expected {space}")
+    if bool(((x < 0) | (x > 1)).any()):
+        raise ValueError(
+            f"{head}: values outside [0, 1] (min {float(x.min()):.3g}, max {float(x.max()):.3g}); "
+            f"expected {space} (probabilities, e.g. a softmax)"
+        )
+    sums = x.double().sum(-1)
+    bad = (sums - 1.0).abs() > SUM_ATOL
+    if bool(bad.any()):
+        where = bad.nonzero()[0].tolist()
+        raise ValueError(
+            f"{head}: not a distribution: row {where[1:]} of env {where[0]} sums to "
+            f"{float(sums[tuple(where)]):.4g}; expected {space} (apply softmax to logits)"
+        )
+
+
+# -- PettingZoo faces ------------------------------------------------------------------------
+class QuizAECEnv(AECEnv):
+    """Native AEC face of a :class:`QuizGame` with ``num_envs=1`` (numpy in, numpy out)."""
+
+    metadata = QuizGame.metadata
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self.game = QuizGame(num_envs=1, device="cpu", **config)
+        self.possible_agents = list(self.game.possible_agents)
+        self.agents: list[str] = []
+        self.render_mode = self.game.render_mode
+
+    def observation_space(self, agent: str) -> gymnasium.Space:
+        return self.game.observation_space(agent)
+
+    def action_space(self, agent: str) -> gymnasium.Space:
+        return self.game.action_space(agent)
+
+    def observe(self, agent: str) -> np.ndarray:
+        return self._obs[agent]
+
+    def _store(self, obs: TensorDict, infos: dict[str, dict]) -> None:
+        self._obs = {a: obs[a][0].cpu().numpy().copy() for a in self.possible_agents}
+        self.infos = {a: _to_numpy(infos[a]) for a in self.agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        obs, infos = self.game.reset(seed=seed)
+        self.agents = list(self.possible_agents)
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
+        self.terminations = dict.fromkeys(self.agents, False)
+        self.truncations = dict.fromkeys(self.agents, False)
+        self._store(obs, infos)
+        self.agent_selection = self.game.agent_selection
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if self.terminations[agent] or self.truncations[agent]:
+            self._was_dead_step(action)
+            return
+        obs, rew, term, trunc, infos = self.game.step({agent: _batched(agent, action)})
+        self._cumulative_rewards[agent] = 0.0
+        self._store(obs, infos)
+        for a in self.agents:
+            self.rewards[a] = float(rew[a][0])
+            self.terminations[a] = bool(term[a][0])
+            self.truncations[a] = bool(trunc[a][0])
+        self._accumulate_rewards()
+        if any(self.terminations.values()) or any(self.truncations.values()):
+            self.agent_selection = self.agents[0]  # each finished agent then steps None
+        else:
+            self.agent_selection = self.game.agent_selection
+
+    def render(self) -> np.ndarray | str | None:
+        if self.render_mode is None:
+            gymnasium.logger.warn("render() called without a render_mode; nothing drawn")
+            return None
+        return self.game.render(0)
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.game, name)
+
+
+def _batched(agent: str, action: Any) -> Any:
+    """One env's numpy action as the batched game's tensors (leading dimension 1)."""
+    if isinstance(action, dict):
+        return {k: _batched(agent, v) for k, v in action.items()}
+    try:
+        arr = np.asarray(action)
+    except Exception as exc:
+        raise ValueError(f"invalid action for agent {agent!r}: not an array ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"invalid action for agent {agent!r}: not numeric, got {describe(action)}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
+
+
+class QuizFamily(EnvFamily):
+    """``quiz_v0``: AEC native (``.env()``), Parallel by ``turn_based_aec_to_parallel``."""
+
+    def raw_env(self, **config: Any) -> QuizAECEnv:
+        """AEC form without PettingZoo's order-enforcing wrapper."""
+        return QuizAECEnv(**config)
+
+    def env(self, **config: Any):
+        """AEC form (order-enforced), the native turn-based face."""
+        from pettingzoo.utils.wrappers import OrderEnforcingWrapper
+
+        return OrderEnforcingWrapper(QuizAECEnv(**config))
+
+    def parallel_env(self, **config: Any):
+        """Parallel form: only ``agent_selection``'s action is used; the idle agent's ignored."""
+        from pettingzoo.utils.conversions import turn_based_aec_to_parallel
+
+        return turn_based_aec_to_parallel(self.env(**config))
+
+
+def _register_gymnasium() -> None:
+    try:
+        gymnasium.register(
+            id="commenv/QuizTeacher-v0", entry_point="commenv.quiz_teacher:QuizTeacherEnv"
+        )
+    except gymnasium.error.Error:  # registered already (module reloaded)
+        pass
+
+
+_register_gymnasium()
