@@ -81,7 +81,8 @@ def run_batched(num_envs: int, device: str, seed: int, **config) -> float:
         while not done:
             stacked = torch.stack([obs[a] for a in agent_names], 1)  # (num_envs, n, obs_dim)
             acts = model(stacked)
-            obs, rewards, _, trunc, _ = game.step({a: acts[:, i] for i, a in enumerate(agent_names)})
+            actions = {a: acts[:, i] for i, a in enumerate(agent_names)}
+            obs, rewards, _, trunc, _ = game.step(actions)
             total += sum(rewards.values()) / len(agent_names)
             done = bool(trunc[agent_names[0]].all())
     return float(total.mean())
