@@ -1,0 +1,355 @@
+"""Output-sharing populations for node_graph_v0 (thesis, chapter 2).
+
+:class:`OutputSharingPopulation` holds the ``N`` node models as **one batched model**: every
+layer stores ``N`` weight sets stacked on a leading axis and runs them in one kernel
+(``torch.baddbmm`` for dense layers, a grouped convolution for conv layers), so a training step
+has no Python loop over nodes. One Adam over the stacked parameters is exactly ``N`` independent
+Adams (Adam is per-coordinate and the loss is a sum of per-node losses).
+
+Each node trains on its current minibatch (the env's observation): cross-entropy on its own
+labels for local data; for received data, cross-entropy on the received true labels, on the
+received logits softened at ``temperature`` (``softmax(z / T)``, eq. 2.2.1-2.2.2), or the MSE
+between its top-level features and the received ones (times ``feature_weight``). It then
+broadcasts the minibatch to each out-neighbour with probability ``broadcast_prob`` with its
+logits or features (computed in the same forward pass) as payload.
+
+:class:`SequentialPopulation` is the thesis' implementation — a Python loop over ``N`` separate
+``nn.Module`` s and optimisers — kept only as the speed baseline (:func:`speed_rows`).
+
+A user's own population plugs into :func:`run_population` (and ``examples/bench_graph.py
+--agent module:Class``) if it has the constructor keywords of :class:`OutputSharingPopulation`
+that it needs and the two methods of :class:`NodePopulation`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from commenv.evaluation import evaluate
+from commenv.node_graph import NodeGraphGame
+
+ARCHS: tuple[str, ...] = ("mlp", "cnn")
+SHARES: tuple[str, ...] = ("none", "labels", "logits", "features")
+
+
+class NodePopulation(Protocol):
+    """What :func:`run_population` needs from a population of node agents."""
+
+    def step(
+        self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Train on the minibatches in ``views`` (``NodeGraphGame.split_obs`` of the
+        ``(N, obs_dim)`` observations) and return ``(bits (N, K), payload (N, M, P) | None)``;
+        ``out_valid`` ``(N, K)`` says which bits have a receiver."""
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictive distributions ``(N, S, C)`` of every node on images ``x`` ``(S, C, H, W)``."""
+
+
+# -- batched layers ------------------------------------------------------------------------
+class BatchedLinear(nn.Module):
+    """``G`` independent dense layers applied with one ``baddbmm``: ``(G, M, i) -> (G, M, o)``."""
+
+    def __init__(self, groups: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default init, per group
+        self.weight = nn.Parameter(torch.empty(groups, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class BatchedConv2d(nn.Module):
+    """``G`` independent convolutions as one grouped convolution.
+
+    Input and output are ``(M, G * channels, H, W)``: group ``g`` owns channels
+    ``[g * c, (g + 1) * c)``.
+    """
+
+    def __init__(self, groups: int, c_in: int, c_out: int, kernel: int, stride: int,
+                 padding: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(c_in * kernel * kernel)
+        self.weight = nn.Parameter(
+            torch.empty(groups * c_out, c_in, kernel, kernel).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(torch.empty(groups * c_out).uniform_(-bound, bound))
+        self.groups, self.stride, self.padding = groups, stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
+
+
+def conv_out(size: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> int:
+    """Spatial size after one strided convolution."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class BatchedClassifier(nn.Module):
+    """``G`` classifiers in one module: ``(G, M, C, H, W) -> (features (G, M, F), logits)``.
+
+    ``arch="mlp"``: ``D -> hidden -> ReLU -> feature_dim -> ReLU -> classes``.
+    ``arch="cnn"``: DCGAN-style, no pooling: two 4x4 stride-2 convolutions (32 and 64
+    channels, LeakyReLU 0.2), then ``feature_dim`` LeakyReLU features and the class layer.
+    """
+
+    def __init__(self, groups: int, image_shape: tuple[int, int, int], num_classes: int, *,
+                 arch: str = "mlp", hidden: int = 256, feature_dim: int = 64) -> None:
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; valid choices: {list(ARCHS)}")
+        self.groups, self.arch, self.image_shape = groups, arch, tuple(image_shape)
+        c, h, w = self.image_shape
+        if arch == "mlp":
+            self.body = nn.ModuleList([BatchedLinear(groups, c * h * w, hidden),
+                                       BatchedLinear(groups, hidden, feature_dim)])
+        else:
+            self.convs = nn.ModuleList([BatchedConv2d(groups, c, 32, 4, 2, 1),
+                                        BatchedConv2d(groups, 32, 64, 4, 2, 1)])
+            flat = 64 * conv_out(conv_out(h)) * conv_out(conv_out(w))
+            self.body = nn.ModuleList([BatchedLinear(groups, flat, feature_dim)])
+        self.head = BatchedLinear(groups, feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        G, M = x.shape[:2]
+        if self.arch == "mlp":
+            h = x.reshape(G, M, -1)
+            for layer in self.body:
+                h = F.relu(layer(h))
+        else:
+            h = x.transpose(0, 1).reshape(M, G * x.shape[2], *x.shape[3:])
+            for conv in self.convs:
+                h = F.leaky_relu(conv(h), 0.2)
+            h = h.reshape(M, G, -1).transpose(0, 1)
+            h = F.leaky_relu(self.body[0](h), 0.2)
+        return h, self.head(h)
+
+
+class SingleClassifier(nn.Module):
+    """One node's classifier with plain ``torch.nn`` layers (same maths as one group of
+    :class:`BatchedClassifier`), for the sequential baseline."""
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *,
+                 arch: str = "mlp", hidden: int = 256, feature_dim: int = 64) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        self.arch = arch
+        if arch == "mlp":
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(),
+                                      nn.Linear(hidden, feature_dim), nn.ReLU())
+        else:
+            flat = 64 * conv_out(conv_out(h)) * conv_out(conv_out(w))
+            self.body = nn.Sequential(
+                nn.Conv2d(c, 32, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(32, 64, 4, 2, 1),
+                nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(flat, feature_dim), nn.LeakyReLU(0.2),
+            )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.body(x)
+        return f, self.head(f)
+
+
+# -- shared loss and actions ---------------------------------------------------------------
+def node_losses(
+    features: torch.Tensor, logits: torch.Tensor, views: dict[str, torch.Tensor], share: str,
+    temperature: float, feature_weight: float,
+) -> torch.Tensor:
+    """Per-node training loss ``(N,)`` on the observed minibatches (see module docstring)."""
+    inbox = views["from_inbox"] > 0.5  # (N,)
+    targets = views["labels"]
+    if share == "logits":
+        soft = torch.softmax(views["payload"] / temperature, -1)
+        targets = torch.where(inbox[:, None, None], soft, targets)
+    ce = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean(-1)
+    if share != "features":
+        return ce
+    mse = (features - views["payload"]).pow(2).mean((-1, -2))
+    return torch.where(inbox, feature_weight * mse, ce)
+
+
+def broadcast_bits(out_valid: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Independent Bernoulli(``prob``) bits for every real out-edge, zeros on padding."""
+    u = torch.rand(out_valid.shape, generator=gen, device=out_valid.device)
+    return ((u < prob) & out_valid).long()
+
+
+class OutputSharingPopulation:
+    """``n_nodes`` node agents as one batched model (see module docstring).
+
+    Args:
+        n_nodes: population size ``N``.
+        image_shape: ``(C, H, W)`` of the images.
+        num_classes: number of classes.
+        arch: ``"mlp"`` or ``"cnn"`` (DCGAN-style strided convolutions, no pooling).
+        share: what is broadcast: ``"none"`` (never broadcast), ``"labels"``, ``"logits"``,
+            ``"features"``; must match the env's ``content`` (``"none"`` runs on any).
+        broadcast_prob: probability of sending the current minibatch on each out-edge.
+        temperature: softening of received logits.
+        feature_weight: weight of the feature MSE.
+        hidden, feature_dim: layer widths (``feature_dim`` must match the env's).
+        lr: Adam learning rate (the thesis: Adam with defaults).
+        device: ``"cpu"`` or ``"cuda"``: same code.
+        seed: initialisation and broadcast sampling seed.
+    """
+
+    def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], num_classes: int, *,
+                 arch: str = "mlp", share: str = "labels", broadcast_prob: float = 0.1,
+                 temperature: float = 1.0, feature_weight: float = 1.0, hidden: int = 256,
+                 feature_dim: int = 64, lr: float = 1e-3, device: str | torch.device = "cpu",
+                 seed: int = 0) -> None:
+        if share not in SHARES:
+            raise ValueError(f"unknown share {share!r}; valid choices: {list(SHARES)}")
+        if not 0.0 <= broadcast_prob <= 1.0:
+            raise ValueError(f"broadcast_prob must be in [0, 1], got {broadcast_prob!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.device = torch.device(device)
+        self.n_nodes, self.share = n_nodes, share
+        self.broadcast_prob = broadcast_prob if share != "none" else 0.0
+        self.temperature, self.feature_weight = float(temperature), float(feature_weight)
+        torch.manual_seed(seed)
+        self.model = BatchedClassifier(n_nodes, image_shape, num_classes, arch=arch,
+                                       hidden=hidden, feature_dim=feature_dim).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
+
+    def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
+        features, logits = self.model(views["images"])
+        loss = node_losses(features, logits, views, self.share, self.temperature,
+                           self.feature_weight).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        bits = broadcast_bits(out_valid, self.broadcast_prob, self.gen)
+        payload = {"logits": logits, "features": features}.get(self.share)
+        return bits, None if payload is None else payload.detach()
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        out = []
+        for start in range(0, len(x), chunk):
+            xb = x[start:start + chunk].to(self.device)
+            _, logits = self.model(xb.unsqueeze(0).expand(self.n_nodes, *xb.shape))
+            out.append(logits.softmax(-1))
+        return torch.cat(out, 1)
+
+
+class SequentialPopulation(OutputSharingPopulation):
+    """The thesis' per-node loop: ``N`` separate models and optimisers (speed baseline)."""
+
+    def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], num_classes: int, *,
+                 arch: str = "mlp", hidden: int = 256, feature_dim: int = 64, lr: float = 1e-3,
+                 device: str | torch.device = "cpu", seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(1, image_shape, num_classes, arch=arch, hidden=hidden,
+                         feature_dim=feature_dim, lr=lr, device=device, seed=seed, **kwargs)
+        self.n_nodes = n_nodes
+        self.models = [SingleClassifier(image_shape, num_classes, arch=arch, hidden=hidden,
+                                        feature_dim=feature_dim).to(self.device)
+                       for _ in range(n_nodes)]
+        self.optimizers = [torch.optim.Adam(m.parameters(), lr=lr) for m in self.models]
+
+    def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
+        feats, logits = [], []
+        for i, (model, opt) in enumerate(zip(self.models, self.optimizers, strict=True)):
+            f, z = model(views["images"][i])
+            node_view = {k: v[i:i + 1] for k, v in views.items()}
+            loss = node_losses(f[None], z[None], node_view, self.share, self.temperature,
+                               self.feature_weight).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            feats.append(f.detach())
+            logits.append(z.detach())
+        bits = broadcast_bits(out_valid, self.broadcast_prob, self.gen)
+        payload = {"logits": logits, "features": feats}.get(self.share)
+        return bits, None if payload is None else torch.stack(payload)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        x = x.to(self.device)
+        return torch.stack([m(x)[1].softmax(-1) for m in self.models])
+
+
+# -- the loop against the env --------------------------------------------------------------
+def run_population(
+    game: NodeGraphGame,
+    population: NodePopulation,
+    steps: int,
+    *,
+    eval_every: int = 0,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed: int = 0,
+    progress: Any = None,
+    weighting: str = "softmax",
+) -> list[dict[str, Any]]:
+    """Train ``population`` against ``game`` (``num_envs=1``) for ``steps`` parallel steps.
+
+    Evaluates on ``test`` (images, labels) every ``eval_every`` steps and at the end; returns
+    the history ``[{"step", "average", "collective", "per_node", "bits_*"}, ...]``.
+    """
+    if game.num_envs != 1:
+        raise ValueError(f"run_population drives one world (num_envs=1), got {game.num_envs}")
+    obs, _ = game.reset(seed=seed)
+    obs_all = game.observe_all()
+    out_valid = game._out_valid
+    history: list[dict[str, Any]] = []
+
+    def record(step: int) -> None:
+        if test is None:
+            return
+        probs = population.predict_proba(test[0])
+        ev = evaluate(probs.cpu(), test[1], weighting)
+        bw = game.bandwidth()
+        history.append({"step": step, **ev, "bits_images": bw["images"],
+                        "bits_payload": bw["payload"]})
+
+    for t in range(1, steps + 1):
+        views = game.split_obs(obs_all[0])
+        bits, payload = population.step(views, out_valid)
+        obs_all, _, _, _ = game.step_tensors(bits[None], None if payload is None else payload[None])
+        if eval_every and t % eval_every == 0 and t != steps:
+            record(t)
+        if progress is not None:
+            progress.update(1)
+    record(steps)
+    return history
+
+
+def speed_rows(quick: bool, sizes: tuple[int, ...] = (10, 50, 100)) -> list[dict[str, Any]]:
+    """Node-steps per second of the batched population vs the sequential loop, in one run.
+
+    Both drive the same node_graph_v0 (digits, 32-sample minibatches, MLP 64-256-64-10,
+    true labels shared on a fully connected graph) so the env's cost is in both; rows carry
+    ``name``, ``steps_per_s`` (node-steps/s) and ``note`` (the speed-up).
+    """
+    rows: list[dict[str, Any]] = []
+    steps_b, steps_s = (20, 4) if quick else (100, 15)
+    for n in sizes:
+        rates = {}
+        for label, cls in (("batched", OutputSharingPopulation), ("sequential",
+                                                                   SequentialPopulation)):
+            game = NodeGraphGame(n_nodes=n, content="labels", batch_size=32)
+            pop = cls(n, game.image_shape, game.num_classes, share="labels",
+                      broadcast_prob=1.5 * game.consumption_prob / max(1, n - 1))
+            steps = steps_b if label == "batched" else steps_s
+            run_population(game, pop, 3)  # warm-up
+            start = time.perf_counter()
+            run_population(game, pop, steps)
+            rates[label] = n * steps / (time.perf_counter() - start)
+        ratio = rates["batched"] / rates["sequential"]
+        rows.append({"name": f"node_graph population N={n} batched",
+                     "steps_per_s": rates["batched"],
+                     "note": f"node-steps/s; {ratio:.1f}x the sequential loop"})
+        rows.append({"name": f"node_graph population N={n} sequential",
+                     "steps_per_s": rates["sequential"],
+                     "note": "node-steps/s; the thesis' per-node loop (baseline)"})
+    return rows
