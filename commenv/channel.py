@@ -148,6 +148,9 @@ class Channel:
         self.senders = torch.where(valid, order[:, : self.max_in_degree], -1).to(self.device)
         self.slot_valid = valid.to(self.device)
         self._gather = self.senders.clamp(min=0)
+        self._all_slots_valid = bool(valid.all())
+        self.out_degree = adj.sum(1).to(self.device, torch.int64)
+        self.in_degree = in_deg.to(self.device, torch.int64)
         self.reset_counters()
 
     @classmethod
@@ -233,7 +236,9 @@ class Channel:
             raise ValueError("flip noise (flip_prob > 0) only applies to binary payloads")
 
         # inbox[b, r, j] = payload[b, senders[r, j]]
-        inbox = payload[:, self._gather]
+        inbox = payload.index_select(1, self._gather.reshape(-1)).view(
+            num_envs, n, self.max_in_degree, *payload.shape[2:]
+        )
         slot_ok = self.slot_valid.expand(num_envs, n, self.max_in_degree)
         if send_mask is not None:
             if tuple(send_mask.shape) != (num_envs, n, n):
@@ -258,12 +263,24 @@ class Channel:
             flips = torch.rand(inbox.shape, generator=generator, device=self.device)
             flips = (flips < self.flip_prob).to(inbox.dtype)
             inbox = inbox + flips * (1 - 2 * inbox)  # differentiable in the message
-        shape_ones = [1] * (payload.ndim - 2)
-        inbox = inbox * delivered.view(num_envs, n, self.max_in_degree, *shape_ones).to(
-            inbox.dtype
-        )
+        static = send_mask is None and self.drop_prob == 0  # delivery = the graph itself
+        if not (static and self._all_slots_valid):  # zero padding slots and lost messages
+            shape_ones = [1] * (payload.ndim - 2)
+            inbox = inbox * delivered.view(num_envs, n, self.max_in_degree, *shape_ones).to(
+                inbox.dtype
+            )
 
         # Accounting: a message costs bits on every edge it is put on (drops still cost).
+        counters = self._counters(tag)
+        if static:
+            per_sender = self.out_degree.expand(num_envs, n)
+            bits_sent = per_sender * bits_per_message
+            bits_received = (self.in_degree * bits_per_message).expand(num_envs, n)
+            dropped = torch.zeros_like(bits_sent)
+            counters["bits_sent"] += bits_sent[0] * num_envs
+            counters["bits_received"] += bits_received[0] * num_envs
+            counters["messages_sent"] += per_sender[0] * num_envs
+            return Delivery(inbox, delivered, bits_sent, bits_received, dropped)
         sent_edges = slot_ok.sum(2)  # per receiver
         senders_flat = self._gather.expand(num_envs, n, self.max_in_degree)
         per_sender = torch.zeros(num_envs, n, dtype=torch.int64, device=self.device)
@@ -273,7 +290,6 @@ class Channel:
         bits_sent = per_sender * bits_per_message
         bits_received = delivered.sum(2).long() * bits_per_message
         dropped = (sent_edges - delivered.sum(2)).long()
-        counters = self._counters(tag)
         counters["bits_sent"] += bits_sent.sum(0)
         counters["bits_received"] += bits_received.sum(0)
         counters["messages_sent"] += per_sender.sum(0)

@@ -87,10 +87,16 @@ def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> to
     return torch.rand(n_agents, num_features, generator=gen) < noise
 
 
-def apply_masks(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Views of flat images ``x`` ``(..., D)`` through ``masks`` ``(n, D)``: ``(..., n, D)``."""
-    x = x.unsqueeze(-2)
-    return torch.where(masks, 1.0 - x, x)
+def apply_masks(
+    x: torch.Tensor, masks: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Views of flat images ``x`` ``(..., D)`` through ``masks`` ``(n, D)``: ``(..., n, D)``.
+
+    Masked pixels become ``1 - x``, computed as ``m + x * (1 - 2m)`` (exact in floating point
+    for m in {0, 1}) so that it can write straight into ``out``.
+    """
+    m = masks.to(x.dtype)
+    return torch.addcmul(m, x.unsqueeze(-2), 1.0 - 2.0 * m, out=out)
 
 
 class PartialObsGame(BatchedEnv):
@@ -180,6 +186,8 @@ class PartialObsGame(BatchedEnv):
         self.masks = noise_masks(self.n_agents, self.num_features, noise, mask_seed).to(
             self.device
         )
+        self._mask_f = self.masks.to(self.images.dtype)
+        self._mask_sign = 1.0 - 2.0 * self._mask_f
 
         D, L, K, S = self.num_features, self.message_bits, self.num_candidates, self.max_in
         self.obs_layout = {
@@ -206,9 +214,12 @@ class PartialObsGame(BatchedEnv):
         return self._act_space
 
     # -- world -----------------------------------------------------------------------------
-    def views(self, world_index: torch.Tensor) -> torch.Tensor:
+    def views(self, world_index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Every agent's view of worlds ``world_index`` ``(...)``: ``(..., n_agents, D)``."""
-        return apply_masks(self.images[world_index], self.masks)
+        # index_select: a row gather far cheaper than advanced indexing on CPU
+        x = self.images.index_select(0, world_index.reshape(-1))
+        x = x.view(*world_index.shape, 1, self.num_features)
+        return torch.addcmul(self._mask_f, x, self._mask_sign, out=out)
 
     def _sample_worlds(self, *shape: int) -> torch.Tensor:
         return torch.randint(
@@ -240,16 +251,26 @@ class PartialObsGame(BatchedEnv):
         return self._observe(), self._infos()
 
     def _observe(self) -> TensorDict:
-        st, B, n = self._state, self.num_envs, self.n_agents
-        view = self.views(st["world"])  # (B, n, D)
-        heard = torch.cat([st["delivered"].unsqueeze(-1).to(view.dtype), st["heard"]], -1)
-        parts = [view, heard.reshape(B, n, -1)]
+        # Written in place into one fresh buffer: the observation is the step's biggest output.
+        st, B, n, lay = self._state, self.num_envs, self.n_agents, self.obs_layout
+        obs = torch.empty(B, n, self._obs_space.shape[0], device=self.device)
+        self.views(st["world"], out=obs[..., lay["view"]])
         if self.num_candidates:
-            cand = self.views(st["candidates"]).transpose(1, 2)  # (B, n, K, D)
+            cand = obs[..., lay["candidates"]].unflatten(-1, (self.num_candidates, -1))
             if self._t == 0:
-                cand = torch.zeros_like(cand)
-            parts.append(cand.reshape(B, n, -1))
-        obs = torch.cat(parts, -1)
+                cand.zero_()
+            else:  # (B, K) worlds -> (B, n, K, D) views
+                self.views(st["candidates"], out=cand.transpose(1, 2))
+        heard = st["heard"]
+        if heard.requires_grad:  # relaxed messages keep their graph: no in-place writes
+            flags = st["delivered"].unsqueeze(-1).to(heard.dtype)
+            slots = torch.cat([flags, heard], -1).flatten(2)
+            hs = lay["heard"]
+            obs = torch.cat([obs[..., : hs.start], slots, obs[..., hs.stop :]], -1)
+        else:
+            slots = obs[..., lay["heard"]].unflatten(-1, (self.max_in, 1 + self.message_bits))
+            slots[..., 0].copy_(st["delivered"])
+            slots[..., 1:].copy_(heard)
         return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
 
     def _infos(self) -> dict[str, dict]:
@@ -282,8 +303,9 @@ class PartialObsGame(BatchedEnv):
                     f"batched actions must be (num_envs, {self._act_space.n}) per agent "
                     f"(stacked {expected}); got stacked shape {tuple(act.shape)}"
                 )
-            bad = ~torch.isfinite(act.float()) | (act < 0) | (act > 1)
-            if bool(bad.any()):
+            low, high = torch.aminmax(act.detach().float())  # NaN propagates into both
+            if not (0 <= float(low) and float(high) <= 1):
+                bad = ~((act >= 0) & (act <= 1))
                 agent = self.possible_agents[int(bad.any(-1).any(0).nonzero()[0])]
                 raise ValueError(
                     f"invalid action for agent {agent!r}: expected values in [0, 1] for "
