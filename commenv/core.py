@@ -190,12 +190,24 @@ class BatchedParallelEnv(ParallelEnv):
             a: obs[a][0].cpu().numpy().astype(self._obs_dtype[a], copy=False) for a in self.agents
         }
 
+    def _infos(self, infos: dict[str, dict]) -> dict[str, dict]:
+        converted: dict[int, dict] = {}  # games often share one info dict between agents
+        out = {}
+        for a in self.agents:
+            key = id(infos[a])
+            if key not in converted:
+                converted[key] = _to_numpy(infos[a])
+            out[a] = dict(converted[key])
+        return out
+
     def reset(
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-        obs, infos = self.game.reset(seed=seed)
+        # inference_mode: no autograd bookkeeping, which dominates tiny one-world steps
+        with torch.inference_mode():
+            obs, infos = self.game.reset(seed=seed)
         self.agents = list(self.possible_agents)
-        return self._obs(obs), {a: _to_numpy(infos[a]) for a in self.agents}
+        return self._obs(obs), self._infos(infos)
 
     def step(self, actions: dict[str, Any]):
         unknown = set(actions) - set(self.possible_agents)
@@ -212,14 +224,18 @@ class BatchedParallelEnv(ParallelEnv):
         for agent in self.agents:
             arr = validate_action(agent, self.action_space(agent), actions[agent])
             batched[agent] = _to_batched(arr, self.game.device)
-        obs, rew, term, trunc, infos = self.game.step(batched)
+        with torch.inference_mode():
+            obs, rew, term, trunc, infos = self.game.step(batched)
+            flags = torch.stack(
+                [torch.stack([rew[a][0], term[a][0], trunc[a][0]]) for a in self.agents]
+            ).tolist()
         live = self.agents
         out = (
             self._obs(obs),
-            {a: float(rew[a][0]) for a in live},
-            {a: bool(term[a][0]) for a in live},
-            {a: bool(trunc[a][0]) for a in live},
-            {a: _to_numpy(infos[a]) for a in live},
+            {a: float(f[0]) for a, f in zip(live, flags, strict=True)},
+            {a: bool(f[1]) for a, f in zip(live, flags, strict=True)},
+            {a: bool(f[2]) for a, f in zip(live, flags, strict=True)},
+            self._infos(infos),
         )
         self.agents = [a for a in live if not (out[2][a] or out[3][a])]
         return out
