@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent-content", default="labels", choices=["labels", "logits", "features"],
                    help="what the --agent population shares")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest on a few shared cores: OpenMP threads "
+                        "that wait for each other cost more than they compute)")
     p.add_argument("--seed", type=int, default=0, help="seed of partitions, models, sampling")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="where JSON/CSV/PNG go (default results/bench_graph[_quick])")
@@ -167,6 +170,7 @@ def steps_to(curve: list[dict[str, Any]], key: str, target: float) -> int | None
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     device = select_device(args.device)
+    torch.set_num_threads(args.threads)
     arch = args.arch if args.arch != "auto" else ("cnn" if device.type == "cuda" else "mlp")
     args.arch_used = arch
     chosen = CONFIGS if args.only is None else [CONFIGS[int(i)] for i in args.only.split(",")]
