@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seconds", type=float, default=None, help="window per row and round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
     p.add_argument("--device", default="cpu", help="device of the batched core")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument("--out", default="results/speed", help="folder for JSON/CSV")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     seconds = args.seconds or (0.3 if args.quick else 2.0)
 
     rows_spec: dict[str, Stepper | None] = {

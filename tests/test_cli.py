@@ -1,0 +1,33 @@
+"""The commenv command line."""
+
+import pytest
+
+from commenv import cli
+
+
+def test_envs_lists_every_game(capsys):
+    assert cli.main(["envs"]) == 0
+    out = capsys.readouterr().out
+    assert "partial_obs_v0" in out
+
+
+def test_bench_lists_and_rejects_unknown(capsys):
+    assert "speed" in cli.available_benchmarks()
+    assert cli.main(["bench"]) == 0
+    assert "speed" in capsys.readouterr().out
+    assert cli.main(["bench", "nope"]) == 2
+    assert "valid choices" in capsys.readouterr().err
+
+
+def test_bench_speed_runs_and_prints_table(capsys, tmp_path):
+    code = cli.main(["bench", "speed", "--seconds", "0.05", "--rounds", "1",
+                     "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| partial_obs_v0 batched, num_envs=4096 |" in out
+    assert (tmp_path / "speed.json").exists() and (tmp_path / "speed.csv").exists()
+
+
+def test_bench_script_errors_propagate():
+    with pytest.raises(SystemExit):
+        cli.main(["frobnicate"])
