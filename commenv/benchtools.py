@@ -8,6 +8,8 @@ user's own agent from ``module:Class``. Those pieces live here once.
 from __future__ import annotations
 
 import csv
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -58,8 +60,6 @@ def load_object(spec: str) -> Any:
         raise ValueError(f"expected 'module:Name', got {spec!r}")
     module_name, _, attr = spec.rpartition(":")
     if module_name.endswith(".py"):
-        import importlib.util
-
         path = Path(module_name).resolve()
         mod_spec = importlib.util.spec_from_file_location(path.stem, path)
         if mod_spec is None or mod_spec.loader is None:
