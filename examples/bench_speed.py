@@ -28,44 +28,30 @@ from commenv.benchtools import markdown_table, write_results
 Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
 
 
+def random_play(env) -> Stepper:
+    """Random actions in a PettingZoo ParallelEnv, resetting when the episode ends."""
+    env.reset(seed=0)
+    spaces = {a: env.action_space(a) for a in env.possible_agents}
+    for space in spaces.values():
+        space.seed(0)
+
+    def step() -> int:
+        if not env.agents:
+            env.reset()
+        actions = {a: spaces[a].sample() for a in env.agents}
+        env.step(actions)
+        return len(actions)
+
+    return step
+
+
 def mpe2_stepper() -> Stepper | None:
-    """Random play in MPE2's simple_speaker_listener_v4 (ParallelEnv)."""
+    """Random play in MPE2's simple_speaker_listener_v4, the reference."""
     try:
         from mpe2 import simple_speaker_listener_v4
     except ImportError:
         return None
-    env = simple_speaker_listener_v4.parallel_env(max_cycles=25)
-    env.reset(seed=0)
-    spaces = {a: env.action_space(a) for a in env.possible_agents}
-    for space in spaces.values():
-        space.seed(0)
-
-    def step() -> int:
-        if not env.agents:
-            env.reset()
-        actions = {a: spaces[a].sample() for a in env.agents}
-        env.step(actions)
-        return len(actions)
-
-    return step
-
-
-def parallel_face_stepper(**config) -> Stepper:
-    """Random play in the PettingZoo face of partial_obs_v0."""
-    env = commenv.partial_obs_v0(**config)
-    env.reset(seed=0)
-    spaces = {a: env.action_space(a) for a in env.possible_agents}
-    for space in spaces.values():
-        space.seed(0)
-
-    def step() -> int:
-        if not env.agents:
-            env.reset()
-        actions = {a: spaces[a].sample() for a in env.agents}
-        env.step(actions)
-        return len(actions)
-
-    return step
+    return random_play(simple_speaker_listener_v4.parallel_env(max_cycles=25))
 
 
 def batched_stepper(num_envs: int, device: str = "cpu", **config) -> Stepper:
@@ -110,7 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     rows_spec: dict[str, Stepper | None] = {
         "MPE2 simple_speaker_listener_v4 (reference)": mpe2_stepper(),
-        "partial_obs_v0 PettingZoo parallel face": parallel_face_stepper(),
+        "partial_obs_v0 PettingZoo parallel face": random_play(commenv.partial_obs_v0()),
     }
     for n in (1, 256, 4096):
         rows_spec[f"partial_obs_v0 batched, num_envs={n}"] = batched_stepper(n, args.device)
