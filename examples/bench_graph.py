@@ -18,7 +18,7 @@ the updated weights, ``2 * N * 32 * P`` bits for ``P`` fp32 parameters per model
 
 Usage::
 
-    python examples/bench_graph.py --quick                 # digits, ~2 minutes on 2 CPU cores
+    python examples/bench_graph.py --quick                 # digits, 1-2 minutes on 2 CPU cores
     python examples/bench_graph.py                          # Fashion-MNIST, 5,000 steps
     python examples/bench_graph.py --dataset cifar10 --data-root ~/data --arch cnn
     python examples/bench_graph.py --quick --agent my_module:MyPopulation
@@ -74,15 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See the module docstring for the target-accuracy rule.")
     p.add_argument("--quick", action="store_true",
-                   help="digits, 400 steps, eval every 25 (about two minutes on 2 CPU cores)")
+                   help="digits, 1000 steps, eval every 50 (a minute or two on 2 CPU cores)")
     p.add_argument("--dataset", default=None,
                    help="digits | fashion-mnist | mnist | cifar10 | synthetic "
                         "(default: fashion-mnist, digits with --quick)")
     p.add_argument("--data-root", default=None, help="directory of the dataset files")
     p.add_argument("--steps", type=int, default=None,
-                   help="parallel training steps per configuration (default 5000; 400 quick)")
+                   help="parallel training steps per configuration (default 5000; 1000 quick)")
     p.add_argument("--eval-every", type=int, default=None,
-                   help="evaluate on the test split every N steps (default 250; 25 quick)")
+                   help="evaluate on the test split every N steps (default 250; 50 quick)")
     p.add_argument("--arch", default="auto", choices=["auto", "mlp", "cnn"],
                    help="node model: MLP or DCGAN-style strided CNN (auto: cnn on CUDA, else mlp)")
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size of every node")
@@ -112,8 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where JSON/CSV/PNG go (default results/bench_graph[_quick])")
     args = p.parse_args(argv)
     args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
-    args.steps = args.steps or (400 if args.quick else 5000)
-    args.eval_every = args.eval_every or (25 if args.quick else 250)
+    args.steps = args.steps or (1000 if args.quick else 5000)
+    args.eval_every = args.eval_every or (50 if args.quick else 250)
     args.out_dir = args.out_dir or Path("results") / ("bench_graph_quick" if args.quick
                                                       else "bench_graph")
     return args
@@ -143,8 +143,7 @@ def run_config(args: argparse.Namespace, name: str, n_nodes: int, share: str,
                           test=(game.test_images, game.test_labels), seed=args.seed,
                           progress=bar)
     seconds = time.perf_counter() - start
-    params = sum(p.numel() for p in getattr(pop, "model", torch.nn.Linear(1, 1)).parameters())
-    params_per_node = params // n_nodes if hasattr(pop, "model") else None
+    params_per_node = getattr(pop, "num_params_per_node", None)  # user agents may not say
     last = hist[-1]
     sync = 2 * n_nodes * 32 * params_per_node * args.steps if params_per_node and n_nodes > 1 \
         else None

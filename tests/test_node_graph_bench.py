@@ -1,0 +1,45 @@
+"""examples/bench_graph.py end to end on a tiny budget, with a user's own population."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "examples" / "bench_graph.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_graph", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
+    rows = bench.main(["--quick", "--steps", "12", "--eval-every", "6", "--only", "0,2,3",
+                       "--agent", "agents.population:SequentialPopulation",
+                       "--out-dir", str(tmp_path)])
+    names = [r["configuration"] for r in rows]
+    assert names == ["1 node", "10 nodes, logits", "10 nodes, true labels",
+                     "10 nodes, SequentialPopulation (labels)"]
+    one, logits, labels, user = rows
+    assert one["coll_acc"] is None and one["bits_images"] == 0
+    assert one["target"] == int(one["avg_acc"])  # floor of the 1-node accuracy
+    assert labels["bits_payload"] < logits["bits_payload"]  # 4 bits vs 10 floats a sample
+    assert labels["sync_sgd_bits"] == 2 * 10 * 32 * labels["params_per_node"] * 12
+    assert [c["step"] for c in labels["curve"]] == [6, 12]
+    assert user["params_per_node"] == labels["params_per_node"]
+    saved = json.loads((tmp_path / "bench_graph.json").read_text())
+    assert saved["target_accuracy"] == one["target"] and len(saved["rows"]) == 4
+    assert (tmp_path / "bench_graph.csv").exists() and (tmp_path / "bench_graph.png").exists()
+    assert bench.steps_to([{"step": 5, "collective": 50.0}, {"step": 10, "collective": 91.0}],
+                          "collective", 90.0) == 10
+
+
+def test_bench_graph_help(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--help"])
+    assert "--agent" in capsys.readouterr().out
