@@ -1,0 +1,360 @@
+"""Reference agents for ``quiz_v0`` (thesis, chapter 3): the hardness-selecting teacher and the
+small student.
+
+- :class:`TeacherMLP`: 2 x 1200 ReLU with dropout, trained to convergence with early stopping on
+  validation accuracy (:func:`train_teacher`), saved and loaded with ``weights_only=True``
+  (:func:`save_teacher`, :func:`load_teacher`, :func:`teacher_for` caches it on disk).
+- :class:`Student`: 2 x 32 ReLU, no dropout, Adam; one model per env of a batched game, held as
+  one batched network (:class:`BatchedMLP`), so ``num_envs`` students train without a Python loop.
+- :class:`HardnessTeacher`: scores the stack with :func:`difficulty` (cross-entropy or Euclidean
+  distance between teacher and student distributions, random, or RHO-LOSS' reducible loss),
+  selects the hardest ``batch_size`` with the batched :func:`select_topk`, and sends its soft
+  labels or the true labels as targets.
+
+A teacher agent is anything with ``act(obs, infos) -> {"select", "targets"}`` built as
+``Cls(game=game, model=teacher_model, seed=seed)``; ``examples/bench_quiz.py --teacher
+module:Class`` puts one into table 3.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MEASURES: tuple[str, ...] = ("ce", "euclid", "random", "rho")
+TARGETS: tuple[str, ...] = ("soft", "true")
+EPS = 1e-8
+
+
+# -- models ------------------------------------------------------------------------------------
+class TeacherMLP(nn.Module):
+    """The thesis' teacher: ``D -> hidden -> hidden -> C`` with ReLU and dropout (logits out)."""
+
+    def __init__(
+        self, num_features: int, num_classes: int, hidden: int = 1200, dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "num_features": int(num_features), "num_classes": int(num_classes),
+            "hidden": int(hidden), "dropout": float(dropout),
+        }
+        self.net = nn.Sequential(
+            nn.Linear(num_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BatchedMLP(nn.Module):
+    """``n_models`` independent ReLU MLPs evaluated at once: ``(N, rows, in) -> (N, rows, out)``.
+
+    Parameters are ``(N, in, out)`` tensors; since the loss is a sum over models and Adam is
+    elementwise, training them together is exactly training them apart.
+    """
+
+    def __init__(self, n_models: int, sizes: list[int], generator: torch.Generator) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation
+            w = (torch.rand(n_models, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+            b = (torch.rand(n_models, 1, fan_out, generator=generator) * 2 - 1) * bound
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+
+class Student:
+    """The thesis' student (2 x 32 ReLU, no dropout, Adam), one per env of a batched game.
+
+    Args:
+        num_features: pixels per image ``D``.
+        num_classes: classes ``C``.
+        num_envs: students trained side by side (one per env).
+        hidden: hidden units per layer (32 in the thesis).
+        lr: Adam learning rate (Adam's default, as the thesis).
+        seed: initialisation seed.
+        device: where the model lives.
+    """
+
+    def __init__(
+        self, num_features: int, num_classes: int, num_envs: int = 1, hidden: int = 32,
+        lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
+    ) -> None:
+        gen = torch.Generator().manual_seed(int(seed))
+        sizes = [num_features, hidden, hidden, num_classes]
+        self.model = BatchedMLP(num_envs, sizes, gen).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+
+    @torch.no_grad()
+    def answer(self, images: torch.Tensor) -> torch.Tensor:
+        """Predictive distributions ``(N, B, C)`` for images ``(N, B, D)``."""
+        return torch.softmax(self.model(images), -1)
+
+    def study(
+        self, images: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """One Adam step on the masked rows with cross-entropy to (soft) ``targets``.
+
+        Returns the per-env loss ``(N,)``; an env whose mask is empty gets no gradient.
+        """
+        logp = torch.log_softmax(self.model(images), -1)
+        per_row = -(targets * logp).sum(-1) * mask
+        loss = per_row.sum(1) / mask.sum(1).clamp(min=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the model parameters (for best-validation checkpoints)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    @torch.no_grad()
+    def accuracy(
+        self, images: torch.Tensor, labels: torch.Tensor, chunk: int = 4096
+    ) -> torch.Tensor:
+        """Accuracy ``(N,)`` of every student on flat ``images`` ``(n, D)``."""
+        correct = 0
+        for start in range(0, len(labels), chunk):  # bounded memory on big test sets
+            x = images[start : start + chunk]
+            n = self.model.weights[0].shape[0]
+            pred = self.model(x.expand(n, -1, -1)).argmax(-1)
+            correct = correct + (pred == labels[start : start + chunk]).sum(1)
+        return correct.float() / len(labels)
+
+
+# -- the teacher model: training, saving, loading ----------------------------------------------
+def train_teacher(
+    train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
+    num_classes: int, hidden: int = 1200, dropout: float = 0.5, batch_size: int = 128,
+    lr: float = 1e-3, max_epochs: int = 100, patience: int = 5, seed: int = 0,
+    device: str | torch.device = "cpu", show_progress: bool = True,
+) -> tuple[TeacherMLP, dict[str, Any]]:
+    """Train a :class:`TeacherMLP` with Adam until validation accuracy stops improving.
+
+    Images are flat ``(n, D)``. Returns the best-validation model (eval mode) and a log
+    ``{"best_val_accuracy", "best_epoch", "epochs", "history"}``.
+    """
+    from commenv.benchtools import progress
+
+    gen = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))  # dropout masks
+    model = TeacherMLP(train_x.shape[1], num_classes, hidden, dropout).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    best, best_state, best_epoch, history = -1.0, None, 0, []
+    bar = progress(range(max_epochs), desc="teacher", disable=not show_progress or None)
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(train_y), generator=gen)
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start : start + batch_size]
+            loss = F.cross_entropy(model(train_x[idx].to(device)), train_y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        acc = float((predict_probs(model, val_x, device).argmax(-1).cpu() == val_y).float().mean())
+        history.append(acc)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(val=f"{acc:.4f}")
+        if acc > best:
+            best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    log = {"best_val_accuracy": best, "best_epoch": best_epoch, "epochs": len(history),
+           "history": history}
+    return model, log
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, images: torch.Tensor, device: str | torch.device = "cpu", chunk: int = 4096
+) -> torch.Tensor:
+    """The model's softmax ``(n, C)`` on flat images ``(n, D)``, in eval mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat(
+        [torch.softmax(model(images[i : i + chunk].to(device)), -1)
+         for i in range(0, len(images), chunk)]
+    )
+    model.train(was_training)
+    return out
+
+
+def save_teacher(model: TeacherMLP, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save weights and config as plain tensors/numbers (loadable with ``weights_only=True``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}},
+               path)
+    return path
+
+
+def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> TeacherMLP:
+    """Load a :func:`save_teacher` file safely (``torch.load(..., weights_only=True)``)."""
+    blob = torch.load(Path(path), map_location=device, weights_only=True)
+    if not isinstance(blob, dict) or not {"config", "state_dict"} <= set(blob):
+        raise ValueError(f"{path} is not a teacher file written by save_teacher()")
+    model = TeacherMLP(**blob["config"]).to(device)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model
+
+
+def teacher_for(
+    dataset: str, *, data_root: str | None = None, data_seed: int = 0, seed: int = 0,
+    cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+    show_progress: bool = True, **train_kwargs: Any,
+) -> TeacherMLP:
+    """The trained teacher of ``dataset``: loaded from ``cache_dir`` or trained and saved there.
+
+    ``cache_dir`` defaults to ``~/.cache/commenv/teachers``; the file name holds the dataset,
+    split seed, training seed and any non-default training arguments.
+    """
+    from commenv.datasets import load_dataset
+
+    cache = Path(cache_dir or Path.home() / ".cache" / "commenv" / "teachers")
+    tag = "".join(f"_{k}{v}" for k, v in sorted(train_kwargs.items()))
+    path = cache / f"{dataset}_split{data_seed}_seed{seed}{tag}.pt"
+    if path.exists():
+        return load_teacher(path, device)
+    data = load_dataset(dataset, root=data_root, seed=data_seed)
+    model, log = train_teacher(
+        data.train.flat(), data.train.y, data.val.flat(), data.val.y,
+        num_classes=data.num_classes, seed=seed, device=device, show_progress=show_progress,
+        **train_kwargs,
+    )
+    test_acc = float((predict_probs(model, data.test.flat(), device).argmax(-1).cpu()
+                      == data.test.y).float().mean())
+    save_teacher(model, path, {**log, "test_accuracy": test_acc})
+    return model
+
+
+# -- difficulty and selection ------------------------------------------------------------------
+def difficulty(
+    teacher_probs: torch.Tensor, student_probs: torch.Tensor, measure: str = "ce", *,
+    labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-sample difficulty ``(...)`` from distributions ``(..., C)``; higher is harder.
+
+    - ``ce``: cross-entropy of the student's distribution to the teacher's,
+      ``-sum_c p_t(c) log p_s(c)``;
+    - ``euclid``: Euclidean distance ``||p_t - p_s||_2``;
+    - ``random``: uniform noise (random selection);
+    - ``rho``: RHO-LOSS' reducible loss, the student's loss minus the teacher's on the true
+      ``labels``: ``-log p_s(y) + log p_t(y)`` (the teacher stands in for the irreducible-loss
+      model).
+    """
+    if measure not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; valid choices: {list(MEASURES)}")
+    if teacher_probs.shape != student_probs.shape:
+        raise ValueError(
+            f"teacher and student distributions must have the same shape, got "
+            f"{tuple(teacher_probs.shape)} and {tuple(student_probs.shape)}"
+        )
+    if measure == "ce":
+        return -(teacher_probs * torch.log(student_probs.clamp(min=EPS))).sum(-1)
+    if measure == "euclid":
+        return (teacher_probs - student_probs).norm(dim=-1)
+    if measure == "random":
+        return torch.rand(
+            student_probs.shape[:-1], generator=generator, device=student_probs.device
+        )
+    if labels is None:
+        raise ValueError("measure='rho' needs the true labels (labels=...)")
+    y = labels.unsqueeze(-1)
+    return (torch.log(teacher_probs.gather(-1, y).clamp(min=EPS))
+            - torch.log(student_probs.gather(-1, y).clamp(min=EPS))).squeeze(-1)
+
+
+def select_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask ``(N, M)`` of the ``k`` highest scores of every row (batched top-k)."""
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (N, M), got shape {tuple(scores.shape)}")
+    if not 0 <= k <= scores.shape[1]:
+        raise ValueError(f"k must be in [0, {scores.shape[1]}], got {k}")
+    idx = scores.topk(k, dim=1).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, idx, True)
+
+
+# -- agents ------------------------------------------------------------------------------------
+class HardnessTeacher:
+    """The thesis' teacher agent for ``quiz_v0``: select the hardest samples of the stack.
+
+    Args:
+        game: the :class:`commenv.quiz.QuizGame` it plays (batch size, classes, training set).
+        model: the trained teacher network; its predictions on the training set are computed
+            once (eval mode, deterministic) and looked up by ``infos["stack_indices"]``.
+        measure: one of :data:`MEASURES`.
+        targets: ``"soft"`` (the teacher's distributions) or ``"true"`` (one-hot labels).
+        seed: seed of the ``random`` measure.
+    """
+
+    def __init__(
+        self, game: Any, model: nn.Module, measure: str = "ce", targets: str = "soft",
+        seed: int = 0,
+    ) -> None:
+        if measure not in MEASURES:
+            raise ValueError(f"unknown measure {measure!r}; valid choices: {list(MEASURES)}")
+        if targets not in TARGETS:
+            raise ValueError(f"unknown targets {targets!r}; valid choices: {list(TARGETS)}")
+        self.game, self.measure, self.targets = game, measure, targets
+        self.batch_size = game.batch_size
+        self.model = model
+        self.train_probs = predict_probs(model, game.train_x, game.device).to(game.device)
+        self.generator = torch.Generator(device=game.device).manual_seed(int(seed))
+
+    def act(self, obs: torch.Tensor, infos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The lesson for the stack in ``obs`` ``(N, obs_dim)``."""
+        parts = self.game.unpack_teacher(obs)
+        if "stack_indices" in infos:
+            teacher_probs = self.train_probs[infos["stack_indices"]]
+        else:
+            n, m, d = parts["images"].shape
+            teacher_probs = predict_probs(self.model, parts["images"].reshape(n * m, d),
+                                          self.game.device).reshape(n, m, -1)
+        labels = parts["labels"].argmax(-1)
+        scores = difficulty(teacher_probs, parts["answers"], self.measure, labels=labels,
+                            generator=self.generator)
+        select = select_topk(scores, self.batch_size)
+        targets = teacher_probs if self.targets == "soft" else parts["labels"]
+        return {"select": select, "targets": targets}
+
+
+class PassThroughTeacher:
+    """The no-communication baseline's teacher: the whole quiz back, with the true labels.
+
+    With ``stack_size=1`` this is plain minibatch SGD on true labels.
+    """
+
+    def __init__(self, game: Any, model: nn.Module | None = None, seed: int = 0) -> None:
+        if game.stack_size != 1:
+            raise ValueError(f"PassThroughTeacher needs stack_size=1, got {game.stack_size}")
+        self.game = game
+
+    def act(self, obs: torch.Tensor, infos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        parts = self.game.unpack_teacher(obs)
+        select = torch.ones(parts["labels"].shape[:2], dtype=torch.bool, device=obs.device)
+        return {"select": select, "targets": parts["labels"]}

@@ -1,0 +1,300 @@
+"""Table 3.1 and figure 3.1 of the thesis: a hardness-selecting teacher accelerates a student.
+
+Every configuration plays ``quiz_v0`` (batched face) with the reference agents of
+``agents/teacher.py``: a 2x32 student (Adam) and a 2x1200 teacher with dropout, trained once to
+convergence with early stopping and cached on disk. The env counts forward passes (quiz
+minibatches answered) and backward passes (lessons studied) and scores exams on the validation
+split; each student stops after ``--patience-epochs`` quiz epochs without a better exam
+(20 in the thesis) and is scored on the test set at its best-validation checkpoint.
+
+Columns: ``test acc`` (best-validation checkpoint), ``bp @best`` (backward passes at that
+checkpoint, the thesis' column), ``bp to base`` (first exam whose *test* accuracy reaches the
+baseline's ``test acc``), ``speed-up`` (baseline's ``bp @best`` / ``bp to base``), ``fp to base``
+(forward passes at that point), ``bp to base val`` (same on validation: first exam reaching the
+baseline's best validation accuracy), ``wall s``.
+
+    python examples/bench_quiz.py --quick             # digits, about two minutes
+    python examples/bench_quiz.py                     # Fashion-MNIST, table 3.1 in full
+    python examples/bench_quiz.py --dataset mnist --data-root ~/data/mnist
+    python examples/bench_quiz.py --quick --teacher my_teachers:MyTeacher
+    commenv bench quiz --quick
+
+A user's teacher (``--teacher module:Class``) is built as ``Class(game=game, model=teacher_net,
+seed=seed)`` and must provide ``act(obs, infos) -> {"select": (N, S*B) bool, "targets": (N, S*B,
+C)}`` (see ``agents.teacher.HardnessTeacher``); it plays with ``--teacher-stack`` minibatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a source checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import commenv  # noqa: E402
+from agents.quiz_runner import run_quiz  # noqa: E402
+from agents.teacher import HardnessTeacher, PassThroughTeacher, Student, teacher_for  # noqa: E402
+from commenv import benchtools  # noqa: E402
+
+# name: (stack_size, measure, targets); measure None is the no-communication baseline.
+CONFIGS: dict[str, tuple[int, str | None, str]] = {
+    "baseline": (1, None, "true"),
+    "stack 2 CE soft": (2, "ce", "soft"),
+    "stack 2 CE true": (2, "ce", "true"),
+    "stack 2 Euclid soft": (2, "euclid", "soft"),
+    "stack 2 random soft": (2, "random", "soft"),
+    "stack 5 CE soft": (5, "ce", "soft"),
+    "stack 5 CE true": (5, "ce", "true"),
+    "stack 5 random soft": (5, "random", "soft"),
+    "stack 5 RHO true": (5, "rho", "true"),
+    "stack 10 CE soft": (10, "ce", "soft"),
+    "stack 20 CE soft": (20, "ce", "soft"),
+}
+THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, backward passes
+    "baseline": (96.4, 39_000),
+    "stack 2 CE soft": (96.9, 25_000),
+    "stack 2 CE true": (96.5, 18_700),
+    "stack 2 Euclid soft": (96.8, 18_700),
+    "stack 2 random soft": (96.7, 32_800),
+    "stack 5 CE soft": (96.8, 13_700),
+    "stack 5 CE true": (96.8, 9_100),
+}
+TEACHER_TRAINING = {"max_epochs": 60, "patience": 5}
+COLUMNS = [
+    "config", "thesis acc", "thesis bp", "test acc", "bp @best", "bp to base", "speed-up",
+    "fp to base", "bp to base val", "epochs", "wall s",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="quick preset: digits, exams every 10 lessons (about two minutes)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset (default: digits with --quick, else fashion-mnist)")
+    p.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    p.add_argument("--configs", default="all",
+                   help=f"comma-separated configurations or 'all'; choices: {list(CONFIGS)}")
+    p.add_argument("--teacher", default=None,
+                   help="add a user teacher 'module:Class' (built as Class(game=, model=, seed=))")
+    p.add_argument("--teacher-stack", type=int, default=5, help="stack size of --teacher")
+    p.add_argument("--batch-size", type=int, default=32, help="minibatch size (32 in the thesis)")
+    p.add_argument("--patience-epochs", type=int, default=20,
+                   help="stop after this many quiz epochs without a better exam (thesis: 20)")
+    p.add_argument("--max-epochs", type=int, default=None, help="hard cap on quiz epochs")
+    p.add_argument("--exam-every", type=int, default=None,
+                   help="lessons between exams (default 10 quick, 100 full)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the students and the env")
+    p.add_argument("--workers", type=int, default=1,
+                   help="configurations run in parallel processes (one torch thread each)")
+    p.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV/PNG go")
+    p.add_argument("--no-plot", action="store_true", help="skip figure 3.1")
+    args = p.parse_args(argv)
+    if args.dataset is None:
+        args.dataset = "digits" if args.quick else "fashion-mnist"
+    if args.exam_every is None:
+        args.exam_every = 10 if args.quick else 100
+    names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
+    for name in names:
+        commenv.core.check_choice("config", name, tuple(CONFIGS))
+    if "baseline" not in names:
+        names.insert(0, "baseline")  # every other row is measured against it
+    args.names = names
+    return args
+
+
+def build_teacher(name: str, game: Any, model: torch.nn.Module, args: argparse.Namespace) -> Any:
+    """The teacher agent of configuration ``name`` (or the user's ``--teacher``)."""
+    if name.startswith("user:"):
+        return benchtools.load_object(args.teacher)(game=game, model=model, seed=args.seed)
+    _, measure, targets = CONFIGS[name]
+    if measure is None:
+        return PassThroughTeacher(game)
+    return HardnessTeacher(game, model, measure=measure, targets=targets, seed=args.seed)
+
+
+def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) -> dict[str, Any]:
+    """Train one student to early stopping; return its row (with curves)."""
+    device = benchtools.select_device(args.device)
+    benchtools.seed_everything(args.seed)
+    stack = args.teacher_stack if name.startswith("user:") else CONFIGS[name][0]
+    model = teacher_for(args.dataset, data_root=args.data_root, device=device,
+                        show_progress=show_progress, **TEACHER_TRAINING)
+    game = commenv.quiz_v0.batched(
+        1, device, dataset=args.dataset, data_root=args.data_root, stack_size=stack,
+        batch_size=args.batch_size, exam_every=args.exam_every, max_lessons=10**12,
+    )
+    data = commenv.load_dataset(args.dataset, root=args.data_root)
+    test = (data.test.flat().to(device), data.test.y.to(device))
+    student = Student(game.num_features, game.num_classes, seed=args.seed, device=device)
+    teacher = build_teacher(name, game, model, args)
+    run = run_quiz(game, student, teacher, seed=args.seed, patience_epochs=args.patience_epochs,
+                   max_epochs=args.max_epochs, show_progress=show_progress, desc=name, test=test)
+    student.load_state_dict(run.best_state)
+    return {
+        "config": name, "stack_size": stack,
+        "test acc": 100 * float(student.accuracy(*test)[0]),
+        "best val acc": 100 * float(run.best_val[0]),
+        "bp @best": int(run.best_backward[0]), "fp @best": int(run.best_forward[0]),
+        "backward passes": int(run.backward_passes[0]),
+        "forward passes": int(run.forward_passes[0]),
+        "epochs": run.epochs, "wall s": run.wall_seconds, "stopped by": run.stopped_by,
+        "bits": game.channel.total_bits(),
+        "curve": run.curve,
+    }
+
+
+def _first_reach(curve: list[dict], key: str, target: float) -> dict | None:
+    for point in curve:
+        if 100 * point[key][0] >= target - 1e-9:
+            return point
+    return None
+
+
+def add_comparisons(rows: list[dict[str, Any]]) -> None:
+    """Backward passes to reach the baseline's accuracy, speed-ups, thesis numbers."""
+    base = next(r for r in rows if r["config"] == "baseline")
+    for row in rows:
+        hit = _first_reach(row["curve"], "test_accuracy", base["test acc"])
+        hit_val = _first_reach(row["curve"], "accuracy", base["best val acc"])
+        row["bp to base"] = hit["backward_passes"][0] if hit else None
+        row["fp to base"] = hit["forward_passes"][0] if hit else None
+        row["bp to base val"] = hit_val["backward_passes"][0] if hit_val else None
+        reached = hit is not None and row["bp to base"] > 0
+        row["speed-up"] = base["bp @best"] / row["bp to base"] if reached else None
+        row["thesis acc"], row["thesis bp"] = THESIS.get(row["config"], (None, None))
+
+
+def draw_figure(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
+    """Figure 3.1: validation accuracy per backward pass (left: stack 2; right: stack sizes)."""
+    plt = benchtools.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    left = {"baseline", "stack 2 CE soft", "stack 2 CE true", "stack 2 Euclid soft",
+            "stack 2 random soft"}
+    for row in rows:
+        xs = [p["backward_passes"][0] for p in row["curve"]]
+        ys = [100 * p["accuracy"][0] for p in row["curve"]]
+        on_left = row["config"] in left
+        on_right = row["config"] in {"baseline", "stack 2 CE soft"} or not on_left
+        for ax, show in ((axes[0], on_left), (axes[1], on_right)):
+            if show:
+                ax.plot(xs, ys, label=row["config"], lw=1.2)
+    lows = [100 * p["accuracy"][0] for r in rows for p in r["curve"]]
+    for ax, title in zip(axes, ("stack size 2", "stack sizes"), strict=True):
+        ax.set_xlabel("backward passes (student parameter updates)")
+        ax.set_title(f"{title} — {dataset}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        if lows:
+            ax.set_ylim(max(min(lows), sorted(lows)[len(lows) // 10] - 5), None)
+    axes[0].set_ylabel("validation accuracy (%)")
+    return benchtools.save_figure(fig, path)
+
+
+def _worker(job: tuple[str, argparse.Namespace]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return run_config(job[0], job[1], show_progress=False)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    names = list(args.names) + ([f"user:{args.teacher}"] if args.teacher else [])
+    device = benchtools.select_device(args.device)
+    # Train (or load) the teacher once, before any worker needs it.
+    teacher_for(args.dataset, data_root=args.data_root, device=device, **TEACHER_TRAINING)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    if args.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            jobs = [(n, args) for n in names]
+            for row in benchtools.progress(pool.imap(_worker, jobs), total=len(jobs),
+                                           desc="configs", leave=True):
+                rows.append(row)
+    else:
+        for name in benchtools.progress(names, desc="configs", leave=True):
+            rows.append(run_config(name, args))
+    add_comparisons(rows)
+    print(f"\n## Table 3.1 on {args.dataset} (thesis columns: MNIST)\n")
+    print(benchtools.markdown_table(rows, COLUMNS))
+    total = time.perf_counter() - start
+    print(f"\n{len(rows)} configurations in {total:.0f} s; batch size {args.batch_size}, "
+          f"patience {args.patience_epochs} epochs, exams every {args.exam_every} lessons, "
+          f"seed {args.seed}")
+    name = f"table3_1_{args.dataset}"
+    json_path, csv_path = benchtools.write_results(args.out_dir, name, rows, args)
+    print(f"wrote {json_path} and {csv_path}")
+    if not args.no_plot:
+        png = Path(args.out_dir) / f"figure3_1_{args.dataset}.png"
+        print(f"wrote {draw_figure(rows, png, args.dataset)}")
+    return rows
+
+
+def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
+    """Rows for ``examples/bench_speed.py``: quiz_v0 lessons per second.
+
+    Measured in one process: the env alone (fixed agents: uniform answers, the first B samples
+    as the lesson), the student's training step alone, and the full loop with the reference
+    student and CE teacher, on digits with stack size 5.
+    """
+    from agents.teacher import teacher_for as _teacher
+
+    lessons = 200 if quick else 2000
+    game = commenv.quiz_v0.batched(1, "cpu", stack_size=5, exam_every=10**9, max_lessons=10**12)
+    N, B, C, M = 1, game.batch_size, game.num_classes, game.stack_size * game.batch_size
+    uniform = torch.full((N, B, C), 1.0 / C)
+    first = {"select": torch.arange(M).expand(N, M) < B, "targets": torch.full((N, M, C), 1.0 / C)}
+
+    def play(student: Student | None, teacher: Any) -> float:
+        obs, infos = game.reset(seed=0)
+        start = time.perf_counter()
+        while game._lessons < lessons or game.phase != "quiz":
+            agent = game.agent_selection
+            if agent == "teacher":
+                act = teacher.act(obs["teacher"], infos["teacher"]) if teacher else first
+            elif student is None:
+                act = uniform
+            else:
+                parts = game.unpack_student(obs["student"])
+                if game.phase == "study":
+                    student.study(parts["images"], parts["targets"], parts["mask"])
+                    act = uniform
+                else:
+                    act = student.answer(parts["images"])
+            obs, _, _, _, infos = game.step({agent: act})
+        return lessons / (time.perf_counter() - start)
+
+    env_only = play(None, None)
+    student = Student(game.num_features, game.num_classes)
+    x, y = game.train_x[:B][None], torch.nn.functional.one_hot(game.train_y[:B], C).float()[None]
+    mask = torch.ones(1, B, dtype=torch.bool)
+    start = time.perf_counter()
+    for _ in range(lessons):
+        student.study(x, y, mask)
+    train_only = lessons / (time.perf_counter() - start)
+    teacher = HardnessTeacher(game, _teacher("digits", show_progress=False, **TEACHER_TRAINING))
+    full = play(student, teacher)
+    note = "digits, stack 5 (5 quiz turns + lesson + study per lesson)"
+    return [
+        {"name": "quiz_v0 env alone (lessons/s)", "steps_per_s": env_only, "note": note},
+        {"name": "quiz_v0 student train step alone (steps/s)", "steps_per_s": train_only,
+         "note": "2x32 MLP, Adam, batch 32"},
+        {"name": "quiz_v0 full loop, reference agents (lessons/s)", "steps_per_s": full,
+         "note": note + ", CE-soft teacher"},
+    ]
+
+
+if __name__ == "__main__":
+    main()
