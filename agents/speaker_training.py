@@ -1,0 +1,290 @@
+"""Training loops for the chapter-4 speakers on the batched face of ``partial_obs_v0``.
+
+:func:`train_speakers` trains a teacher (``agent_0``) and a student (``agent_1``) together at one
+communication level and tracks a linear probe on every agent's features (the thesis' table 4.1
+metric: the student's probe test accuracy at its best validation checkpoint).
+
+Levels are configurations of the game (:data:`LEVEL_GAMES`); the loops never branch on the
+level beyond what the game defines:
+
+- Gumbel-Softmax: loss = MI discriminator loss (max-max) + ``weight`` x likelihood term, where
+  the likelihood term exists on levels whose game has one (all but ``"none"``) and the
+  messages reach the listener through ``game.channel`` with ``game.grad_mask``: detached on
+  ``receive``, attached (the student's error flows into the teacher) on ``feedback``/``both``.
+- REINFORCE: reward = the discriminator's MI reward + the game's own rewards from
+  ``game.step`` (the likelihood reward by level, see ``commenv.partial_obs``), with a running
+  mean baseline and an entropy bonus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+import commenv
+from agents.speakers import (
+    GumbelSoftmaxWrapper,
+    MIDiscriminator,
+    ReinforceWrapper,
+    Speaker,
+    TemperatureSchedule,
+    exchange,
+    likelihood_loss,
+    mi_loss,
+    mi_reward,
+)
+from commenv.benchtools import seed_everything
+from commenv.core import check_choice
+from commenv.partial_obs import PartialObsGame
+from commenv.probe import BestValidation, LinearProbe
+
+LEVEL_GAMES: dict[str, dict[str, str]] = {
+    "none": {"graph": "one_way", "level": "none"},
+    "receive": {"graph": "one_way", "level": "receive"},
+    "feedback": {"graph": "one_way", "level": "feedback"},
+    "both": {"graph": "two_way", "level": "both"},
+}
+"""Game config of each communication level of table 4.1."""
+
+THESIS_LIKELIHOOD_WEIGHT: dict[str, float] = {
+    "none": 0.0, "receive": 0.01, "feedback": 0.005, "both": 0.005,
+}
+"""Figure 4.3 caption: 0.01 for one-way (receive), 0.005 for the two with gradient feedback."""
+
+KINDS: tuple[str, ...] = ("gumbel", "reinforce")
+STUDENT = 1  # agent_1, the listener of the one-way graph
+
+
+@dataclass
+class SpeakerRunConfig:
+    """One training run. Defaults are the thesis' where it gave them, ours otherwise."""
+
+    kind: str = "gumbel"
+    level: str = "both"
+    dataset: str = "digits"
+    data_root: str | None = None
+    message_bits: int = 32
+    noise: float = 0.3
+    hidden: tuple[int, ...] = (256, 128)
+    disc_hidden: tuple[int, ...] = (256,)
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    probe_lr: float = 1e-3
+    eval_every: int = 100
+    likelihood_weight: float | None = None
+    """None: ``likelihood_scale`` x the thesis' weight of the level."""
+    likelihood_scale: float = 0.1
+    """Our likelihood term sums the cross-entropy over the bits; at the thesis' weights (scale 1)
+    it drives both speakers to constant messages on ``feedback`` (MI loss stuck at log 4), so
+    we keep the thesis' ratio between levels at a tenth of the size."""
+    temperature: TemperatureSchedule = field(default_factory=TemperatureSchedule)
+    straight_through: bool = False
+    entropy_coef: float = 0.01
+    rl_likelihood_weight: float = 0.5
+    """REINFORCE: the game's ``likelihood_weight`` (reward per unit of bit agreement)."""
+    baseline_momentum: float = 0.99
+    seed: int = 0
+    mask_seed: int = 0
+    device: str = "cpu"
+    speaker_cls: Callable[..., torch.nn.Module] = Speaker
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, KINDS)
+        check_choice("level", self.level, tuple(LEVEL_GAMES))
+        for name in ("steps", "batch_size", "eval_every", "message_bits"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (the MI term pairs views across worlds)")
+
+    def weight(self) -> float:
+        """The likelihood weight used by the Gumbel-Softmax loss."""
+        if self.likelihood_weight is None:
+            return self.likelihood_scale * THESIS_LIKELIHOOD_WEIGHT[self.level]
+        return float(self.likelihood_weight)
+
+
+@dataclass
+class RunResult:
+    """What one run measured (accuracies in %, lists over evaluation checkpoints)."""
+
+    config: dict[str, Any]
+    steps: list[int]
+    val_acc: list[list[float]]
+    """``[checkpoint][agent]`` probe validation accuracy."""
+    test_acc: list[list[float]]
+    temperature: list[float]
+    best_val: list[float]
+    test_at_best: list[float]
+    best_step: list[int]
+    seconds: float
+
+    @property
+    def student_test(self) -> float:
+        """Table 4.1's number: the student's probe test accuracy at its best validation."""
+        return self.test_at_best[STUDENT]
+
+    def peak_final(self, agent: int = STUDENT) -> dict[str, float]:
+        """Peak and final validation accuracy of ``agent`` and the test accuracy at the end."""
+        curve = [row[agent] for row in self.val_acc]
+        peak = max(range(len(curve)), key=curve.__getitem__)
+        return {
+            "peak_val": curve[peak], "peak_step": self.steps[peak],
+            "final_val": curve[-1], "final_test": self.test_acc[-1][agent],
+        }
+
+
+def make_games(cfg: SpeakerRunConfig, num_envs: int) -> dict[str, PartialObsGame]:
+    """The train / val / test games of a run: one config, the same fixed masks."""
+    common = dict(
+        **LEVEL_GAMES[cfg.level], dataset=cfg.dataset, data_root=cfg.data_root,
+        message_bits=cfg.message_bits, noise=cfg.noise, num_candidates=0,
+        likelihood_weight=cfg.rl_likelihood_weight, mask_seed=cfg.mask_seed,
+        max_cycles=cfg.steps + 1,
+    )
+    return {
+        split: commenv.partial_obs_v0.batched(
+            num_envs if split == "train" else 1, cfg.device, split=split, **common
+        )
+        for split in ("train", "val", "test")
+    }
+
+
+class _Evaluator:
+    """Probe accuracy on the full val and test splits, batched over agents."""
+
+    def __init__(self, games: dict[str, PartialObsGame], chunk: int = 4096) -> None:
+        self.data = {}
+        for split in ("val", "test"):
+            g = games[split]
+            idx = torch.arange(len(g.images), device=g.device)
+            self.data[split] = (idx, g, g.labels)
+        self.chunk = chunk
+
+    @torch.no_grad()
+    def features(self, speaker: torch.nn.Module, split: str) -> torch.Tensor:
+        idx, game, _ = self.data[split]
+        return torch.cat([speaker(game.views(i))[1] for i in idx.split(self.chunk)])
+
+    def __call__(self, speaker: torch.nn.Module, probe: LinearProbe) -> tuple[torch.Tensor, ...]:
+        return tuple(
+            probe.accuracy(self.features(speaker, s), self.data[s][2]) for s in ("val", "test")
+        )
+
+
+def train_speakers(
+    cfg: SpeakerRunConfig, progress: Callable[[int], None] | None = None
+) -> RunResult:
+    """Train a teacher and a student at ``cfg.level`` and probe their features.
+
+    ``progress(n)`` is called with the number of steps done since the last call.
+    """
+    seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    games = make_games(cfg, cfg.batch_size)
+    game = games["train"]
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    speaker = cfg.speaker_cls(
+        n_agents=game.n_agents, in_features=game.num_features, message_bits=cfg.message_bits,
+        hidden=tuple(cfg.hidden),
+    ).to(device)
+    disc = MIDiscriminator(
+        game.n_agents, game.num_features, cfg.message_bits, cfg.disc_hidden
+    ).to(device)
+    feat_size = int(getattr(speaker, "feature_size", cfg.hidden[-1]))
+    probe = LinearProbe(game.n_agents, feat_size, game.num_classes, lr=cfg.probe_lr).to(device)
+    if cfg.kind == "gumbel":
+        wrapper: torch.nn.Module = GumbelSoftmaxWrapper(
+            speaker, cfg.temperature.start, cfg.straight_through, cfg.temperature
+        )
+        step_fn = _gumbel_step
+    else:
+        wrapper = ReinforceWrapper(speaker)
+        step_fn = _reinforce_step
+    opt = torch.optim.Adam([*wrapper.parameters(), *disc.parameters()], lr=cfg.lr)
+    evaluate = _Evaluator(games)
+    best = BestValidation(game.n_agents)
+    steps, val_curve, test_curve, temps = [], [], [], []
+    state: dict[str, Any] = {"baseline": torch.zeros(game.n_agents, device=device)}
+    if cfg.kind == "reinforce":
+        state["obs"], state["infos"] = game.reset(seed=cfg.seed)
+
+    start, done_since = time.perf_counter(), 0
+    for step in range(1, cfg.steps + 1):
+        temp = wrapper.set_step(step) if cfg.kind == "gumbel" else float("nan")
+        features, labels = step_fn(cfg, game, wrapper, disc, opt, gen, state)
+        probe.update(features, labels)
+        done_since += 1
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            wrapper.eval()
+            val_acc, test_acc = evaluate(speaker, probe)
+            wrapper.train()
+            best.update(step, val_acc, test_acc)
+            steps.append(step)
+            val_curve.append([100 * float(a) for a in val_acc])
+            test_curve.append([100 * float(a) for a in test_acc])
+            temps.append(temp)
+            if progress is not None:
+                progress(done_since)
+                done_since = 0
+    config = {k: v for k, v in asdict(cfg).items() if k != "speaker_cls"}
+    config["speaker_cls"] = getattr(cfg.speaker_cls, "__qualname__", str(cfg.speaker_cls))
+    config["likelihood_weight_used"] = cfg.weight()
+    return RunResult(
+        config=config, steps=steps, val_acc=val_curve, test_acc=test_curve, temperature=temps,
+        best_val=[100 * float(v) for v in best.best_val],
+        test_at_best=[100 * float(v) for v in best.test_at_best],
+        best_step=[int(s) for s in best.best_step], seconds=time.perf_counter() - start,
+    )
+
+
+def _gumbel_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.randint(len(game.images), (cfg.batch_size,), generator=gen, device=game.device)
+    views = game.views(idx)  # (B, n, D)
+    out = wrapper(views, generator=gen)
+    loss = mi_loss(disc, views, out.message).sum()
+    weight = cfg.weight()
+    if game.level != "none" and weight:  # the game's "none" has no likelihood term
+        delivery = exchange(out.message, game.channel, game.grad_mask, gen)
+        own = torch.softmax(out.logits, -1)[..., 1]  # the listener's own message distribution
+        loss = loss + weight * likelihood_loss(own, delivery).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return out.features, game.labels[idx]
+
+
+def _reinforce_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Tensor, torch.Tensor]:
+    agents = game.possible_agents
+    obs, infos = state["obs"], state["infos"]
+    views = torch.stack([obs[a][:, game.obs_layout["view"]] for a in agents], 1)
+    out = wrapper(views, generator=gen)
+    obs, rewards, _, truncated, next_infos = game.step(
+        {a: out.message[:, i] for i, a in enumerate(agents)}
+    )
+    reward = mi_reward(disc, views, out.message) + torch.stack([rewards[a] for a in agents], 1)
+    advantage = reward - state["baseline"]
+    policy = -(advantage.detach() * out.log_prob).mean(0).sum()
+    policy = policy - cfg.entropy_coef * out.entropy.mean(0).sum()
+    loss = policy + mi_loss(disc, views, out.message.detach()).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    m = cfg.baseline_momentum
+    state["baseline"] = m * state["baseline"] + (1 - m) * reward.mean(0).detach()
+    if bool(truncated[agents[0]].any()):
+        obs, next_infos = game.reset()
+    labels = infos[agents[0]]["label"]
+    state["obs"], state["infos"] = obs, next_infos
+    return out.features, labels
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation."""
+    t = torch.tensor(list(values), dtype=torch.float64)
+    return float(t.mean()), float(t.std(unbiased=False)) if len(t) > 1 else 0.0
