@@ -66,6 +66,7 @@ CONFIGS: list[tuple[str, int, str, float | None, float | None, int | None]] = [
 COLUMNS = [
     "configuration", "avg_acc", "coll_acc", "thesis_avg", "thesis_coll", "steps_to_target",
     "thesis_steps_to_85", "bits_images", "bits_payload", "sync_sgd_bits", "payload_vs_sgd",
+    "total_vs_sgd",
 ]
 
 
