@@ -151,6 +151,11 @@ class Channel:
         self._all_slots_valid = bool(valid.all())
         self.out_degree = adj.sum(1).to(self.device, torch.int64)
         self.in_degree = in_deg.to(self.device, torch.int64)
+        # (n * max_in, n): slot [r, j] -> its sender, to credit senders in one matmul
+        slot_to_sender = torch.nn.functional.one_hot(self._gather.cpu(), self.n_agents)
+        self._slot_to_sender = (slot_to_sender * valid[..., None]).reshape(-1, self.n_agents).to(
+            self.device, torch.float32
+        )
         self.reset_counters()
 
     @classmethod
@@ -193,6 +198,15 @@ class Channel:
         recv = torch.arange(self.n_agents, device=self.device)[:, None]
         out = edge_mask[..., self._gather, recv.expand_as(self._gather)]
         return out * self.slot_valid if out.dtype != torch.bool else out & self.slot_valid
+
+    def sum_to_senders(self, per_slot: torch.Tensor) -> torch.Tensor:
+        """Sum receiver-slot values ``(..., n, max_in)`` into their senders: ``(..., n)``.
+
+        E.g. ``sum_to_senders(delivery.delivered.float())`` is how many listeners each
+        sender reached; weighting by a listener score credits each sender with it.
+        """
+        flat = per_slot.reshape(*per_slot.shape[:-2], -1)
+        return flat.to(self._slot_to_sender.dtype) @ self._slot_to_sender
 
     # -- routing ---------------------------------------------------------------------------
     def route(

@@ -330,15 +330,9 @@ class PartialObsGame(BatchedEnv):
             g = correct * heard_any
             rewards = rewards + self.info_weight * g
             # Each speaker earns the mean success of the listeners it reached.
-            reached = st["delivered"]  # (B, recv, slot)
-            speaker_sum = torch.zeros_like(rewards).scatter_add_(
-                1, self.channel._gather.expand_as(reached).reshape(self.num_envs, -1),
-                (reached * g.unsqueeze(-1)).reshape(self.num_envs, -1),
-            )
-            speaker_cnt = torch.zeros_like(rewards).scatter_add_(
-                1, self.channel._gather.expand_as(reached).reshape(self.num_envs, -1),
-                reached.float().reshape(self.num_envs, -1),
-            )
+            reached = st["delivered"].to(g.dtype)  # (B, recv, slot)
+            speaker_sum = self.channel.sum_to_senders(reached * g.unsqueeze(-1))
+            speaker_cnt = self.channel.sum_to_senders(reached)
             rewards = rewards + self.info_weight * speaker_sum / speaker_cnt.clamp(min=1)
 
         delivery = self.channel.route(
@@ -351,10 +345,8 @@ class PartialObsGame(BatchedEnv):
             listener = agree.sum(-1) / dl.sum(-1).clamp(min=1)
             rewards = rewards + self.likelihood_weight * listener
             if self.level in ("feedback", "both"):
-                idx = self.channel._gather.expand_as(dl).reshape(self.num_envs, -1)
-                flat = agree.reshape(self.num_envs, -1)
-                spk = torch.zeros_like(rewards).scatter_add(1, idx, flat)
-                cnt = torch.zeros_like(rewards).scatter_add(1, idx, dl.reshape(self.num_envs, -1))
+                spk = self.channel.sum_to_senders(agree)
+                cnt = self.channel.sum_to_senders(dl)
                 rewards = rewards + self.likelihood_weight * spk / cnt.clamp(min=1)
 
         # Advance the world; this step's messages are heard in the next observation.

@@ -162,3 +162,18 @@ def test_counters_by_tag():
     assert chan.total_bits() == 60 + 6 * 224
     chan.reset_counters()
     assert chan.total_bits() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(adj=graphs(), seed=st.integers(0, 99))
+def test_sum_to_senders_matches_brute_force(adj, seed):
+    n = adj.shape[0]
+    chan = Channel(torch.as_tensor(adj))
+    values = torch.rand(3, n, max(chan.max_in_degree, 1),
+                        generator=torch.Generator().manual_seed(seed))[..., : chan.max_in_degree]
+    expected = torch.zeros(3, n)
+    for r in range(n):
+        for j, s in enumerate(chan.senders[r].tolist()):
+            if s >= 0:
+                expected[:, s] += values[:, r, j]
+    assert torch.allclose(chan.sum_to_senders(values), expected, atol=1e-6)
