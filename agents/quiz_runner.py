@@ -57,7 +57,7 @@ def run_quiz(
     run.best_backward = torch.zeros(N, dtype=torch.long, device=game.device)
     run.best_forward = torch.zeros_like(run.best_backward)
     run.best_state = student.state_dict()
-    bar = progress(desc=desc, unit="exam", disable=not show_progress or None)
+    bar = progress(desc=desc, unit="exam", **({} if show_progress else {"disable": True}))
     start = time.perf_counter()
     while True:
         agent = game.agent_selection

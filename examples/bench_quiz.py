@@ -66,7 +66,7 @@ THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, b
     "stack 5 CE soft": (96.8, 13_700),
     "stack 5 CE true": (96.8, 9_100),
 }
-TEACHER_TRAINING = {"max_epochs": 60, "patience": 5}
+TEACHER_TRAINING: dict[str, Any] = {}  # train_teacher defaults: 60 epochs max, patience 5
 COLUMNS = [
     "config", "thesis acc", "thesis bp", "test acc", "bp @best", "bp to base", "speed-up",
     "fp to base", "bp to base val", "epochs", "wall s",
@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1,
                    help="configurations run in parallel processes (one torch thread each)")
     p.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (the models are tiny: 1 avoids contention)")
     p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV/PNG go")
     p.add_argument("--no-plot", action="store_true", help="skip figure 3.1")
     args = p.parse_args(argv)
@@ -209,6 +211,7 @@ def _worker(job: tuple[str, argparse.Namespace]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     names = list(args.names) + ([f"user:{args.teacher}"] if args.teacher else [])
     device = benchtools.select_device(args.device)
     # Train (or load) the teacher once, before any worker needs it.

@@ -1,0 +1,245 @@
+"""Reference quiz agents: difficulty, batched top-k, student, teacher model I/O, the runner and
+the Gymnasium teacher view."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import commenv
+from agents.quiz_runner import run_quiz
+from agents.teacher import (
+    HardnessTeacher,
+    PassThroughTeacher,
+    Student,
+    TeacherMLP,
+    difficulty,
+    load_teacher,
+    predict_probs,
+    save_teacher,
+    select_topk,
+    train_teacher,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher() -> TeacherMLP:
+    """A small teacher trained for a few epochs on digits (fast; not the reference size)."""
+    data = commenv.load_dataset("digits")
+    model, _ = train_teacher(
+        data.train.flat(), data.train.y, data.val.flat(), data.val.y, num_classes=10,
+        hidden=64, batch_size=32, max_epochs=10, patience=3, show_progress=False,
+    )
+    return model
+
+
+# -- top-k against brute force -----------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 4), cols=st.integers(1, 9), data=st.data(),
+)
+def test_select_topk_matches_brute_force(rows, cols, data):
+    k = data.draw(st.integers(0, cols))
+    values = data.draw(st.lists(st.integers(-5, 5), min_size=rows * cols, max_size=rows * cols))
+    scores = torch.tensor(values, dtype=torch.float32).reshape(rows, cols)
+    mask = select_topk(scores, k)
+    assert mask.sum(1).tolist() == [k] * rows
+    for r in range(rows):
+        best = max(
+            (sum(values[r * cols + i] for i in subset)
+             for subset in itertools.combinations(range(cols), k)),
+            default=0,
+        )
+        assert float(scores[r][mask[r]].sum()) == best  # the best achievable total
+        if k and k < cols:  # nothing left out scores higher than anything taken
+            assert scores[r][~mask[r]].max() <= scores[r][mask[r]].min()
+
+
+def test_select_topk_rejects_bad_k():
+    with pytest.raises(ValueError, match="k must be in"):
+        select_topk(torch.zeros(2, 3), 4)
+    with pytest.raises(ValueError, match="scores must be"):
+        select_topk(torch.zeros(3), 1)
+
+
+# -- difficulty ------------------------------------------------------------------------------
+def test_difficulty_formulas():
+    p_t = torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]])
+    p_s = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]])
+    ce = difficulty(p_t, p_s, "ce")
+    expected = [-(0.7 * math.log(0.1) + 0.2 * math.log(0.6) + 0.1 * math.log(0.3)),
+                -(math.log(0.5) + 2 * math.log(0.25)) / 3]
+    assert ce.tolist() == pytest.approx(expected, rel=1e-5)
+    eu = difficulty(p_t, p_s, "euclid")
+    assert eu[0].item() == pytest.approx(math.sqrt(0.36 + 0.16 + 0.04), rel=1e-5)
+    labels = torch.tensor([0, 2])
+    rho = difficulty(p_t, p_s, "rho", labels=labels)
+    assert rho.tolist() == pytest.approx(
+        [math.log(0.7) - math.log(0.1), math.log(1 / 3) - math.log(0.25)], rel=1e-5
+    )
+    gen = torch.Generator().manual_seed(0)
+    r = difficulty(p_t, p_s, "random", generator=gen)
+    assert r.shape == (2,) and ((r >= 0) & (r < 1)).all()
+    with pytest.raises(ValueError, match="needs the true labels"):
+        difficulty(p_t, p_s, "rho")
+    with pytest.raises(ValueError, match="valid choices"):
+        difficulty(p_t, p_s, "kl")
+    with pytest.raises(ValueError, match="same shape"):
+        difficulty(p_t, p_s[:1], "ce")
+
+
+# -- the student -----------------------------------------------------------------------------
+def test_batched_students_train_exactly_like_separate_ones():
+    torch.manual_seed(0)
+    pair = Student(6, 3, num_envs=2, seed=1)
+    alone = Student(6, 3, num_envs=1, seed=2)
+    alone.load_state_dict({k: v[1:].clone() for k, v in pair.state_dict().items()})
+    x = torch.rand(2, 5, 6)
+    y = torch.softmax(torch.randn(2, 5, 3), -1)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    for _ in range(3):
+        pair.study(x, y, mask)
+        alone.study(x[1:], y[1:], mask[1:])
+    for name, value in pair.state_dict().items():
+        assert torch.allclose(value[1:], alone.state_dict()[name], atol=1e-6)
+    probs = pair.answer(x)
+    assert probs.shape == (2, 5, 3) and torch.allclose(probs.sum(-1), torch.ones(2, 5))
+
+
+def test_empty_lesson_leaves_the_student_unchanged():
+    s = Student(4, 3, seed=0)
+    before = s.state_dict()
+    s.study(torch.rand(1, 2, 4), torch.full((1, 2, 3), 1 / 3), torch.zeros(1, 2, dtype=torch.bool))
+    assert all(torch.equal(before[k], v) for k, v in s.state_dict().items())
+
+
+# -- teacher model I/O -----------------------------------------------------------------------
+def test_teacher_save_load_roundtrip(tmp_path: Path, tiny_teacher: TeacherMLP):
+    path = save_teacher(tiny_teacher, tmp_path / "t.pt", {"note": "test"})
+    blob = torch.load(path, weights_only=True)  # plain tensors and numbers only
+    assert blob["extra"] == {"note": "test"}
+    loaded = load_teacher(path)
+    x = torch.rand(7, 64)
+    assert torch.equal(predict_probs(loaded, x), predict_probs(tiny_teacher, x))
+    torch.save({"something": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a teacher file"):
+        load_teacher(tmp_path / "bad.pt")
+
+
+def test_reference_architectures():
+    t = TeacherMLP(784, 10)
+    assert [m.out_features for m in t.net if isinstance(m, torch.nn.Linear)] == [1200, 1200, 10]
+    assert sum(isinstance(m, torch.nn.Dropout) for m in t.net) == 2
+    s = Student(784, 10)
+    assert [w.shape[-1] for w in s.model.weights] == [32, 32, 10]
+
+
+def test_teacher_training_learns_and_stops_early(tiny_teacher: TeacherMLP):
+    data = commenv.load_dataset("digits")
+    acc = (predict_probs(tiny_teacher, data.test.flat()).argmax(-1) == data.test.y).float().mean()
+    assert acc > 0.85
+    # validation accuracy cannot improve on a constant input: stops after `patience` epochs
+    flat = torch.zeros(64, 64)
+    _, log = train_teacher(flat, torch.zeros(64, dtype=torch.long), flat[:8],
+                           torch.zeros(8, dtype=torch.long), num_classes=10, hidden=8,
+                           max_epochs=50, patience=2, show_progress=False)
+    assert log["best_epoch"] == 0 and log["epochs"] == 3
+
+
+# -- teacher agents in the game --------------------------------------------------------------
+def test_hardness_teacher_picks_the_hardest_with_its_targets(tiny_teacher: TeacherMLP):
+    game = commenv.quiz_v0.batched(2, stack_size=3, batch_size=8)
+    obs, infos = game.reset(seed=0)
+    student = Student(game.num_features, game.num_classes, num_envs=2, seed=0)
+    for _ in range(3):
+        parts = game.unpack_student(obs["student"])
+        obs, _, _, _, infos = game.step({"student": student.answer(parts["images"])})
+    for measure, targets in (("ce", "soft"), ("euclid", "true"), ("rho", "soft")):
+        teacher = HardnessTeacher(game, tiny_teacher, measure=measure, targets=targets)
+        lesson = teacher.act(obs["teacher"], infos["teacher"])
+        parts = game.unpack_teacher(obs["teacher"])
+        p_t = predict_probs(tiny_teacher, parts["images"].reshape(-1, 64)).reshape(2, 24, 10)
+        # the cached lookup by index equals a forward pass on the observed images
+        assert torch.allclose(teacher.train_probs[infos["teacher"]["stack_indices"]], p_t,
+                              atol=1e-6)
+        scores = difficulty(p_t, parts["answers"], measure, labels=parts["labels"].argmax(-1))
+        assert lesson["select"].sum(1).tolist() == [8, 8]
+        chosen = scores[lesson["select"]].reshape(2, 8)
+        left = scores[~lesson["select"]].reshape(2, 16)
+        assert (chosen.min(1).values >= left.max(1).values - 1e-6).all()
+        expected = p_t if targets == "soft" else parts["labels"]
+        assert torch.allclose(lesson["targets"], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="valid choices"):
+        HardnessTeacher(game, tiny_teacher, targets="logits")
+    with pytest.raises(ValueError, match="stack_size=1"):
+        PassThroughTeacher(game)
+
+
+def test_run_quiz_counts_and_checkpoints(tiny_teacher: TeacherMLP):
+    game = commenv.quiz_v0.batched(1, stack_size=2, batch_size=32, exam_every=5,
+                                   max_lessons=10**9)
+    student = Student(game.num_features, game.num_classes, seed=0)
+    teacher = HardnessTeacher(game, tiny_teacher)
+    data = commenv.load_dataset("digits")
+    run = run_quiz(game, student, teacher, patience_epochs=3, max_epochs=12,
+                   show_progress=False, test=(data.test.flat(), data.test.y))
+    bps = [p["backward_passes"][0] for p in run.curve]
+    assert bps == list(range(5, 5 * len(bps) + 1, 5))  # an exam every 5 lessons
+    assert int(run.forward_passes[0]) == 2 * int(run.backward_passes[0])
+    best = max(p["accuracy"][0] for p in run.curve)
+    assert float(run.best_val[0]) == pytest.approx(best)
+    assert "test_accuracy" in run.curve[0] and best > 0.5
+    student.load_state_dict(run.best_state)  # the checkpoint scores what the exam said
+    acc = student.accuracy(game.val_x, game.val_y)
+    assert float(acc[0]) == pytest.approx(best, abs=1e-6)
+
+
+def test_bench_quiz_help_and_speed_rows():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import bench_quiz
+
+    with pytest.raises(SystemExit) as exc:
+        bench_quiz.parse_args(["--help"])
+    assert exc.value.code == 0
+    with pytest.raises(ValueError, match="valid choices"):
+        bench_quiz.parse_args(["--configs", "stack 3 magic"])
+    args = bench_quiz.parse_args(["--quick", "--configs", "stack 5 CE soft"])
+    assert args.names == ["baseline", "stack 5 CE soft"] and args.dataset == "digits"
+
+
+# -- the Gymnasium teacher view --------------------------------------------------------------
+def test_gymnasium_teacher_view_passes_checkers(tiny_teacher: TeacherMLP):
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    def make(**kw):
+        return gymnasium.make("commenv/QuizTeacher-v0", teacher_model=tiny_teacher,
+                              max_lessons=30, exam_every=5, **kw)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(make().unwrapped)
+        sb3_check_env(make().unwrapped)
+    env = make(overflow="error")
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and info["forward_passes"] == 2
+    with pytest.raises(ValueError, match="more than batch_size=32"):
+        env.step(np.ones(64, np.int8))
+    env = make()
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.ones(64, np.int8))
+    assert info["overflow"] == 32 and info["backward_passes"] == 1
+    _, _, _, _, info = env.step(np.zeros(64, np.int8))  # an empty lesson: no backward pass
+    assert info["backward_passes"] == 1 and info["forward_passes"] == 6
+    with pytest.raises(ValueError, match="valid choices"):
+        make(targets="logits")
