@@ -9,7 +9,7 @@ split; each student stops after ``--patience-epochs`` quiz epochs without a bett
 
 Columns: ``test acc`` (best-validation checkpoint), ``bp @best`` (backward passes at that
 checkpoint, the thesis' column), ``bp to base`` (first exam whose *test* accuracy reaches the
-baseline's ``test acc``), ``speed-up`` (baseline's ``bp @best`` / ``bp to base``), ``fp to base``
+baseline's ``test acc``), ``speed-up`` (baseline's ``bp to base`` / this row's), ``fp to base``
 (forward passes at that point), ``bp to base val`` (same on validation: first exam reaching the
 baseline's best validation accuracy), ``wall s``.
 
@@ -27,6 +27,7 @@ C)}`` (see ``agents.teacher.HardnessTeacher``); it plays with ``--teacher-stack`
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch CPU threads (the models are tiny: 1 avoids contention)")
     p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV/PNG go")
     p.add_argument("--no-plot", action="store_true", help="skip figure 3.1")
+    p.add_argument("--from-partial", action="store_true",
+                   help="only rebuild the table/figure from the rows finished so far "
+                        "(<out-dir>/table3_1_<dataset>.partial.jsonl)")
     args = p.parse_args(argv)
     if args.dataset is None:
         args.dataset = "digits" if args.quick else "fashion-mnist"
@@ -167,6 +171,8 @@ def _first_reach(curve: list[dict], key: str, target: float) -> dict | None:
 def add_comparisons(rows: list[dict[str, Any]]) -> None:
     """Backward passes to reach the baseline's accuracy, speed-ups, thesis numbers."""
     base = next(r for r in rows if r["config"] == "baseline")
+    base_hit = _first_reach(base["curve"], "test_accuracy", base["test acc"])
+    base["bp to base"] = base_hit["backward_passes"][0] if base_hit else None
     for row in rows:
         hit = _first_reach(row["curve"], "test_accuracy", base["test acc"])
         hit_val = _first_reach(row["curve"], "accuracy", base["best val acc"])
@@ -174,7 +180,8 @@ def add_comparisons(rows: list[dict[str, Any]]) -> None:
         row["fp to base"] = hit["forward_passes"][0] if hit else None
         row["bp to base val"] = hit_val["backward_passes"][0] if hit_val else None
         reached = hit is not None and row["bp to base"] > 0
-        row["speed-up"] = base["bp @best"] / row["bp to base"] if reached else None
+        base_bp = base["bp to base"]
+        row["speed-up"] = base_bp / row["bp to base"] if reached and base_bp else None
         row["thesis acc"], row["thesis bp"] = THESIS.get(row["config"], (None, None))
 
 
@@ -209,40 +216,61 @@ def _worker(job: tuple[str, argparse.Namespace]) -> dict[str, Any]:
     return run_config(job[0], job[1], show_progress=False)
 
 
+PRIORITY = ["baseline", "stack 5 CE soft", "stack 5 CE true", "stack 2 CE soft",
+            "stack 2 random soft", "stack 10 CE soft", "stack 20 CE soft"]
+"""Configurations started first (results stream to a .partial.jsonl file as they finish)."""
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     names = list(args.names) + ([f"user:{args.teacher}"] if args.teacher else [])
+    order = sorted(names, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY))
     device = benchtools.select_device(args.device)
-    # Train (or load) the teacher once, before any worker needs it.
-    teacher_for(args.dataset, data_root=args.data_root, device=device, **TEACHER_TRAINING)
-    start = time.perf_counter()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f"table3_1_{args.dataset}.partial.jsonl"
     rows: list[dict[str, Any]] = []
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            jobs = [(n, args) for n in names]
-            for row in benchtools.progress(pool.imap(_worker, jobs), total=len(jobs),
-                                           desc="configs", leave=True):
-                rows.append(row)
+    if args.from_partial:
+        rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     else:
-        for name in benchtools.progress(names, desc="configs", leave=True):
-            rows.append(run_config(name, args))
+        # Train (or load) the teacher once, before any worker needs it.
+        teacher_for(args.dataset, data_root=args.data_root, device=device, **TEACHER_TRAINING)
+        partial.write_text("")
+        start = time.perf_counter()
+        jobs = [(n, args) for n in order]
+        if args.workers > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(args.workers) as pool:
+                results = pool.imap_unordered(_worker, jobs)
+                for row in benchtools.progress(results, total=len(jobs), desc="configs",
+                                               leave=True):
+                    rows.append(_stream(partial, row))
+        else:
+            for name, _ in benchtools.progress(jobs, desc="configs", leave=True):
+                rows.append(_stream(partial, run_config(name, args)))
+        print(f"\n{len(rows)} configurations in {time.perf_counter() - start:.0f} s")
+    rank = {n: i for i, n in enumerate(names)}
+    rows.sort(key=lambda r: rank.get(r["config"], len(rank)))
     add_comparisons(rows)
     print(f"\n## Table 3.1 on {args.dataset} (thesis columns: MNIST)\n")
     print(benchtools.markdown_table(rows, COLUMNS))
-    total = time.perf_counter() - start
-    print(f"\n{len(rows)} configurations in {total:.0f} s; batch size {args.batch_size}, "
-          f"patience {args.patience_epochs} epochs, exams every {args.exam_every} lessons, "
-          f"seed {args.seed}")
+    print(f"\nbatch size {args.batch_size}, patience {args.patience_epochs} epochs, exams every "
+          f"{args.exam_every} lessons, seed {args.seed}")
     name = f"table3_1_{args.dataset}"
     json_path, csv_path = benchtools.write_results(args.out_dir, name, rows, args)
     print(f"wrote {json_path} and {csv_path}")
     if not args.no_plot:
-        png = Path(args.out_dir) / f"figure3_1_{args.dataset}.png"
+        png = out / f"figure3_1_{args.dataset}.png"
         print(f"wrote {draw_figure(rows, png, args.dataset)}")
     return rows
+
+
+def _stream(path: Path, row: dict[str, Any]) -> dict[str, Any]:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
 
 
 def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
