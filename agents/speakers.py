@@ -230,7 +230,8 @@ class MIDiscriminator(nn.Module):
         super().__init__()
         self.n_agents = n_agents
         self.body = _mlp(n_agents, [view_features + message_bits, *hidden])
-        self.out = BatchedLinear(n_agents, hidden[-1] if hidden else view_features + message_bits, 1)
+        width = hidden[-1] if hidden else view_features + message_bits
+        self.out = BatchedLinear(n_agents, width, 1)
 
     def forward(self, views: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
         """``views (B, n, D)``, ``messages (B, n, L)`` -> logits ``(B, n)``."""
