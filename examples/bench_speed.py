@@ -7,7 +7,8 @@ shared, noisy machine:
 - its PettingZoo ParallelEnv face (numpy in/out, validated actions);
 - MPE2 ``simple_speaker_listener_v4`` (random actions), the reference.
 
-Targets: batched >= 100x MPE2, PettingZoo face >= 1x MPE2.
+Targets: batched >= 100x MPE2, PettingZoo face >= 1x MPE2. Then each game's agent rows:
+node-steps/s of node_graph_v0's batched population vs the sequential per-node loop.
 
     python examples/bench_speed.py            # about a minute
     python examples/bench_speed.py --quick    # a few seconds
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
     p.add_argument("--device", default="cpu", help="device of the batched core")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    p.add_argument("--skip-agents", action="store_true",
+                   help="only the env rows (skip the reference agents' training-speed rows)")
     p.add_argument("--out", default="results/speed", help="folder for JSON/CSV")
     args = p.parse_args(argv)
     if args.threads:
@@ -118,8 +121,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"torch threads: {torch.get_num_threads()}, device: {args.device}, "
           f"median of {args.rounds} interleaved rounds of {seconds:.1f} s")
     print(markdown_table(rows, ["benchmark", "agent-steps/s", "x MPE2"], digits=2))
-    write_results(args.out, "speed", rows, args)
-    return rows
+
+    # Each game's own speed rows (the reference agents' training steps, measured in one run).
+    extra = []
+    if not args.skip_agents:
+        from agents.population import speed_rows as population_rows
+
+        extra += population_rows(args.quick)
+        print(markdown_table(extra, ["name", "steps_per_s", "note"], digits=0))
+    write_results(args.out, "speed", rows + extra, args)
+    return rows + extra
 
 
 if __name__ == "__main__":
