@@ -1,23 +1,14 @@
 """node_graph_v0: PettingZoo's own tests, the no-leak guarantee, inboxes, bits, bad input."""
 
-import functools
 import math
-import types
 
 import numpy as np
 import pytest
 import torch
-from pettingzoo.test import (
-    api_test,
-    max_cycles_test,
-    parallel_api_test,
-    parallel_seed_test,
-    render_test,
-    seed_test,
-)
 
 import commenv
 from commenv.node_graph import NodeGraphGame, partition_indices
+from commenv.testing import pettingzoo_suite
 
 SMALL = dict(batch_size=4, inbox_capacity=3)
 CONFIGS = {
@@ -36,17 +27,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_pettingzoo_suite(name):
     config = CONFIGS[name]
-    family = commenv.node_graph_v0
-    parallel_api_test(family.parallel_env(**config), num_cycles=20)
-    api_test(family.env(**config), num_cycles=20)
-    seed_test(functools.partial(family.env, **config), num_cycles=10)
-    parallel_seed_test(functools.partial(family.parallel_env, **config), num_cycles=10)
-    render_test(functools.partial(family.env, **config))
-    mod = types.SimpleNamespace(
-        env=functools.partial(family.env, **config),
-        parallel_env=functools.partial(family.parallel_env, **config),
-    )
-    max_cycles_test(mod)
+    pettingzoo_suite(commenv.node_graph_v0, num_cycles=20, **config)
 
 
 def test_registered_and_defaults():

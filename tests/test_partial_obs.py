@@ -1,23 +1,14 @@
 """partial_obs_v0: PettingZoo's own tests on every meaningful config, rules, bad input."""
 
-import functools
-import types
 
 import numpy as np
 import pettingzoo
 import pytest
 import torch
-from pettingzoo.test import (
-    api_test,
-    max_cycles_test,
-    parallel_api_test,
-    parallel_seed_test,
-    render_test,
-    seed_test,
-)
 
 import commenv
 from commenv.partial_obs import LEVELS, PartialObsGame
+from commenv.testing import pettingzoo_suite
 
 CONFIGS = {
     "2-one-way-receive": dict(n_agents=2, graph="one_way", level="receive"),
@@ -39,17 +30,7 @@ def config_fixture(request):
 
 
 def test_pettingzoo_suite(config):
-    family = commenv.partial_obs_v0
-    parallel_api_test(family.parallel_env(**config), num_cycles=30)
-    api_test(family.env(**config), num_cycles=30)
-    seed_test(functools.partial(family.env, **config), num_cycles=10)
-    parallel_seed_test(functools.partial(family.parallel_env, **config), num_cycles=10)
-    render_test(functools.partial(family.env, **config))
-    mod = types.SimpleNamespace(
-        env=functools.partial(family.env, **config),
-        parallel_env=functools.partial(family.parallel_env, **config),
-    )
-    max_cycles_test(mod)
+    pettingzoo_suite(commenv.partial_obs_v0, num_cycles=30, **config)
 
 
 def test_defaults_and_registry():
