@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch CPU threads (the models are tiny: 1 avoids contention)")
     p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV/PNG go")
     p.add_argument("--no-plot", action="store_true", help="skip figure 3.1")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in the partial file and run only the missing "
+                        "configurations (several processes may share one out-dir)")
     p.add_argument("--from-partial", action="store_true",
                    help="only rebuild the table/figure from the rows finished so far "
                         "(<out-dir>/table3_1_<dataset>.partial.jsonl)")
@@ -114,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
     for name in names:
         commenv.core.check_choice("config", name, tuple(CONFIGS))
-    if "baseline" not in names:
+    if "baseline" not in names and not args.resume:
         names.insert(0, "baseline")  # every other row is measured against it
     args.names = names
     return args
@@ -135,8 +138,9 @@ def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) 
     device = benchtools.select_device(args.device)
     benchtools.seed_everything(args.seed)
     stack = args.teacher_stack if name.startswith("user:") else CONFIGS[name][0]
+    needs_teacher = name.startswith("user:") or CONFIGS[name][1] is not None
     model = teacher_for(args.dataset, data_root=args.data_root, device=device,
-                        show_progress=show_progress, **TEACHER_TRAINING)
+                        show_progress=show_progress, **TEACHER_TRAINING) if needs_teacher else None
     game = commenv.quiz_v0.batched(
         1, device, dataset=args.dataset, data_root=args.data_root, stack_size=stack,
         batch_size=args.batch_size, exam_every=args.exam_every, max_lessons=10**12,
@@ -234,11 +238,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.from_partial:
         rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     else:
-        # Train (or load) the teacher once, before any worker needs it.
-        teacher_for(args.dataset, data_root=args.data_root, device=device, **TEACHER_TRAINING)
-        partial.write_text("")
+        done = set()
+        if args.resume and partial.exists():
+            rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+            done = {r["config"] for r in rows}
+        else:
+            partial.write_text("")
+        jobs = [(n, args) for n in order if n not in done]
+        if any(n.startswith("user:") or CONFIGS[n][1] is not None for n, _ in jobs):
+            # Train (or load) the teacher once, before any worker needs it.
+            teacher_for(args.dataset, data_root=args.data_root, device=device, **TEACHER_TRAINING)
         start = time.perf_counter()
-        jobs = [(n, args) for n in order]
         if args.workers > 1:
             import multiprocessing as mp
 
@@ -250,7 +260,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         else:
             for name, _ in benchtools.progress(jobs, desc="configs", leave=True):
                 rows.append(_stream(partial, run_config(name, args)))
-        print(f"\n{len(rows)} configurations in {time.perf_counter() - start:.0f} s")
+        print(f"\n{len(jobs)} configurations in {time.perf_counter() - start:.0f} s")
+    if not any(r["config"] == "baseline" for r in rows):
+        print("no baseline row yet: rerun with --from-partial once it is done")
+        return rows
     rank = {n: i for i, n in enumerate(names)}
     rows.sort(key=lambda r: rank.get(r["config"], len(rank)))
     add_comparisons(rows)
@@ -274,21 +287,26 @@ def _stream(path: Path, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
-    """Rows for ``examples/bench_speed.py``: quiz_v0 lessons per second.
+    """Rows for ``examples/bench_speed.py``: quiz_v0 lessons per second (keys ``name``,
+    ``steps_per_s``, ``note``).
 
-    Measured in one process: the env alone (fixed agents: uniform answers, the first B samples
-    as the lesson), the student's training step alone, and the full loop with the reference
-    student and CE teacher, on digits with stack size 5.
+    Measured in one process on digits with stack size 5 (a lesson = 5 quiz turns, the teacher's
+    turn and the study turn): the env alone with fixed agents (uniform answers, the first B
+    samples as the lesson) on 1 and 16 worlds, the student's training step alone, and the full
+    loop with the reference student and CE teacher.
     """
-    from agents.teacher import teacher_for as _teacher
-
     lessons = 200 if quick else 2000
-    game = commenv.quiz_v0.batched(1, "cpu", stack_size=5, exam_every=10**9, max_lessons=10**12)
-    N, B, C, M = 1, game.batch_size, game.num_classes, game.stack_size * game.batch_size
-    uniform = torch.full((N, B, C), 1.0 / C)
-    first = {"select": torch.arange(M).expand(N, M) < B, "targets": torch.full((N, M, C), 1.0 / C)}
 
-    def play(student: Student | None, teacher: Any) -> float:
+    def play(num_envs: int, student: Student | None = None, teacher: Any = None) -> float:
+        game = commenv.quiz_v0.batched(num_envs, "cpu", stack_size=5, exam_every=10**9,
+                                       max_lessons=10**12)
+        N, B, C = num_envs, game.batch_size, game.num_classes
+        M = game.stack_size * B
+        uniform = torch.full((N, B, C), 1.0 / C)
+        first = {"select": torch.arange(M).expand(N, M) < B,
+                 "targets": torch.full((N, M, C), 1.0 / C)}
+        if teacher is not None:
+            teacher = HardnessTeacher(game, teacher)
         obs, infos = game.reset(seed=0)
         start = time.perf_counter()
         while game._lessons < lessons or game.phase != "quiz":
@@ -305,26 +323,28 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
                 else:
                     act = student.answer(parts["images"])
             obs, _, _, _, infos = game.step({agent: act})
-        return lessons / (time.perf_counter() - start)
+        return num_envs * lessons / (time.perf_counter() - start)
 
-    env_only = play(None, None)
-    student = Student(game.num_features, game.num_classes)
-    x, y = game.train_x[:B][None], torch.nn.functional.one_hot(game.train_y[:B], C).float()[None]
-    mask = torch.ones(1, B, dtype=torch.bool)
+    note = "digits, stack 5: 5 quiz turns + lesson + study per lesson"
+    rows = [
+        {"name": "quiz_v0 env alone (lessons/s)", "steps_per_s": play(1), "note": note},
+        {"name": "quiz_v0 env alone, 16 worlds (lessons/s)", "steps_per_s": play(16),
+         "note": note + "; batched face"},
+    ]
+    student = Student(64, 10)
+    x, y = torch.rand(1, 32, 64), torch.full((1, 32, 10), 0.1)
+    mask = torch.ones(1, 32, dtype=torch.bool)
     start = time.perf_counter()
     for _ in range(lessons):
         student.study(x, y, mask)
-    train_only = lessons / (time.perf_counter() - start)
-    teacher = HardnessTeacher(game, _teacher("digits", show_progress=False, **TEACHER_TRAINING))
-    full = play(student, teacher)
-    note = "digits, stack 5 (5 quiz turns + lesson + study per lesson)"
-    return [
-        {"name": "quiz_v0 env alone (lessons/s)", "steps_per_s": env_only, "note": note},
-        {"name": "quiz_v0 student train step alone (steps/s)", "steps_per_s": train_only,
-         "note": "2x32 MLP, Adam, batch 32"},
-        {"name": "quiz_v0 full loop, reference agents (lessons/s)", "steps_per_s": full,
-         "note": note + ", CE-soft teacher"},
-    ]
+    rows.append({"name": "quiz_v0 student training step alone (steps/s)",
+                 "steps_per_s": lessons / (time.perf_counter() - start),
+                 "note": "2x32 MLP, Adam, batch 32 (what one lesson costs the student)"})
+    model = teacher_for("digits", show_progress=False, **TEACHER_TRAINING)
+    rows.append({"name": "quiz_v0 full loop, reference agents (lessons/s)",
+                 "steps_per_s": play(1, Student(64, 10), model),
+                 "note": note + "; CE-soft teacher"})
+    return rows
 
 
 if __name__ == "__main__":
