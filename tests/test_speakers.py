@@ -1,0 +1,164 @@
+"""Speakers: shapes, wrappers, the MI and likelihood terms, the four levels via the channel."""
+
+import math
+
+import pytest
+import torch
+
+import commenv
+from agents.speaker_training import LEVEL_GAMES, SpeakerRunConfig, train_speakers
+from agents.speakers import (
+    BatchedLinear,
+    GumbelSoftmaxWrapper,
+    MIDiscriminator,
+    ReinforceWrapper,
+    Speaker,
+    TemperatureSchedule,
+    exchange,
+    gumbel_softmax_bits,
+    likelihood_loss,
+    mi_loss,
+    mi_reward,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: extra intra-op threads only contend on shared cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _game(level: str, num_envs: int = 16):
+    return commenv.partial_obs_v0.batched(
+        num_envs, "cpu", **LEVEL_GAMES[level], num_candidates=0, message_bits=8
+    )
+
+
+def test_batched_linear_matches_one_linear_per_model():
+    layer = BatchedLinear(3, 5, 4)
+    x = torch.randn(7, 3, 5)
+    expected = torch.stack(
+        [x[:, i] @ layer.weight[i] + layer.bias[i] for i in range(3)], 1
+    )
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_speaker_shapes_and_bad_views():
+    speaker = Speaker(2, 64, 32, hidden=(16, 8))
+    logits, feats = speaker(torch.rand(5, 2, 64))
+    assert logits.shape == (5, 2, 32, 2) and feats.shape == (5, 2, 8)
+    with pytest.raises(ValueError, match=r"views must be \(batch, n_agents=2, D=64\)"):
+        speaker(torch.rand(5, 64))
+    with pytest.raises(ValueError, match="hidden"):
+        Speaker(2, 64, 32, hidden=())
+
+
+def test_temperature_schedule():
+    sched = TemperatureSchedule(start=2.0, decay=0.5, every=10, floor=0.3)
+    assert [sched(s) for s in (0, 9, 10, 25, 1000)] == [2.0, 2.0, 1.0, 0.5, 0.3]
+    with pytest.raises(ValueError):
+        TemperatureSchedule(decay=1.5)
+    with pytest.raises(ValueError):
+        TemperatureSchedule(every=0)
+
+
+def test_gumbel_bits_relaxed_hard_and_straight_through():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 8, 2, requires_grad=True)
+    soft = gumbel_softmax_bits(logits, 1.0, generator=g)
+    assert soft.shape == (64, 8) and 0 <= soft.min() and soft.max() <= 1
+    cold = gumbel_softmax_bits(logits, 0.01, generator=g)
+    assert ((cold < 0.01) | (cold > 0.99)).float().mean() > 0.95
+    st = gumbel_softmax_bits(logits, 1.0, straight_through=True, generator=g)
+    assert set(st.unique().tolist()) <= {0.0, 1.0}
+    st.sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_wrappers_train_vs_eval():
+    speaker = Speaker(2, 10, 6, hidden=(8,))
+    views = torch.rand(4, 2, 10)
+    gs = GumbelSoftmaxWrapper(speaker, schedule=TemperatureSchedule(1.0, 0.5, 1, 0.1))
+    assert gs.set_step(3) == pytest.approx(0.125)
+    soft = gs(views).message
+    assert not set(soft.unique().tolist()) <= {0.0, 1.0}
+    gs.eval()
+    out = gs(views)
+    assert torch.equal(out.message, (out.logits[..., 1] > out.logits[..., 0]).float())
+
+    rf = ReinforceWrapper(speaker)
+    out = rf(views, generator=torch.Generator().manual_seed(0))
+    p1 = torch.softmax(out.logits, -1)[..., 1]
+    bern = torch.distributions.Bernoulli(probs=p1)
+    assert torch.allclose(out.log_prob, bern.log_prob(out.message).sum(-1), atol=1e-5)
+    assert torch.allclose(out.entropy, bern.entropy().sum(-1), atol=1e-5)
+
+
+def test_mi_discriminator_learns_to_tell_joint_from_marginal_pairs():
+    torch.manual_seed(0)
+    views = torch.rand(128, 2, 12)
+    messages = (views[..., :6] > 0.5).float()  # a message that is a function of the view
+    disc = MIDiscriminator(2, 12, 6, hidden=(32,))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    first = mi_loss(disc, views, messages)
+    assert first.shape == (2,)
+    for _ in range(150):
+        opt.zero_grad()
+        mi_loss(disc, views, messages).sum().backward()
+        opt.step()
+    assert (mi_loss(disc, views, messages) < 0.5 * math.log(4)).all()
+    assert (mi_reward(disc, views, messages) > math.log(0.25)).float().mean() > 0.9
+    with pytest.raises(ValueError, match="at least 2"):
+        mi_loss(disc, views[:1], messages[:1])
+
+
+@pytest.mark.parametrize("level", list(LEVEL_GAMES))
+def test_levels_come_from_the_channel(level):
+    """The likelihood term's gradient reaches the teacher exactly on feedback/both."""
+    game = _game(level)
+    torch.manual_seed(0)
+    speaker = Speaker(2, game.num_features, 8, hidden=(8,))
+    views = game.views(torch.arange(16))
+    out = GumbelSoftmaxWrapper(speaker)(views)
+    delivery = exchange(out.message, game.channel, game.grad_mask)
+    own = torch.softmax(out.logits, -1)[..., 1]
+    ll = likelihood_loss(own, delivery)
+    heard = delivery.delivered.any(-1).any(0)  # which agents listen
+    assert heard.tolist() == ([False, True] if level != "both" else [True, True])
+    assert (ll[~heard] == 0).all() and (ll[heard] > 0).all()
+    ll.sum().backward()
+    head = speaker.head.weight.grad.abs().sum((1, 2))  # per agent
+    teacher_gets_feedback = level in ("feedback", "both")
+    assert bool(head[0] > 0) == teacher_gets_feedback
+    assert head[1] > 0  # the student always learns from predicting what it heard
+
+
+def test_train_speakers_is_seeded_and_reports_curves():
+    cfg = SpeakerRunConfig(level="both", steps=30, eval_every=10, hidden=(16,),
+                           disc_hidden=(16,), batch_size=32, message_bits=8)
+    a, b = train_speakers(cfg), train_speakers(cfg)
+    assert a.steps == [10, 20, 30] and len(a.val_acc) == 3 and len(a.val_acc[0]) == 2
+    assert a.val_acc == b.val_acc and a.test_at_best == b.test_at_best
+    assert 0 <= a.student_test <= 100
+    pf = a.peak_final()
+    assert pf["peak_val"] >= pf["final_val"] and pf["peak_step"] in a.steps
+
+
+def test_reinforce_trains_through_the_env_rewards():
+    cfg = SpeakerRunConfig(kind="reinforce", level="feedback", steps=20, eval_every=10,
+                           hidden=(16,), disc_hidden=(16,), batch_size=32, message_bits=8)
+    result = train_speakers(cfg)
+    assert len(result.steps) == 2 and all(math.isnan(t) for t in result.temperature)
+    assert result.val_acc == train_speakers(cfg).val_acc
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="valid choices"):
+        SpeakerRunConfig(level="loud")
+    with pytest.raises(ValueError, match="valid choices"):
+        SpeakerRunConfig(kind="ppo")
+    with pytest.raises(ValueError, match="batch_size"):
+        SpeakerRunConfig(batch_size=1)
