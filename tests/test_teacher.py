@@ -31,6 +31,15 @@ from agents.teacher import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: extra threads only contend on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_teacher() -> TeacherMLP:
     """A small teacher trained for a few epochs on digits (fast; not the reference size)."""
@@ -243,3 +252,13 @@ def test_gymnasium_teacher_view_passes_checkers(tiny_teacher: TeacherMLP):
     assert info["backward_passes"] == 1 and info["forward_passes"] == 6
     with pytest.raises(ValueError, match="valid choices"):
         make(targets="logits")
+
+
+def test_bench_takes_a_user_teacher(tiny_teacher: TeacherMLP):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import bench_quiz
+
+    args = bench_quiz.parse_args(["--quick", "--teacher", "agents.teacher:HardnessTeacher"])
+    game = commenv.quiz_v0.batched(stack_size=args.teacher_stack)
+    teacher = bench_quiz.build_teacher(f"user:{args.teacher}", game, tiny_teacher, args)
+    assert isinstance(teacher, HardnessTeacher) and teacher.measure == "ce"
