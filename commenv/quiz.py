@@ -63,7 +63,13 @@ until ``reset``.
 **Arguments** (``commenv.quiz_v0.env(dataset="digits", stack_size=2, batch_size=32,
 exam_every=10, exam_size=None, max_lessons=100, target_accuracy=None, data_seed=0,
 data_root=None, render_mode=None)``); ``exam_size=None`` uses the whole validation split
-(1/6 of the official training set: 10,000 of 60,000 for (Fashion-)MNIST).
+(1/6 of the official training set: 10,000 of 60,000 for (Fashion-)MNIST). The batched face adds
+``num_envs``, ``device`` and ``validate=True`` (``False`` skips the action checks). PettingZoo's
+``max_cycles_test`` does not apply: the episode length is ``max_lessons`` lessons, not cycles.
+
+Reference agents and the table 3.1 benchmark: ``agents/teacher.py``, ``agents/quiz_runner.py``,
+``examples/bench_quiz.py``; the teacher's single-agent Gymnasium view:
+:mod:`commenv.quiz_teacher` (``commenv/QuizTeacher-v0``).
 
 **Version history.** v0: first release.
 """
