@@ -148,7 +148,7 @@ class Student:
 def train_teacher(
     train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
     num_classes: int, hidden: int = 1200, dropout: float = 0.5, batch_size: int = 128,
-    lr: float = 1e-3, max_epochs: int = 60, patience: int = 5, seed: int = 0,
+    lr: float = 1e-3, max_epochs: int = 30, patience: int = 5, seed: int = 0,
     device: str | torch.device = "cpu", show_progress: bool = True,
 ) -> tuple[TeacherMLP, dict[str, Any]]:
     """Train a :class:`TeacherMLP` with Adam until validation accuracy stops improving.

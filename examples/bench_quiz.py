@@ -67,7 +67,7 @@ THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, b
     "stack 5 CE soft": (96.8, 13_700),
     "stack 5 CE true": (96.8, 9_100),
 }
-TEACHER_TRAINING: dict[str, Any] = {}  # train_teacher defaults: 60 epochs max, patience 5
+TEACHER_TRAINING: dict[str, Any] = {}  # train_teacher defaults: 30 epochs max, patience 5
 COLUMNS = [
     "config", "thesis acc", "thesis bp", "test acc", "bp @best", "bp to base", "speed-up",
     "fp to base", "bp to base val", "epochs", "wall s",
