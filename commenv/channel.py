@@ -156,6 +156,7 @@ class Channel:
         self._slot_to_sender = (slot_to_sender * valid[..., None]).reshape(-1, self.n_agents).to(
             self.device, torch.float32
         )
+        self._static_cache: dict[int, tuple[torch.Tensor, ...]] = {}
         self.reset_counters()
 
     @classmethod
@@ -285,16 +286,15 @@ class Channel:
             )
 
         # Accounting: a message costs bits on every edge it is put on (drops still cost).
+        if static:  # traffic is the graph itself: count messages, expand to bits when read
+            key = (tag, bits_per_message)
+            self._static_messages[key] = self._static_messages.get(key, 0) + num_envs
+            sent, received, zero = self._static_rows(bits_per_message)
+            return Delivery(
+                inbox, delivered, sent.expand(num_envs, n), received.expand(num_envs, n),
+                zero.expand(num_envs, n),
+            )
         counters = self._counters(tag)
-        if static:
-            per_sender = self.out_degree.expand(num_envs, n)
-            bits_sent = per_sender * bits_per_message
-            bits_received = (self.in_degree * bits_per_message).expand(num_envs, n)
-            dropped = torch.zeros_like(bits_sent)
-            counters["bits_sent"] += bits_sent[0] * num_envs
-            counters["bits_received"] += bits_received[0] * num_envs
-            counters["messages_sent"] += per_sender[0] * num_envs
-            return Delivery(inbox, delivered, bits_sent, bits_received, dropped)
         sent_edges = slot_ok.sum(2)  # per receiver
         senders_flat = self._gather.expand(num_envs, n, self.max_in_degree)
         per_sender = torch.zeros(num_envs, n, dtype=torch.int64, device=self.device)
@@ -312,21 +312,47 @@ class Channel:
 
     # -- accounting ------------------------------------------------------------------------
     def _counters(self, tag: str) -> dict[str, torch.Tensor]:
-        if tag not in self.counters:
-            self.counters[tag] = {
+        if tag not in self._dynamic:
+            self._dynamic[tag] = {
                 name: torch.zeros(self.n_agents, dtype=torch.int64, device=self.device)
                 for name in ("bits_sent", "bits_received", "messages_sent", "messages_dropped")
             }
-        return self.counters[tag]
+        return self._dynamic[tag]
+
+    def _static_rows(self, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-agent bits sent / received / drops of one full-graph delivery (cached)."""
+        if bits not in self._static_cache:
+            self._static_cache[bits] = (
+                (self.out_degree * bits)[None], (self.in_degree * bits)[None],
+                torch.zeros(1, self.n_agents, dtype=torch.int64, device=self.device),
+            )
+        return self._static_cache[bits]
+
+    @property
+    def counters(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Per-tag totals: ``bits_sent``, ``bits_received``, ``messages_sent``,
+        ``messages_dropped``, each an ``(n,)`` int64 tensor (all envs, all calls)."""
+        out = {tag: {k: v.clone() for k, v in c.items()} for tag, c in self._dynamic.items()}
+        for (tag, bits), count in self._static_messages.items():
+            totals = out.setdefault(tag, {
+                name: torch.zeros(self.n_agents, dtype=torch.int64, device=self.device)
+                for name in ("bits_sent", "bits_received", "messages_sent", "messages_dropped")
+            })
+            totals["bits_sent"] += self.out_degree * bits * count
+            totals["bits_received"] += self.in_degree * bits * count
+            totals["messages_sent"] += self.out_degree * count
+        return out
 
     def reset_counters(self) -> None:
         """Zero every bandwidth counter."""
-        self.counters: dict[str, dict[str, torch.Tensor]] = {}
+        self._dynamic: dict[str, dict[str, torch.Tensor]] = {}
+        self._static_messages: dict[tuple[str, int], int] = {}
 
     def total_bits(self, tags: Iterable[str] | None = None) -> int:
         """Total bits sent over the channel (all agents, all envs), optionally per tags."""
-        tags = self.counters.keys() if tags is None else tags
-        counts = [self.counters[t]["bits_sent"].sum() for t in tags if t in self.counters]
+        counters = self.counters
+        tags = counters.keys() if tags is None else tags
+        counts = [counters[t]["bits_sent"].sum() for t in tags if t in counters]
         return int(sum(int(c) for c in counts))
 
     def __repr__(self) -> str:

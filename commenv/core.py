@@ -109,6 +109,9 @@ class BatchedEnv(ABC):
     """
 
     metadata: ClassVar[dict[str, Any]] = {}
+    space_checks_suffice: ClassVar[bool] = False
+    """True when the action spaces express every rule on actions, so the PettingZoo face's
+    :func:`validate_action` is a complete check and the game may skip its own (``validate``)."""
     possible_agents: list[str]
     num_envs: int
     device: torch.device
@@ -173,6 +176,8 @@ class BatchedParallelEnv(ParallelEnv):
         if game.num_envs != 1:
             raise ValueError(f"the PettingZoo face needs num_envs=1, got {game.num_envs}")
         self.game = game
+        if game.space_checks_suffice:  # this face checks every action itself, in numpy
+            game.validate = False
         self.metadata = dict(type(game).metadata)
         self.possible_agents = list(game.possible_agents)
         self.agents: list[str] = []

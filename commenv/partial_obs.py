@@ -108,6 +108,7 @@ class PartialObsGame(BatchedEnv):
         "is_parallelizable": True,
         "render_fps": 2,
     }
+    space_checks_suffice: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -221,27 +222,40 @@ class PartialObsGame(BatchedEnv):
         x = x.view(*world_index.shape, 1, self.num_features)
         return torch.addcmul(self._mask_f, x, self._mask_sign, out=out)
 
-    def _sample_worlds(self, *shape: int) -> torch.Tensor:
-        return torch.randint(
-            len(self.images), (self.num_envs, *shape), generator=self._gen, device=self.device
-        )
+    _DRAW_CHUNK = 32  # steps of world/candidate draws sampled per call to the RNG
 
-    def _new_candidates(self, prev_world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        K = self.num_candidates
-        cands = self._sample_worlds(K)
-        target = torch.randint(K, (self.num_envs,), generator=self._gen, device=self.device)
-        cands.scatter_(1, target[:, None], prev_world[:, None])
-        return cands, target
+    def _refill_draws(self) -> None:
+        # Drawing many steps at once keeps RNG calls off the per-step path; same seed, same
+        # draws. Memory stays bounded however long the episode.
+        B, C, K, n_img = self.num_envs, self._DRAW_CHUNK, max(self.num_candidates, 1), len(
+            self.images)
+        kw = {"generator": self._gen, "device": self.device}
+        self._draws = (
+            torch.randint(n_img, (C, B), **kw),
+            torch.randint(n_img, (C, B, K), **kw),
+            torch.randint(K, (C, B), **kw),
+        )
+        self._draw_i = 0
+
+    def _next_draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next step's world ``(B,)``, distractors ``(B, K)`` and target slot ``(B,)``."""
+        if self._draw_i == self._DRAW_CHUNK:
+            self._refill_draws()
+        i = self._draw_i
+        self._draw_i += 1
+        return self._draws[0][i], self._draws[1][i], self._draws[2][i]
 
     def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
         if seed is not None or not self._state:
             self._gen = self._seed_generator(seed)
         B, n, S, L = self.num_envs, self.n_agents, self.max_in, self.message_bits
-        world = self._sample_worlds()
+        self._refill_draws()
+        world = self._next_draw()[0]
         self._t = 0
         self._state = {
             "world": world,
-            "prev_world": torch.full_like(world, -1),
+            "label": self.labels[world],
+            "prev_label": torch.full_like(world, -1),
             "candidates": torch.zeros(B, self.num_candidates, dtype=torch.long, device=self.device),
             "target": torch.zeros(B, dtype=torch.long, device=self.device),
             "heard": torch.zeros(B, n, S, L, device=self.device),
@@ -275,12 +289,11 @@ class PartialObsGame(BatchedEnv):
 
     def _infos(self) -> dict[str, dict]:
         st = self._state
-        prev = st["prev_world"]
         info = {
-            "label": self.labels[st["world"]],
+            "label": st["label"],
             "world_index": st["world"],
             "target": st["target"],
-            "prev_label": torch.where(prev >= 0, self.labels[prev.clamp(min=0)], -1),
+            "prev_label": st["prev_label"],
         }
         return {a: info for a in self.possible_agents}
 
@@ -352,10 +365,12 @@ class PartialObsGame(BatchedEnv):
         # Advance the world; this step's messages are heard in the next observation.
         self._t += 1
         st["heard"], st["delivered"], st["messages"] = delivery.inbox, delivery.delivered, messages
-        st["prev_world"] = st["world"]
-        if K:
-            st["candidates"], st["target"] = self._new_candidates(st["world"])
-        st["world"] = self._sample_worlds()
+        world, cands, target = self._next_draw()
+        if K:  # the world just described hides among K - 1 distractors
+            st["candidates"] = cands.scatter(1, target[:, None], st["world"][:, None])
+            st["target"] = target
+        st["prev_label"] = st["label"]
+        st["world"], st["label"] = world, self.labels[world]
 
         truncated = torch.full(
             (self.num_envs,), self._t >= self.max_cycles, dtype=torch.bool, device=self.device
