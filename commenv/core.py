@@ -11,6 +11,7 @@ the AEC form comes from PettingZoo's generic ``parallel_to_aec`` conversion.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -272,7 +273,8 @@ class EnvFamily:
     def __init__(self, name: str, game_cls: type[BatchedEnv], doc: str | None = None) -> None:
         self.name = name
         self.game_cls = game_cls
-        self.__doc__ = doc or game_cls.__doc__
+        # The game module's docstring is its documentation page (the PettingZoo way).
+        self.__doc__ = doc or sys.modules[game_cls.__module__].__doc__ or game_cls.__doc__
         self.metadata = game_cls.metadata
 
     def batched(self, num_envs: int = 1, device: str | torch.device = "cpu", **config: Any):
