@@ -108,7 +108,7 @@ class QuizTeacherEnv(gymnasium.Env):
         self._uniform = torch.full((1, game.batch_size, game.num_classes), 1 / game.num_classes)
         self._obs, self._infos = game.reset(seed=episode_seed)
         self._done = False
-        reward, _ = self._play_student()
+        self._play_student()  # the first S quizzes, up to the teacher's first turn
         return self._observation(), self._info(0)
 
     def step(self, action: Any):
