@@ -273,8 +273,10 @@ class PartialObsGame(BatchedEnv):
             cand = obs[..., lay["candidates"]].unflatten(-1, (self.num_candidates, -1))
             if self._t == 0:
                 cand.zero_()
-            else:  # (B, K) worlds -> (B, n, K, D) views
-                self.views(st["candidates"], out=cand.transpose(1, 2))
+            else:  # (B, K) worlds -> (B, n, K, D) views, written in memory order
+                x = self.images.index_select(0, st["candidates"].reshape(-1))
+                x = x.view(B, 1, self.num_candidates, self.num_features)
+                torch.addcmul(self._mask_f[:, None], x, self._mask_sign[:, None], out=cand)
         heard = st["heard"]
         if heard.requires_grad:  # relaxed messages keep their graph: no in-place writes
             flags = st["delivered"].unsqueeze(-1).to(heard.dtype)
