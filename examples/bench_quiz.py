@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop after this many quiz epochs without a better exam (thesis: 20)")
     p.add_argument("--max-epochs", type=int, default=None, help="hard cap on quiz epochs")
     p.add_argument("--exam-every", type=int, default=None,
-                   help="lessons between exams (default 10 quick, 100 full)")
+                   help="lessons between exams (default 10 quick, 200 full)")
     p.add_argument("--seed", type=int, default=0, help="seed of the students and the env")
     p.add_argument("--workers", type=int, default=1,
                    help="configurations run in parallel processes (one torch thread each)")
@@ -113,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.dataset is None:
         args.dataset = "digits" if args.quick else "fashion-mnist"
     if args.exam_every is None:
-        args.exam_every = 10 if args.quick else 100
+        args.exam_every = 10 if args.quick else 200
     names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
     for name in names:
         commenv.core.check_choice("config", name, tuple(CONFIGS))
