@@ -87,9 +87,11 @@ def evaluate(env: gymnasium.Env, policy: Any, episodes: int, seed: int) -> dict[
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    import torch
     from stable_baselines3 import PPO
 
     args = parse_args(argv)
+    torch.set_num_threads(1)  # tiny networks: more threads only contend on a shared machine
     benchtools.seed_everything(args.seed)
     env = make_env(args)
     batch_size = env.unwrapped.game.batch_size
