@@ -93,6 +93,13 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"unknown {name} {value!r}; valid choices: {list(choices)}")
 
 
+def check_int(name: str, value: Any, low: int = 1) -> int:
+    """``value`` as an ``int`` >= ``low``, or ``ValueError`` saying what arrived."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
+    return int(value)
+
+
 class BatchedEnv(ABC):
     """A game over ``num_envs`` worlds at once, as torch tensors on ``device``.
 

@@ -89,7 +89,7 @@ import numpy as np
 import torch
 
 from commenv.channel import GRAPHS, Channel, GraphSpec, make_adjacency
-from commenv.core import BatchedEnv, TensorDict, check_choice, describe
+from commenv.core import BatchedEnv, TensorDict, check_choice, check_int, describe
 from commenv.datasets import DATASETS, load_dataset
 
 CONTENTS: tuple[str, ...] = ("labels", "logits", "features")
@@ -186,8 +186,7 @@ class NodeGraphGame(BatchedEnv):
             ("image_bits", image_bits, 1), ("float_bits", float_bits, 1),
             ("max_cycles", max_cycles, 1), ("num_envs", num_envs, 1),
         ):
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
+            check_int(name, value, low)
         if not (isinstance(consumption_prob, int | float) and 0.0 <= consumption_prob <= 1.0):
             raise ValueError(f"consumption_prob must be in [0, 1], got {consumption_prob!r}")
         if not (isinstance(bit_cost, int | float) and math.isfinite(bit_cost)):

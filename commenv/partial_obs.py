@@ -74,7 +74,7 @@ import numpy as np
 import torch
 
 from commenv.channel import GRAPHS, Channel, GraphSpec, make_adjacency
-from commenv.core import BatchedEnv, TensorDict, check_choice, describe
+from commenv.core import BatchedEnv, TensorDict, check_choice, check_int, describe
 from commenv.datasets import DATASETS, load_dataset
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
@@ -145,8 +145,7 @@ class PartialObsGame(BatchedEnv):
             ("num_candidates", num_candidates, 0), ("max_cycles", max_cycles, 1),
             ("num_envs", num_envs, 1),
         ):
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
+            check_int(name, value, low)
         if num_candidates == 1:
             raise ValueError("num_candidates must be 0 (no discrimination) or >= 2, got 1")
         if not 0.0 <= float(noise) <= 1.0:
