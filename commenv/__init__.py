@@ -12,24 +12,24 @@ from __future__ import annotations
 from commenv.channel import Channel, make_adjacency
 from commenv.core import BatchedEnv, BatchedParallelEnv, EnvFamily
 from commenv.datasets import DATASETS, load_dataset
+from commenv.node_graph import NodeGraphGame
 from commenv.partial_obs import PartialObsGame
+from commenv.quiz import QuizFamily, QuizGame
 
 __version__ = "0.1.0"
 
 partial_obs_v0 = EnvFamily("partial_obs_v0", PartialObsGame)
-from commenv.quiz import QuizFamily, QuizGame  # noqa: E402
-
 quiz_v0 = QuizFamily("quiz_v0", QuizGame)
-from commenv.node_graph import NodeGraphGame  # noqa: E402
 node_graph_v0 = EnvFamily("node_graph_v0", NodeGraphGame)
 
 ENVS: dict[str, EnvFamily] = {
-    name: value for name, value in dict(globals()).items() if isinstance(value, EnvFamily)
+    family.name: family for family in (partial_obs_v0, quiz_v0, node_graph_v0)
 }
 
 
 def _register() -> None:
-    """Register the games with PettingZoo (>= 1.27) and single-agent views with Gymnasium."""
+    """Register the games with PettingZoo (>= 1.27); ``commenv.quiz`` registers its
+    single-agent Gymnasium view ``commenv/QuizTeacher-v0``."""
     try:
         from pettingzoo import register
     except ImportError:  # older PettingZoo: no registry, the families still work
@@ -55,5 +55,7 @@ __all__ = [
     "EnvFamily",
     "load_dataset",
     "make_adjacency",
+    "node_graph_v0",
     "partial_obs_v0",
+    "quiz_v0",
 ]

@@ -8,7 +8,9 @@ shared, noisy machine:
 - MPE2 ``simple_speaker_listener_v4`` (random actions), the reference.
 
 Targets: batched >= 100x MPE2, PettingZoo face >= 1x MPE2. Then each game's agent rows:
-node-steps/s of node_graph_v0's batched population vs the sequential per-node loop.
+node-steps/s of node_graph_v0's batched population vs the sequential per-node loop, and
+quiz_v0's lessons/s (env alone on 1 and 16 worlds, the student's training step alone, the full
+loop with the reference agents).
 
     python examples/bench_speed.py            # about a minute
     python examples/bench_speed.py --quick    # a few seconds
@@ -20,11 +22,12 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 import commenv
-from commenv.benchtools import markdown_table, write_results
+from commenv.benchtools import load_object, markdown_table, write_results
 
 Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
 
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.skip_agents:
         from agents.population import speed_rows as population_rows
 
-        extra += population_rows(args.quick)
+        quiz_rows = load_object(f"{Path(__file__).with_name('bench_quiz.py')}:speed_rows")
+        extra += population_rows(args.quick) + quiz_rows(args.quick)
         print(markdown_table(extra, ["name", "steps_per_s", "note"], digits=0))
     write_results(args.out, "speed", rows + extra, args)
     return rows + extra
