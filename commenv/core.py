@@ -172,7 +172,28 @@ def _to_batched(arr: np.ndarray | dict, device: torch.device) -> torch.Tensor | 
     return torch.from_numpy(np.ascontiguousarray(arr)).to(device).unsqueeze(0)
 
 
-class BatchedParallelEnv(ParallelEnv):
+class GameFace:
+    """What every PettingZoo face of a one-world game delegates to its ``game``."""
+
+    game: BatchedEnv
+    render_mode: str | None
+
+    def render(self) -> np.ndarray | str | None:
+        if self.render_mode is None:
+            gymnasium.logger.warn("render() called without a render_mode; nothing drawn")
+            return None
+        return self.game.render(0)
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.game, name)
+
+
+class BatchedParallelEnv(GameFace, ParallelEnv):
     """PettingZoo ``ParallelEnv`` face of a :class:`BatchedEnv` built with ``num_envs=1``.
 
     Observations are numpy arrays of exactly the declared spaces; every action is checked by
@@ -252,20 +273,6 @@ class BatchedParallelEnv(ParallelEnv):
         )
         self.agents = [a for a in live if not (out[2][a] or out[3][a])]
         return out
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gymnasium.logger.warn("render() called without a render_mode; nothing drawn")
-            return None
-        return self.game.render(0)
-
-    def close(self) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.game, name)
 
 
 class EnvFamily:

@@ -85,7 +85,16 @@ import torch
 from pettingzoo import AECEnv
 
 from commenv.channel import Channel, make_adjacency
-from commenv.core import BatchedEnv, EnvFamily, TensorDict, _to_numpy, check_choice, describe
+from commenv.core import (
+    BatchedEnv,
+    EnvFamily,
+    GameFace,
+    TensorDict,
+    _to_numpy,
+    check_choice,
+    check_int,
+    describe,
+)
 from commenv.datasets import DATASETS, load_dataset
 
 AGENTS: tuple[str, str] = ("student", "teacher")
@@ -160,12 +169,6 @@ class Selection(gymnasium.spaces.MultiBinary):
         )
 
 
-def _positive_int(name: str, value: Any, low: int = 1) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
-    return int(value)
-
-
 # -- the batched game --------------------------------------------------------------------------
 class QuizGame(BatchedEnv):
     """Batched quiz_v0 (see the module docstring for the rules).
@@ -201,11 +204,11 @@ class QuizGame(BatchedEnv):
     ) -> None:
         check_choice("dataset", dataset, DATASETS)
         check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
-        self.stack_size = _positive_int("stack_size", stack_size)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.exam_every = _positive_int("exam_every", exam_every)
-        self.max_lessons = _positive_int("max_lessons", max_lessons)
-        self.num_envs = _positive_int("num_envs", num_envs)
+        self.stack_size = check_int("stack_size", stack_size)
+        self.batch_size = check_int("batch_size", batch_size)
+        self.exam_every = check_int("exam_every", exam_every)
+        self.max_lessons = check_int("max_lessons", max_lessons)
+        self.num_envs = check_int("num_envs", num_envs)
         if target_accuracy is not None and not 0.0 < float(target_accuracy) <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1] or None, got {target_accuracy!r}")
         self.target_accuracy = None if target_accuracy is None else float(target_accuracy)
@@ -224,7 +227,7 @@ class QuizGame(BatchedEnv):
         n_val = len(data.val)
         if exam_size is None:
             exam_size = n_val
-        self.exam_size = _positive_int("exam_size", exam_size)
+        self.exam_size = check_int("exam_size", exam_size)
         if self.exam_size > n_val:
             raise ValueError(
                 f"exam_size must be <= the validation split ({n_val}), got {exam_size}"
@@ -647,7 +650,7 @@ def _check_distributions(agent: str, head: str, x: torch.Tensor, space: gymnasiu
 
 
 # -- PettingZoo faces ------------------------------------------------------------------------
-class QuizAECEnv(AECEnv):
+class QuizAECEnv(GameFace, AECEnv):
     """Native AEC face of a :class:`QuizGame` with ``num_envs=1`` (numpy in, numpy out)."""
 
     metadata = QuizGame.metadata
@@ -699,20 +702,6 @@ class QuizAECEnv(AECEnv):
             self.agent_selection = self.agents[0]  # each finished agent then steps None
         else:
             self.agent_selection = self.game.agent_selection
-
-    def render(self) -> np.ndarray | str | None:
-        if self.render_mode is None:
-            gymnasium.logger.warn("render() called without a render_mode; nothing drawn")
-            return None
-        return self.game.render(0)
-
-    def close(self) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.game, name)
 
 
 def _batched(agent: str, action: Any) -> Any:
