@@ -161,6 +161,10 @@ def _to_numpy(value: Any) -> Any:
         first = value[0].detach().cpu() if value.ndim else value
         return first.item() if first.ndim == 0 else first.numpy()
     if isinstance(value, dict):
+        scalars = [v for v in value.values() if isinstance(v, torch.Tensor) and v.ndim == 1]
+        if len(scalars) == len(value) and len({v.dtype for v in scalars}) == 1:
+            # the common case, one scalar per world per key: a single host transfer
+            return dict(zip(value, torch.stack(scalars)[:, 0].tolist(), strict=True))
         return {k: _to_numpy(v) for k, v in value.items()}
     return value
 
@@ -260,15 +264,16 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
             batched[agent] = _to_batched(arr, self.game.device)
         with torch.inference_mode():
             obs, rew, term, trunc, infos = self.game.step(batched)
-            flags = torch.stack(
-                [torch.stack([rew[a][0], term[a][0], trunc[a][0]]) for a in self.agents]
-            ).tolist()
-        live = self.agents
+            live = self.agents
+            # One host transfer for every reward and flag (each is a (1,) tensor).
+            per_agent = [rew[a] for a in live] + [term[a] for a in live] + [trunc[a] for a in live]
+            flags = torch.cat(per_agent).tolist()
+        n = len(live)
         out = (
             self._obs(obs),
-            {a: float(f[0]) for a, f in zip(live, flags, strict=True)},
-            {a: bool(f[1]) for a, f in zip(live, flags, strict=True)},
-            {a: bool(f[2]) for a, f in zip(live, flags, strict=True)},
+            {a: float(flags[i]) for i, a in enumerate(live)},
+            {a: bool(flags[n + i]) for i, a in enumerate(live)},
+            {a: bool(flags[2 * n + i]) for i, a in enumerate(live)},
             self._infos(infos),
         )
         self.agents = [a for a in live if not (out[2][a] or out[3][a])]
