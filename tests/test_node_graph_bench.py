@@ -5,18 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "examples" / "bench_graph.py"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a few shared cores, OpenMP threads waiting on each other dominate."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,6 @@ from agents.population import (
 from commenv.node_graph import NodeGraphGame
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a few shared cores, OpenMP threads waiting on each other dominate."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _copy_group(batched: BatchedClassifier, single: SingleClassifier, g: int) -> None:
     dense = [m for m in single.body if isinstance(m, torch.nn.Linear)] + [single.head]
     for src, dst in zip([*batched.body, batched.head], dense, strict=True):

@@ -22,15 +22,6 @@ from agents.speakers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: extra intra-op threads only contend on shared cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _game(level: str, num_envs: int = 16):
     return commenv.partial_obs_v0.batched(
         num_envs, "cpu", **LEVEL_GAMES[level], num_candidates=0, message_bits=8

@@ -31,15 +31,6 @@ from agents.teacher import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: extra threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_teacher() -> TeacherMLP:
     """A small teacher trained for a few epochs on digits (fast; not the reference size)."""
