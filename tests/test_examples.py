@@ -1,6 +1,5 @@
 """The example scripts run as a user would run them."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -8,13 +7,6 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
@@ -27,16 +19,16 @@ def test_every_example_has_help(script):
     assert "usage" in out.stdout.lower()
 
 
-def test_custom_agents_plug_in_and_the_function_agent_beats_random(capsys):
-    results = load("custom_agent").main(["--episodes", "3", "--num-envs", "16"])
+def test_custom_agents_plug_in_and_the_function_agent_beats_random(capsys, example):
+    results = example("custom_agent").main(["--episodes", "3", "--num-envs", "16"])
     assert results["pixel function"] > results["random"] + 5
     assert "| pixel function |" in capsys.readouterr().out
 
 
-def test_ppo_smoke_trains_and_prints_beside_random(capsys):
+def test_ppo_smoke_trains_and_prints_beside_random(capsys, example):
     pytest.importorskip("stable_baselines3")
     pytest.importorskip("supersuit")
-    results = load("ppo_partial_obs").main(
+    results = example("ppo_partial_obs").main(
         ["--timesteps", "1024", "--num-envs", "2", "--eval-episodes", "2", "--max-cycles", "8"]
     )
     out = capsys.readouterr().out

@@ -1,21 +1,13 @@
 """examples/bench_graph.py end to end on a tiny budget, with a user's own population."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "examples" / "bench_graph.py"
-
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_graph", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(example):
+    return example("bench_graph")
 
 
 def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
