@@ -494,7 +494,11 @@ class NodeGraphGame(BatchedEnv):
             held = torch.where(st["sender"][..., None] >= 0, st["payload"][..., 0],
                                self.labels[st["idx"]].float())
             payload = held[..., None]
-        assert payload is not None
+        if payload is None:
+            raise ValueError(
+                f"content={self.content!r} needs a payload (num_envs, n_nodes, batch_size, P) "
+                "with the bits; got payload=None"
+            )
         payload = payload.to(torch.float32)
 
         if self.channel is not None:
