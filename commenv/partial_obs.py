@@ -87,18 +87,6 @@ def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> to
     return torch.rand(n_agents, num_features, generator=gen) < noise
 
 
-def apply_masks(
-    x: torch.Tensor, masks: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Views of flat images ``x`` ``(..., D)`` through ``masks`` ``(n, D)``: ``(..., n, D)``.
-
-    Masked pixels become ``1 - x``, computed as ``m + x * (1 - 2m)`` (exact in floating point
-    for m in {0, 1}) so that it can write straight into ``out``.
-    """
-    m = masks.to(x.dtype)
-    return torch.addcmul(m, x.unsqueeze(-2), 1.0 - 2.0 * m, out=out)
-
-
 class PartialObsGame(BatchedEnv):
     """Batched partial_obs_v0 (see the module docstring for the rules)."""
 
@@ -215,7 +203,11 @@ class PartialObsGame(BatchedEnv):
 
     # -- world -----------------------------------------------------------------------------
     def views(self, world_index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Every agent's view of worlds ``world_index`` ``(...)``: ``(..., n_agents, D)``."""
+        """Every agent's view of worlds ``world_index`` ``(...)``: ``(..., n_agents, D)``.
+
+        Masked pixels become ``1 - x``, computed as ``m + x * (1 - 2m)`` (exact in floating
+        point for m in {0, 1}) so that it can write straight into ``out``.
+        """
         # index_select: a row gather far cheaper than advanced indexing on CPU
         x = self.images.index_select(0, world_index.reshape(-1))
         x = x.view(*world_index.shape, 1, self.num_features)
