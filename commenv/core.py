@@ -124,6 +124,7 @@ class BatchedEnv(ABC):
     num_envs: int
     device: torch.device
     render_mode: str | None = None
+    validate: bool = True
 
     @abstractmethod
     def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
@@ -146,6 +147,25 @@ class BatchedEnv(ABC):
     def render(self, env_index: int = 0) -> np.ndarray | None:
         """An RGB frame ``(H, W, 3)`` uint8 of world ``env_index``."""
         return None
+
+    def _init_common(
+        self,
+        *,
+        num_envs: int,
+        device: str | torch.device,
+        render_mode: str | None,
+        validate: bool,
+    ) -> None:
+        """Check and set the constructor arguments every game shares.
+
+        ``ValueError`` for a ``render_mode`` not in ``metadata["render_modes"]`` (listing the
+        valid choices) or a ``num_envs`` that is not an integer >= 1.
+        """
+        check_choice("render_mode", render_mode, (None, *self.metadata.get("render_modes", ())))
+        self.num_envs = check_int("num_envs", num_envs)
+        self.device = torch.device(device)
+        self.render_mode = render_mode
+        self.validate = validate
 
     def _seed_generator(self, seed: int | None) -> torch.Generator:
         gen = torch.Generator(device=self.device)

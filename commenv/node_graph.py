@@ -177,14 +177,13 @@ class NodeGraphGame(BatchedEnv):
         check_choice("dataset", dataset, DATASETS)
         check_choice("partition", partition, PARTITIONS)
         check_choice("overflow", overflow, OVERFLOWS)
-        check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
         if isinstance(graph, str):
             check_choice("graph", graph, GRAPHS)
         for name, value, low in (
             ("n_nodes", n_nodes, 1), ("batch_size", batch_size, 1),
             ("inbox_capacity", inbox_capacity, 1), ("feature_dim", feature_dim, 1),
             ("image_bits", image_bits, 1), ("float_bits", float_bits, 1),
-            ("max_cycles", max_cycles, 1), ("num_envs", num_envs, 1),
+            ("max_cycles", max_cycles, 1),
         ):
             check_int(name, value, low)
         if not (isinstance(consumption_prob, int | float) and 0.0 <= consumption_prob <= 1.0):
@@ -192,8 +191,9 @@ class NodeGraphGame(BatchedEnv):
         if not (isinstance(bit_cost, int | float) and math.isfinite(bit_cost)):
             raise ValueError(f"bit_cost must be a finite number, got {bit_cost!r}")
 
-        self.device = torch.device(device)
-        self.num_envs = int(num_envs)
+        self._init_common(
+            num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
+        )
         self.n_nodes = N = int(n_nodes)
         self.content = content
         self.batch_size = M = int(batch_size)
@@ -203,8 +203,6 @@ class NodeGraphGame(BatchedEnv):
         self.image_bits, self.float_bits = int(image_bits), int(float_bits)
         self.bit_cost = float(bit_cost)
         self.max_cycles = int(max_cycles)
-        self.render_mode = render_mode
-        self.validate = validate
         self.possible_agents = [f"node_{i}" for i in range(N)]
 
         data = load_dataset(dataset, root=data_root, seed=data_seed)

@@ -125,13 +125,11 @@ class PartialObsGame(BatchedEnv):
         check_choice("level", level, LEVELS)
         check_choice("dataset", dataset, DATASETS)
         check_choice("split", split, SPLITS)
-        check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
         if isinstance(graph, str):
             check_choice("graph", graph, GRAPHS)
         for name, value, low in (
             ("n_agents", n_agents, 2), ("message_bits", message_bits, 1),
             ("num_candidates", num_candidates, 0), ("max_cycles", max_cycles, 1),
-            ("num_envs", num_envs, 1),
         ):
             check_int(name, value, low)
         if num_candidates == 1:
@@ -139,8 +137,9 @@ class PartialObsGame(BatchedEnv):
         if not 0.0 <= float(noise) <= 1.0:
             raise ValueError(f"noise must be a probability in [0, 1], got {noise!r}")
 
-        self.device = torch.device(device)
-        self.num_envs = int(num_envs)
+        self._init_common(
+            num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
+        )
         self.n_agents = int(n_agents)
         self.level = level
         self.message_bits = int(message_bits)
@@ -148,8 +147,6 @@ class PartialObsGame(BatchedEnv):
         self.info_weight = float(info_weight)
         self.likelihood_weight = float(likelihood_weight)
         self.max_cycles = int(max_cycles)
-        self.render_mode = render_mode
-        self.validate = validate
         self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
 
         adjacency = make_adjacency(graph, self.n_agents, k)

@@ -203,18 +203,16 @@ class QuizGame(BatchedEnv):
         validate: bool = True,
     ) -> None:
         check_choice("dataset", dataset, DATASETS)
-        check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
         self.stack_size = check_int("stack_size", stack_size)
         self.batch_size = check_int("batch_size", batch_size)
         self.exam_every = check_int("exam_every", exam_every)
         self.max_lessons = check_int("max_lessons", max_lessons)
-        self.num_envs = check_int("num_envs", num_envs)
         if target_accuracy is not None and not 0.0 < float(target_accuracy) <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1] or None, got {target_accuracy!r}")
         self.target_accuracy = None if target_accuracy is None else float(target_accuracy)
-        self.render_mode = render_mode
-        self.validate = validate
-        self.device = torch.device(device)
+        self._init_common(
+            num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
+        )
         self.possible_agents = list(AGENTS)
 
         data = load_dataset(dataset, root=data_root, seed=data_seed)

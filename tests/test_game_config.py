@@ -1,0 +1,33 @@
+"""The constructor arguments every game shares (``BatchedEnv._init_common``)."""
+
+import re
+
+import pytest
+import torch
+
+import commenv
+
+FAMILIES = [commenv.partial_obs_v0, commenv.node_graph_v0, commenv.quiz_v0]
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_bad_render_mode_lists_the_valid_choices(family):
+    choices = [None, *family.metadata["render_modes"]]
+    with pytest.raises(ValueError, match=re.escape(f"'video'; valid choices: {choices}")):
+        family.batched(render_mode="video")
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("num_envs", [0, 2.0, True])
+def test_bad_num_envs(family, num_envs):
+    with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
+        family.batched(num_envs=num_envs)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_shared_arguments_are_set(family):
+    game = family.batched(num_envs=3, render_mode="ansi", validate=False)
+    assert (game.num_envs, game.device, game.render_mode, game.validate) == (
+        3, torch.device("cpu"), "ansi", False,
+    )
+    assert type(game.num_envs) is int
