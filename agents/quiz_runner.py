@@ -35,6 +35,22 @@ class QuizRun:
     stopped_by: str = ""
 
 
+def turn_action(
+    game: Any, obs: dict[str, torch.Tensor], infos: dict[str, dict], student: Any, teacher: Any,
+    ack: torch.Tensor,
+) -> dict[str, Any]:
+    """The action of the agent whose turn it is: the teacher's lesson, or the student's answers
+    (quiz and exam turns) or study step (acknowledged with ``ack``, whose content is unused)."""
+    agent = game.agent_selection
+    if agent == "teacher":
+        return {agent: teacher.act(obs["teacher"], infos["teacher"])}
+    parts = game.unpack_student(obs["student"])
+    if game.phase == "study":
+        student.study(parts["images"], parts["targets"], parts["mask"])
+        return {agent: ack}
+    return {agent: student.answer(parts["images"])}
+
+
 def run_quiz(
     game: Any, student: Student, teacher: Any, *, seed: int = 0, patience_epochs: int = 20,
     max_epochs: int | None = None, show_progress: bool = True, desc: str = "quiz",
@@ -60,17 +76,8 @@ def run_quiz(
     bar = progress(desc=desc, unit="exam", **({} if show_progress else {"disable": True}))
     start = time.perf_counter()
     while True:
-        agent = game.agent_selection
-        if agent == "teacher":
-            action = teacher.act(obs["teacher"], infos["teacher"])
-        else:
-            parts = game.unpack_student(obs["student"])
-            if game.phase == "study":
-                student.study(parts["images"], parts["targets"], parts["mask"])
-                action = ack
-            else:
-                action = student.answer(parts["images"])
-        obs, _, term, trunc, infos = game.step({agent: action})
+        action = turn_action(game, obs, infos, student, teacher, ack)
+        obs, _, term, trunc, infos = game.step(action)
         info = infos["student"]
         if bool(info["exam_done"][0]):
             acc, epoch = info["exam_accuracy"], info["epoch"]

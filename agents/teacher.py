@@ -290,6 +290,15 @@ def difficulty(
             - torch.log(student_probs.gather(-1, y).clamp(min=EPS))).squeeze(-1)
 
 
+def gumbel_scores(
+    scores: torch.Tensor, temperature: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``scores / temperature`` plus Gumbel noise: their top-k is a sample of k items without
+    replacement with probabilities ``softmax(scores / temperature)`` (Gumbel top-k)."""
+    u = torch.rand(scores.shape, generator=generator, device=scores.device)
+    return scores / temperature - torch.log(-torch.log(u.clamp(EPS, 1 - EPS)))
+
+
 def select_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask ``(N, M)`` of the ``k`` highest scores of every row (batched top-k)."""
     if scores.ndim != 2:
@@ -310,18 +319,25 @@ class HardnessTeacher:
             once (eval mode, deterministic) and looked up by ``infos["stack_indices"]``.
         measure: one of :data:`MEASURES`.
         targets: ``"soft"`` (the teacher's distributions) or ``"true"`` (one-hot labels).
-        seed: seed of the ``random`` measure.
+        seed: seed of the ``random`` measure and of sampled selections.
+        selection_temperature: ``0`` selects the top-k (the thesis); ``T > 0`` samples the
+            lesson without replacement with probabilities ``softmax(difficulty / T)``, which
+            keeps some easy samples in every lesson (large ``T`` tends to random selection).
     """
 
     def __init__(
         self, game: Any, model: nn.Module, measure: str = "ce", targets: str = "soft",
-        seed: int = 0,
+        seed: int = 0, selection_temperature: float = 0.0,
     ) -> None:
         if measure not in MEASURES:
             raise ValueError(f"unknown measure {measure!r}; valid choices: {list(MEASURES)}")
         if targets not in TARGETS:
             raise ValueError(f"unknown targets {targets!r}; valid choices: {list(TARGETS)}")
+        if not selection_temperature >= 0:  # also refuses NaN
+            raise ValueError(
+                f"selection_temperature must be >= 0, got {selection_temperature!r}")
         self.game, self.measure, self.targets = game, measure, targets
+        self.selection_temperature = float(selection_temperature)
         self.batch_size = game.batch_size
         self.model = model
         self.train_probs = predict_probs(model, game.train_x, game.device).to(game.device)
@@ -339,6 +355,8 @@ class HardnessTeacher:
         labels = parts["labels"].argmax(-1)
         scores = difficulty(teacher_probs, parts["answers"], self.measure, labels=labels,
                             generator=self.generator)
+        if self.selection_temperature > 0:
+            scores = gumbel_scores(scores, self.selection_temperature, self.generator)
         select = select_topk(scores, self.batch_size)
         targets = teacher_probs if self.targets == "soft" else parts["labels"]
         return {"select": select, "targets": targets}

@@ -7,12 +7,16 @@ minibatches answered) and backward passes (lessons studied) and scores exams on 
 split; each student stops after ``--patience-epochs`` quiz epochs without a better exam
 (20 in the thesis) and is scored on the test set at its best-validation checkpoint.
 
-Columns: ``test acc`` (best-validation checkpoint), ``bp @best`` (backward passes at that
-checkpoint, the thesis' column), ``bp to base`` (first exam whose *test* accuracy reaches the
-baseline's ``test acc``), ``speed-up`` (baseline's ``bp to base`` / this row's), ``bp to
-base-0.5`` and ``speed-up -0.5`` (the same 0.5 points below the baseline's test accuracy),
-``fp to base`` (forward passes at ``bp to base``), ``wall s``; the JSON/CSV add ``bp to base val``
-(first exam reaching the baseline's best *validation* accuracy) and the curves.
+Every configuration trains ``--worlds`` students side by side (3 by default: one batched game,
+one batched student model; the worlds differ in initialisation and data order) and reports
+their spread. Columns: ``test acc`` and ``±`` (mean and std over worlds of the test accuracy at
+each world's best-validation checkpoint), ``bp @best`` (backward passes at that checkpoint, the
+thesis' column), ``bp to base`` (per world, the first exam whose *test* accuracy reaches the
+baseline's ``test acc``; the median over worlds, ``–`` unless half of them got there),
+``speed-up`` (baseline's ``bp to base`` / this row's), ``bp to base-0.5`` and ``speed-up -0.5``
+(the same 0.5 points below the baseline's test accuracy), ``fp to base`` (forward passes at
+``bp to base``), ``wall s``; the JSON/CSV add per-world values, ``bp to base val`` (reaching the
+baseline's best *validation* accuracy) and the curves.
 
     python examples/bench_quiz.py --quick             # digits, about two minutes
     python examples/bench_quiz.py --workers 2         # Fashion-MNIST, table 3.1 (7-9 min)
@@ -41,7 +45,7 @@ if str(ROOT) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import commenv  # noqa: E402
-from agents.quiz_runner import run_quiz  # noqa: E402
+from agents.quiz_runner import run_quiz, turn_action  # noqa: E402
 from agents.teacher import HardnessTeacher, PassThroughTeacher, Student, teacher_for  # noqa: E402
 from commenv import benchtools  # noqa: E402
 
@@ -70,7 +74,7 @@ THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, b
 }
 TEACHER_TRAINING: dict[str, Any] = {}  # train_teacher defaults: 30 epochs max, patience 5
 COLUMNS = [
-    "config", "thesis acc", "thesis bp", "test acc", "bp @best", "bp to base", "speed-up",
+    "config", "thesis acc", "thesis bp", "test acc", "±", "bp @best", "bp to base", "speed-up",
     "bp to base-0.5", "speed-up -0.5", "fp to base", "epochs", "wall s",
 ]
 TOLERANCE = 0.5
@@ -100,6 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exam-every", type=int, default=None,
                    help="lessons between exams (default 10 quick, 200 full)")
     p.add_argument("--seed", type=int, default=0, help="seed of the students and the env")
+    p.add_argument("--worlds", type=int, default=3,
+                   help="students trained side by side per configuration (one batched game; "
+                        "the table shows their mean and std, the speed-ups their median)")
+    p.add_argument("--selection-temperature", type=float, default=0.0,
+                   help="0: the thesis' top-k; > 0: sample the lesson without replacement with "
+                        "probabilities softmax(difficulty / T) (Gumbel top-k)")
     p.add_argument("--workers", type=int, default=1,
                    help="configurations run in parallel processes (one torch thread each)")
     p.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
@@ -134,7 +144,8 @@ def build_teacher(name: str, game: Any, model: torch.nn.Module, args: argparse.N
     _, measure, targets = CONFIGS[name]
     if measure is None:
         return PassThroughTeacher(game)
-    return HardnessTeacher(game, model, measure=measure, targets=targets, seed=args.seed)
+    return HardnessTeacher(game, model, measure=measure, targets=targets, seed=args.seed,
+                           selection_temperature=args.selection_temperature)
 
 
 def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) -> dict[str, Any]:
@@ -146,57 +157,82 @@ def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) 
     model = teacher_for(args.dataset, data_root=args.data_root, device=device,
                         show_progress=show_progress, **TEACHER_TRAINING) if needs_teacher else None
     game = commenv.quiz_v0.batched(
-        1, device, dataset=args.dataset, data_root=args.data_root, stack_size=stack,
+        args.worlds, device, dataset=args.dataset, data_root=args.data_root, stack_size=stack,
         batch_size=args.batch_size, exam_every=args.exam_every, max_lessons=10**12,
     )
     data = commenv.load_dataset(args.dataset, root=args.data_root)
     test = (data.test.flat().to(device), data.test.y.to(device))
-    student = Student(game.num_features, game.num_classes, seed=args.seed, device=device)
+    student = Student(game.num_features, game.num_classes, num_envs=args.worlds, seed=args.seed,
+                      device=device)
     teacher = build_teacher(name, game, model, args)
     run = run_quiz(game, student, teacher, seed=args.seed, patience_epochs=args.patience_epochs,
                    max_epochs=args.max_epochs, show_progress=show_progress, desc=name, test=test)
     student.load_state_dict(run.best_state)
+    test_acc = 100 * student.accuracy(*test)
     return {
-        "config": name, "stack_size": stack,
-        "test acc": 100 * float(student.accuracy(*test)[0]),
-        "best val acc": 100 * float(run.best_val[0]),
-        "bp @best": int(run.best_backward[0]), "fp @best": int(run.best_forward[0]),
-        "backward passes": int(run.backward_passes[0]),
-        "forward passes": int(run.forward_passes[0]),
+        "config": name, "stack_size": stack, "worlds": args.worlds,
+        "test acc": float(test_acc.mean()),
+        "±": float(test_acc.std()) if args.worlds > 1 else None,
+        "test acc per world": test_acc.tolist(),
+        "best val acc": 100 * float(run.best_val.mean()),
+        "best val acc per world": (100 * run.best_val).tolist(),
+        "bp @best": round(float(run.best_backward.float().quantile(0.5))),
+        "bp @best per world": run.best_backward.tolist(),
+        "fp @best": round(float(run.best_forward.float().quantile(0.5))),
+        "backward passes": run.backward_passes.tolist(),
+        "forward passes": run.forward_passes.tolist(),
         "epochs": run.epochs, "wall s": run.wall_seconds, "stopped by": run.stopped_by,
         "bits": game.channel.total_bits(),
         "curve": run.curve,
     }
 
 
-def _first_reach(curve: list[dict], key: str, target: float) -> dict | None:
+def _first_reach(curve: list[dict], key: str, world: int, target: float) -> dict | None:
     for point in curve:
-        if 100 * point[key][0] >= target - 1e-9:
+        if 100 * point[key][world] >= target - 1e-9:
             return point
     return None
 
 
+def _median_reach(
+    curve: list[dict], key: str, target: float, counter: str = "backward_passes"
+) -> tuple[float | None, list[int | None]]:
+    """Per world, ``counter`` at the first exam whose ``key`` accuracy reaches ``target``; and
+    their median, ``None`` unless at least half of the worlds got there (a world that never
+    reached it counts as infinitely slow)."""
+    worlds = len(curve[0][key]) if curve else 0
+    hits = [_first_reach(curve, key, w, target) for w in range(worlds)]
+    per_world = [h[counter][w] if h else None for w, h in enumerate(hits)]
+    ranked = sorted(float("inf") if v is None else float(v) for v in per_world)
+    if not ranked:
+        return None, per_world
+    mid = len(ranked) // 2
+    median = ranked[mid] if len(ranked) % 2 else (ranked[mid - 1] + ranked[mid]) / 2
+    return (round(median) if median != float("inf") else None), per_world
+
+
 def add_comparisons(rows: list[dict[str, Any]]) -> None:
-    """Backward passes to reach the baseline's accuracy, speed-ups, thesis numbers."""
+    """Backward passes to reach the baseline's accuracy, speed-ups, thesis numbers.
+
+    The target is the baseline's mean test accuracy (at each world's best-validation
+    checkpoint); every world of a row is timed to its first exam at or above it and the row
+    reports the median over worlds (one world: exactly that world).
+    """
     base = next(r for r in rows if r["config"] == "baseline")
-    base_hit = _first_reach(base["curve"], "test_accuracy", base["test acc"])
-    base["bp to base"] = base_hit["backward_passes"][0] if base_hit else None
-    base_tol = _first_reach(base["curve"], "test_accuracy", base["test acc"] - TOLERANCE)
+    target, target_val = base["test acc"], base["best val acc"]
+    base_bp, _ = _median_reach(base["curve"], "test_accuracy", target)
+    base_tol, _ = _median_reach(base["curve"], "test_accuracy", target - TOLERANCE)
     for row in rows:
-        tol = _first_reach(row["curve"], "test_accuracy", base["test acc"] - TOLERANCE)
-        row["bp to base-0.5"] = tol["backward_passes"][0] if tol else None
-        row["speed-up -0.5"] = (
-            base_tol["backward_passes"][0] / tol["backward_passes"][0]
-            if tol and base_tol and tol["backward_passes"][0] else None
-        )
-        hit = _first_reach(row["curve"], "test_accuracy", base["test acc"])
-        hit_val = _first_reach(row["curve"], "accuracy", base["best val acc"])
-        row["bp to base"] = hit["backward_passes"][0] if hit else None
-        row["fp to base"] = hit["forward_passes"][0] if hit else None
-        row["bp to base val"] = hit_val["backward_passes"][0] if hit_val else None
-        reached = hit is not None and row["bp to base"] > 0
-        base_bp = base["bp to base"]
-        row["speed-up"] = base_bp / row["bp to base"] if reached and base_bp else None
+        curve = row["curve"]
+        row["bp to base"], row["bp to base per world"] = _median_reach(
+            curve, "test_accuracy", target)
+        row["fp to base"], _ = _median_reach(curve, "test_accuracy", target, "forward_passes")
+        row["bp to base val"], _ = _median_reach(curve, "accuracy", target_val)
+        row["bp to base-0.5"], _ = _median_reach(curve, "test_accuracy", target - TOLERANCE)
+        row["speed-up"] = (base_bp / row["bp to base"]
+                           if base_bp and row["bp to base"] else None)
+        row["speed-up -0.5"] = (base_tol / row["bp to base-0.5"]
+                                if base_tol and row["bp to base-0.5"] else None)
         row["thesis acc"], row["thesis bp"] = THESIS.get(row["config"], (None, None))
 
 
@@ -207,14 +243,14 @@ def draw_figure(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
     left = {"baseline", "stack 2 CE soft", "stack 2 CE true", "stack 2 Euclid soft",
             "stack 2 random soft"}
     for row in rows:
-        xs = [p["backward_passes"][0] for p in row["curve"]]
-        ys = [100 * p["accuracy"][0] for p in row["curve"]]
+        xs = [sum(p["backward_passes"]) / len(p["backward_passes"]) for p in row["curve"]]
+        ys = [100 * sum(p["accuracy"]) / len(p["accuracy"]) for p in row["curve"]]
         on_left = row["config"] in left
         on_right = row["config"] in {"baseline", "stack 2 CE soft"} or not on_left
         for ax, show in ((axes[0], on_left), (axes[1], on_right)):
             if show:
                 ax.plot(xs, ys, label=row["config"], lw=1.2)
-    lows = [100 * p["accuracy"][0] for r in rows for p in r["curve"]]
+    lows = [100 * min(p["accuracy"]) for r in rows for p in r["curve"]]
     for ax, title in zip(axes, ("stack size 2", "stack sizes"), strict=True):
         ax.set_xlabel("backward passes (student parameter updates)")
         ax.set_title(f"{title} — {dataset}")
@@ -222,7 +258,7 @@ def draw_figure(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
         ax.legend(fontsize=8)
         if lows:
             ax.set_ylim(max(min(lows), sorted(lows)[len(lows) // 10] - 5), None)
-    axes[0].set_ylabel("validation accuracy (%)")
+    axes[0].set_ylabel("validation accuracy (%), mean over worlds")
     return benchtools.save_figure(fig, path)
 
 
@@ -281,7 +317,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"\n## Table 3.1 on {args.dataset} (thesis columns: MNIST)\n")
     print(benchtools.markdown_table(rows, COLUMNS))
     print(f"\nbatch size {args.batch_size}, patience {args.patience_epochs} epochs, exams every "
-          f"{args.exam_every} lessons, seed {args.seed}")
+          f"{args.exam_every} lessons, seed {args.seed}, {args.worlds} worlds per configuration "
+          f"(test acc: mean ± std; bp columns: median over worlds)")
     name = f"table3_1_{args.dataset}"
     json_path, csv_path = benchtools.write_results(args.out_dir, name, rows, args)
     print(f"wrote {json_path} and {csv_path}")
@@ -308,38 +345,36 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
     """
     lessons = 200 if quick else 2000
 
-    def play(num_envs: int, student: Student | None = None, teacher: Any = None) -> float:
+    class Idle:  # fixed agents: the env's own cost per lesson
+        def answer(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.full((*images.shape[:2], 10), 0.1)
+
+        def study(self, *lesson: torch.Tensor) -> None:
+            pass
+
+        def act(self, obs: torch.Tensor, infos: dict) -> dict[str, torch.Tensor]:
+            n, m = obs.shape[0], infos["stack_indices"].shape[1]
+            return {"select": torch.arange(m).expand(n, m) < 32,
+                    "targets": torch.full((n, m, 10), 0.1)}
+
+    def play(num_envs: int, student: Any, teacher: Any) -> float:
         game = commenv.quiz_v0.batched(num_envs, "cpu", stack_size=5, exam_every=10**9,
                                        max_lessons=10**12)
-        N, B, C = num_envs, game.batch_size, game.num_classes
-        M = game.stack_size * B
-        uniform = torch.full((N, B, C), 1.0 / C)
-        first = {"select": torch.arange(M).expand(N, M) < B,
-                 "targets": torch.full((N, M, C), 1.0 / C)}
-        if teacher is not None:
+        if not isinstance(teacher, Idle):
             teacher = HardnessTeacher(game, teacher)
+        ack = torch.full((num_envs, game.batch_size, game.num_classes), 0.1)
         obs, infos = game.reset(seed=0)
         start = time.perf_counter()
         while game._lessons < lessons or game.phase != "quiz":
-            agent = game.agent_selection
-            if agent == "teacher":
-                act = teacher.act(obs["teacher"], infos["teacher"]) if teacher else first
-            elif student is None:
-                act = uniform
-            else:
-                parts = game.unpack_student(obs["student"])
-                if game.phase == "study":
-                    student.study(parts["images"], parts["targets"], parts["mask"])
-                    act = uniform
-                else:
-                    act = student.answer(parts["images"])
-            obs, _, _, _, infos = game.step({agent: act})
+            obs, _, _, _, infos = game.step(turn_action(game, obs, infos, student, teacher, ack))
         return num_envs * lessons / (time.perf_counter() - start)
 
     note = "digits, stack 5: 5 quiz turns + lesson + study per lesson"
     rows = [
-        {"name": "quiz_v0 env alone (lessons/s)", "steps_per_s": play(1), "note": note},
-        {"name": "quiz_v0 env alone, 16 worlds (lessons/s)", "steps_per_s": play(16),
+        {"name": "quiz_v0 env alone (lessons/s)", "steps_per_s": play(1, Idle(), Idle()),
+         "note": note},
+        {"name": "quiz_v0 env alone, 16 worlds (lessons/s)",
+         "steps_per_s": play(16, Idle(), Idle()),
          "note": note + "; batched face"},
     ]
     student = Student(64, 10)

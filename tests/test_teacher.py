@@ -23,6 +23,7 @@ from agents.teacher import (
     Student,
     TeacherMLP,
     difficulty,
+    gumbel_scores,
     load_teacher,
     predict_probs,
     save_teacher,
@@ -69,6 +70,36 @@ def test_select_topk_rejects_bad_k():
         select_topk(torch.zeros(2, 3), 4)
     with pytest.raises(ValueError, match="scores must be"):
         select_topk(torch.zeros(3), 1)
+
+
+def test_gumbel_selection_samples_softmax_without_replacement():
+    scores = torch.tensor([2.0, 1.0, 0.0, -1.0]).expand(40_000, 4)
+    gen = torch.Generator().manual_seed(0)
+    for temperature in (0.5, 2.0):
+        first = select_topk(gumbel_scores(scores, temperature, gen), 1).float().mean(0)
+        torch.testing.assert_close(first, torch.softmax(scores[0] / temperature, 0),
+                                   atol=0.01, rtol=0)
+    two = select_topk(gumbel_scores(scores, 1.0, gen), 2)
+    assert two.sum(1).eq(2).all()  # k distinct items per row
+    p = torch.softmax(scores[0], 0)
+    # P(item 0 among two) = p0 + sum_j p_j p0 / (1 - p_j), the without-replacement formula
+    expected = p[0] + sum(p[j] * p[0] / (1 - p[j]) for j in range(1, 4))
+    assert float(two[:, 0].float().mean()) == pytest.approx(float(expected), abs=0.01)
+
+
+def test_selection_temperature_keeps_easy_samples_and_checks_its_value(tiny_teacher):
+    game = commenv.quiz_v0.batched(stack_size=5)
+    obs, infos = game.reset(seed=0)
+    while game.agent_selection != "teacher":
+        obs, _, _, _, infos = game.step({"student": torch.full((1, 32, 10), 0.1)})
+    hard = HardnessTeacher(game, tiny_teacher, measure="ce").act(obs["teacher"], infos["teacher"])
+    soft = HardnessTeacher(game, tiny_teacher, measure="ce", selection_temperature=1.0).act(
+        obs["teacher"], infos["teacher"])
+    assert soft["select"].sum() == hard["select"].sum() == 32
+    assert (soft["select"] != hard["select"]).any()  # some easier samples were sampled in
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="selection_temperature"):
+            HardnessTeacher(game, tiny_teacher, selection_temperature=bad)
 
 
 # -- difficulty ------------------------------------------------------------------------------
@@ -253,3 +284,30 @@ def test_bench_takes_a_user_teacher(tiny_teacher: TeacherMLP):
     game = commenv.quiz_v0.batched(stack_size=args.teacher_stack)
     teacher = bench_quiz.build_teacher(f"user:{args.teacher}", game, tiny_teacher, args)
     assert isinstance(teacher, HardnessTeacher) and teacher.measure == "ce"
+
+
+def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import bench_quiz
+
+    rows = bench_quiz.main(["--quick", "--configs", "stack 2 CE soft", "--max-epochs", "2",
+                            "--worlds", "2", "--no-plot", "--out-dir", str(tmp_path)])
+    assert [r["config"] for r in rows] == ["baseline", "stack 2 CE soft"]
+    for row in rows:
+        accs = row["test acc per world"]
+        assert len(accs) == 2 and row["test acc"] == pytest.approx(sum(accs) / 2)
+        assert row["±"] == pytest.approx(float(torch.tensor(accs).std()))
+        assert len(row["curve"][0]["test_accuracy"]) == 2
+    out = capsys.readouterr().out
+    assert "| stack 2 CE soft |" in out and "2 worlds per configuration" in out
+    assert (tmp_path / "table3_1_digits.json").exists()
+
+
+def test_median_reach_counts_worlds_that_never_get_there_as_slowest():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import bench_quiz
+
+    curve = [{"backward_passes": [10, 10, 10], "test_accuracy": [0.5, 0.9, 0.1]},
+             {"backward_passes": [20, 20, 20], "test_accuracy": [0.8, 0.9, 0.2]}]
+    assert bench_quiz._median_reach(curve, "test_accuracy", 80.0) == (20, [20, 10, None])
+    assert bench_quiz._median_reach(curve, "test_accuracy", 85.0) == (None, [None, 10, None])
