@@ -19,7 +19,7 @@ baseline's ``test acc``; the median over worlds, ``–`` unless half of them got
 baseline's best *validation* accuracy) and the curves.
 
     python examples/bench_quiz.py --quick             # digits, about two minutes
-    python examples/bench_quiz.py --workers 2         # Fashion-MNIST, table 3.1 (7-9 min)
+    python examples/bench_quiz.py --workers 2         # Fashion-MNIST, table 3.1 (~15 min)
     python examples/bench_quiz.py --dataset mnist --data-root ~/data/mnist
     python examples/bench_quiz.py --quick --teacher my_teachers:MyTeacher
     commenv bench quiz --quick
