@@ -27,6 +27,7 @@ import torch
 
 import commenv
 from agents.speakers import (
+    MI_ESTIMATORS,
     GumbelSoftmaxWrapper,
     MIDiscriminator,
     ReinforceWrapper,
@@ -82,6 +83,10 @@ class SpeakerRunConfig:
     """Our likelihood term sums the cross-entropy over the bits; at the thesis' weights (scale 1)
     it drives both speakers to constant messages on ``feedback`` (MI loss stuck at log 4), so
     we keep the thesis' ratio between levels at a tenth of the size."""
+    mi_estimator: str = "gan"
+    """``"gan"`` (the thesis' discriminator loss) or ``"infonce"`` (ours; see ``mi_loss``)."""
+    mi_negatives: int = 8
+    """Marginal pairs per joint pair for ``"infonce"``."""
     temperature: TemperatureSchedule = field(default_factory=TemperatureSchedule)
     straight_through: bool = False
     entropy_coef: float = 0.01
@@ -96,6 +101,7 @@ class SpeakerRunConfig:
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, KINDS)
         check_choice("level", self.level, tuple(LEVEL_GAMES))
+        check_choice("mi_estimator", self.mi_estimator, MI_ESTIMATORS)
         for name in ("steps", "batch_size", "eval_every", "message_bits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -243,11 +249,15 @@ def train_speakers(
     )
 
 
+def _mi(cfg: SpeakerRunConfig) -> dict[str, Any]:
+    return {"estimator": cfg.mi_estimator, "negatives": cfg.mi_negatives}
+
+
 def _gumbel_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Tensor, torch.Tensor]:
     idx = torch.randint(len(game.images), (cfg.batch_size,), generator=gen, device=game.device)
     views = game.views(idx)  # (B, n, D)
     out = wrapper(views, generator=gen)
-    loss = mi_loss(disc, views, out.message).sum()
+    loss = mi_loss(disc, views, out.message, **_mi(cfg)).sum()
     weight = cfg.weight()
     if game.level != "none" and weight:  # the game's "none" has no likelihood term
         delivery = exchange(out.message, game.channel, game.grad_mask, gen)
@@ -267,11 +277,12 @@ def _reinforce_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Te
     obs, rewards, _, truncated, next_infos = game.step(
         {a: out.message[:, i] for i, a in enumerate(agents)}
     )
-    reward = mi_reward(disc, views, out.message) + torch.stack([rewards[a] for a in agents], 1)
+    reward = mi_reward(disc, views, out.message, **_mi(cfg))
+    reward = reward + torch.stack([rewards[a] for a in agents], 1)
     advantage = reward - state["baseline"]
     policy = -(advantage.detach() * out.log_prob).mean(0).sum()
     policy = policy - cfg.entropy_coef * out.entropy.mean(0).sum()
-    loss = policy + mi_loss(disc, views, out.message.detach()).sum()
+    loss = policy + mi_loss(disc, views, out.message.detach(), **_mi(cfg)).sum()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

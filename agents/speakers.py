@@ -243,18 +243,37 @@ class MIDiscriminator(nn.Module):
         return self.out(self.body(torch.cat([views, messages], -1))).squeeze(-1)
 
 
-def mi_loss(
-    discriminator: MIDiscriminator, views: torch.Tensor, messages: torch.Tensor
-) -> torch.Tensor:
-    """The vanilla-GAN discriminator loss on joint vs product-of-marginal pairs, ``(n,)``.
+MI_ESTIMATORS: tuple[str, ...] = ("gan", "infonce")
 
-    Joint pairs are ``(x_b, m(x_b))``; marginal pairs ``(x_b, m(x_{b+1}))``: the message of
-    another world of the batch. Minimising it over *both* the discriminator and the speaker is
-    the thesis' max-max game: the speaker too pushes the two distributions apart, which raises
-    the mutual information between a view and its message.
+
+def _check_negatives(batch: int, negatives: int) -> None:
+    if batch < 2:
+        raise ValueError("the MI terms need a batch of at least 2 worlds to form marginal pairs")
+    if not 1 <= negatives < batch:
+        raise ValueError(f"negatives must be in [1, batch size - 1 = {batch - 1}], got {negatives}")
+
+
+def mi_loss(
+    discriminator: MIDiscriminator, views: torch.Tensor, messages: torch.Tensor, *,
+    estimator: str = "gan", negatives: int = 8,
+) -> torch.Tensor:
+    """The mutual-information term, a loss ``(n,)`` minimised by the discriminator *and* the
+    speaker (the thesis' max-max game: the speaker too pushes joint and marginal pairs apart).
+
+    - ``"gan"`` (the thesis): vanilla-GAN discriminator loss on joint pairs ``(x_b, m(x_b))``
+      vs marginal pairs ``(x_b, m(x_{b+1}))``, the message of another world of the batch.
+    - ``"infonce"`` (ours, beyond the thesis): InfoNCE with the same discriminator as critic:
+      cross-entropy of picking the joint pair among it and ``negatives`` marginal pairs. More
+      negatives make a view's message harder to confuse with other views' messages.
     """
-    if views.shape[0] < 2:
-        raise ValueError("mi_loss needs a batch of at least 2 worlds to form marginal pairs")
+    if estimator not in MI_ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; valid choices: {list(MI_ESTIMATORS)}")
+    if estimator == "infonce":  # the view is fixed, the messages vary
+        _check_negatives(views.shape[0], negatives)
+        scores = torch.stack([discriminator(views, messages.roll(j, 0))
+                              for j in range(negatives + 1)], -1)
+        return -torch.log_softmax(scores, -1)[..., 0].mean(0)
+    _check_negatives(views.shape[0], 1)
     joint = discriminator(views, messages)
     marginal = discriminator(views, messages.roll(1, 0))
     loss = F.binary_cross_entropy_with_logits(joint, torch.ones_like(joint), reduction="none")
@@ -265,11 +284,23 @@ def mi_loss(
 
 
 def mi_reward(
-    discriminator: MIDiscriminator, views: torch.Tensor, messages: torch.Tensor
+    discriminator: MIDiscriminator, views: torch.Tensor, messages: torch.Tensor, *,
+    estimator: str = "gan", negatives: int = 8,
 ) -> torch.Tensor:
-    """Per-message reward ``(B, n)`` of the same max-max game for a speaker that cannot take a
-    gradient: ``log D(x, m(x)) + log(1 - D(x', m(x)))``, with ``x'`` another world's view."""
+    """Per-message reward ``(B, n)`` of the same game for a speaker that cannot take a gradient.
+
+    ``"gan"``: ``log D(x, m(x)) + log(1 - D(x', m(x)))``, with ``x'`` another world's view;
+    ``"infonce"``: the log-probability the critic gives the message's own view among its view
+    and ``negatives`` other worlds' views.
+    """
+    if estimator not in MI_ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; valid choices: {list(MI_ESTIMATORS)}")
     with torch.no_grad():
+        if estimator == "infonce":  # the message is fixed, the views vary
+            _check_negatives(views.shape[0], negatives)
+            scores = torch.stack([discriminator(views.roll(-j, 0), messages)
+                                  for j in range(negatives + 1)], -1)
+            return torch.log_softmax(scores, -1)[..., 0]
         joint = F.logsigmoid(discriminator(views, messages))
         other = F.logsigmoid(-discriminator(views.roll(-1, 0), messages))
     return joint + other

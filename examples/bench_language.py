@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--likelihood-scale", type=float, default=0.1,
                    help="multiplier on the thesis' likelihood weights (0.01 one-way, 0.005 "
                         "with feedback); 1.0 collapses messages in our implementation")
+    p.add_argument("--mi-estimator", default="gan", choices=["gan", "infonce"],
+                   help="MI term: the thesis' GAN discriminator loss, or InfoNCE (ours)")
+    p.add_argument("--mi-negatives", type=int, default=8,
+                   help="marginal pairs per joint pair for --mi-estimator infonce")
+    p.add_argument("--untrained", action="store_true",
+                   help="add a reference row: the probe on an untrained speaker (lr 0)")
     p.add_argument("--entropy-coef", type=float, default=0.01, help="REINFORCE entropy bonus")
     p.add_argument("--remedies", help=f"comma-separated Gumbel remedies from {REMEDIES} "
                                       "('' for none)")
@@ -116,6 +122,8 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict]]:
             out.append((f"gumbel {bits}-bit", {"message_bits": bits}))
         else:
             raise ValueError(f"unknown remedy {remedy!r}; valid choices: {list(REMEDIES)}")
+    if args.untrained:  # what the probe reads from random features: the floor to beat
+        out.append(("untrained (lr 0)", {"kind": "gumbel", "lr": 0.0}))
     if args.agent:
         cls = benchtools.load_object(args.agent)
         out.append((f"user {args.agent}", {"speaker_cls": cls}))
@@ -137,6 +145,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         disc_hidden=tuple(int(h) for h in args.disc_hidden.split(",")), steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
         likelihood_scale=args.likelihood_scale, entropy_coef=args.entropy_coef,
+        mi_estimator=args.mi_estimator, mi_negatives=args.mi_negatives,
         device=str(device), speaker_cls=Speaker,
         temperature=TemperatureSchedule(
             args.temp_start, args.temp_decay, args.temp_every, args.temp_floor
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     plan = [
         (name, level, seed, {**base, **over, "level": level, "seed": seed})
         for name, over in variants(args) for level in levels for seed in range(args.seeds)
+        if over.get("lr") != 0.0 or level == levels[0]  # without training the level is moot
     ]
     print(f"bench_language: {len(plan)} runs on {args.dataset} ({device}), "
           f"{args.steps} steps each", flush=True)

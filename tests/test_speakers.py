@@ -106,6 +106,29 @@ def test_mi_discriminator_learns_to_tell_joint_from_marginal_pairs():
         mi_loss(disc, views[:1], messages[:1])
 
 
+def test_infonce_estimator_learns_and_checks_its_arguments():
+    torch.manual_seed(0)
+    views = torch.rand(128, 2, 12)
+    messages = (views[..., :6] > 0.5).float()
+    disc = MIDiscriminator(2, 12, 6, hidden=(32,))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    kw = {"estimator": "infonce", "negatives": 7}
+    first = mi_loss(disc, views, messages, **kw)
+    # an untrained critic cannot pick the joint pair among 8: the loss starts near log 8
+    assert first.shape == (2,) and torch.allclose(first, torch.full((2,), math.log(8)), atol=0.3)
+    for _ in range(150):
+        opt.zero_grad()
+        mi_loss(disc, views, messages, **kw).sum().backward()
+        opt.step()
+    assert (mi_loss(disc, views, messages, **kw) < 0.5 * math.log(8)).all()
+    reward = mi_reward(disc, views, messages, **kw)
+    assert reward.shape == (128, 2) and float(reward.mean()) > 0.5 * math.log(1 / 8)
+    with pytest.raises(ValueError, match="negatives must be in"):
+        mi_loss(disc, views[:4], messages[:4], **kw)
+    with pytest.raises(ValueError, match="valid choices"):
+        mi_loss(disc, views, messages, estimator="mine")
+
+
 @pytest.mark.parametrize("level", list(LEVEL_GAMES))
 def test_levels_come_from_the_channel(level):
     """The likelihood term's gradient reaches the teacher exactly on feedback/both."""
