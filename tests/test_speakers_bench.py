@@ -54,3 +54,30 @@ def test_unknown_level_is_a_value_error(tmp_path):
         sys.path.remove(str(SCRIPT.parent))
     with pytest.raises(ValueError, match="valid choices"):
         bench_language.main(["--quick", "--levels", "loud", "--out-dir", str(tmp_path)])
+
+
+def test_infonce_and_untrained_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import bench_language
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    threads = torch.get_num_threads()
+    try:
+        rows = bench_language.main([
+            "--quick", "--steps", "6", "--eval-every", "6", "--seeds", "1",
+            "--levels", "none,both", "--kinds", "gumbel,reinforce", "--remedies", "",
+            "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
+            "--mi-estimator", "infonce", "--mi-negatives", "3", "--untrained",
+            "--out-dir", str(tmp_path),
+        ])
+    finally:
+        torch.set_num_threads(threads)
+    levels = {(r["speaker"], r["level"]) for r in rows}
+    # the untrained reference runs once (its level does not matter), the others on every level
+    assert ("untrained (lr 0)", "none") in levels and ("untrained (lr 0)", "both") not in levels
+    assert {("gumbel", "both"), ("reinforce", "both")} <= levels
+    runs = json.loads((tmp_path / "language_digits.json").read_text())["runs"]
+    assert {r["config"]["mi_estimator"] for r in runs} == {"infonce"}
+    assert {r["config"]["mi_negatives"] for r in runs} == {3}
