@@ -4,6 +4,8 @@ small student.
 - :class:`TeacherMLP`: 2 x 1200 ReLU with dropout, trained to convergence with early stopping on
   validation accuracy (:func:`train_teacher`), saved and loaded with ``weights_only=True``
   (:func:`save_teacher`, :func:`load_teacher`, :func:`teacher_for` caches it on disk).
+- :class:`TeacherCNN` (ours, ``arch="cnn"``): a small batch-normed CNN, a stronger teacher for
+  datasets where the MLP is barely better than the student (Fashion-MNIST: 92 % vs 88.6 %).
 - :class:`Student`: 2 x 32 ReLU, no dropout, Adam; one model per env of a batched game, held as
   one batched network (:class:`BatchedMLP`), so ``num_envs`` students train without a Python loop.
 - :class:`HardnessTeacher`: scores the stack with :func:`difficulty` (cross-entropy or Euclidean
@@ -52,6 +54,46 @@ class TeacherMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class TeacherCNN(nn.Module):
+    """A stronger teacher than the thesis' (ours): three 3x3 convolutions with batch norm (the
+    last two with stride 2), dropout and a 256-unit layer. Reads flat images ``(n, C*H*W)``."""
+
+    def __init__(
+        self, image_shape: tuple[int, int, int] | list[int], num_classes: int, width: int = 32,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        c, h, w = (int(v) for v in image_shape)
+        self.image_shape = (c, h, w)
+        self.config = {"arch": "cnn", "image_shape": [c, h, w], "num_classes": int(num_classes),
+                       "width": int(width), "dropout": float(dropout)}
+
+        def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        flat = 4 * width * math.ceil(h / 4) * math.ceil(w / 4)
+        self.net = nn.Sequential(
+            *block(c, width, 1), *block(width, 2 * width, 2), *block(2 * width, 4 * width, 2),
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, 256), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(256, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(-1, *self.image_shape))
+
+
+TEACHER_ARCHS: tuple[str, ...] = ("mlp", "cnn")
+
+
+def build_teacher_model(config: dict[str, Any]) -> nn.Module:
+    """A teacher network from its ``config`` (files written before ``arch`` existed are MLPs)."""
+    config = dict(config)
+    arch = config.pop("arch", "mlp")
+    if arch not in TEACHER_ARCHS:
+        raise ValueError(f"unknown teacher arch {arch!r}; valid choices: {list(TEACHER_ARCHS)}")
+    return TeacherMLP(**config) if arch == "mlp" else TeacherCNN(**config)
 
 
 class BatchedMLP(nn.Module):
@@ -149,10 +191,14 @@ def train_teacher(
     train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
     num_classes: int, hidden: int = 1200, dropout: float = 0.5, batch_size: int = 128,
     lr: float = 1e-3, max_epochs: int = 30, patience: int = 5, seed: int = 0,
-    device: str | torch.device = "cpu", show_progress: bool = True,
-) -> tuple[TeacherMLP, dict[str, Any]]:
-    """Train a :class:`TeacherMLP` with Adam until validation accuracy stops improving.
+    device: str | torch.device = "cpu", show_progress: bool = True, arch: str = "mlp",
+    image_shape: tuple[int, int, int] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a teacher with Adam until validation accuracy stops improving.
 
+    ``arch="mlp"`` is the thesis' :class:`TeacherMLP`; ``arch="cnn"`` our :class:`TeacherCNN`
+    (needs ``image_shape``; its batches are shifted by up to 1/14 of the image side, 2 pixels on
+    28x28, a cheap augmentation).
     Images are flat ``(n, D)``. Returns the best-validation model (eval mode) and a log
     ``{"best_val_accuracy", "best_epoch", "epochs", "history"}``.
     """
@@ -160,7 +206,16 @@ def train_teacher(
 
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))  # dropout masks
-    model = TeacherMLP(train_x.shape[1], num_classes, hidden, dropout).to(device)
+    if arch == "cnn":
+        if image_shape is None:
+            raise ValueError("arch='cnn' needs image_shape=(C, H, W)")
+        model: nn.Module = TeacherCNN(image_shape, num_classes).to(device)
+        shift = min(image_shape[1:]) // 14  # 2 pixels on 28x28 images, none on 8x8 digits
+    else:
+        shift = 0
+        model = build_teacher_model({"arch": arch, "num_features": train_x.shape[1],
+                                     "num_classes": num_classes, "hidden": hidden,
+                                     "dropout": dropout}).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best, best_state, best_epoch, history = -1.0, None, 0, []
     quiet = {} if show_progress else {"disable": True}
@@ -170,7 +225,11 @@ def train_teacher(
         perm = torch.randperm(len(train_y), generator=gen)
         for start in range(0, len(perm), batch_size):
             idx = perm[start : start + batch_size]
-            loss = F.cross_entropy(model(train_x[idx].to(device)), train_y[idx].to(device))
+            x = train_x[idx].to(device)
+            if shift:
+                dy, dx = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
+                x = x.reshape(-1, *image_shape).roll((dy, dx), (2, 3)).reshape(len(idx), -1)
+            loss = F.cross_entropy(model(x), train_y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -204,7 +263,7 @@ def predict_probs(
     return out
 
 
-def save_teacher(model: TeacherMLP, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_teacher(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Save weights and config as plain tensors/numbers (loadable with ``weights_only=True``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,12 +272,12 @@ def save_teacher(model: TeacherMLP, path: str | Path, extra: dict[str, Any] | No
     return path
 
 
-def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> TeacherMLP:
+def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Load a :func:`save_teacher` file safely (``torch.load(..., weights_only=True)``)."""
     blob = torch.load(Path(path), map_location=device, weights_only=True)
     if not isinstance(blob, dict) or not {"config", "state_dict"} <= set(blob):
         raise ValueError(f"{path} is not a teacher file written by save_teacher()")
-    model = TeacherMLP(**blob["config"]).to(device)
+    model = build_teacher_model(blob["config"]).to(device)
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model
@@ -228,7 +287,7 @@ def teacher_for(
     dataset: str, *, data_root: str | None = None, data_seed: int = 0, seed: int = 0,
     cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
     show_progress: bool = True, **train_kwargs: Any,
-) -> TeacherMLP:
+) -> nn.Module:
     """The trained teacher of ``dataset``: loaded from ``cache_dir`` or trained and saved there.
 
     ``cache_dir`` defaults to ``~/.cache/commenv/teachers``; the file name holds the dataset,
@@ -242,6 +301,8 @@ def teacher_for(
     if path.exists():
         return load_teacher(path, device)
     data = load_dataset(dataset, root=data_root, seed=data_seed)
+    if train_kwargs.get("arch") == "cnn":
+        train_kwargs = {**train_kwargs, "image_shape": data.image_shape}
     model, log = train_teacher(
         data.train.flat(), data.train.y, data.val.flat(), data.val.y,
         num_classes=data.num_classes, seed=seed, device=device, show_progress=show_progress,

@@ -60,6 +60,7 @@ CONFIGS: dict[str, tuple[int, str | None, str]] = {
     "stack 5 CE true": (5, "ce", "true"),
     "stack 5 random soft": (5, "random", "soft"),
     "stack 5 RHO true": (5, "rho", "true"),
+    "stack 1 soft (distillation)": (1, "random", "soft"),
     "stack 10 CE soft": (10, "ce", "soft"),
     "stack 20 CE soft": (20, "ce", "soft"),
 }
@@ -72,7 +73,6 @@ THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, b
     "stack 5 CE soft": (96.8, 13_700),
     "stack 5 CE true": (96.8, 9_100),
 }
-TEACHER_TRAINING: dict[str, Any] = {}  # train_teacher defaults: 30 epochs max, patience 5
 COLUMNS = [
     "config", "thesis acc", "thesis bp", "test acc", "±", "bp @best", "bp to base", "speed-up",
     "bp to base-0.5", "speed-up -0.5", "fp to base", "epochs", "wall s",
@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher", default=None,
                    help="add a user teacher 'module:Class' (built as Class(game=, model=, seed=))")
     p.add_argument("--teacher-stack", type=int, default=5, help="stack size of --teacher")
+    p.add_argument("--teacher-arch", default="mlp", choices=["mlp", "cnn"],
+                   help="the teacher network: the thesis' 2x1200 MLP or our stronger CNN")
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size (32 in the thesis)")
     p.add_argument("--patience-epochs", type=int, default=20,
                    help="stop after this many quiz epochs without a better exam (thesis: 20)")
@@ -137,6 +139,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def teacher_training(args: argparse.Namespace) -> dict[str, Any]:
+    """``teacher_for`` keywords: none for the thesis' MLP (train_teacher's defaults: 30 epochs
+    at most, patience 5), ``arch="cnn"`` for ours."""
+    return {} if args.teacher_arch == "mlp" else {"arch": args.teacher_arch}
+
+
 def build_teacher(name: str, game: Any, model: torch.nn.Module, args: argparse.Namespace) -> Any:
     """The teacher agent of configuration ``name`` (or the user's ``--teacher``)."""
     if name.startswith("user:"):
@@ -155,7 +163,8 @@ def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) 
     stack = args.teacher_stack if name.startswith("user:") else CONFIGS[name][0]
     needs_teacher = name.startswith("user:") or CONFIGS[name][1] is not None
     model = teacher_for(args.dataset, data_root=args.data_root, device=device,
-                        show_progress=show_progress, **TEACHER_TRAINING) if needs_teacher else None
+                        show_progress=show_progress, **teacher_training(args)) \
+        if needs_teacher else None
     game = commenv.quiz_v0.batched(
         args.worlds, device, dataset=args.dataset, data_root=args.data_root, stack_size=stack,
         batch_size=args.batch_size, exam_every=args.exam_every, max_lessons=10**12,
@@ -294,7 +303,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         jobs = [(n, args) for n in order if n not in done]
         if any(n.startswith("user:") or CONFIGS[n][1] is not None for n, _ in jobs):
             # Train (or load) the teacher once, before any worker needs it.
-            teacher_for(args.dataset, data_root=args.data_root, device=device, **TEACHER_TRAINING)
+            teacher_for(args.dataset, data_root=args.data_root, device=device,
+                        **teacher_training(args))
         start = time.perf_counter()
         if args.workers > 1:
             import multiprocessing as mp
@@ -317,7 +327,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"\n## Table 3.1 on {args.dataset} (thesis columns: MNIST)\n")
     print(benchtools.markdown_table(rows, COLUMNS))
     print(f"\nbatch size {args.batch_size}, patience {args.patience_epochs} epochs, exams every "
-          f"{args.exam_every} lessons, seed {args.seed}, {args.worlds} worlds per configuration "
+          f"{args.exam_every} lessons, seed {args.seed}, {args.teacher_arch} teacher, "
+          f"{args.worlds} worlds per configuration "
           f"(test acc: mean ± std; bp columns: median over worlds)")
     name = f"table3_1_{args.dataset}"
     json_path, csv_path = benchtools.write_results(args.out_dir, name, rows, args)
@@ -386,7 +397,7 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
     rows.append({"name": "quiz_v0 student training step alone (steps/s)",
                  "steps_per_s": lessons / (time.perf_counter() - start),
                  "note": "2x32 MLP, Adam, batch 32 (what one lesson costs the student)"})
-    model = teacher_for("digits", show_progress=False, **TEACHER_TRAINING)
+    model = teacher_for("digits", show_progress=False)
     rows.append({"name": "quiz_v0 full loop, reference agents (lessons/s)",
                  "steps_per_s": play(1, Student(64, 10), model),
                  "note": note + "; CE-soft teacher"})

@@ -21,7 +21,9 @@ from agents.teacher import (
     HardnessTeacher,
     PassThroughTeacher,
     Student,
+    TeacherCNN,
     TeacherMLP,
+    build_teacher_model,
     difficulty,
     gumbel_scores,
     load_teacher,
@@ -164,6 +166,27 @@ def test_teacher_save_load_roundtrip(tmp_path: Path, tiny_teacher: TeacherMLP):
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a teacher file"):
         load_teacher(tmp_path / "bad.pt")
+
+
+def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path):
+    data = commenv.load_dataset("digits")
+    model, log = train_teacher(
+        data.train.flat(), data.train.y, data.val.flat(), data.val.y, num_classes=10,
+        arch="cnn", image_shape=data.image_shape, batch_size=32, max_epochs=5, patience=2,
+        show_progress=False,
+    )
+    assert isinstance(model, TeacherCNN) and log["best_val_accuracy"] > 0.8
+    path = save_teacher(model, tmp_path / "cnn.pt")
+    loaded = load_teacher(path)  # weights_only=True: config and tensors only
+    x = data.test.flat()[:50]
+    assert isinstance(loaded, TeacherCNN)
+    assert torch.allclose(predict_probs(loaded, x), predict_probs(model, x), atol=1e-6)
+    with pytest.raises(ValueError, match="needs image_shape"):
+        train_teacher(x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="cnn")
+    with pytest.raises(ValueError, match="valid choices"):
+        build_teacher_model({"arch": "transformer"})
+    old = {k: v for k, v in TeacherMLP(64, 10, hidden=8).config.items()}  # files without arch
+    assert isinstance(build_teacher_model(old), TeacherMLP)
 
 
 def test_reference_architectures():
