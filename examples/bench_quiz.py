@@ -2,10 +2,13 @@
 
 Every configuration plays ``quiz_v0`` (batched face) with the reference agents of
 ``agents/teacher.py``: a 2x32 student (Adam) and a 2x1200 teacher with dropout, trained once to
-convergence with early stopping and cached on disk. The env counts forward passes (quiz
-minibatches answered) and backward passes (lessons studied) and scores exams on the validation
-split; each student stops after ``--patience-epochs`` quiz epochs without a better exam
-(20 in the thesis) and is scored on the test set at its best-validation checkpoint.
+convergence with early stopping and cached on disk (``--teacher-arch cnn``: our stronger CNN
+teacher instead). ``stack 1 soft (distillation)`` is not in the thesis: every quiz sample comes
+back with the teacher's soft labels, plain distillation with no selection. The env counts
+forward passes (quiz minibatches answered) and backward passes (lessons studied) and scores
+exams on the validation split; each student stops after ``--patience-epochs`` quiz epochs
+without a better exam (20 in the thesis) and is scored on the test set at its best-validation
+checkpoint.
 
 Every configuration trains ``--worlds`` students side by side (3 by default: one batched game,
 one batched student model; the worlds differ in initialisation and data order) and reports
@@ -20,6 +23,7 @@ baseline's best *validation* accuracy) and the curves.
 
     python examples/bench_quiz.py --quick             # digits, about two minutes
     python examples/bench_quiz.py --workers 2         # Fashion-MNIST, table 3.1 (~15 min)
+    python examples/bench_quiz.py --teacher-arch cnn        # our stronger CNN teacher
     python examples/bench_quiz.py --dataset mnist --data-root ~/data/mnist
     python examples/bench_quiz.py --quick --teacher my_teachers:MyTeacher
     commenv bench quiz --quick
