@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if not any(r["config"] == "baseline" for r in rows):
         print("no baseline row yet: rerun with --from-partial once it is done")
         return rows
-    rank = {n: i for i, n in enumerate(names)}
+    rank = {n: i for i, n in enumerate([*CONFIGS, *names])}  # resumed rows too: thesis order
     rows.sort(key=lambda r: rank.get(r["config"], len(rank)))
     add_comparisons(rows)
     print(f"\n## Table 3.1 on {args.dataset} (thesis columns: MNIST)\n")
