@@ -12,6 +12,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "examples" / "bench_language.py"
 
 
+@pytest.fixture
+def bench_language(example, monkeypatch):
+    """The script as a module, quiet; torch's thread count restored after ``main`` sets it."""
+    monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
+    threads = torch.get_num_threads()
+    yield example("bench_language")
+    torch.set_num_threads(threads)
+
+
 def test_help_documents_the_options():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
                          text=True, check=True).stdout
@@ -19,23 +28,13 @@ def test_help_documents_the_options():
         assert option in out
 
 
-def test_tiny_run_writes_table_json_csv_png(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import bench_language
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    threads = torch.get_num_threads()
-    try:
-        rows = bench_language.main([
-            "--quick", "--steps", "12", "--eval-every", "6", "--seeds", "1",
-            "--levels", "none,both", "--kinds", "gumbel", "--remedies", "straight-through",
-            "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
-            "--agent", "agents.speakers:Speaker", "--out-dir", str(tmp_path),
-        ])
-    finally:
-        torch.set_num_threads(threads)
+def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
+    rows = bench_language.main([
+        "--quick", "--steps", "12", "--eval-every", "6", "--seeds", "1",
+        "--levels", "none,both", "--kinds", "gumbel", "--remedies", "straight-through",
+        "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
+        "--agent", "agents.speakers:Speaker", "--out-dir", str(tmp_path),
+    ])
     speakers = {r["speaker"] for r in rows}
     assert speakers == {"gumbel", "gumbel straight-through", "user agents.speakers:Speaker"}
     assert {r["level"] for r in rows} == {"none", "both"}
@@ -46,34 +45,19 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, monkeypatch):
     assert (tmp_path / "language_digits.png").stat().st_size > 0
 
 
-def test_unknown_level_is_a_value_error(tmp_path):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import bench_language
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+def test_unknown_level_is_a_value_error(tmp_path, bench_language):
     with pytest.raises(ValueError, match="valid choices"):
         bench_language.main(["--quick", "--levels", "loud", "--out-dir", str(tmp_path)])
 
 
-def test_infonce_and_untrained_rows(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import bench_language
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    threads = torch.get_num_threads()
-    try:
-        rows = bench_language.main([
-            "--quick", "--steps", "6", "--eval-every", "6", "--seeds", "1",
-            "--levels", "none,both", "--kinds", "gumbel,reinforce", "--remedies", "",
-            "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
-            "--mi-estimator", "infonce", "--mi-negatives", "3", "--untrained",
-            "--out-dir", str(tmp_path),
-        ])
-    finally:
-        torch.set_num_threads(threads)
+def test_infonce_and_untrained_rows(tmp_path, bench_language):
+    rows = bench_language.main([
+        "--quick", "--steps", "6", "--eval-every", "6", "--seeds", "1",
+        "--levels", "none,both", "--kinds", "gumbel,reinforce", "--remedies", "",
+        "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
+        "--mi-estimator", "infonce", "--mi-negatives", "3", "--untrained",
+        "--out-dir", str(tmp_path),
+    ])
     levels = {(r["speaker"], r["level"]) for r in rows}
     # the untrained reference runs once (its level does not matter), the others on every level
     assert ("untrained (lr 0)", "none") in levels and ("untrained (lr 0)", "both") not in levels
