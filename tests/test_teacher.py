@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -43,6 +42,12 @@ def tiny_teacher() -> TeacherMLP:
         hidden=64, batch_size=32, max_epochs=10, patience=3, show_progress=False,
     )
     return model
+
+
+@pytest.fixture
+def bench_quiz(example):
+    """``examples/bench_quiz.py`` as a module."""
+    return example("bench_quiz")
 
 
 # -- top-k against brute force -----------------------------------------------------------------
@@ -257,10 +262,7 @@ def test_run_quiz_counts_and_checkpoints(tiny_teacher: TeacherMLP):
     assert float(acc[0]) == pytest.approx(best, abs=1e-6)
 
 
-def test_bench_quiz_help_and_speed_rows():
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-    import bench_quiz
-
+def test_bench_quiz_help_and_speed_rows(bench_quiz):
     with pytest.raises(SystemExit) as exc:
         bench_quiz.parse_args(["--help"])
     assert exc.value.code == 0
@@ -299,20 +301,14 @@ def test_gymnasium_teacher_view_passes_checkers(tiny_teacher: TeacherMLP):
         make(targets="logits")
 
 
-def test_bench_takes_a_user_teacher(tiny_teacher: TeacherMLP):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-    import bench_quiz
-
+def test_bench_takes_a_user_teacher(tiny_teacher: TeacherMLP, bench_quiz):
     args = bench_quiz.parse_args(["--quick", "--teacher", "agents.teacher:HardnessTeacher"])
     game = commenv.quiz_v0.batched(stack_size=args.teacher_stack)
     teacher = bench_quiz.build_teacher(f"user:{args.teacher}", game, tiny_teacher, args)
     assert isinstance(teacher, HardnessTeacher) and teacher.measure == "ce"
 
 
-def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-    import bench_quiz
-
+def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz):
     rows = bench_quiz.main(["--quick", "--configs", "stack 2 CE soft", "--max-epochs", "2",
                             "--worlds", "2", "--no-plot", "--out-dir", str(tmp_path)])
     assert [r["config"] for r in rows] == ["baseline", "stack 2 CE soft"]
@@ -326,10 +322,7 @@ def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys):
     assert (tmp_path / "table3_1_digits.json").exists()
 
 
-def test_median_reach_counts_worlds_that_never_get_there_as_slowest():
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-    import bench_quiz
-
+def test_median_reach_counts_worlds_that_never_get_there_as_slowest(bench_quiz):
     curve = [{"backward_passes": [10, 10, 10], "test_accuracy": [0.5, 0.9, 0.1]},
              {"backward_passes": [20, 20, 20], "test_accuracy": [0.8, 0.9, 0.2]}]
     assert bench_quiz._median_reach(curve, "test_accuracy", 80.0) == (20, [20, 10, None])
