@@ -190,6 +190,8 @@ def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path):
         train_teacher(x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="cnn")
     with pytest.raises(ValueError, match="valid choices"):
         build_teacher_model({"arch": "transformer"})
+    with pytest.raises(ValueError, match="valid choices"):
+        train_teacher(x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="rnn")
     old = {k: v for k, v in TeacherMLP(64, 10, hidden=8).config.items()}  # files without arch
     assert isinstance(build_teacher_model(old), TeacherMLP)
 
