@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -216,11 +217,9 @@ def _median_reach(
     worlds = len(curve[0][key]) if curve else 0
     hits = [_first_reach(curve, key, w, target) for w in range(worlds)]
     per_world = [h[counter][w] if h else None for w, h in enumerate(hits)]
-    ranked = sorted(float("inf") if v is None else float(v) for v in per_world)
-    if not ranked:
+    if not per_world:
         return None, per_world
-    mid = len(ranked) // 2
-    median = ranked[mid] if len(ranked) % 2 else (ranked[mid - 1] + ranked[mid]) / 2
+    median = statistics.median(float("inf") if v is None else v for v in per_world)
     return (round(median) if median != float("inf") else None), per_world
 
 
