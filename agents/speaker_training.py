@@ -27,12 +27,14 @@ import torch
 
 import commenv
 from agents.speakers import (
+    LIKELIHOODS,
     MI_ESTIMATORS,
     GumbelSoftmaxWrapper,
     MIDiscriminator,
     ReinforceWrapper,
     Speaker,
     TemperatureSchedule,
+    contrastive_likelihood_loss,
     exchange,
     likelihood_loss,
     mi_loss,
@@ -87,6 +89,9 @@ class SpeakerRunConfig:
     """``"gan"`` (the thesis' discriminator loss) or ``"infonce"`` (ours; see ``mi_loss``)."""
     mi_negatives: int = 8
     """Marginal pairs per joint pair for ``"infonce"``."""
+    likelihood: str = "bce"
+    """``"bce"`` (the thesis' term, :func:`~agents.speakers.likelihood_loss`) or
+    ``"contrastive"`` (ours, :func:`~agents.speakers.contrastive_likelihood_loss`)."""
     temperature: TemperatureSchedule = field(default_factory=TemperatureSchedule)
     straight_through: bool = False
     entropy_coef: float = 0.01
@@ -102,6 +107,7 @@ class SpeakerRunConfig:
         check_choice("kind", self.kind, KINDS)
         check_choice("level", self.level, tuple(LEVEL_GAMES))
         check_choice("mi_estimator", self.mi_estimator, MI_ESTIMATORS)
+        check_choice("likelihood", self.likelihood, LIKELIHOODS)
         for name in ("steps", "batch_size", "eval_every", "message_bits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -262,7 +268,8 @@ def _gumbel_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Tenso
     if game.level != "none" and weight:  # the game's "none" has no likelihood term
         delivery = exchange(out.message, game.channel, game.grad_mask, gen)
         own = torch.softmax(out.logits, -1)[..., 1]  # the listener's own message distribution
-        loss = loss + weight * likelihood_loss(own, delivery).sum()
+        term = contrastive_likelihood_loss if cfg.likelihood == "contrastive" else likelihood_loss
+        loss = loss + weight * term(own, delivery).sum()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -15,6 +15,8 @@ The pieces follow EGG's separation: plain modules, and wrappers that change one 
   pairs ``(view, its message)`` from product-of-marginal pairs ``(view, another view's
   message)``, one discriminator per agent, batched.
 - :func:`mi_loss`, :func:`likelihood_loss` — the two terms of the thesis' objective (eq. 4.2.5).
+- :func:`contrastive_likelihood_loss` — ours: the likelihood term as InfoNCE over the batch, so
+  the listener's prediction must identify its world's message (constant messages cannot win).
 
 A user speaker plugs in by having :class:`Speaker`'s constructor keywords
 (``n_agents, in_features, message_bits, hidden``) and its ``forward`` contract.
@@ -330,3 +332,32 @@ def likelihood_loss(own: torch.Tensor, delivery: Delivery) -> torch.Tensor:
     ce = -(target * pred.log() + (1 - target) * (1 - pred).log()).sum(-1)
     delivered = delivery.delivered.to(ce.dtype)
     return (ce * delivered).sum((0, 2)) / delivered.sum((0, 2)).clamp(min=1)
+
+
+LIKELIHOODS: tuple[str, ...] = ("bce", "contrastive")
+
+
+def contrastive_likelihood_loss(own: torch.Tensor, delivery: Delivery) -> torch.Tensor:
+    """A likelihood term that constant messages cannot satisfy, per listener ``(n,)`` (ours).
+
+    The thesis' term (:func:`likelihood_loss`) asks listener ``i`` to predict the message it
+    received from its own message distribution ``own`` ``(B, n, L)``; both speakers sending the
+    same constant message satisfies it perfectly. Here the same prediction must *identify* the
+    message: among what slot ``s`` of ``i`` received in every world of the batch, the listener
+    scores each candidate by the log-likelihood its own distribution gives it, and pays the
+    cross-entropy of picking its own world's message (InfoNCE with the likelihood as critic).
+    Only two views of the same world agree here, so the speakers must describe the world, not
+    their noise mask, which is what the probe reads.
+    """
+    p = own.clamp(_EPS, 1 - _EPS)
+    # sum_l log(1 - p) is the same for every candidate, so the log-odds alone rank them
+    logit = p.log() - (1 - p).log()  # (B, n, L)
+    scores = torch.einsum("bil,cisl->bisc", logit, delivery.inbox)  # (B, n, S, B candidates)
+    delivered = delivery.delivered  # (B, n, S)
+    # a large finite value, not -inf, so a slot that got nothing anywhere keeps finite gradients
+    scores = scores.masked_fill(~delivered.permute(1, 2, 0)[None], -1e9)
+    own_world = torch.arange(own.shape[0], device=own.device)
+    ce = -torch.log_softmax(scores, -1)[own_world, :, :, own_world]  # (B, n, S)
+    ce = ce.masked_fill(~delivered, 0.0)
+    d = delivered.to(ce.dtype)
+    return ce.sum((0, 2)) / d.sum((0, 2)).clamp(min=1)

@@ -8,7 +8,9 @@ best validation checkpoint, mean ± std over seeds, beside the thesis' MNIST num
 shows the student's validation accuracy over training steps. Peak vs final validation accuracy
 shows the early peak the thesis saw as the Gumbel temperature anneals; ``--remedies`` adds
 rows for the remedies it proposed (straight-through, longer messages; REINFORCE is its own
-speaker kind).
+speaker kind), and ``--ours`` rows beyond the thesis: ``contrastive``, the Gumbel speaker whose
+likelihood term must pick its own world's message out of the batch
+(``agents.speakers.contrastive_likelihood_loss``).
 
     python examples/bench_language.py --quick                    # digits, about two minutes
     python examples/bench_language.py                            # Fashion-MNIST, 5 seeds
@@ -40,19 +42,29 @@ from agents.speaker_training import (  # noqa: E402
 from agents.speakers import Speaker, TemperatureSchedule  # noqa: E402
 from commenv import benchtools  # noqa: E402
 
+CONTRASTIVE_SCALE = 300.0
+"""The contrastive row's likelihood weights, as a multiple of the thesis' (0.01 one-way, 0.005
+with feedback): its loss is a cross-entropy over the batch, O(1), not a sum over 32 bits."""
+
 THESIS = {"none": 64.4, "receive": 65.7, "feedback": 69.4, "both": 71.4}
 """Table 4.1 (MNIST, student probe test accuracy at best validation, %)."""
 
 QUICK = dict(
     dataset="digits", seeds=2, steps=600, eval_every=50, hidden="64,64", disc_hidden="128",
-    temp_every=50, kinds="gumbel,reinforce", remedies="straight-through",
+    temp_every=50, kinds="gumbel,reinforce", remedies="straight-through", ours="contrastive",
 )
 FULL = dict(
     dataset="fashion-mnist", seeds=5, steps=3000, eval_every=250, hidden="256,128",
     disc_hidden="256", temp_every=250, kinds="gumbel,reinforce",
-    remedies="straight-through,long-messages",
+    remedies="straight-through,long-messages", ours="contrastive",
 )
 REMEDIES = ("straight-through", "long-messages")
+OURS: dict[str, tuple[str, dict]] = {
+    "contrastive": ("gumbel contrastive (ours)", {
+        "kind": "gumbel", "likelihood": "contrastive", "likelihood_scale": CONTRASTIVE_SCALE,
+    }),
+}
+"""Beyond-thesis rows: (row name, config overrides)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,11 +100,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="MI term: the thesis' GAN discriminator loss, or InfoNCE (ours)")
     p.add_argument("--mi-negatives", type=int, default=8,
                    help="marginal pairs per joint pair for --mi-estimator infonce")
+    p.add_argument("--likelihood", default="bce", choices=["bce", "contrastive"],
+                   help="likelihood term: the thesis' bit cross-entropy, or contrastive (ours: "
+                        "the listener must pick its world's message out of the batch)")
     p.add_argument("--untrained", action="store_true",
                    help="add a reference row: the probe on an untrained speaker (lr 0)")
     p.add_argument("--entropy-coef", type=float, default=0.01, help="REINFORCE entropy bonus")
     p.add_argument("--remedies", help=f"comma-separated Gumbel remedies from {REMEDIES} "
                                       "('' for none)")
+    p.add_argument("--ours", help=f"comma-separated beyond-thesis rows from {list(OURS)} "
+                                  "('' for none)")
     p.add_argument("--agent", default=None,
                    help="your speaker class as module:Class (trained with the Gumbel wrapper)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -122,6 +139,10 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict]]:
             out.append((f"gumbel {bits}-bit", {"message_bits": bits}))
         else:
             raise ValueError(f"unknown remedy {remedy!r}; valid choices: {list(REMEDIES)}")
+    for name in filter(None, args.ours.split(",")):
+        if name not in OURS:
+            raise ValueError(f"unknown row {name!r} for --ours; valid choices: {list(OURS)}")
+        out.append(OURS[name])
     if args.untrained:  # what the probe reads from random features: the floor to beat
         out.append(("untrained (lr 0)", {"kind": "gumbel", "lr": 0.0}))
     if args.agent:
@@ -146,7 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
         likelihood_scale=args.likelihood_scale, entropy_coef=args.entropy_coef,
         mi_estimator=args.mi_estimator, mi_negatives=args.mi_negatives,
-        device=str(device), speaker_cls=Speaker,
+        likelihood=args.likelihood, device=str(device), speaker_cls=Speaker,
         temperature=TemperatureSchedule(
             args.temp_start, args.temp_decay, args.temp_every, args.temp_floor
         ),

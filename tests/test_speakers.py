@@ -14,6 +14,7 @@ from agents.speakers import (
     ReinforceWrapper,
     Speaker,
     TemperatureSchedule,
+    contrastive_likelihood_loss,
     exchange,
     gumbel_softmax_bits,
     likelihood_loss,
@@ -129,8 +130,9 @@ def test_infonce_estimator_learns_and_checks_its_arguments():
         mi_loss(disc, views, messages, estimator="mine")
 
 
+@pytest.mark.parametrize("term", [likelihood_loss, contrastive_likelihood_loss])
 @pytest.mark.parametrize("level", list(LEVEL_GAMES))
-def test_levels_come_from_the_channel(level):
+def test_levels_come_from_the_channel(level, term):
     """The likelihood term's gradient reaches the teacher exactly on feedback/both."""
     game = _game(level)
     torch.manual_seed(0)
@@ -139,7 +141,7 @@ def test_levels_come_from_the_channel(level):
     out = GumbelSoftmaxWrapper(speaker)(views)
     delivery = exchange(out.message, game.channel, game.grad_mask)
     own = torch.softmax(out.logits, -1)[..., 1]
-    ll = likelihood_loss(own, delivery)
+    ll = term(own, delivery)
     heard = delivery.delivered.any(-1).any(0)  # which agents listen
     assert heard.tolist() == ([False, True] if level != "both" else [True, True])
     assert (ll[~heard] == 0).all() and (ll[heard] > 0).all()
@@ -148,6 +150,52 @@ def test_levels_come_from_the_channel(level):
     teacher_gets_feedback = level in ("feedback", "both")
     assert bool(head[0] > 0) == teacher_gets_feedback
     assert head[1] > 0  # the student always learns from predicting what it heard
+
+
+def _brute_contrastive(own, delivery):
+    """Loop-by-loop reference of ``contrastive_likelihood_loss``."""
+    B, n, _ = own.shape
+    total, count = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    p = own.double().clamp(1e-6, 1 - 1e-6)
+    for b in range(B):
+        for i in range(n):
+            for s in range(delivery.inbox.shape[2]):
+                if not delivery.delivered[b, i, s]:
+                    continue
+                cands = [c for c in range(B) if delivery.delivered[c, i, s]]
+                scores = torch.stack([
+                    (delivery.inbox[c, i, s].double() * p[b, i].log()
+                     + (1 - delivery.inbox[c, i, s].double()) * (1 - p[b, i]).log()).sum()
+                    for c in cands
+                ])
+                total[i] -= torch.log_softmax(scores, 0)[cands.index(b)]
+                count[i] += 1
+    return total / count.clamp(min=1)
+
+
+def test_contrastive_likelihood_matches_brute_force_and_defeats_constant_messages():
+    game = _game("both", 12)
+    gen = torch.Generator().manual_seed(1)
+    messages = torch.rand(12, 2, 8, generator=gen).round()
+    own = torch.rand(12, 2, 8, generator=gen)
+    delivery = exchange(messages, game.channel, False)
+    # drop some deliveries by hand: the loss must average over delivered slots only
+    delivery.delivered = delivery.delivered.clone()
+    delivery.delivered[::3] = False
+    got = contrastive_likelihood_loss(own, delivery)
+    expected = _brute_contrastive(own, delivery)
+    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
+    # every world sends the same message: nothing to identify, the loss is log(#candidates)
+    same = exchange(torch.ones(12, 2, 8), game.channel, False)
+    flat = contrastive_likelihood_loss(torch.full((12, 2, 8), 0.9), same)
+    torch.testing.assert_close(flat, torch.full((2,), math.log(12)))
+    # whereas the thesis' term is nearly satisfied by those constant messages
+    assert (likelihood_loss(torch.full((12, 2, 8), 0.999), same) < 0.01).all()
+    # a listener whose own distribution points at its world's message pays almost nothing
+    distinct = torch.tensor([[int(c) for c in f"{b:08b}"] for b in range(12)], dtype=torch.float)
+    sent = exchange(distinct[:, None].expand(12, 2, 8), game.channel, False)
+    sharp = distinct[:, None].expand(12, 2, 8) * 0.998 + 0.001
+    assert (contrastive_likelihood_loss(sharp, sent) < 0.01).all()
 
 
 def test_train_speakers_is_seeded_and_reports_curves():
@@ -174,5 +222,7 @@ def test_config_errors():
         SpeakerRunConfig(level="loud")
     with pytest.raises(ValueError, match="valid choices"):
         SpeakerRunConfig(kind="ppo")
+    with pytest.raises(ValueError, match="valid choices"):
+        SpeakerRunConfig(likelihood="telepathy")
     with pytest.raises(ValueError, match="batch_size"):
         SpeakerRunConfig(batch_size=1)

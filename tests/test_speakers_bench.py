@@ -24,7 +24,7 @@ def bench_language(example, monkeypatch):
 def test_help_documents_the_options():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for option in ("--quick", "--agent", "--remedies", "--likelihood-scale", "--temp-every"):
+    for option in ("--quick", "--agent", "--remedies", "--ours", "--likelihood", "--temp-every"):
         assert option in out
 
 
@@ -32,22 +32,28 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
     rows = bench_language.main([
         "--quick", "--steps", "12", "--eval-every", "6", "--seeds", "1",
         "--levels", "none,both", "--kinds", "gumbel", "--remedies", "straight-through",
-        "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
+        "--ours", "contrastive", "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
         "--agent", "agents.speakers:Speaker", "--out-dir", str(tmp_path),
     ])
     speakers = {r["speaker"] for r in rows}
-    assert speakers == {"gumbel", "gumbel straight-through", "user agents.speakers:Speaker"}
+    assert speakers == {"gumbel", "gumbel straight-through", "gumbel contrastive (ours)",
+                        "user agents.speakers:Speaker"}
     assert {r["level"] for r in rows} == {"none", "both"}
     assert all(0 <= r["ours"] <= 100 and r["thesis (MNIST)"] > 60 for r in rows)
     data = json.loads((tmp_path / "language_digits.json").read_text())
-    assert len(data["runs"]) == 6 and data["meta"]["args"]["steps"] == 12
+    assert len(data["runs"]) == 8 and data["meta"]["args"]["steps"] == 12
+    likelihoods = {r["speaker"]: r["config"]["likelihood"] for r in data["runs"]}
+    assert likelihoods["gumbel contrastive (ours)"] == "contrastive"
+    assert likelihoods["gumbel"] == "bce"
     assert (tmp_path / "language_digits.csv").exists()
     assert (tmp_path / "language_digits.png").stat().st_size > 0
 
 
-def test_unknown_level_is_a_value_error(tmp_path, bench_language):
+def test_unknown_level_or_row_is_a_value_error(tmp_path, bench_language):
     with pytest.raises(ValueError, match="valid choices"):
         bench_language.main(["--quick", "--levels", "loud", "--out-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--ours"):
+        bench_language.main(["--quick", "--ours", "telepathy", "--out-dir", str(tmp_path)])
 
 
 def test_infonce_and_untrained_rows(tmp_path, bench_language):
