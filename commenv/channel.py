@@ -87,6 +87,47 @@ def make_adjacency(graph: GraphSpec, n_agents: int, k: int | None = None) -> tor
     return adj
 
 
+def check_float_bits(bits: int) -> int:
+    """Validate a float payload precision: 32 or more (exact), 16 (IEEE half), or 1–15."""
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not (
+        bits >= 32 or bits == 16 or 1 <= bits <= 15
+    ):
+        raise ValueError(
+            "float_bits must be an integer >= 32 (sent as is), 16 (IEEE half precision) or "
+            f"1..15 (uniform levels between each vector's min and max); got {bits!r}"
+        )
+    return int(bits)
+
+
+def float_message_bits(vectors: int, width: int, bits: int) -> int:
+    """Bits on the wire for ``vectors`` float vectors of ``width`` values at ``bits`` each.
+
+    Below 16 bits each vector also carries its min and max as two fp32 numbers (64 bits), which
+    the receiver needs to undo :func:`quantize`.
+    """
+    check_float_bits(bits)
+    return vectors * (width * bits + (64 if bits < 16 else 0))
+
+
+def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """What a receiver reconstructs from floats ``x`` sent at ``bits`` bits per value.
+
+    ``bits >= 32``: ``x`` itself; 16: rounded to IEEE half precision; 1..15: each vector along
+    the last dimension is sent as ``2**bits`` evenly spaced levels between its min and max,
+    rounded to the nearest level. No gradient: a channel carries values, not graphs.
+    """
+    bits = check_float_bits(bits)
+    if bits >= 32:
+        return x
+    x = x.detach()
+    if bits == 16:
+        return x.to(torch.float16).to(x.dtype)
+    low = x.amin(-1, keepdim=True)
+    step = (x.amax(-1, keepdim=True) - low) / (2**bits - 1)
+    safe = torch.where(step > 0, step, torch.ones_like(step))  # a constant vector is exact
+    return low + torch.round((x - low) / safe) * step
+
+
 @dataclass
 class Delivery:
     """What one :meth:`Channel.route` call delivered (all tensors batched over envs)."""

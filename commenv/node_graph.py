@@ -60,7 +60,10 @@ so an RL agent can be asked to pay for bandwidth.
 
 **Bandwidth** is counted exactly in bits per edge a message is put on: images cost
 ``M * D * image_bits`` per minibatch (``image_bits=8``: the uint8 pixels), payloads
-``M * ceil(log2 C)`` bits for labels and ``M * P * float_bits`` for logits/features. Totals are in
+``M * ceil(log2 C)`` bits for labels and ``M * P * float_bits`` for logits/features. Below 32,
+``float_bits`` is also what arrives: 16 rounds to IEEE half, 1..15 sends each sample's vector as
+``2**float_bits`` levels between its min and max (plus those two as fp32, 64 bits per sample;
+``commenv.channel.quantize``). Totals are in
 ``env.bandwidth()`` and per node (cumulative) in ``infos[agent]["bits_images"]`` /
 ``["bits_payload"]``.
 
@@ -88,7 +91,15 @@ import gymnasium
 import numpy as np
 import torch
 
-from commenv.channel import GRAPHS, Channel, GraphSpec, make_adjacency
+from commenv.channel import (
+    GRAPHS,
+    Channel,
+    GraphSpec,
+    check_float_bits,
+    float_message_bits,
+    make_adjacency,
+    quantize,
+)
 from commenv.core import BatchedEnv, TensorDict, check_choice, check_int, describe
 from commenv.datasets import DATASETS, load_dataset
 
@@ -182,10 +193,10 @@ class NodeGraphGame(BatchedEnv):
         for name, value, low in (
             ("n_nodes", n_nodes, 1), ("batch_size", batch_size, 1),
             ("inbox_capacity", inbox_capacity, 1), ("feature_dim", feature_dim, 1),
-            ("image_bits", image_bits, 1), ("float_bits", float_bits, 1),
-            ("max_cycles", max_cycles, 1),
+            ("image_bits", image_bits, 1), ("max_cycles", max_cycles, 1),
         ):
             check_int(name, value, low)
+        check_float_bits(float_bits)
         if not (isinstance(consumption_prob, int | float) and 0.0 <= consumption_prob <= 1.0):
             raise ValueError(f"consumption_prob must be in [0, 1], got {consumption_prob!r}")
         if not (isinstance(bit_cost, int | float) and math.isfinite(bit_cost)):
@@ -251,7 +262,7 @@ class NodeGraphGame(BatchedEnv):
         label_bits = max(1, math.ceil(math.log2(C)))
         self.bits_per_image_message = M * D * self.image_bits
         self.bits_per_payload_message = (
-            M * label_bits if content == "labels" else M * P * self.float_bits
+            M * label_bits if content == "labels" else float_message_bits(M, P, self.float_bits)
         )
         obs_p = 0 if content == "labels" else P
         sizes = {"images": M * D, "labels": M * C, "payload": M * obs_p, "from_inbox": 1,
@@ -498,6 +509,8 @@ class NodeGraphGame(BatchedEnv):
                 "with the bits; got payload=None"
             )
         payload = payload.to(torch.float32)
+        if self.content != "labels":  # what the receivers get is what float_bits can carry
+            payload = quantize(payload, self.float_bits)
 
         if self.channel is not None:
             send = torch.zeros(B, N, N + 1, dtype=torch.bool, device=dev)

@@ -97,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--broadcast-margin", type=float, default=1.5,
                    help="per-edge broadcast probability = margin * consumption_prob / (N - 1), "
                         "so inboxes are fed slightly faster than they are read")
+    p.add_argument("--float-bits", type=int, default=32,
+                   help="bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform "
+                        "levels per sample; what arrives is quantized and billed so)")
     p.add_argument("--inbox-capacity", type=int, default=16, help="inbox size in minibatches")
     p.add_argument("--only", default=None,
                    help="comma-separated subset of configurations by index (0-5), e.g. 0,3")
@@ -127,7 +130,8 @@ def run_config(args: argparse.Namespace, name: str, n_nodes: int, share: str,
     game = NodeGraphGame(
         n_nodes=n_nodes, content=content, dataset=args.dataset, data_root=args.data_root,
         batch_size=args.batch_size, consumption_prob=args.consumption_prob,
-        inbox_capacity=args.inbox_capacity, partition_seed=args.seed, device=device,
+        inbox_capacity=args.inbox_capacity, float_bits=args.float_bits,
+        partition_seed=args.seed, device=device,
         max_cycles=args.steps + 1,
     )
     q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commenv.channel import Channel, make_adjacency, ring_offsets
+from commenv.channel import Channel, float_message_bits, make_adjacency, quantize, ring_offsets
 
 
 @st.composite
@@ -177,3 +177,33 @@ def test_sum_to_senders_matches_brute_force(adj, seed):
             if s >= 0:
                 expected[:, s] += values[:, r, j]
     assert torch.allclose(chan.sum_to_senders(values), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [1, 4, 8, 15])
+def test_quantize_uniform_levels_per_vector(bits):
+    gen = torch.Generator().manual_seed(bits)
+    scale = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)[:, None]
+    x = torch.randn(5, 3, 40, generator=gen, dtype=torch.float64) * scale
+    q = quantize(x, bits)
+    low, high = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    step = (high - low) / (2**bits - 1)
+    # every value lands on one of the 2**bits levels of its own vector, the nearest one
+    level = (q - low) / step
+    torch.testing.assert_close(level, level.round(), atol=1e-3, rtol=0)
+    assert ((q - x).abs() <= step / 2 + 1e-5 * high.abs().clamp(min=1)).all()
+    assert level.round().unique().numel() <= 2**bits
+    torch.testing.assert_close(q.amin(-1), x.amin(-1))  # the ends travel exactly
+    assert float_message_bits(7, 40, bits) == 7 * (40 * bits + 64)
+
+
+def test_quantize_exact_half_and_constant_vectors():
+    x = torch.tensor([[0.1, 1 / 3, 1e-4], [2.0, 2.0, 2.0]])
+    assert torch.equal(quantize(x, 32), x) and torch.equal(quantize(x, 64), x)
+    assert torch.equal(quantize(x, 16), x.half().float())
+    assert not torch.equal(quantize(x, 16), x)
+    assert torch.equal(quantize(x, 4)[1], x[1])  # no division by a zero range
+    assert float_message_bits(3, 10, 32) == 3 * 10 * 32
+    assert float_message_bits(3, 10, 16) == 3 * 10 * 16
+    for bad in (0, 20, 31, 2.5, True):
+        with pytest.raises(ValueError, match="float_bits"):
+            quantize(x, bad)

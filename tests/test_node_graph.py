@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import commenv
+from commenv.channel import quantize
 from commenv.node_graph import NodeGraphGame, partition_indices
 from commenv.testing import pettingzoo_suite
 
@@ -106,6 +107,24 @@ def test_received_payload_is_what_the_sender_sent():
     assert torch.equal(view["payload"][0, 1], payload[0, 0])
     assert float(view["from_inbox"][0, 1]) == 1.0
     assert torch.equal(view["labels"][0, 1], torch.zeros(2, game.num_classes))
+
+
+@pytest.mark.parametrize("float_bits", [16, 8, 2])
+def test_quantized_payload_arrives_as_quantized_and_is_billed_so(float_bits):
+    M, P = 2, 3
+    game = NodeGraphGame(n_nodes=2, content="features", feature_dim=P, batch_size=M,
+                         consumption_prob=1.0, float_bits=float_bits)
+    game.reset(seed=0)
+    payload = torch.zeros(1, 2, M, P)
+    payload[0, 0] = torch.tensor([[0.1, 0.25, 1.7], [-3.0, 0.3, 0.31]])
+    obs, _, _, _ = game.step_tensors(torch.tensor([[[1], [0]]]), payload)
+    got = game.split_obs(obs)["payload"][0, 1]
+    torch.testing.assert_close(got, quantize(payload[0, 0], float_bits))
+    assert not torch.equal(got, payload[0, 0])
+    header = 64 if float_bits < 16 else 0
+    assert game.bandwidth()["payload"] == M * (P * float_bits + header)
+    with pytest.raises(ValueError, match="float_bits"):
+        NodeGraphGame(n_nodes=2, content="features", float_bits=24)
 
 
 @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
