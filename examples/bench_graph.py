@@ -35,14 +35,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from agents.population import OutputSharingPopulation, run_population
-from commenv.benchtools import (
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a source checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from agents.population import OutputSharingPopulation, run_population  # noqa: E402
+from commenv.benchtools import (  # noqa: E402
     load_object,
     markdown_table,
     progress,
@@ -52,7 +57,7 @@ from commenv.benchtools import (
     select_device,
     write_results,
 )
-from commenv.node_graph import NodeGraphGame
+from commenv.node_graph import NodeGraphGame  # noqa: E402
 
 # (name, nodes, shared content, thesis avg, thesis coll, thesis steps to 85 %)
 CONFIGS: list[tuple[str, int, str, float | None, float | None, int | None]] = [

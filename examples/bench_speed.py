@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-import commenv
-from commenv.benchtools import load_object, markdown_table, write_results
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a source checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import commenv  # noqa: E402
+from commenv.benchtools import load_object, markdown_table, write_results  # noqa: E402
 
 Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
 
