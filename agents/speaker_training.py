@@ -13,7 +13,9 @@ level beyond what the game defines:
   ``receive``, attached (the student's error flows into the teacher) on ``feedback``/``both``.
 - REINFORCE: reward = the discriminator's MI reward + the game's own rewards from
   ``game.step`` (the likelihood reward by level, see ``commenv.partial_obs``), with a running
-  mean baseline and an entropy bonus.
+  mean baseline and an entropy bonus. With ``likelihood="contrastive"`` the contrastive term
+  replaces the game's bit-agreement reward: it trains the listener's own message distribution
+  directly and rewards the speaker on the game's feedback edges.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from agents.speakers import (
     Speaker,
     TemperatureSchedule,
     contrastive_likelihood_loss,
+    contrastive_likelihood_terms,
     exchange,
     likelihood_loss,
     mi_loss,
@@ -153,10 +156,12 @@ class RunResult:
 
 def make_games(cfg: SpeakerRunConfig, num_envs: int) -> dict[str, PartialObsGame]:
     """The train / val / test games of a run: one config, the same fixed masks."""
+    # the contrastive term replaces the game's bit-agreement reward (see _reinforce_step)
+    rl_weight = 0.0 if cfg.likelihood == "contrastive" else cfg.rl_likelihood_weight
     common = dict(
         **LEVEL_GAMES[cfg.level], dataset=cfg.dataset, data_root=cfg.data_root,
         message_bits=cfg.message_bits, noise=cfg.noise, num_candidates=0,
-        likelihood_weight=cfg.rl_likelihood_weight, mask_seed=cfg.mask_seed,
+        likelihood_weight=rl_weight, mask_seed=cfg.mask_seed,
         max_cycles=cfg.steps + 1,
     )
     return {
@@ -286,10 +291,14 @@ def _reinforce_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Te
     )
     reward = mi_reward(disc, views, out.message, **_mi(cfg))
     reward = reward + torch.stack([rewards[a] for a in agents], 1)
+    listener_loss = out.message.new_zeros(())
+    if cfg.likelihood == "contrastive" and game.level != "none":
+        ce, credit = _contrastive_credit(cfg, game, out, gen)
+        listener_loss, reward = ce, reward + credit
     advantage = reward - state["baseline"]
     policy = -(advantage.detach() * out.log_prob).mean(0).sum()
     policy = policy - cfg.entropy_coef * out.entropy.mean(0).sum()
-    loss = policy + mi_loss(disc, views, out.message.detach(), **_mi(cfg)).sum()
+    loss = policy + listener_loss + mi_loss(disc, views, out.message.detach(), **_mi(cfg)).sum()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -300,6 +309,25 @@ def _reinforce_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Te
     labels = infos[agents[0]]["label"]
     state["obs"], state["infos"] = obs, next_infos
     return out.features, labels
+
+
+def _contrastive_credit(cfg, game, out, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE with the contrastive likelihood term: the listener's loss, differentiable in
+    its own message distribution, and each speaker's reward ``(B, n)``: minus the mean loss of
+    the listeners it reached over the edges the game opens to feedback (``game.grad_mask``)."""
+    delivery = exchange(out.message, game.channel, False, gen)  # sampled bits: no graph
+    own = torch.softmax(out.logits, -1)[..., 1]
+    ce = contrastive_likelihood_terms(own, delivery)  # (B, n, S)
+    d = delivery.delivered.to(ce.dtype)
+    weight = cfg.weight()
+    loss = weight * (ce.sum((0, 2)) / d.sum((0, 2)).clamp(min=1)).sum()
+    if isinstance(game.grad_mask, bool):
+        open_slots = d * float(game.grad_mask)
+    else:
+        open_slots = d * game.channel.edge_mask_to_slots(game.grad_mask).to(d.dtype)
+    total = game.channel.sum_to_senders(ce.detach() * open_slots)
+    count = game.channel.sum_to_senders(open_slots)
+    return loss, -weight * total / count.clamp(min=1)
 
 
 def summarize(values: Sequence[float]) -> tuple[float, float]:

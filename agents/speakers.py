@@ -337,6 +337,21 @@ def likelihood_loss(own: torch.Tensor, delivery: Delivery) -> torch.Tensor:
 LIKELIHOODS: tuple[str, ...] = ("bce", "contrastive")
 
 
+def contrastive_likelihood_terms(own: torch.Tensor, delivery: Delivery) -> torch.Tensor:
+    """Per world, listener and slot ``(B, n, S)``: the cross-entropy of
+    :func:`contrastive_likelihood_loss` before averaging (0 where nothing was delivered)."""
+    p = own.clamp(_EPS, 1 - _EPS)
+    # sum_l log(1 - p) is the same for every candidate, so the log-odds alone rank them
+    logit = p.log() - (1 - p).log()  # (B, n, L)
+    scores = torch.einsum("bil,cisl->bisc", logit, delivery.inbox)  # (B, n, S, B candidates)
+    delivered = delivery.delivered  # (B, n, S)
+    # a large finite value, not -inf, so a slot that got nothing anywhere keeps finite gradients
+    scores = scores.masked_fill(~delivered.permute(1, 2, 0)[None], -1e9)
+    own_world = torch.arange(own.shape[0], device=own.device)
+    ce = -torch.log_softmax(scores, -1)[own_world, :, :, own_world]  # (B, n, S)
+    return ce.masked_fill(~delivered, 0.0)
+
+
 def contrastive_likelihood_loss(own: torch.Tensor, delivery: Delivery) -> torch.Tensor:
     """A likelihood term that constant messages cannot satisfy, per listener ``(n,)`` (ours).
 
@@ -349,15 +364,6 @@ def contrastive_likelihood_loss(own: torch.Tensor, delivery: Delivery) -> torch.
     Only two views of the same world agree here, so the speakers must describe the world, not
     their noise mask, which is what the probe reads.
     """
-    p = own.clamp(_EPS, 1 - _EPS)
-    # sum_l log(1 - p) is the same for every candidate, so the log-odds alone rank them
-    logit = p.log() - (1 - p).log()  # (B, n, L)
-    scores = torch.einsum("bil,cisl->bisc", logit, delivery.inbox)  # (B, n, S, B candidates)
-    delivered = delivery.delivered  # (B, n, S)
-    # a large finite value, not -inf, so a slot that got nothing anywhere keeps finite gradients
-    scores = scores.masked_fill(~delivered.permute(1, 2, 0)[None], -1e9)
-    own_world = torch.arange(own.shape[0], device=own.device)
-    ce = -torch.log_softmax(scores, -1)[own_world, :, :, own_world]  # (B, n, S)
-    ce = ce.masked_fill(~delivered, 0.0)
-    d = delivered.to(ce.dtype)
+    ce = contrastive_likelihood_terms(own, delivery)
+    d = delivery.delivered.to(ce.dtype)
     return ce.sum((0, 2)) / d.sum((0, 2)).clamp(min=1)

@@ -226,3 +226,32 @@ def test_config_errors():
         SpeakerRunConfig(likelihood="telepathy")
     with pytest.raises(ValueError, match="batch_size"):
         SpeakerRunConfig(batch_size=1)
+
+
+@pytest.mark.parametrize("level", ["receive", "feedback", "both"])  # "none" has no such term
+def test_reinforce_contrastive_credit_follows_the_feedback_edges(level):
+    from agents.speaker_training import _contrastive_credit
+
+    cfg = SpeakerRunConfig(kind="reinforce", level=level, likelihood="contrastive",
+                           likelihood_weight=1.0, message_bits=8)
+    game = _game(level)
+    torch.manual_seed(0)
+    speaker = Speaker(2, game.num_features, 8, hidden=(8,))
+    out = ReinforceWrapper(speaker)(game.views(torch.arange(16)))
+    loss, credit = _contrastive_credit(cfg, game, out, torch.Generator().manual_seed(0))
+    assert credit.shape == (16, 2) and not credit.requires_grad
+    loss.backward()
+    head = speaker.head.weight.grad.abs().sum((1, 2))
+    listeners = [1] if level != "both" else [0, 1]
+    assert [bool(h > 0) for h in head] == [i in listeners for i in range(2)]
+    rewarded = {"receive": [], "feedback": [0], "both": [0, 1]}[level]
+    assert [bool((c != 0).any()) for c in credit.T] == [i in rewarded for i in range(2)]
+    assert (credit <= 0).all()  # a speaker is paid minus its listeners' cross-entropy
+
+
+def test_reinforce_trains_with_the_contrastive_term():
+    cfg = SpeakerRunConfig(kind="reinforce", level="both", likelihood="contrastive",
+                           steps=20, eval_every=10, hidden=(16,), disc_hidden=(16,),
+                           batch_size=32, message_bits=8)
+    result = train_speakers(cfg)
+    assert result.val_acc == train_speakers(cfg).val_acc and len(result.steps) == 2
