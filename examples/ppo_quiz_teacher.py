@@ -8,6 +8,12 @@ the thesis' cross-entropy teacher (the ``B`` samples with the largest CE feature
 
     python examples/ppo_quiz_teacher.py --quick      # digits, a few minutes on 2 CPU cores
     python examples/ppo_quiz_teacher.py --timesteps 50000
+    python examples/ppo_quiz_teacher.py --policy mlp # SB3's flat MlpPolicy instead
+
+The default policy (``--policy per-sample``) scores every stacked sample with one small MLP
+shared by all samples (its 5 features plus the 2 global ones -> a selection logit), so the
+teacher learns one rule for all ``S * B`` positions instead of one per position; the critic
+reads the mean of the per-sample hidden units.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validation accuracy that ends an episode")
     p.add_argument("--max-lessons", type=int, default=300, help="lesson budget per episode")
     p.add_argument("--eval-episodes", type=int, default=5, help="fresh students per teacher")
+    p.add_argument("--policy", default="per-sample", choices=["per-sample", "mlp"],
+                   help="per-sample: one shared scorer per stacked sample; mlp: SB3's MlpPolicy")
     p.add_argument("--seed", type=int, default=0, help="seed of PPO and the env")
     p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV go")
     args = p.parse_args(argv)
@@ -57,6 +65,52 @@ def make_env(args: argparse.Namespace) -> gymnasium.Env:
         "commenv/QuizTeacher-v0", dataset=args.dataset, stack_size=args.stack_size,
         target_accuracy=args.target_accuracy, max_lessons=args.max_lessons,
     )
+
+
+def per_sample_policy_class() -> type:
+    """An SB3 actor-critic whose action logits are one shared MLP applied to every sample."""
+    import torch
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from torch import nn
+
+    class PerSampleExtractor(nn.Module):
+        def __init__(self, obs_dim: int, hidden: int = 32) -> None:
+            super().__init__()
+            self.n_samples = (obs_dim - 2) // FEATURES
+            self.latent_dim_pi, self.latent_dim_vf = self.n_samples, hidden
+            self.body = nn.Sequential(nn.Linear(FEATURES + 2, hidden), nn.Tanh(),
+                                      nn.Linear(hidden, hidden), nn.Tanh())
+            self.score = nn.Linear(hidden, 1)
+            self.critic = nn.Sequential(nn.Linear(hidden + 2, hidden), nn.Tanh())
+
+        def _hidden(self, obs):
+            per, glob = obs[:, :-2].unflatten(1, (self.n_samples, FEATURES)), obs[:, -2:]
+            rows = glob[:, None].expand(-1, self.n_samples, -1)
+            return self.body(torch.cat([per, rows], -1)), glob
+
+        def forward_actor(self, obs):
+            return self.score(self._hidden(obs)[0]).squeeze(-1)  # (N, S * B) logits
+
+        def forward_critic(self, obs):
+            h, glob = self._hidden(obs)
+            return self.critic(torch.cat([h.mean(1), glob], -1))
+
+        def forward(self, obs):
+            return self.forward_actor(obs), self.forward_critic(obs)
+
+    class PerSamplePolicy(ActorCriticPolicy):
+        def _build_mlp_extractor(self) -> None:
+            self.mlp_extractor = PerSampleExtractor(self.features_dim)
+
+        def _build(self, lr_schedule) -> None:
+            super()._build(lr_schedule)
+            # The extractor already gives one logit per sample: no position-mixing layer.
+            self.action_net = nn.Identity()
+            self.optimizer = self.optimizer_class(
+                self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+            )
+
+    return PerSamplePolicy
 
 
 def ce_policy(obs: np.ndarray, batch_size: int) -> np.ndarray:
@@ -96,7 +150,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     env = make_env(args)
     batch_size = env.unwrapped.game.batch_size
     start = time.perf_counter()
-    model = PPO("MlpPolicy", env, n_steps=512, batch_size=128, learning_rate=3e-4,
+    policy = per_sample_policy_class() if args.policy == "per-sample" else "MlpPolicy"
+    model = PPO(policy, env, n_steps=512, batch_size=128, learning_rate=3e-4,
                 gamma=0.99, seed=args.seed, verbose=0)
     model.learn(total_timesteps=args.timesteps, progress_bar=False)
     train_s = time.perf_counter() - start
@@ -110,7 +165,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return action
 
     teachers = {
-        "PPO teacher": lambda obs: model.predict(obs, deterministic=True)[0],
+        f"PPO teacher ({args.policy})": lambda obs: model.predict(obs, deterministic=True)[0],
         "random selection": random_policy,
         "CE teacher (thesis)": lambda obs: ce_policy(obs, batch_size),
     }

@@ -329,3 +329,31 @@ def test_median_reach_counts_worlds_that_never_get_there_as_slowest(bench_quiz):
              {"backward_passes": [20, 20, 20], "test_accuracy": [0.8, 0.9, 0.2]}]
     assert bench_quiz._median_reach(curve, "test_accuracy", 80.0) == (20, [20, 10, None])
     assert bench_quiz._median_reach(curve, "test_accuracy", 85.0) == (None, [None, 10, None])
+
+
+def test_ppo_per_sample_policy_is_equivariant_and_trains(tiny_teacher: TeacherMLP, example):
+    import gymnasium
+    from stable_baselines3 import PPO
+
+    script = example("ppo_quiz_teacher")
+    env = gymnasium.make("commenv/QuizTeacher-v0", teacher_model=tiny_teacher, max_lessons=20,
+                         exam_every=5)
+    model = PPO(script.per_sample_policy_class(), env, n_steps=16, batch_size=8, n_epochs=1,
+                seed=0, verbose=0)
+    model.learn(total_timesteps=32)
+    obs, _ = env.reset(seed=0)
+    n = env.action_space.n
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    rows = torch.as_tensor(obs[:-2]).view(n, -1)
+    shuffled = torch.cat([rows[perm].flatten(), torch.as_tensor(obs[-2:])])[None]
+    policy = model.policy
+    with torch.no_grad():
+        logits = policy.action_net(policy.mlp_extractor.forward_actor(torch.as_tensor(obs)[None]))
+        logits_shuffled = policy.action_net(policy.mlp_extractor.forward_actor(shuffled))
+        value = policy.mlp_extractor.forward_critic(torch.as_tensor(obs)[None])
+        value_shuffled = policy.mlp_extractor.forward_critic(shuffled)
+    assert logits.shape == (1, n) and logits.std() > 0
+    torch.testing.assert_close(logits_shuffled, logits[:, perm])  # one rule for every sample
+    torch.testing.assert_close(value_shuffled, value)
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == (n,) and set(np.unique(action)) <= {0, 1}
