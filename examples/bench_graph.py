@@ -102,6 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--broadcast-margin", type=float, default=1.5,
                    help="per-edge broadcast probability = margin * consumption_prob / (N - 1), "
                         "so inboxes are fed slightly faster than they are read")
+    p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"],
+                   help="how the training set is split among nodes (exclusive either way)")
+    p.add_argument("--dirichlet-alpha", type=float, default=0.5,
+                   help="class concentration of --partition dirichlet (smaller: more skewed)")
     p.add_argument("--float-bits", type=int, default=32,
                    help="bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform "
                         "levels per sample; what arrives is quantized and billed so)")
@@ -136,6 +140,7 @@ def run_config(args: argparse.Namespace, name: str, n_nodes: int, share: str,
         n_nodes=n_nodes, content=content, dataset=args.dataset, data_root=args.data_root,
         batch_size=args.batch_size, consumption_prob=args.consumption_prob,
         inbox_capacity=args.inbox_capacity, float_bits=args.float_bits,
+        partition=args.partition, dirichlet_alpha=args.dirichlet_alpha,
         partition_seed=args.seed, device=device,
         max_cycles=args.steps + 1,
     )

@@ -36,3 +36,16 @@ def test_bench_graph_help(bench, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--help"])
     assert "--agent" in capsys.readouterr().out
+
+
+def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
+    common = ["--quick", "--steps", "4", "--eval-every", "4", "--only", "4"]
+    full = bench.main([*common, "--out-dir", str(tmp_path / "a")])[0]
+    eight = bench.main([*common, "--float-bits", "8", "--partition", "dirichlet",
+                        "--out-dir", str(tmp_path / "b")])[0]
+    # same traffic, a quarter of the bits per value plus a 64-bit min/max header per sample
+    per_sample_32 = full["bits_payload"] / (32 * 64)
+    assert eight["bits_payload"] == per_sample_32 * (8 * 64 + 64)
+    args = json.loads((tmp_path / "b" / "bench_graph.json").read_text())["meta"]["args"]
+    assert args["partition"] == "dirichlet" and args["float_bits"] == 8
