@@ -20,6 +20,9 @@ sample, ``weighting=``:
   its minimum ``-log C`` so it is ``>= 0`` (the information the member's answer carries); a
   uniform member gets weight 0. When every member is uniform, the weights are equal.
 - ``"mean"``: ``w_i = 1 / N``, the plain average of bagging, for comparison.
+- ``"literal"``: ``w_i = -H_i / sum_j -H_j = H_i / sum_j H_j``, the thesis' words taken
+  literally, kept to test which reading its numbers came from: the *least* confident member
+  gets the largest weight (equal weights when every member is certain).
 
 Ties in the arg-max go to the lowest class index (``torch.argmax``).
 """
@@ -32,7 +35,7 @@ import torch
 
 from commenv.core import check_choice
 
-WEIGHTINGS: tuple[str, ...] = ("softmax", "shifted", "mean")
+WEIGHTINGS: tuple[str, ...] = ("softmax", "shifted", "mean", "literal")
 
 
 def _as_probs(probs: torch.Tensor, from_logits: bool) -> torch.Tensor:
@@ -82,6 +85,9 @@ def entropy_weights(
     h = entropy(p)
     if weighting == "softmax":
         return torch.softmax(-h, dim=0)
+    if weighting == "literal":
+        total = h.sum(0, keepdim=True)
+        return torch.where(total > 0, h / total.clamp_min(1e-300), torch.full_like(h, 1.0 / n))
     info = (math.log(p.shape[-1]) - h).clamp_min(0.0)
     total = info.sum(0, keepdim=True)
     return torch.where(total > 0, info / total.clamp_min(1e-300), torch.full_like(info, 1.0 / n))
@@ -132,11 +138,15 @@ def evaluate(
     *,
     from_logits: bool = False,
 ) -> dict[str, float | list[float]]:
-    """``{"per_node": [...], "average": ..., "collective": ...}`` accuracies in %."""
+    """``{"per_node": [...], "average": ..., "collective": ..., "collective_by_weighting":
+    {weighting: ...}}`` accuracies in %; ``"collective"`` uses ``weighting``."""
     p = _as_probs(probs, from_logits)
     per_node = per_node_accuracy(p, labels)
+    by_weighting = {w: collective_accuracy(p, labels, w) for w in WEIGHTINGS}
+    check_choice("weighting", weighting, WEIGHTINGS)
     return {
         "per_node": per_node.tolist(),
         "average": float(per_node.mean()),
-        "collective": collective_accuracy(p, labels, weighting),
+        "collective": by_weighting[weighting],
+        "collective_by_weighting": by_weighting,
     }

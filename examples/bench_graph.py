@@ -57,6 +57,7 @@ from commenv.benchtools import (  # noqa: E402
     select_device,
     write_results,
 )
+from commenv.evaluation import WEIGHTINGS  # noqa: E402
 from commenv.node_graph import NodeGraphGame  # noqa: E402
 
 # (name, nodes, shared content, thesis avg, thesis coll, thesis steps to 85 %)
@@ -165,6 +166,8 @@ def run_config(args: argparse.Namespace, name: str, n_nodes: int, share: str,
     return {
         "configuration": name, "nodes": n_nodes, "shared": share,
         "avg_acc": last["average"], "coll_acc": last["collective"] if n_nodes > 1 else None,
+        **({f"coll_{w}": acc for w, acc in last["collective_by_weighting"].items()}
+           if n_nodes > 1 else {}),
         "bits_images": last["bits_images"], "bits_payload": last["bits_payload"],
         "sync_sgd_bits": sync,
         "payload_vs_sgd": (f"1/{sync / last['bits_payload']:,.0f}"
@@ -214,6 +217,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"\nTable 2.2 on {args.dataset} after {args.steps} steps (thesis: CIFAR-10, 5,000 "
           f"steps). Target accuracy = 1-node final accuracy rounded down = {target} %.\n")
     print(markdown_table(rows, COLUMNS))
+    weighted = [r for r in rows if r["nodes"] > 1]
+    if weighted:
+        print("\nCollective accuracy by member weighting (`commenv.evaluation`; softmax is the "
+              "table's):\n")
+        print(markdown_table(weighted, ["configuration", *(f"coll_{w}" for w in WEIGHTINGS)]))
     extra = {"target_accuracy": target, "arch": arch}
     json_path, csv_path = write_results(args.out_dir, "bench_graph", rows, args, extra)
 

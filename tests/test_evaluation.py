@@ -35,6 +35,11 @@ def test_shifted_and_mean_weighting_by_hand():
     assert torch.allclose(p[0], torch.tensor([0.75, 0.25], dtype=p.dtype))
     uniform = torch.full((3, 1, 4), 0.25)
     assert torch.allclose(entropy_weights(uniform, "shifted"), torch.full((3, 1), 1 / 3).double())
+    # the literal reading, w = -H / sum(-H): all weight on the unsure member B
+    p = collective_decision(CONFIDENT_VS_UNSURE, "literal")
+    assert torch.allclose(p[0], torch.tensor([0.5, 0.5], dtype=p.dtype))
+    certain = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    assert torch.allclose(entropy_weights(certain, "literal"), torch.full((2, 1), 0.5).double())
 
 
 def test_confident_minority_outvotes_unsure_majority():
@@ -51,6 +56,11 @@ def test_confident_minority_outvotes_unsure_majority():
     assert collective_decision(probs)[0, 0].item() == pytest.approx(expected0)
     assert expected0 > 0.5
     assert collective_accuracy(probs, labels) == 100.0
+    # Read literally (w = H / sum H) the unsure majority gets ~95 % of the weight: class 1.
+    w = entropy_weights(probs, "literal")[:, 0]
+    assert w.tolist() == pytest.approx([h_a / (h_a + 2 * h_b), h_b / (h_a + 2 * h_b)] + [
+        h_b / (h_a + 2 * h_b)])
+    assert evaluate(probs, labels)["collective_by_weighting"]["literal"] == 0.0
 
 
 def test_per_node_average_and_evaluate():
@@ -65,6 +75,8 @@ def test_per_node_average_and_evaluate():
     # Sample 0: H_A(0.9,0.1) < H_B(0.3,0.7) so A wins -> class 0 (right); sample 2: B is more
     # confident (0.9) -> class 1 (right); sample 1 both say 1.
     assert out["collective"] == pytest.approx(100.0)
+    assert out["collective_by_weighting"]["softmax"] == out["collective"]
+    assert set(out["collective_by_weighting"]) == {"softmax", "shifted", "mean", "literal"}
     logits = probs.log()
     assert evaluate(logits, labels, from_logits=True)["collective"] == pytest.approx(100.0)
 

@@ -19,7 +19,9 @@ def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
     assert names == ["1 node", "10 nodes, logits", "10 nodes, true labels",
                      "10 nodes, SequentialPopulation (labels)"]
     one, logits, labels, user = rows
-    assert one["coll_acc"] is None and one["bits_images"] == 0
+    assert one["coll_acc"] is None and one["bits_images"] == 0 and "coll_mean" not in one
+    assert labels["coll_softmax"] == labels["coll_acc"]  # the table's weighting
+    assert {"coll_shifted", "coll_mean", "coll_literal"} <= set(labels)
     assert one["target"] == int(one["avg_acc"])  # floor of the 1-node accuracy
     assert labels["bits_payload"] < logits["bits_payload"]  # 4 bits vs 10 floats a sample
     assert labels["sync_sgd_bits"] == 2 * 10 * 32 * labels["params_per_node"] * 12
