@@ -40,6 +40,7 @@ from agents.speakers import (
     contrastive_likelihood_terms,
     exchange,
     likelihood_loss,
+    listener_mean,
     mi_loss,
     mi_reward,
 )
@@ -320,7 +321,7 @@ def _contrastive_credit(cfg, game, out, gen) -> tuple[torch.Tensor, torch.Tensor
     ce = contrastive_likelihood_terms(own, delivery)  # (B, n, S)
     d = delivery.delivered.to(ce.dtype)
     weight = cfg.weight()
-    loss = weight * (ce.sum((0, 2)) / d.sum((0, 2)).clamp(min=1)).sum()
+    loss = weight * listener_mean(ce, delivery).sum()
     if isinstance(game.grad_mask, bool):
         open_slots = d * float(game.grad_mask)
     else:

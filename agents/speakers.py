@@ -330,8 +330,14 @@ def likelihood_loss(own: torch.Tensor, delivery: Delivery) -> torch.Tensor:
     pred = own.clamp(_EPS, 1 - _EPS).unsqueeze(2)  # (B, n, 1, L)
     target = delivery.inbox  # (B, n, max_in, L)
     ce = -(target * pred.log() + (1 - target) * (1 - pred).log()).sum(-1)
-    delivered = delivery.delivered.to(ce.dtype)
-    return (ce * delivered).sum((0, 2)) / delivered.sum((0, 2)).clamp(min=1)
+    return listener_mean(ce, delivery)
+
+
+def listener_mean(per_slot: torch.Tensor, delivery: Delivery) -> torch.Tensor:
+    """Average ``(B, n, S)`` per-slot values over the worlds and slots that delivered a
+    message, per listener ``(n,)`` (0 for a listener that heard nothing)."""
+    delivered = delivery.delivered.to(per_slot.dtype)
+    return (per_slot * delivered).sum((0, 2)) / delivered.sum((0, 2)).clamp(min=1)
 
 
 LIKELIHOODS: tuple[str, ...] = ("bce", "contrastive")
@@ -364,6 +370,4 @@ def contrastive_likelihood_loss(own: torch.Tensor, delivery: Delivery) -> torch.
     Only two views of the same world agree here, so the speakers must describe the world, not
     their noise mask, which is what the probe reads.
     """
-    ce = contrastive_likelihood_terms(own, delivery)
-    d = delivery.delivered.to(ce.dtype)
-    return ce.sum((0, 2)) / d.sum((0, 2)).clamp(min=1)
+    return listener_mean(contrastive_likelihood_terms(own, delivery), delivery)

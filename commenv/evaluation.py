@@ -140,10 +140,10 @@ def evaluate(
 ) -> dict[str, float | list[float]]:
     """``{"per_node": [...], "average": ..., "collective": ..., "collective_by_weighting":
     {weighting: ...}}`` accuracies in %; ``"collective"`` uses ``weighting``."""
+    check_choice("weighting", weighting, WEIGHTINGS)
     p = _as_probs(probs, from_logits)
     per_node = per_node_accuracy(p, labels)
     by_weighting = {w: collective_accuracy(p, labels, w) for w in WEIGHTINGS}
-    check_choice("weighting", weighting, WEIGHTINGS)
     return {
         "per_node": per_node.tolist(),
         "average": float(per_node.mean()),
