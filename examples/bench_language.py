@@ -39,7 +39,12 @@ from agents.speaker_training import (  # noqa: E402
     summarize,
     train_speakers,
 )
-from agents.speakers import Speaker, TemperatureSchedule  # noqa: E402
+from agents.speakers import (  # noqa: E402
+    LIKELIHOODS,
+    MI_ESTIMATORS,
+    Speaker,
+    TemperatureSchedule,
+)
 from commenv import benchtools  # noqa: E402
 
 CONTRASTIVE_SCALE = 300.0
@@ -96,11 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--likelihood-scale", type=float, default=0.1,
                    help="multiplier on the thesis' likelihood weights (0.01 one-way, 0.005 "
                         "with feedback); 1.0 collapses messages in our implementation")
-    p.add_argument("--mi-estimator", default="gan", choices=["gan", "infonce"],
+    p.add_argument("--mi-estimator", default="gan", choices=list(MI_ESTIMATORS),
                    help="MI term: the thesis' GAN discriminator loss, or InfoNCE (ours)")
     p.add_argument("--mi-negatives", type=int, default=8,
                    help="marginal pairs per joint pair for --mi-estimator infonce")
-    p.add_argument("--likelihood", default="bce", choices=["bce", "contrastive"],
+    p.add_argument("--likelihood", default="bce", choices=list(LIKELIHOODS),
                    help="likelihood term: the thesis' bit cross-entropy, or contrastive (ours: "
                         "the listener must pick its world's message out of the batch)")
     p.add_argument("--untrained", action="store_true",

@@ -73,18 +73,21 @@ def per_sample_policy_class() -> type:
     from stable_baselines3.common.policies import ActorCriticPolicy
     from torch import nn
 
+    n_global = 2  # the observation ends with the last exam accuracy and the budget used
+
     class PerSampleExtractor(nn.Module):
         def __init__(self, obs_dim: int, hidden: int = 32) -> None:
             super().__init__()
-            self.n_samples = (obs_dim - 2) // FEATURES
+            self.n_samples = (obs_dim - n_global) // FEATURES
             self.latent_dim_pi, self.latent_dim_vf = self.n_samples, hidden
-            self.body = nn.Sequential(nn.Linear(FEATURES + 2, hidden), nn.Tanh(),
+            self.body = nn.Sequential(nn.Linear(FEATURES + n_global, hidden), nn.Tanh(),
                                       nn.Linear(hidden, hidden), nn.Tanh())
             self.score = nn.Linear(hidden, 1)
-            self.critic = nn.Sequential(nn.Linear(hidden + 2, hidden), nn.Tanh())
+            self.critic = nn.Sequential(nn.Linear(hidden + n_global, hidden), nn.Tanh())
 
         def _hidden(self, obs):
-            per, glob = obs[:, :-2].unflatten(1, (self.n_samples, FEATURES)), obs[:, -2:]
+            per = obs[:, :-n_global].unflatten(1, (self.n_samples, FEATURES))
+            glob = obs[:, -n_global:]
             rows = glob[:, None].expand(-1, self.n_samples, -1)
             return self.body(torch.cat([per, rows], -1)), glob
 
