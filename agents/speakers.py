@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from commenv.channel import Channel, Delivery
+from commenv.core import check_choice
 
 _EPS = 1e-6
 
@@ -268,8 +269,7 @@ def mi_loss(
       cross-entropy of picking the joint pair among it and ``negatives`` marginal pairs. More
       negatives make a view's message harder to confuse with other views' messages.
     """
-    if estimator not in MI_ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; valid choices: {list(MI_ESTIMATORS)}")
+    check_choice("estimator", estimator, MI_ESTIMATORS)
     if estimator == "infonce":  # the view is fixed, the messages vary
         _check_negatives(views.shape[0], negatives)
         scores = torch.stack([discriminator(views, messages.roll(j, 0))
@@ -295,8 +295,7 @@ def mi_reward(
     ``"infonce"``: the log-probability the critic gives the message's own view among its view
     and ``negatives`` other worlds' views.
     """
-    if estimator not in MI_ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; valid choices: {list(MI_ESTIMATORS)}")
+    check_choice("estimator", estimator, MI_ESTIMATORS)
     with torch.no_grad():
         if estimator == "infonce":  # the message is fixed, the views vary
             _check_negatives(views.shape[0], negatives)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from commenv.core import check_int
+
 GRAPHS: tuple[str, ...] = ("one_way", "two_way", "all_to_all", "ring")
 """Named graphs accepted by :func:`make_adjacency` (any user graph is accepted too)."""
 
@@ -89,14 +91,13 @@ def make_adjacency(graph: GraphSpec, n_agents: int, k: int | None = None) -> tor
 
 def check_float_bits(bits: int) -> int:
     """Validate a float payload precision: 32 or more (exact), 16 (IEEE half), or 1–15."""
-    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not (
-        bits >= 32 or bits == 16 or 1 <= bits <= 15
-    ):
+    bits = check_int("float_bits", bits, 1)
+    if not (bits >= 32 or bits == 16 or bits <= 15):
         raise ValueError(
             "float_bits must be an integer >= 32 (sent as is), 16 (IEEE half precision) or "
             f"1..15 (uniform levels between each vector's min and max); got {bits!r}"
         )
-    return int(bits)
+    return bits
 
 
 def float_message_bits(vectors: int, width: int, bits: int) -> int:
