@@ -282,6 +282,66 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     return model
 
 
+def out_of_fold_probs(
+    train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
+    num_classes: int, folds: int = 2, seed: int = 0, train_fn: Any = None,
+    device: str | torch.device = "cpu", **train_kwargs: Any,
+) -> torch.Tensor:
+    """Teacher distributions ``(n, C)`` on the training set, each from a model that never saw
+    that sample.
+
+    The training set is split into ``folds`` random parts; a teacher is trained on all but one
+    and predicts the one left out (cross-fitting). RHO-LOSS' irreducible-loss model is trained
+    on held-out data for this reason: a teacher trained on a sample has memorised its label, so
+    its loss there says nothing about how learnable the sample is (Mindermann et al., 2022).
+    ``train_fn`` defaults to :func:`train_teacher` and is called as ``train_fn(x, y, val_x,
+    val_y, num_classes=, seed=, device=, **train_kwargs) -> (model, log)``.
+    """
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+    if len(train_y) < folds:
+        raise ValueError(f"need at least {folds} training samples for {folds} folds, "
+                         f"got {len(train_y)}")
+    train_fn = train_fn or train_teacher
+    gen = torch.Generator().manual_seed(int(seed))
+    fold = torch.randperm(len(train_y), generator=gen) % folds
+    probs = torch.empty(len(train_y), num_classes)
+    for k in range(folds):
+        held_out = fold == k
+        model, _ = train_fn(train_x[~held_out], train_y[~held_out], val_x, val_y,
+                            num_classes=num_classes, seed=int(seed) + k, device=device,
+                            **train_kwargs)
+        probs[held_out] = predict_probs(model, train_x[held_out], device).cpu()
+    return probs
+
+
+def out_of_fold_probs_for(
+    dataset: str, *, data_root: str | None = None, data_seed: int = 0, seed: int = 0,
+    folds: int = 2, cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+    show_progress: bool = True, **train_kwargs: Any,
+) -> torch.Tensor:
+    """:func:`out_of_fold_probs` of ``dataset``, cached on disk beside :func:`teacher_for`'s
+    teachers (``weights_only`` tensor file)."""
+    from commenv.datasets import load_dataset
+
+    cache = Path(cache_dir or Path.home() / ".cache" / "commenv" / "teachers")
+    tag = "".join(f"_{k}{v}" for k, v in sorted(train_kwargs.items()))
+    path = cache / f"{dataset}_split{data_seed}_seed{seed}_oof{folds}{tag}.pt"
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    data = load_dataset(dataset, root=data_root, seed=data_seed)
+    if train_kwargs.get("arch") == "cnn":
+        train_kwargs = {**train_kwargs, "image_shape": data.image_shape}
+    probs = out_of_fold_probs(
+        data.train.flat(), data.train.y, data.val.flat(), data.val.y,
+        num_classes=data.num_classes, folds=folds, seed=seed, device=device,
+        show_progress=show_progress, **train_kwargs,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(probs, path)
+    return probs
+
+
 def teacher_for(
     dataset: str, *, data_root: str | None = None, data_seed: int = 0, seed: int = 0,
     cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
@@ -383,11 +443,15 @@ class HardnessTeacher:
         selection_temperature: ``0`` selects the top-k (the thesis); ``T > 0`` samples the
             lesson without replacement with probabilities ``softmax(difficulty / T)``, which
             keeps some easy samples in every lesson (large ``T`` tends to random selection).
+        train_probs: the teacher's distributions on the training set ``(n_train, C)``, used
+            instead of ``model``'s own predictions; e.g. :func:`out_of_fold_probs`, so that
+            ``rho`` uses a held-out irreducible-loss model as RHO-LOSS prescribes.
     """
 
     def __init__(
-        self, game: Any, model: nn.Module, measure: str = "ce", targets: str = "soft",
+        self, game: Any, model: nn.Module | None, measure: str = "ce", targets: str = "soft",
         seed: int = 0, selection_temperature: float = 0.0,
+        train_probs: torch.Tensor | None = None,
     ) -> None:
         if measure not in MEASURES:
             raise ValueError(f"unknown measure {measure!r}; valid choices: {list(MEASURES)}")
@@ -400,7 +464,15 @@ class HardnessTeacher:
         self.selection_temperature = float(selection_temperature)
         self.batch_size = game.batch_size
         self.model = model
-        self.train_probs = predict_probs(model, game.train_x, game.device).to(game.device)
+        if train_probs is None:
+            if model is None:
+                raise ValueError("HardnessTeacher needs a teacher model or train_probs")
+            train_probs = predict_probs(model, game.train_x, game.device)
+        elif tuple(train_probs.shape) != (len(game.train_x), game.num_classes):
+            raise ValueError(
+                f"train_probs must be (n_train, C) = ({len(game.train_x)}, {game.num_classes}), "
+                f"got {tuple(train_probs.shape)}")
+        self.train_probs = train_probs.to(game.device)
         self.generator = torch.Generator(device=game.device).manual_seed(int(seed))
 
     def act(self, obs: torch.Tensor, infos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -408,6 +480,8 @@ class HardnessTeacher:
         parts = self.game.unpack_teacher(obs)
         if "stack_indices" in infos:
             teacher_probs = self.train_probs[infos["stack_indices"]]
+        elif self.model is None:
+            raise ValueError("without infos['stack_indices'] the teacher needs its model")
         else:
             n, m, d = parts["images"].shape
             teacher_probs = predict_probs(self.model, parts["images"].reshape(n * m, d),

@@ -4,7 +4,10 @@ Every configuration plays ``quiz_v0`` (batched face) with the reference agents o
 ``agents/teacher.py``: a 2x32 student (Adam) and a 2x1200 teacher with dropout, trained once to
 convergence with early stopping and cached on disk (``--teacher-arch cnn``: our stronger CNN
 teacher instead). ``stack 1 soft (distillation)`` is not in the thesis: every quiz sample comes
-back with the teacher's soft labels, plain distillation with no selection. The env counts
+back with the teacher's soft labels, plain distillation with no selection; nor is ``stack 5 RHO
+true`` (RHO-LOSS' reducible loss, the teacher standing in for the irreducible-loss model) and its
+``(held-out IL)`` variant, whose teacher distributions come from two cross-fitted teachers that
+never saw the sample they score, as the RHO-LOSS paper prescribes. The env counts
 forward passes (quiz minibatches answered) and backward passes (lessons studied) and scores
 exams on the validation split; each student stops after ``--patience-epochs`` quiz epochs
 without a better exam (20 in the thesis) and is scored on the test set at its best-validation
@@ -51,7 +54,13 @@ if str(ROOT) not in sys.path:  # run from a source checkout without installing
 
 import commenv  # noqa: E402
 from agents.quiz_runner import run_quiz, turn_action  # noqa: E402
-from agents.teacher import HardnessTeacher, PassThroughTeacher, Student, teacher_for  # noqa: E402
+from agents.teacher import (  # noqa: E402
+    HardnessTeacher,
+    PassThroughTeacher,
+    Student,
+    out_of_fold_probs_for,
+    teacher_for,
+)
 from commenv import benchtools  # noqa: E402
 
 # name: (stack_size, measure, targets); measure None is the no-communication baseline.
@@ -65,10 +74,15 @@ CONFIGS: dict[str, tuple[int, str | None, str]] = {
     "stack 5 CE true": (5, "ce", "true"),
     "stack 5 random soft": (5, "random", "soft"),
     "stack 5 RHO true": (5, "rho", "true"),
+    "stack 5 RHO true (held-out IL)": (5, "rho", "true"),
     "stack 1 soft (distillation)": (1, "random", "soft"),
     "stack 10 CE soft": (10, "ce", "soft"),
     "stack 20 CE soft": (20, "ce", "soft"),
 }
+HELD_OUT = {"stack 5 RHO true (held-out IL)"}
+"""Configurations whose teacher distributions come from cross-fitted teachers that never saw
+the sample they score (``agents.teacher.out_of_fold_probs``, 2 folds): RHO-LOSS' irreducible
+loss as its paper prescribes, from held-out data."""
 THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, backward passes
     "baseline": (96.4, 39_000),
     "stack 2 CE soft": (96.9, 25_000),
@@ -157,8 +171,10 @@ def build_teacher(name: str, game: Any, model: torch.nn.Module, args: argparse.N
     _, measure, targets = CONFIGS[name]
     if measure is None:
         return PassThroughTeacher(game)
+    probs = out_of_fold_probs_for(args.dataset, data_root=args.data_root, show_progress=False,
+                                  **teacher_training(args)) if name in HELD_OUT else None
     return HardnessTeacher(game, model, measure=measure, targets=targets, seed=args.seed,
-                           selection_temperature=args.selection_temperature)
+                           selection_temperature=args.selection_temperature, train_probs=probs)
 
 
 def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) -> dict[str, Any]:
@@ -308,6 +324,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             # Train (or load) the teacher once, before any worker needs it.
             teacher_for(args.dataset, data_root=args.data_root, device=device,
                         **teacher_training(args))
+        if any(n in HELD_OUT for n, _ in jobs):
+            out_of_fold_probs_for(args.dataset, data_root=args.data_root, device=device,
+                                  **teacher_training(args))
         start = time.perf_counter()
         if args.workers > 1:
             import multiprocessing as mp

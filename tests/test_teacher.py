@@ -26,6 +26,7 @@ from agents.teacher import (
     difficulty,
     gumbel_scores,
     load_teacher,
+    out_of_fold_probs,
     predict_probs,
     save_teacher,
     select_topk,
@@ -357,3 +358,57 @@ def test_ppo_per_sample_policy_is_equivariant_and_trains(tiny_teacher: TeacherML
     torch.testing.assert_close(value_shuffled, value)
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (n,) and set(np.unique(action)) <= {0, 1}
+
+
+# -- held-out teacher distributions (RHO-LOSS' irreducible-loss model) ------------------------
+class _Memoriser(torch.nn.Module):
+    """Predicts the label of every image it was trained on, uniform on any other."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.x, self.y, self.num_classes = x, y, num_classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        seen = (images[:, None, :] == self.x[None]).all(-1)  # (n, n_train)
+        logits = torch.zeros(len(images), self.num_classes)
+        hit = seen.any(1)
+        logits[hit] = 50.0 * torch.nn.functional.one_hot(
+            self.y[seen[hit].float().argmax(1)], self.num_classes).float()
+        return logits
+
+
+def test_out_of_fold_probs_never_predict_a_sample_seen_in_training():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(30, 5, generator=gen), torch.randint(0, 3, (30,), generator=gen)
+    calls = []
+
+    def train_fn(tx, ty, vx, vy, *, num_classes, seed, device):
+        calls.append(len(ty))
+        return _Memoriser(tx, ty, num_classes), {}
+
+    probs = out_of_fold_probs(x, y, x[:4], y[:4], num_classes=3, folds=3, train_fn=train_fn)
+    assert calls == [20, 20, 20]  # each teacher trains on the two other thirds
+    # a memoriser is sure about what it saw: out of fold, every sample gets its uniform guess
+    assert torch.allclose(probs, torch.full((30, 3), 1 / 3))
+    in_sample = predict_probs(_Memoriser(x, y, 3), x)
+    assert torch.equal(in_sample.argmax(1), y)  # while in sample it is always right
+    with pytest.raises(ValueError, match="folds"):
+        out_of_fold_probs(x, y, x, y, num_classes=3, folds=1, train_fn=train_fn)
+
+
+def test_hardness_teacher_uses_given_train_probs(tiny_teacher: TeacherMLP):
+    game = commenv.quiz_v0.batched(1, stack_size=2, batch_size=8)
+    obs, infos = game.reset(seed=0)
+    student = Student(game.num_features, game.num_classes, seed=0)
+    for _ in range(2):
+        parts = game.unpack_student(obs["student"])
+        obs, _, _, _, infos = game.step({"student": student.answer(parts["images"])})
+    n = len(game.train_x)
+    probs = torch.softmax(torch.randn(n, 10, generator=torch.Generator().manual_seed(1)), -1)
+    teacher = HardnessTeacher(game, None, measure="rho", targets="soft", train_probs=probs)
+    lesson = teacher.act(obs["teacher"], infos["teacher"])
+    assert torch.allclose(lesson["targets"], probs[infos["teacher"]["stack_indices"]])
+    with pytest.raises(ValueError, match="train_probs must be"):
+        HardnessTeacher(game, None, train_probs=probs[:-1])
+    with pytest.raises(ValueError, match="needs a teacher model or train_probs"):
+        HardnessTeacher(game, None)
