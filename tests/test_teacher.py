@@ -311,6 +311,26 @@ def test_bench_takes_a_user_teacher(tiny_teacher: TeacherMLP, bench_quiz):
     assert isinstance(teacher, HardnessTeacher) and teacher.measure == "ce"
 
 
+def test_bench_held_out_row_scores_with_cross_fitted_teachers(
+    tiny_teacher: TeacherMLP, bench_quiz, monkeypatch
+):
+    game = commenv.quiz_v0.batched(stack_size=5)
+    held_out = torch.full((len(game.train_x), 10), 0.1)
+    seen = {}
+
+    def fake(dataset, **kwargs):
+        seen["dataset"] = dataset
+        return held_out
+
+    monkeypatch.setattr(bench_quiz, "out_of_fold_probs_for", fake)
+    args = bench_quiz.parse_args(["--quick", "--configs", "stack 5 RHO true (held-out IL)"])
+    teacher = bench_quiz.build_teacher("stack 5 RHO true (held-out IL)", game, tiny_teacher, args)
+    assert seen == {"dataset": "digits"} and torch.equal(teacher.train_probs, held_out)
+    assert teacher.measure == "rho" and teacher.targets == "true"
+    in_sample = bench_quiz.build_teacher("stack 5 RHO true", game, tiny_teacher, args)
+    assert torch.allclose(in_sample.train_probs, predict_probs(tiny_teacher, game.train_x))
+
+
 def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz):
     rows = bench_quiz.main(["--quick", "--configs", "stack 2 CE soft", "--max-epochs", "2",
                             "--worlds", "2", "--no-plot", "--out-dir", str(tmp_path)])
