@@ -74,10 +74,13 @@ data), ``inbox_count``, ``dropped``, ``bits_images``, ``bits_payload``.
 **Arguments** (``commenv.node_graph_v0(n_nodes=10, graph="ring", k=None, content="labels",
 dataset="digits", batch_size=32, consumption_prob=0.5, inbox_capacity=16,
 overflow="drop_oldest", feature_dim=64, partition="iid", dirichlet_alpha=0.5,
-partition_seed=0, image_bits=8, float_bits=32, bit_cost=0.0, max_cycles=5000, data_seed=0,
-data_root=None, render_mode=None)``). ``consumption_prob=0.5`` is the thesis' choice: one local
-sample for each sample consumed from the network. With ``n_nodes=1`` there is no channel (the
-single broadcast bit is ignored): the thesis' single-node baseline.
+partition_seed=0, train_size=None, image_bits=8, float_bits=32, bit_cost=0.0, max_cycles=5000,
+data_seed=0, data_root=None, render_mode=None)``). ``train_size=n`` partitions only a random
+``n`` of the training samples (drawn from ``partition_seed``; the rest belong to no node): nodes
+as data-starved as the thesis' CIFAR-10 nodes on an easier dataset. ``consumption_prob=0.5``
+is the thesis' choice: one local sample for each sample consumed from the network. With
+``n_nodes=1`` there is no channel (the single broadcast bit is ignored): the thesis' single-node
+baseline.
 
 **Version history.** v0: first release.
 """
@@ -173,6 +176,7 @@ class NodeGraphGame(BatchedEnv):
         partition: str = "iid",
         dirichlet_alpha: float = 0.5,
         partition_seed: int = 0,
+        train_size: int | None = None,
         image_bits: int = 8,
         float_bits: int = 32,
         bit_cost: float = 0.0,
@@ -197,6 +201,8 @@ class NodeGraphGame(BatchedEnv):
         ):
             check_int(name, value, low)
         check_float_bits(float_bits)
+        if train_size is not None:
+            check_int("train_size", train_size, int(n_nodes))
         if not (isinstance(consumption_prob, int | float) and 0.0 <= consumption_prob <= 1.0):
             raise ValueError(f"consumption_prob must be in [0, 1], got {consumption_prob!r}")
         if not (isinstance(bit_cost, int | float) and math.isfinite(bit_cost)):
@@ -225,9 +231,17 @@ class NodeGraphGame(BatchedEnv):
         self.test_images, self.test_labels = data.test.x, data.test.y  # for evaluation
 
         # Partitions as a padded (N, max_len) table so local sampling is one gather.
-        parts = partition_indices(
-            data.train.y, N, partition, alpha=float(dirichlet_alpha), seed=partition_seed
-        )
+        pool = np.arange(len(self.labels))
+        if train_size is not None:
+            if train_size > len(pool):
+                raise ValueError(f"train_size={train_size} exceeds the {len(pool)} training "
+                                 f"samples of {dataset!r}")
+            # Its own stream: the same partition_seed draws the same subset for any N.
+            rng = np.random.default_rng([int(partition_seed), 1])
+            pool = np.sort(rng.permutation(len(pool))[: int(train_size)])
+        parts = [pool[p] for p in partition_indices(
+            data.train.y[pool], N, partition, alpha=float(dirichlet_alpha), seed=partition_seed
+        )]
         self.partitions = parts
         lengths = torch.tensor([len(p) for p in parts])
         table = torch.zeros(N, int(lengths.max()), dtype=torch.long)

@@ -107,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how the training set is split among nodes (exclusive either way)")
     p.add_argument("--dirichlet-alpha", type=float, default=0.5,
                    help="class concentration of --partition dirichlet (smaller: more skewed)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="partition only this many random training samples (every configuration "
+                        "the same ones): data-starved nodes; default all")
     p.add_argument("--float-bits", type=int, default=32,
                    help="bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform "
                         "levels per sample; what arrives is quantized and billed so)")
@@ -142,7 +145,7 @@ def run_config(args: argparse.Namespace, name: str, n_nodes: int, share: str,
         batch_size=args.batch_size, consumption_prob=args.consumption_prob,
         inbox_capacity=args.inbox_capacity, float_bits=args.float_bits,
         partition=args.partition, dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed, device=device,
+        partition_seed=args.seed, train_size=args.train_size, device=device,
         max_cycles=args.steps + 1,
     )
     q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         jobs.append((f"10 nodes, {cls.__name__} ({args.agent_content})", 10, args.agent_content,
                      cls))
     print(f"bench_graph: {args.dataset}, {args.steps} steps, arch {arch}, device {device}, "
-          f"{len(jobs)} configurations")
+          f"{len(jobs)} configurations, training samples {args.train_size or 'all'}")
     rows = []
     with progress(total=args.steps * len(jobs), desc="bench_graph") as bar:
         for name, n, share, cls in jobs:

@@ -119,6 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-arch", default="mlp", choices=["mlp", "cnn"],
                    help="the teacher network: the thesis' 2x1200 MLP or our stronger CNN")
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size (32 in the thesis)")
+    p.add_argument("--student-hidden", type=int, default=32,
+                   help="units in each of the student's two hidden layers (32 in the thesis)")
     p.add_argument("--patience-epochs", type=int, default=20,
                    help="stop after this many quiz epochs without a better exam (thesis: 20)")
     p.add_argument("--max-epochs", type=int, default=None, help="hard cap on quiz epochs")
@@ -192,8 +194,8 @@ def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) 
     )
     data = commenv.load_dataset(args.dataset, root=args.data_root)
     test = (data.test.flat().to(device), data.test.y.to(device))
-    student = Student(game.num_features, game.num_classes, num_envs=args.worlds, seed=args.seed,
-                      device=device)
+    student = Student(game.num_features, game.num_classes, num_envs=args.worlds,
+                      hidden=args.student_hidden, seed=args.seed, device=device)
     teacher = build_teacher(name, game, model, args)
     run = run_quiz(game, student, teacher, seed=args.seed, patience_epochs=args.patience_epochs,
                    max_epochs=args.max_epochs, show_progress=show_progress, desc=name, test=test)
@@ -350,6 +352,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(benchtools.markdown_table(rows, COLUMNS))
     print(f"\nbatch size {args.batch_size}, patience {args.patience_epochs} epochs, exams every "
           f"{args.exam_every} lessons, seed {args.seed}, {args.teacher_arch} teacher, "
+          f"2x{args.student_hidden} student, "
           f"{args.worlds} worlds per configuration "
           f"(test acc: mean ± std; bp columns: median over worlds)")
     name = f"table3_1_{args.dataset}"

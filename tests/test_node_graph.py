@@ -41,15 +41,17 @@ def test_registered_and_defaults():
     assert env.out_neighbours("node_0") == list(range(1, 10))  # k = N - 1 by default
 
 
-@pytest.mark.parametrize("content", ["labels", "logits"])
-def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content):
+@pytest.mark.parametrize("content,train_size", [("labels", None), ("logits", None),
+                                               ("labels", 200)])
+def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_size):
     """Track, outside the env, what each node may legitimately hold: its own partition plus
     every minibatch some node broadcast to it. Every minibatch it trains on must be in there,
     the observed images must be those samples, and the labels it sees must be its own or the
     ones that were sent with the minibatch."""
     B, N, M = 3, 5, 6
     game = NodeGraphGame(n_nodes=N, graph="ring", k=2, content=content, batch_size=M,
-                         inbox_capacity=2, consumption_prob=0.7, num_envs=B)
+                         inbox_capacity=2, consumption_prob=0.7, num_envs=B,
+                         train_size=train_size)
     obs, _ = game.reset(seed=3)
     gen = torch.Generator().manual_seed(0)
     n_train = len(game.labels)
@@ -195,6 +197,22 @@ def test_partitions_are_exclusive_and_cover():
     skew = partition_indices(y, 7, "dirichlet", alpha=0.05, seed=3)
     classes_per_node = [len(np.unique(y.numpy()[p])) for p in skew]
     assert min(classes_per_node) < 10  # non-IID: some node misses classes
+
+
+def test_train_size_partitions_one_subset_for_any_number_of_nodes():
+    one = NodeGraphGame(n_nodes=1, train_size=300, partition_seed=4)
+    ten = NodeGraphGame(n_nodes=10, train_size=300, partition_seed=4)
+    pool = np.concatenate(ten.partitions)
+    assert len(pool) == 300 and len(np.unique(pool)) == 300
+    assert np.array_equal(np.sort(pool), one.partitions[0])  # the single node holds the same data
+    assert [len(p) for p in ten.partitions] == [30] * 10
+    assert int((ten.owner >= 0).sum()) == 300  # the rest belongs to no node
+    other = NodeGraphGame(n_nodes=1, train_size=300, partition_seed=5)
+    assert not np.array_equal(other.partitions[0], one.partitions[0])
+    with pytest.raises(ValueError, match="exceeds"):
+        NodeGraphGame(n_nodes=2, train_size=10**6)
+    with pytest.raises(ValueError, match="train_size"):
+        NodeGraphGame(n_nodes=4, train_size=3)
 
 
 def test_bad_input_is_named():
