@@ -44,8 +44,17 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     common = ["--quick", "--steps", "4", "--eval-every", "4", "--only", "4"]
     full = bench.main([*common, "--out-dir", str(tmp_path / "a")])[0]
+    built = []
+    original = bench.NodeGraphGame
+
+    def spy(**kwargs):
+        built.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(bench, "NodeGraphGame", spy)
     eight = bench.main([*common, "--float-bits", "8", "--partition", "dirichlet",
-                        "--out-dir", str(tmp_path / "b")])[0]
+                        "--train-size", "500", "--out-dir", str(tmp_path / "b")])[0]
+    assert built[-1]["train_size"] == 500 and built[-1]["partition"] == "dirichlet"
     # same traffic, a quarter of the bits per value plus a 64-bit min/max header per sample
     per_sample_32 = full["bits_payload"] / (32 * 64)
     assert eight["bits_payload"] == per_sample_32 * (8 * 64 + 64)
