@@ -78,6 +78,8 @@ CONFIGS: dict[str, tuple[int, str | None, str]] = {
     "stack 1 soft (distillation)": (1, "random", "soft"),
     "stack 10 CE soft": (10, "ce", "soft"),
     "stack 20 CE soft": (20, "ce", "soft"),
+    "stack 10 RHO true": (10, "rho", "true"),
+    "stack 20 RHO true": (20, "rho", "true"),
 }
 HELD_OUT = {"stack 5 RHO true (held-out IL)"}
 """Configurations whose teacher distributions come from cross-fitted teachers that never saw
