@@ -27,6 +27,7 @@ baseline's best *validation* accuracy) and the curves.
     python examples/bench_quiz.py --quick             # digits, about two minutes
     python examples/bench_quiz.py --workers 2         # Fashion-MNIST, table 3.1 (~15 min)
     python examples/bench_quiz.py --teacher-arch cnn        # our stronger CNN teacher
+    python examples/bench_quiz.py --student-hidden 256 --teacher-arch cnn   # a student that fits
     python examples/bench_quiz.py --dataset mnist --data-root ~/data/mnist
     python examples/bench_quiz.py --quick --teacher my_teachers:MyTeacher
     commenv bench quiz --quick
