@@ -282,6 +282,28 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     return model
 
 
+def _cache_path(
+    cache_dir: str | Path | None, dataset: str, data_seed: int, seed: int, kind: str,
+    train_kwargs: dict[str, Any],
+) -> Path:
+    """Where a trained teacher (``kind=""``) or its out-of-fold predictions are cached."""
+    cache = Path(cache_dir or Path.home() / ".cache" / "commenv" / "teachers")
+    tag = "".join(f"_{k}{v}" for k, v in sorted(train_kwargs.items()))
+    return cache / f"{dataset}_split{data_seed}_seed{seed}{kind}{tag}.pt"
+
+
+def _training_data(
+    dataset: str, data_root: str | None, data_seed: int, train_kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The dataset splits, and ``train_kwargs`` completed with the image shape a CNN needs."""
+    from commenv.datasets import load_dataset
+
+    data = load_dataset(dataset, root=data_root, seed=data_seed)
+    if train_kwargs.get("arch") == "cnn":
+        train_kwargs = {**train_kwargs, "image_shape": data.image_shape}
+    return data, train_kwargs
+
+
 def out_of_fold_probs(
     train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
     num_classes: int, folds: int = 2, seed: int = 0, train_fn: Any = None,
@@ -297,8 +319,9 @@ def out_of_fold_probs(
     ``train_fn`` defaults to :func:`train_teacher` and is called as ``train_fn(x, y, val_x,
     val_y, num_classes=, seed=, device=, **train_kwargs) -> (model, log)``.
     """
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
-        raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+    from commenv.core import check_int
+
+    folds = check_int("folds", folds, 2)
     if len(train_y) < folds:
         raise ValueError(f"need at least {folds} training samples for {folds} folds, "
                          f"got {len(train_y)}")
@@ -322,16 +345,10 @@ def out_of_fold_probs_for(
 ) -> torch.Tensor:
     """:func:`out_of_fold_probs` of ``dataset``, cached on disk beside :func:`teacher_for`'s
     teachers (``weights_only`` tensor file)."""
-    from commenv.datasets import load_dataset
-
-    cache = Path(cache_dir or Path.home() / ".cache" / "commenv" / "teachers")
-    tag = "".join(f"_{k}{v}" for k, v in sorted(train_kwargs.items()))
-    path = cache / f"{dataset}_split{data_seed}_seed{seed}_oof{folds}{tag}.pt"
+    path = _cache_path(cache_dir, dataset, data_seed, seed, f"_oof{folds}", train_kwargs)
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
-    data = load_dataset(dataset, root=data_root, seed=data_seed)
-    if train_kwargs.get("arch") == "cnn":
-        train_kwargs = {**train_kwargs, "image_shape": data.image_shape}
+    data, train_kwargs = _training_data(dataset, data_root, data_seed, train_kwargs)
     probs = out_of_fold_probs(
         data.train.flat(), data.train.y, data.val.flat(), data.val.y,
         num_classes=data.num_classes, folds=folds, seed=seed, device=device,
@@ -352,16 +369,10 @@ def teacher_for(
     ``cache_dir`` defaults to ``~/.cache/commenv/teachers``; the file name holds the dataset,
     split seed, training seed and any non-default training arguments.
     """
-    from commenv.datasets import load_dataset
-
-    cache = Path(cache_dir or Path.home() / ".cache" / "commenv" / "teachers")
-    tag = "".join(f"_{k}{v}" for k, v in sorted(train_kwargs.items()))
-    path = cache / f"{dataset}_split{data_seed}_seed{seed}{tag}.pt"
+    path = _cache_path(cache_dir, dataset, data_seed, seed, "", train_kwargs)
     if path.exists():
         return load_teacher(path, device)
-    data = load_dataset(dataset, root=data_root, seed=data_seed)
-    if train_kwargs.get("arch") == "cnn":
-        train_kwargs = {**train_kwargs, "image_shape": data.image_shape}
+    data, train_kwargs = _training_data(dataset, data_root, data_seed, train_kwargs)
     model, log = train_teacher(
         data.train.flat(), data.train.y, data.val.flat(), data.val.y,
         num_classes=data.num_classes, seed=seed, device=device, show_progress=show_progress,
