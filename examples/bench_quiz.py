@@ -150,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only rebuild the table/figure from the rows finished so far "
                         "(<out-dir>/table3_1_<dataset>.partial.jsonl)")
     args = p.parse_args(argv)
+    if args.student_hidden < 1:
+        p.error(f"--student-hidden must be >= 1, got {args.student_hidden}")
     if args.dataset is None:
         args.dataset = "digits" if args.quick else "fashion-mnist"
     if args.exam_every is None:

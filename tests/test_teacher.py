@@ -273,6 +273,10 @@ def test_bench_quiz_help_and_speed_rows(bench_quiz):
         bench_quiz.parse_args(["--configs", "stack 3 magic"])
     args = bench_quiz.parse_args(["--quick", "--configs", "stack 5 CE soft"])
     assert args.names == ["baseline", "stack 5 CE soft"] and args.dataset == "digits"
+    assert args.student_hidden == 32  # the thesis' student unless asked otherwise
+    with pytest.raises(SystemExit) as exc:
+        bench_quiz.parse_args(["--student-hidden", "0"])
+    assert exc.value.code == 2
 
 
 # -- the Gymnasium teacher view --------------------------------------------------------------
