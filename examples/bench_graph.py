@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from agents.population import OutputSharingPopulation, run_population  # noqa: E402
+from agents.population import ARCHS, OutputSharingPopulation, run_population  # noqa: E402
 from commenv.benchtools import (  # noqa: E402
     load_object,
     markdown_table,
@@ -59,7 +59,7 @@ from commenv.benchtools import (  # noqa: E402
     write_results,
 )
 from commenv.evaluation import WEIGHTINGS  # noqa: E402
-from commenv.node_graph import NodeGraphGame  # noqa: E402
+from commenv.node_graph import CONTENTS, PARTITIONS, NodeGraphGame  # noqa: E402
 
 # (name, nodes, shared content, thesis avg, thesis coll, thesis steps to 85 %)
 CONFIGS: list[tuple[str, int, str, float | None, float | None, int | None]] = [
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="parallel training steps per configuration (default 5000; 1000 quick)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="evaluate on the test split every N steps (default 250; 50 quick)")
-    p.add_argument("--arch", default="auto", choices=["auto", "mlp", "cnn"],
+    p.add_argument("--arch", default="auto", choices=["auto", *ARCHS],
                    help="node model: MLP or DCGAN-style strided CNN (auto: cnn on CUDA, else mlp)")
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size of every node")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--broadcast-margin", type=float, default=1.5,
                    help="per-edge broadcast probability = margin * consumption_prob / (N - 1), "
                         "so inboxes are fed slightly faster than they are read")
-    p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"],
+    p.add_argument("--partition", default="iid", choices=list(PARTITIONS),
                    help="how the training set is split among nodes (exclusive either way)")
     p.add_argument("--dirichlet-alpha", type=float, default=0.5,
                    help="class concentration of --partition dirichlet (smaller: more skewed)")
@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated subset of configurations by index (0-5), e.g. 0,3")
     p.add_argument("--agent", default=None,
                    help="a user population 'module:Class' run on the 10-node configuration")
-    p.add_argument("--agent-content", default="labels", choices=["labels", "logits", "features"],
+    p.add_argument("--agent-content", default="labels", choices=list(CONTENTS),
                    help="what the --agent population shares")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=1,

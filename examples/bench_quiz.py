@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:  # run from a source checkout without installing
 import commenv  # noqa: E402
 from agents.quiz_runner import run_quiz, turn_action  # noqa: E402
 from agents.teacher import (  # noqa: E402
+    TEACHER_ARCHS,
     HardnessTeacher,
     PassThroughTeacher,
     Student,
@@ -119,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher", default=None,
                    help="add a user teacher 'module:Class' (built as Class(game=, model=, seed=))")
     p.add_argument("--teacher-stack", type=int, default=5, help="stack size of --teacher")
-    p.add_argument("--teacher-arch", default="mlp", choices=["mlp", "cnn"],
+    p.add_argument("--teacher-arch", default="mlp", choices=list(TEACHER_ARCHS),
                    help="the teacher network: the thesis' 2x1200 MLP or our stronger CNN")
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size (32 in the thesis)")
     p.add_argument("--student-hidden", type=int, default=32,
