@@ -21,6 +21,7 @@ Usage::
     python examples/bench_graph.py --quick                 # digits, 1-2 minutes on 2 CPU cores
     python examples/bench_graph.py                          # Fashion-MNIST, 5,000 steps
     python examples/bench_graph.py --dataset cifar10 --data-root ~/data --arch cnn
+    python examples/bench_graph.py --arch cnn --train-size 20000  # 2,000 per node (README)
     python examples/bench_graph.py --arch cnn --train-size 5000   # 500 samples per node
     python examples/bench_graph.py --quick --agent my_module:MyPopulation
     commenv bench graph --quick
