@@ -29,6 +29,9 @@ def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
     assert user["params_per_node"] == labels["params_per_node"]
     saved = json.loads((tmp_path / "bench_graph.json").read_text())
     assert saved["target_accuracy"] == one["target"] and len(saved["rows"]) == 4
+    assert saved["thesis_claims"] == bench.thesis_claims(rows)
+    assert set(saved["thesis_claims"]) == {"collective > average",
+                                           "labels >= logits > features > no sharing"}
     assert (tmp_path / "bench_graph.csv").exists() and (tmp_path / "bench_graph.png").exists()
     assert bench.steps_to([{"step": 5, "collective": 50.0}, {"step": 10, "collective": 91.0}],
                           "collective", 90.0) == 10
@@ -60,3 +63,34 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path
     assert eight["bits_payload"] == per_sample_32 * (8 * 64 + 64)
     args = json.loads((tmp_path / "b" / "bench_graph.json").read_text())["meta"]["args"]
     assert args["partition"] == "dirichlet" and args["float_bits"] == 8
+
+
+def _row(name, nodes, avg, coll, steps=None):
+    return {"configuration": name, "nodes": nodes, "avg_acc": avg, "coll_acc": coll,
+            "steps_to_target": steps}
+
+
+def test_thesis_claims_judge_the_rows_present(bench):
+    single = _row("1 node", 1, 87.6, None, steps=3250)
+    ranked = [_row("10 nodes, no sharing", 10, 82.7, 86.5),
+              _row("10 nodes, logits", 10, 86.8, 88.54),
+              _row("10 nodes, true labels", 10, 87.2, 88.46),  # 88.5 vs 88.5 as printed: a tie
+              _row("10 nodes, features", 10, 85.0, 86.8)]
+    twenty = _row("20 nodes, true labels", 20, 86.9, 89.2, steps=1500)
+    claims = bench.thesis_claims([single, *ranked, twenty])
+    assert claims == {"collective > average": True,
+                      "labels >= logits > features > no sharing": True,
+                      "20 nodes reach the target in fewer steps": True}
+
+    ranked[3]["coll_acc"] = 86.4  # features below no sharing
+    ranked[0]["avg_acc"] = 86.6  # no sharing's collective no better than its average
+    twenty["steps_to_target"] = None  # never reached
+    claims = bench.thesis_claims([single, *ranked, twenty])
+    assert not any(claims.values()) and len(claims) == 3
+
+    # logits strictly above labels breaks the ">=" even when the rest is in order
+    ranked[1]["coll_acc"], ranked[3]["coll_acc"] = 88.6, 87.0
+    assert not bench.thesis_claims(ranked)["labels >= logits > features > no sharing"]
+    # only what the rows can decide is judged
+    assert bench.thesis_claims([single]) == {}
+    assert list(bench.thesis_claims(ranked[:1])) == ["collective > average"]
