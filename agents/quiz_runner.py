@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from agents.teacher import Student
+from commenv_agents.teacher import Student
 
 
 @dataclass
@@ -62,7 +61,7 @@ def run_quiz(
     ``student.load_state_dict`` to score the test set). With ``test=(images (n, D), labels)``
     every curve point also holds the students' test accuracy (measured, never used to stop).
     """
-    from commenv.benchtools import progress
+    from commenv.bench.tools import progress
 
     obs, infos = game.reset(seed=seed)
     N, B, C = game.num_envs, game.batch_size, game.num_classes

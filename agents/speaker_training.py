@@ -26,9 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-
-import commenv
-from agents.speakers import (
+from commenv_agents.speakers import (
     LIKELIHOODS,
     MI_ESTIMATORS,
     GumbelSoftmaxWrapper,
@@ -44,7 +42,9 @@ from agents.speakers import (
     mi_loss,
     mi_reward,
 )
-from commenv.benchtools import seed_everything
+
+import commenv
+from commenv.bench.tools import seed_everything
 from commenv.core import check_choice
 from commenv.partial_obs import PartialObsGame
 from commenv.probe import BestValidation, LinearProbe
@@ -94,8 +94,8 @@ class SpeakerRunConfig:
     mi_negatives: int = 8
     """Marginal pairs per joint pair for ``"infonce"``."""
     likelihood: str = "bce"
-    """``"bce"`` (the thesis' term, :func:`~agents.speakers.likelihood_loss`) or
-    ``"contrastive"`` (ours, :func:`~agents.speakers.contrastive_likelihood_loss`)."""
+    """``"bce"`` (the thesis' term, :func:`~commenv_agents.speakers.likelihood_loss`) or
+    ``"contrastive"`` (ours, :func:`~commenv_agents.speakers.contrastive_likelihood_loss`)."""
     temperature: TemperatureSchedule = field(default_factory=TemperatureSchedule)
     straight_through: bool = False
     entropy_coef: float = 0.01

@@ -202,7 +202,7 @@ def train_teacher(
     Images are flat ``(n, D)``. Returns the best-validation model (eval mode) and a log
     ``{"best_val_accuracy", "best_epoch", "epochs", "history"}``.
     """
-    from commenv.benchtools import progress
+    from commenv.bench.tools import progress
 
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))  # dropout masks

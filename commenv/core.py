@@ -316,6 +316,16 @@ class EnvFamily:
         self.__doc__ = doc or sys.modules[game_cls.__module__].__doc__ or game_cls.__doc__
         self.metadata = game_cls.metadata
 
+    def defaults(self) -> dict[str, Any]:
+        """The game's keyword arguments and their defaults (``num_envs``/``device`` excluded)."""
+        import inspect
+
+        params = inspect.signature(self.game_cls.__init__).parameters.values()
+        return {
+            p.name: p.default for p in params
+            if p.default is not inspect.Parameter.empty and p.name not in ("num_envs", "device")
+        }
+
     def batched(self, num_envs: int = 1, device: str | torch.device = "cpu", **config: Any):
         """The batched tensor face: ``num_envs`` worlds on ``device``."""
         return self.game_cls(num_envs=num_envs, device=device, **config)

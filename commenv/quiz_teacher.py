@@ -7,7 +7,7 @@
 | Observation space | ``Box(0, 1, (S * B * 5 + 2,), float32)`` |
 | Reward | change of the student's exam accuracy, minus an overflow penalty |
 
-The reference student of ``agents.teacher`` (2 x 32 ReLU, Adam) is built in and answers the
+The reference student of ``commenv_agents.teacher`` (2 x 32 ReLU, Adam) is built in and answers the
 quizzes and exams of a :class:`commenv.quiz.QuizGame`; the teacher is the only agent. Each
 ``step`` is one teacher turn: the action selects the lesson among the ``S * B`` stacked samples,
 the targets are the built-in teacher network's soft labels (``targets="soft"``) or the true labels
@@ -77,7 +77,7 @@ class QuizTeacherEnv(gymnasium.Env):
         data_root: str | None = None,
         render_mode: str | None = None,
     ) -> None:
-        from agents.teacher import TARGETS, predict_probs, teacher_for
+        from commenv_agents.teacher import TARGETS, predict_probs, teacher_for
 
         check_choice("targets", targets, TARGETS)
         check_choice("overflow", overflow, OVERFLOW)
@@ -99,7 +99,7 @@ class QuizTeacherEnv(gymnasium.Env):
 
     # -- gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        from agents.teacher import Student
+        from commenv_agents.teacher import Student
 
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(2**31))

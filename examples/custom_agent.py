@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from commenv.benchtools import select_device
+    from commenv.bench.tools import select_device
 
     config = dict(message_bits=16, num_candidates=4, noise=0.1, level="both")
 

@@ -19,22 +19,15 @@ reads the mean of the per-sample hidden units.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import gymnasium  # noqa: E402
-
-import commenv  # noqa: E402, F401  (registers commenv/QuizTeacher-v0)
-from commenv import benchtools  # noqa: E402
-from commenv.quiz_teacher import FEATURES  # noqa: E402
+import commenv  # noqa: F401  (registers commenv/QuizTeacher-v0)
+from commenv.bench import tools as benchtools
+from commenv.quiz_teacher import FEATURES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,13 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.eval_episodes = min(args.eval_episodes, 3)
     return args
 
-
 def make_env(args: argparse.Namespace) -> gymnasium.Env:
     return gymnasium.make(
         "commenv/QuizTeacher-v0", dataset=args.dataset, stack_size=args.stack_size,
         target_accuracy=args.target_accuracy, max_lessons=args.max_lessons,
     )
-
 
 def per_sample_policy_class() -> type:
     """An SB3 actor-critic whose action logits are one shared MLP applied to every sample."""
@@ -115,14 +106,12 @@ def per_sample_policy_class() -> type:
 
     return PerSamplePolicy
 
-
 def ce_policy(obs: np.ndarray, batch_size: int) -> np.ndarray:
     """The thesis' teacher inside the view: the ``B`` samples of highest cross-entropy."""
     ce = obs[:-2].reshape(-1, FEATURES)[:, 2]
     action = np.zeros(len(ce), np.int8)
     action[np.argsort(-ce, kind="stable")[:batch_size]] = 1
     return action
-
 
 def evaluate(env: gymnasium.Env, policy: Any, episodes: int, seed: int) -> dict[str, Any]:
     """Backward passes to the target (episodes that never reach it count as ``None``)."""
@@ -141,7 +130,6 @@ def evaluate(env: gymnasium.Env, policy: Any, episodes: int, seed: int) -> dict[
         "bp per episode": reached,
         "final val acc": 100 * float(np.mean(final)),
     }
-
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     import torch
@@ -183,7 +171,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                      extra={"ppo_train_seconds": train_s})
     print(f"wrote {paths[0]}")
     return rows
-
 
 if __name__ == "__main__":
     main()

@@ -1,19 +1,20 @@
-"""examples/bench_graph.py end to end on a tiny budget, with a user's own population."""
+"""commenv.bench.graph end to end on a tiny budget, with a user's own population."""
 
+import importlib
 import json
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def bench(example):
-    return example("bench_graph")
+def bench():
+    return importlib.import_module("commenv.bench.graph")
 
 
 def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     rows = bench.main(["--quick", "--steps", "12", "--eval-every", "6", "--only", "0,2,3",
-                       "--agent", "agents.population:SequentialPopulation",
+                       "--agent", "commenv_agents.population:SequentialPopulation",
                        "--out-dir", str(tmp_path)])
     names = [r["configuration"] for r in rows]
     assert names == ["1 node", "10 nodes, logits", "10 nodes, true labels",

@@ -1,9 +1,9 @@
-"""agents.population: batched maths == per-node maths, runs against node_graph_v0, learns."""
+"""commenv_agents.population: batched maths == per-node maths, runs against node_graph_v0,
+learns."""
 
 import pytest
 import torch
-
-from agents.population import (
+from commenv_agents.population import (
     BatchedClassifier,
     OutputSharingPopulation,
     SequentialPopulation,
@@ -12,6 +12,7 @@ from agents.population import (
     run_population,
     speed_rows,
 )
+
 from commenv.node_graph import NodeGraphGame
 
 

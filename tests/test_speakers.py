@@ -4,10 +4,8 @@ import math
 
 import pytest
 import torch
-
-import commenv
-from agents.speaker_training import LEVEL_GAMES, SpeakerRunConfig, train_speakers
-from agents.speakers import (
+from commenv_agents.speaker_training import LEVEL_GAMES, SpeakerRunConfig, train_speakers
+from commenv_agents.speakers import (
     BatchedLinear,
     GumbelSoftmaxWrapper,
     MIDiscriminator,
@@ -21,6 +19,8 @@ from agents.speakers import (
     mi_loss,
     mi_reward,
 )
+
+import commenv
 
 
 def _game(level: str, num_envs: int = 16):
@@ -230,7 +230,7 @@ def test_config_errors():
 
 @pytest.mark.parametrize("level", ["receive", "feedback", "both"])  # "none" has no such term
 def test_reinforce_contrastive_credit_follows_the_feedback_edges(level):
-    from agents.speaker_training import _contrastive_credit
+    from commenv_agents.speaker_training import _contrastive_credit
 
     cfg = SpeakerRunConfig(kind="reinforce", level=level, likelihood="contrastive",
                            likelihood_weight=1.0, message_bits=8)

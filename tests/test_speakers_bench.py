@@ -1,29 +1,26 @@
-"""examples/bench_language.py: --help, and a tiny end-to-end run with a user speaker."""
+"""commenv.bench.language: --help, and a tiny end-to-end run with a user speaker."""
 
+import importlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "examples" / "bench_language.py"
-
 
 @pytest.fixture
-def bench_language(example, monkeypatch):
+def bench_language(monkeypatch):
     """The script as a module, quiet; torch's thread count restored after ``main`` sets it."""
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     threads = torch.get_num_threads()
-    yield example("bench_language")
+    yield importlib.import_module("commenv.bench.language")
     torch.set_num_threads(threads)
 
 
 def test_help_documents_the_options():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "commenv.bench.language", "--help"],
+                         capture_output=True, text=True, check=True).stdout
     for option in ("--quick", "--agent", "--remedies", "--ours", "--likelihood", "--temp-every"):
         assert option in out
 
@@ -33,11 +30,11 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
         "--quick", "--steps", "12", "--eval-every", "6", "--seeds", "1",
         "--levels", "none,both", "--kinds", "gumbel", "--remedies", "straight-through",
         "--ours", "contrastive", "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
-        "--agent", "agents.speakers:Speaker", "--out-dir", str(tmp_path),
+        "--agent", "commenv_agents.speakers:Speaker", "--out-dir", str(tmp_path),
     ])
     speakers = {r["speaker"] for r in rows}
     assert speakers == {"gumbel", "gumbel straight-through", "gumbel contrastive (ours)",
-                        "user agents.speakers:Speaker"}
+                        "user commenv_agents.speakers:Speaker"}
     assert {r["level"] for r in rows} == {"none", "both"}
     assert all(0 <= r["ours"] <= 100 and r["thesis (MNIST)"] > 60 for r in rows)
     data = json.loads((tmp_path / "language_digits.json").read_text())

@@ -3,6 +3,7 @@ the Gymnasium teacher view."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import warnings
@@ -11,12 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import commenv
-from agents.quiz_runner import run_quiz
-from agents.teacher import (
+from commenv_agents.quiz_runner import run_quiz
+from commenv_agents.teacher import (
     HardnessTeacher,
     PassThroughTeacher,
     Student,
@@ -32,6 +29,10 @@ from agents.teacher import (
     select_topk,
     train_teacher,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import commenv
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,9 @@ def tiny_teacher() -> TeacherMLP:
 
 
 @pytest.fixture
-def bench_quiz(example):
-    """``examples/bench_quiz.py`` as a module."""
-    return example("bench_quiz")
+def bench_quiz():
+    """``commenv.bench.quiz`` as a module."""
+    return importlib.import_module("commenv.bench.quiz")
 
 
 # -- top-k against brute force -----------------------------------------------------------------
@@ -309,7 +310,7 @@ def test_gymnasium_teacher_view_passes_checkers(tiny_teacher: TeacherMLP):
 
 
 def test_bench_takes_a_user_teacher(tiny_teacher: TeacherMLP, bench_quiz):
-    args = bench_quiz.parse_args(["--quick", "--teacher", "agents.teacher:HardnessTeacher"])
+    args = bench_quiz.parse_args(["--quick", "--teacher", "commenv_agents.teacher:HardnessTeacher"])
     game = commenv.quiz_v0.batched(stack_size=args.teacher_stack)
     teacher = bench_quiz.build_teacher(f"user:{args.teacher}", game, tiny_teacher, args)
     assert isinstance(teacher, HardnessTeacher) and teacher.measure == "ce"

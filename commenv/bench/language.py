@@ -10,42 +10,39 @@ shows the early peak the thesis saw as the Gumbel temperature anneals; ``--remed
 rows for the remedies it proposed (straight-through, longer messages; REINFORCE is its own
 speaker kind), and ``--ours`` rows beyond the thesis: ``contrastive``, the Gumbel speaker whose
 likelihood term must pick its own world's message out of the batch
-(``agents.speakers.contrastive_likelihood_loss``).
+(``commenv_agents.speakers.contrastive_likelihood_loss``).
 
-    python examples/bench_language.py --quick                    # digits, about two minutes
-    python examples/bench_language.py                            # Fashion-MNIST, 5 seeds
-    python examples/bench_language.py --agent mymodule:MySpeaker # your speaker in the table
+    commenv bench language --quick                    # digits, about two minutes
+    commenv bench language                            # Fashion-MNIST, 5 seeds
+    commenv bench language --agent mymodule:MySpeaker # your speaker in the table
     commenv bench language --quick
 
 A user speaker is a class built as ``Class(n_agents=, in_features=, message_bits=, hidden=)``
 whose ``forward(views (B, n, D))`` returns ``(logits (B, n, L, 2), features (B, n, H))`` (see
-``agents.speakers.Speaker``); it is trained with the Gumbel-Softmax wrapper and loss.
+``commenv_agents.speakers.Speaker``); it is trained with the Gumbel-Softmax wrapper and loss.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
-
-from agents.speaker_training import (  # noqa: E402
+from commenv_agents.speaker_training import (
     KINDS,
     LEVEL_GAMES,
     SpeakerRunConfig,
     summarize,
     train_speakers,
 )
-from agents.speakers import (  # noqa: E402
+from commenv_agents.speakers import (
     LIKELIHOODS,
     MI_ESTIMATORS,
     Speaker,
     TemperatureSchedule,
 )
-from commenv import benchtools  # noqa: E402
+
+from commenv.bench import tools as benchtools
 
 CONTRASTIVE_SCALE = 300.0
 """The contrastive row's likelihood weights, as a multiple of the thesis' (0.01 one-way, 0.005

@@ -18,18 +18,18 @@ the updated weights, ``2 * N * 32 * P`` bits for ``P`` fp32 parameters per model
 
 Usage::
 
-    python examples/bench_graph.py --quick                 # digits, 1-2 minutes on 2 CPU cores
-    python examples/bench_graph.py                          # Fashion-MNIST, 5,000 steps
-    python examples/bench_graph.py --dataset cifar10 --data-root ~/data --arch cnn
-    python examples/bench_graph.py --arch cnn --train-size 20000  # 2,000 per node (README)
-    python examples/bench_graph.py --arch cnn --train-size 5000   # 500 samples per node
-    python examples/bench_graph.py --quick --agent my_module:MyPopulation
+    commenv bench graph --quick                 # digits, 1-2 minutes on 2 CPU cores
+    commenv bench graph                          # Fashion-MNIST, 5,000 steps
+    commenv bench graph --dataset cifar10 --data-root ~/data --arch cnn
+    commenv bench graph --arch cnn --train-size 20000  # 2,000 per node (README)
+    commenv bench graph --arch cnn --train-size 5000   # 500 samples per node
+    commenv bench graph --quick --agent my_module:MyPopulation
     commenv bench graph --quick
 
 A user's population (``--agent module:Class``) is built as
 ``Class(n_nodes, image_shape, num_classes, share=..., broadcast_prob=..., feature_dim=...,
 device=..., seed=...)`` and needs ``step(views, out_valid) -> (bits, payload)`` and
-``predict_proba(x) -> (N, S, C)`` (see ``agents.population.NodePopulation``); it runs on the
+``predict_proba(x) -> (N, S, C)`` (see ``commenv_agents.population.NodePopulation``); it runs on the
 10-node configuration sharing ``--agent-content``.
 """
 
@@ -37,20 +37,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
+from commenv_agents.population import ARCHS, OutputSharingPopulation, run_population
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a source checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-from agents.population import ARCHS, OutputSharingPopulation, run_population  # noqa: E402
-from commenv.benchtools import (  # noqa: E402
+from commenv.bench.tools import (
     load_object,
     markdown_table,
     progress,
@@ -60,8 +55,8 @@ from commenv.benchtools import (  # noqa: E402
     select_device,
     write_results,
 )
-from commenv.evaluation import WEIGHTINGS  # noqa: E402
-from commenv.node_graph import CONTENTS, PARTITIONS, NodeGraphGame  # noqa: E402
+from commenv.evaluation import WEIGHTINGS
+from commenv.node_graph import CONTENTS, PARTITIONS, NodeGraphGame
 
 # (name, nodes, shared content, thesis avg, thesis coll, thesis steps to 85 %)
 CONFIGS: list[tuple[str, int, str, float | None, float | None, int | None]] = [

@@ -24,17 +24,18 @@ baseline's ``test acc``; the median over worlds, ``–`` unless half of them got
 ``bp to base``), ``wall s``; the JSON/CSV add per-world values, ``bp to base val`` (reaching the
 baseline's best *validation* accuracy) and the curves.
 
-    python examples/bench_quiz.py --quick             # digits, about two minutes
-    python examples/bench_quiz.py --workers 2         # Fashion-MNIST, table 3.1 (~15 min)
-    python examples/bench_quiz.py --teacher-arch cnn        # our stronger CNN teacher
-    python examples/bench_quiz.py --student-hidden 256 --teacher-arch cnn   # a student that fits
-    python examples/bench_quiz.py --dataset mnist --data-root ~/data/mnist
-    python examples/bench_quiz.py --quick --teacher my_teachers:MyTeacher
+    commenv bench quiz --quick             # digits, about two minutes
+    commenv bench quiz --workers 2         # Fashion-MNIST, table 3.1 (~15 min)
+    commenv bench quiz --teacher-arch cnn        # our stronger CNN teacher
+    commenv bench quiz --student-hidden 256 --teacher-arch cnn   # a student that fits
+    commenv bench quiz --dataset mnist --data-root ~/data/mnist
+    commenv bench quiz --quick --teacher my_teachers:MyTeacher
     commenv bench quiz --quick
 
 A user's teacher (``--teacher module:Class``) is built as ``Class(game=game, model=teacher_net,
 seed=seed)`` and must provide ``act(obs, infos) -> {"select": (N, S*B) bool, "targets": (N, S*B,
-C)}`` (see ``agents.teacher.HardnessTeacher``); it plays with ``--teacher-stack`` minibatches.
+C)}`` (see ``commenv_agents.teacher.HardnessTeacher``); it plays with ``--teacher-stack``
+minibatches.
 """
 
 from __future__ import annotations
@@ -42,20 +43,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a source checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-import commenv  # noqa: E402
-from agents.quiz_runner import run_quiz, turn_action  # noqa: E402
-from agents.teacher import (  # noqa: E402
+from commenv_agents.quiz_runner import run_quiz, turn_action
+from commenv_agents.teacher import (
     TEACHER_ARCHS,
     HardnessTeacher,
     PassThroughTeacher,
@@ -63,7 +57,9 @@ from agents.teacher import (  # noqa: E402
     out_of_fold_probs_for,
     teacher_for,
 )
-from commenv import benchtools  # noqa: E402
+
+import commenv
+from commenv.bench import tools as benchtools
 
 # name: (stack_size, measure, targets); measure None is the no-communication baseline.
 CONFIGS: dict[str, tuple[int, str | None, str]] = {
@@ -85,7 +81,7 @@ CONFIGS: dict[str, tuple[int, str | None, str]] = {
 }
 HELD_OUT = {"stack 5 RHO true (held-out IL)"}
 """Configurations whose teacher distributions come from cross-fitted teachers that never saw
-the sample they score (``agents.teacher.out_of_fold_probs``, 2 folds): RHO-LOSS' irreducible
+the sample they score (``commenv_agents.teacher.out_of_fold_probs``, 2 folds): RHO-LOSS' irreducible
 loss as its paper prescribes, from held-out data."""
 THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, backward passes
     "baseline": (96.4, 39_000),

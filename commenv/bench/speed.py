@@ -12,27 +12,21 @@ node-steps/s of node_graph_v0's batched population vs the sequential per-node lo
 quiz_v0's lessons/s (env alone on 1 and 16 worlds, the student's training step alone, the full
 loop with the reference agents).
 
-    python examples/bench_speed.py            # about a minute
-    python examples/bench_speed.py --quick    # a few seconds
+    commenv bench speed            # about a minute
+    commenv bench speed --quick    # a few seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a source checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-import commenv  # noqa: E402
-from commenv.benchtools import load_object, markdown_table, write_results  # noqa: E402
+import commenv
+from commenv.bench.tools import markdown_table, write_results
 
 Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
 
@@ -140,9 +134,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # Each game's own speed rows (the reference agents' training steps, measured in one run).
     extra = []
     if not args.skip_agents:
-        from agents.population import speed_rows as population_rows
+        from commenv_agents.population import speed_rows as population_rows
 
-        quiz_rows = load_object(f"{Path(__file__).with_name('bench_quiz.py')}:speed_rows")
+        from commenv.bench.quiz import speed_rows as quiz_rows
         extra += population_rows(args.quick) + quiz_rows(args.quick)
         print(markdown_table(extra, ["name", "steps_per_s", "note"], digits=0))
     write_results(args.out, "speed", rows + extra, args)
