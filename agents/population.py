@@ -23,7 +23,6 @@ that it needs and the two methods of :class:`NodePopulation`.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Protocol
 
@@ -33,6 +32,7 @@ from torch import nn
 
 from commenv.evaluation import evaluate
 from commenv.node_graph import NodeGraphGame
+from commenv_agents.layers import BatchedConv2d, BatchedLinear, conv_out
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn")
 SHARES: tuple[str, ...] = ("none", "labels", "logits", "features")
@@ -52,46 +52,7 @@ class NodePopulation(Protocol):
         """Predictive distributions ``(N, S, C)`` of every node on images ``x`` ``(S, C, H, W)``."""
 
 
-# -- batched layers ------------------------------------------------------------------------
-class BatchedLinear(nn.Module):
-    """``G`` independent dense layers applied with one ``baddbmm``: ``(G, M, i) -> (G, M, o)``."""
-
-    def __init__(self, groups: int, d_in: int, d_out: int) -> None:
-        super().__init__()
-        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default init, per group
-        self.weight = nn.Parameter(torch.empty(groups, d_in, d_out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(groups, 1, d_out).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class BatchedConv2d(nn.Module):
-    """``G`` independent convolutions as one grouped convolution.
-
-    Input and output are ``(M, G * channels, H, W)``: group ``g`` owns channels
-    ``[g * c, (g + 1) * c)``.
-    """
-
-    def __init__(self, groups: int, c_in: int, c_out: int, kernel: int, stride: int,
-                 padding: int) -> None:
-        super().__init__()
-        bound = 1.0 / math.sqrt(c_in * kernel * kernel)
-        self.weight = nn.Parameter(
-            torch.empty(groups * c_out, c_in, kernel, kernel).uniform_(-bound, bound)
-        )
-        self.bias = nn.Parameter(torch.empty(groups * c_out).uniform_(-bound, bound))
-        self.groups, self.stride, self.padding = groups, stride, padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
-
-
-def conv_out(size: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> int:
-    """Spatial size after one strided convolution."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
+# -- classifiers -------------------------------------------------------------------------
 class BatchedClassifier(nn.Module):
     """``G`` classifiers in one module: ``(G, M, C, H, W) -> (features (G, M, F), logits)``.
 
@@ -100,19 +61,32 @@ class BatchedClassifier(nn.Module):
     channels, LeakyReLU 0.2), then ``feature_dim`` LeakyReLU features and the class layer.
     """
 
-    def __init__(self, groups: int, image_shape: tuple[int, int, int], num_classes: int, *,
-                 arch: str = "mlp", hidden: int = 256, feature_dim: int = 64) -> None:
+    def __init__(
+        self,
+        groups: int,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        arch: str = "mlp",
+        hidden: int = 256,
+        feature_dim: int = 64,
+    ) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; valid choices: {list(ARCHS)}")
         self.groups, self.arch, self.image_shape = groups, arch, tuple(image_shape)
         c, h, w = self.image_shape
         if arch == "mlp":
-            self.body = nn.ModuleList([BatchedLinear(groups, c * h * w, hidden),
-                                       BatchedLinear(groups, hidden, feature_dim)])
+            self.body = nn.ModuleList(
+                [
+                    BatchedLinear(groups, c * h * w, hidden),
+                    BatchedLinear(groups, hidden, feature_dim),
+                ]
+            )
         else:
-            self.convs = nn.ModuleList([BatchedConv2d(groups, c, 32, 4, 2, 1),
-                                        BatchedConv2d(groups, 32, 64, 4, 2, 1)])
+            self.convs = nn.ModuleList(
+                [BatchedConv2d(groups, c, 32, 4, 2, 1), BatchedConv2d(groups, 32, 64, 4, 2, 1)]
+            )
             flat = 64 * conv_out(conv_out(h)) * conv_out(conv_out(w))
             self.body = nn.ModuleList([BatchedLinear(groups, flat, feature_dim)])
         self.head = BatchedLinear(groups, feature_dim, num_classes)
@@ -136,19 +110,36 @@ class SingleClassifier(nn.Module):
     """One node's classifier with plain ``torch.nn`` layers (same maths as one group of
     :class:`BatchedClassifier`), for the sequential baseline."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *,
-                 arch: str = "mlp", hidden: int = 256, feature_dim: int = 64) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        arch: str = "mlp",
+        hidden: int = 256,
+        feature_dim: int = 64,
+    ) -> None:
         super().__init__()
         c, h, w = image_shape
         self.arch = arch
         if arch == "mlp":
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(),
-                                      nn.Linear(hidden, feature_dim), nn.ReLU())
+            self.body = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(c * h * w, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, feature_dim),
+                nn.ReLU(),
+            )
         else:
             flat = 64 * conv_out(conv_out(h)) * conv_out(conv_out(w))
             self.body = nn.Sequential(
-                nn.Conv2d(c, 32, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(32, 64, 4, 2, 1),
-                nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(flat, feature_dim), nn.LeakyReLU(0.2),
+                nn.Conv2d(c, 32, 4, 2, 1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(32, 64, 4, 2, 1),
+                nn.LeakyReLU(0.2),
+                nn.Flatten(),
+                nn.Linear(flat, feature_dim),
+                nn.LeakyReLU(0.2),
             )
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -159,8 +150,12 @@ class SingleClassifier(nn.Module):
 
 # -- shared loss and actions ---------------------------------------------------------------
 def node_losses(
-    features: torch.Tensor, logits: torch.Tensor, views: dict[str, torch.Tensor], share: str,
-    temperature: float, feature_weight: float,
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    views: dict[str, torch.Tensor],
+    share: str,
+    temperature: float,
+    feature_weight: float,
 ) -> torch.Tensor:
     """Per-node training loss ``(N,)`` on the observed minibatches (see module docstring)."""
     inbox = views["from_inbox"] > 0.5  # (N,)
@@ -209,11 +204,23 @@ class OutputSharingPopulation:
         seed: initialisation and broadcast sampling seed.
     """
 
-    def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], num_classes: int, *,
-                 arch: str = "mlp", share: str = "labels", broadcast_prob: float = 0.1,
-                 temperature: float = 1.0, feature_weight: float = 1.0, hidden: int = 256,
-                 feature_dim: int = 64, lr: float = 1e-3, device: str | torch.device = "cpu",
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        n_nodes: int,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        arch: str = "mlp",
+        share: str = "labels",
+        broadcast_prob: float = 0.1,
+        temperature: float = 1.0,
+        feature_weight: float = 1.0,
+        hidden: int = 256,
+        feature_dim: int = 64,
+        lr: float = 1e-3,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
         if share not in SHARES:
             raise ValueError(f"unknown share {share!r}; valid choices: {list(SHARES)}")
         if not 0.0 <= broadcast_prob <= 1.0:
@@ -225,16 +232,18 @@ class OutputSharingPopulation:
         self.broadcast_prob = broadcast_prob if share != "none" else 0.0
         self.temperature, self.feature_weight = float(temperature), float(feature_weight)
         torch.manual_seed(seed)
-        self.model = BatchedClassifier(n_nodes, image_shape, num_classes, arch=arch,
-                                       hidden=hidden, feature_dim=feature_dim).to(self.device)
+        self.model = BatchedClassifier(
+            n_nodes, image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
+        ).to(self.device)
         self.optimizer = make_adam(self.model.parameters(), lr)
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
 
     def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
         features, logits = self.model(views["images"])
-        loss = node_losses(features, logits, views, self.share, self.temperature,
-                           self.feature_weight).sum()
+        loss = node_losses(
+            features, logits, views, self.share, self.temperature, self.feature_weight
+        ).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -246,7 +255,7 @@ class OutputSharingPopulation:
     def predict_proba(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
         out = []
         for start in range(0, len(x), chunk):
-            xb = x[start:start + chunk].to(self.device)
+            xb = x[start : start + chunk].to(self.device)
             _, logits = self.model(xb.unsqueeze(0).expand(self.n_nodes, *xb.shape))
             out.append(logits.softmax(-1))
         return torch.cat(out, 1)
@@ -255,15 +264,39 @@ class OutputSharingPopulation:
 class SequentialPopulation(OutputSharingPopulation):
     """The thesis' per-node loop: ``N`` separate models and optimisers (speed baseline)."""
 
-    def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], num_classes: int, *,
-                 arch: str = "mlp", hidden: int = 256, feature_dim: int = 64, lr: float = 1e-3,
-                 device: str | torch.device = "cpu", seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(1, image_shape, num_classes, arch=arch, hidden=hidden,
-                         feature_dim=feature_dim, lr=lr, device=device, seed=seed, **kwargs)
+    def __init__(
+        self,
+        n_nodes: int,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        arch: str = "mlp",
+        hidden: int = 256,
+        feature_dim: int = 64,
+        lr: float = 1e-3,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            1,
+            image_shape,
+            num_classes,
+            arch=arch,
+            hidden=hidden,
+            feature_dim=feature_dim,
+            lr=lr,
+            device=device,
+            seed=seed,
+            **kwargs,
+        )
         self.n_nodes = n_nodes
-        self.models = [SingleClassifier(image_shape, num_classes, arch=arch, hidden=hidden,
-                                        feature_dim=feature_dim).to(self.device)
-                       for _ in range(n_nodes)]
+        self.models = [
+            SingleClassifier(
+                image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
+            ).to(self.device)
+            for _ in range(n_nodes)
+        ]
         self.optimizers = [make_adam(m.parameters(), lr) for m in self.models]
         self.num_params_per_node = sum(p.numel() for p in self.models[0].parameters())
 
@@ -271,9 +304,10 @@ class SequentialPopulation(OutputSharingPopulation):
         feats, logits = [], []
         for i, (model, opt) in enumerate(zip(self.models, self.optimizers, strict=True)):
             f, z = model(views["images"][i])
-            node_view = {k: v[i:i + 1] for k, v in views.items()}
-            loss = node_losses(f[None], z[None], node_view, self.share, self.temperature,
-                               self.feature_weight).sum()
+            node_view = {k: v[i : i + 1] for k, v in views.items()}
+            loss = node_losses(
+                f[None], z[None], node_view, self.share, self.temperature, self.feature_weight
+            ).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -319,8 +353,9 @@ def run_population(
         probs = population.predict_proba(test[0])
         ev = evaluate(probs.cpu(), test[1], weighting)
         bw = game.bandwidth()
-        history.append({"step": step, **ev, "bits_images": bw["images"],
-                        "bits_payload": bw["payload"]})
+        history.append(
+            {"step": step, **ev, "bits_images": bw["images"], "bits_payload": bw["payload"]}
+        )
 
     for t in range(1, steps + 1):
         views = game.split_obs(obs_all[0])
@@ -354,12 +389,20 @@ def speed_rows(
     try:
         for n in sizes:
             runs = {}
-            for label, cls in (("batched", OutputSharingPopulation),
-                               ("sequential", SequentialPopulation)):
+            for label, cls in (
+                ("batched", OutputSharingPopulation),
+                ("sequential", SequentialPopulation),
+            ):
                 game = NodeGraphGame(n_nodes=n, content="labels", batch_size=32)
-                pop = cls(n, game.image_shape, game.num_classes, share="labels",
-                          broadcast_prob=1.5 * game.consumption_prob / max(1, n - 1),
-                          hidden=hidden, feature_dim=feature_dim)
+                pop = cls(
+                    n,
+                    game.image_shape,
+                    game.num_classes,
+                    share="labels",
+                    broadcast_prob=1.5 * game.consumption_prob / max(1, n - 1),
+                    hidden=hidden,
+                    feature_dim=feature_dim,
+                )
                 run_population(game, pop, 2)  # warm-up
                 runs[label] = [game, pop, steps_b if label == "batched" else steps_s, 0.0]
             for _ in range(rounds):
@@ -370,12 +413,20 @@ def speed_rows(
             rate = {k: n * r[2] * rounds / r[3] for k, r in runs.items()}
             ratio = rate["batched"] / rate["sequential"]
             model = f"MLP 64-{hidden}-{feature_dim}-10"
-            rows.append({"name": f"node_graph population N={n} batched",
-                         "steps_per_s": rate["batched"],
-                         "note": f"{model}, 1 thread; {ratio:.1f}x the sequential loop"})
-            rows.append({"name": f"node_graph population N={n} sequential",
-                         "steps_per_s": rate["sequential"],
-                         "note": f"{model}, 1 thread; the thesis' per-node loop"})
+            rows.append(
+                {
+                    "name": f"node_graph population N={n} batched",
+                    "steps_per_s": rate["batched"],
+                    "note": f"{model}, 1 thread; {ratio:.1f}x the sequential loop",
+                }
+            )
+            rows.append(
+                {
+                    "name": f"node_graph population N={n} sequential",
+                    "steps_per_s": rate["sequential"],
+                    "note": f"{model}, 1 thread; the thesis' per-node loop",
+                }
+            )
     finally:
         torch.set_num_threads(threads)
     return rows

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from commenv_agents.teacher import Student
 
 
@@ -35,7 +36,11 @@ class QuizRun:
 
 
 def turn_action(
-    game: Any, obs: dict[str, torch.Tensor], infos: dict[str, dict], student: Any, teacher: Any,
+    game: Any,
+    obs: dict[str, torch.Tensor],
+    infos: dict[str, dict],
+    student: Any,
+    teacher: Any,
     ack: torch.Tensor,
 ) -> dict[str, Any]:
     """The action of the agent whose turn it is: the teacher's lesson, or the student's answers
@@ -51,8 +56,15 @@ def turn_action(
 
 
 def run_quiz(
-    game: Any, student: Student, teacher: Any, *, seed: int = 0, patience_epochs: int = 20,
-    max_epochs: int | None = None, show_progress: bool = True, desc: str = "quiz",
+    game: Any,
+    student: Student,
+    teacher: Any,
+    *,
+    seed: int = 0,
+    patience_epochs: int = 20,
+    max_epochs: int | None = None,
+    show_progress: bool = True,
+    desc: str = "quiz",
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> QuizRun:
     """Play ``game`` (a :class:`commenv.quiz.QuizGame`) to early stopping; see :class:`QuizRun`.
@@ -80,11 +92,14 @@ def run_quiz(
         info = infos["student"]
         if bool(info["exam_done"][0]):
             acc, epoch = info["exam_accuracy"], info["epoch"]
-            run.curve.append({
-                "backward_passes": info["backward_passes"].tolist(),
-                "forward_passes": info["forward_passes"].tolist(),
-                "epoch": int(epoch[0]), "accuracy": acc.tolist(),
-            })
+            run.curve.append(
+                {
+                    "backward_passes": info["backward_passes"].tolist(),
+                    "forward_passes": info["forward_passes"].tolist(),
+                    "epoch": int(epoch[0]),
+                    "accuracy": acc.tolist(),
+                }
+            )
             if test is not None:
                 run.curve[-1]["test_accuracy"] = student.accuracy(*test).tolist()
             better = acc > best

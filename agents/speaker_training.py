@@ -26,6 +26,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+import commenv
+from commenv.bench.tools import seed_everything
+from commenv.core import check_choice
+from commenv.partial_obs import PartialObsGame
+from commenv.probe import BestValidation, LinearProbe
 from commenv_agents.speakers import (
     LIKELIHOODS,
     MI_ESTIMATORS,
@@ -43,12 +49,6 @@ from commenv_agents.speakers import (
     mi_reward,
 )
 
-import commenv
-from commenv.bench.tools import seed_everything
-from commenv.core import check_choice
-from commenv.partial_obs import PartialObsGame
-from commenv.probe import BestValidation, LinearProbe
-
 LEVEL_GAMES: dict[str, dict[str, str]] = {
     "none": {"graph": "one_way", "level": "none"},
     "receive": {"graph": "one_way", "level": "receive"},
@@ -58,7 +58,10 @@ LEVEL_GAMES: dict[str, dict[str, str]] = {
 """Game config of each communication level of table 4.1."""
 
 THESIS_LIKELIHOOD_WEIGHT: dict[str, float] = {
-    "none": 0.0, "receive": 0.01, "feedback": 0.005, "both": 0.005,
+    "none": 0.0,
+    "receive": 0.01,
+    "feedback": 0.005,
+    "both": 0.005,
 }
 """Figure 4.3 caption: 0.01 for one-way (receive), 0.005 for the two with gradient feedback."""
 
@@ -150,8 +153,10 @@ class RunResult:
         curve = [row[agent] for row in self.val_acc]
         peak = max(range(len(curve)), key=curve.__getitem__)
         return {
-            "peak_val": curve[peak], "peak_step": self.steps[peak],
-            "final_val": curve[-1], "final_test": self.test_acc[-1][agent],
+            "peak_val": curve[peak],
+            "peak_step": self.steps[peak],
+            "final_val": curve[-1],
+            "final_test": self.test_acc[-1][agent],
         }
 
 
@@ -160,9 +165,14 @@ def make_games(cfg: SpeakerRunConfig, num_envs: int) -> dict[str, PartialObsGame
     # the contrastive term replaces the game's bit-agreement reward (see _reinforce_step)
     rl_weight = 0.0 if cfg.likelihood == "contrastive" else cfg.rl_likelihood_weight
     common = dict(
-        **LEVEL_GAMES[cfg.level], dataset=cfg.dataset, data_root=cfg.data_root,
-        message_bits=cfg.message_bits, noise=cfg.noise, num_candidates=0,
-        likelihood_weight=rl_weight, mask_seed=cfg.mask_seed,
+        **LEVEL_GAMES[cfg.level],
+        dataset=cfg.dataset,
+        data_root=cfg.data_root,
+        message_bits=cfg.message_bits,
+        noise=cfg.noise,
+        num_candidates=0,
+        likelihood_weight=rl_weight,
+        mask_seed=cfg.mask_seed,
         max_cycles=cfg.steps + 1,
     )
     return {
@@ -208,12 +218,14 @@ def train_speakers(
     game = games["train"]
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     speaker = cfg.speaker_cls(
-        n_agents=game.n_agents, in_features=game.num_features, message_bits=cfg.message_bits,
+        n_agents=game.n_agents,
+        in_features=game.num_features,
+        message_bits=cfg.message_bits,
         hidden=tuple(cfg.hidden),
     ).to(device)
-    disc = MIDiscriminator(
-        game.n_agents, game.num_features, cfg.message_bits, cfg.disc_hidden
-    ).to(device)
+    disc = MIDiscriminator(game.n_agents, game.num_features, cfg.message_bits, cfg.disc_hidden).to(
+        device
+    )
     feat_size = int(getattr(speaker, "feature_size", cfg.hidden[-1]))
     probe = LinearProbe(game.n_agents, feat_size, game.num_classes, lr=cfg.probe_lr).to(device)
     if cfg.kind == "gumbel":
@@ -254,10 +266,15 @@ def train_speakers(
     config["speaker_cls"] = getattr(cfg.speaker_cls, "__qualname__", str(cfg.speaker_cls))
     config["likelihood_weight_used"] = cfg.weight()
     return RunResult(
-        config=config, steps=steps, val_acc=val_curve, test_acc=test_curve, temperature=temps,
+        config=config,
+        steps=steps,
+        val_acc=val_curve,
+        test_acc=test_curve,
+        temperature=temps,
         best_val=[100 * float(v) for v in best.best_val],
         test_at_best=[100 * float(v) for v in best.test_at_best],
-        best_step=[int(s) for s in best.best_step], seconds=time.perf_counter() - start,
+        best_step=[int(s) for s in best.best_step],
+        seconds=time.perf_counter() - start,
     )
 
 

@@ -34,30 +34,9 @@ from torch.nn import functional as F
 
 from commenv.channel import Channel, Delivery
 from commenv.core import check_choice
+from commenv_agents.layers import BatchedLinear, BatchedMLP, models_first
 
 _EPS = 1e-6
-
-
-class BatchedLinear(nn.Module):
-    """``n_models`` independent linear layers applied to ``(..., n_models, in)`` at once."""
-
-    def __init__(self, n_models: int, in_features: int, out_features: int) -> None:
-        super().__init__()
-        bound = in_features**-0.5  # nn.Linear's default init, per model
-        self.weight = nn.Parameter(torch.empty(n_models, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(n_models, out_features))
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("...ni,nio->...no", x, self.weight) + self.bias
-
-
-def _mlp(n_models: int, sizes: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [BatchedLinear(n_models, a, b), nn.ReLU()]
-    return nn.Sequential(*layers)
 
 
 class Speaker(nn.Module):
@@ -81,7 +60,7 @@ class Speaker(nn.Module):
             )
         self.n_agents, self.in_features, self.message_bits = n_agents, in_features, message_bits
         self.feature_size = int(hidden[-1])
-        self.body = _mlp(n_agents, [in_features, *hidden])
+        self.body = BatchedMLP(n_agents, [in_features, *hidden], last_activation=True)
         self.head = BatchedLinear(n_agents, self.feature_size, 2 * message_bits)
 
     def forward(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +70,9 @@ class Speaker(nn.Module):
                 f"views must be (batch, n_agents={self.n_agents}, D={self.in_features}), got "
                 f"{tuple(views.shape)}; did you pass one agent's view instead of game.views(...)?"
             )
-        features = self.body(views)
+        features = self.body(models_first(views))
         logits = self.head(features).unflatten(-1, (self.message_bits, 2))
-        return logits, features
+        return models_first(logits), models_first(features)
 
 
 @dataclass(frozen=True)
@@ -188,7 +167,9 @@ class GumbelSoftmaxWrapper(nn.Module):
         logits, features = self.agent(views)
         if self.training:
             msg = gumbel_softmax_bits(
-                logits, self.temperature, straight_through=self.straight_through,
+                logits,
+                self.temperature,
+                straight_through=self.straight_through,
                 generator=generator,
             )
         else:
@@ -232,7 +213,9 @@ class MIDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.n_agents = n_agents
-        self.body = _mlp(n_agents, [view_features + message_bits, *hidden])
+        self.body = BatchedMLP(
+            n_agents, [view_features + message_bits, *hidden], last_activation=True
+        )
         width = hidden[-1] if hidden else view_features + message_bits
         self.out = BatchedLinear(n_agents, width, 1)
 
@@ -243,7 +226,8 @@ class MIDiscriminator(nn.Module):
                 f"views (B, n={self.n_agents}, D) and messages (B, n, L) must agree, got "
                 f"{tuple(views.shape)} and {tuple(messages.shape)}"
             )
-        return self.out(self.body(torch.cat([views, messages], -1))).squeeze(-1)
+        joint = models_first(torch.cat([views, messages], -1))
+        return models_first(self.out(self.body(joint))).squeeze(-1)
 
 
 MI_ESTIMATORS: tuple[str, ...] = ("gan", "infonce")
@@ -257,8 +241,12 @@ def _check_negatives(batch: int, negatives: int) -> None:
 
 
 def mi_loss(
-    discriminator: MIDiscriminator, views: torch.Tensor, messages: torch.Tensor, *,
-    estimator: str = "gan", negatives: int = 8,
+    discriminator: MIDiscriminator,
+    views: torch.Tensor,
+    messages: torch.Tensor,
+    *,
+    estimator: str = "gan",
+    negatives: int = 8,
 ) -> torch.Tensor:
     """The mutual-information term, a loss ``(n,)`` minimised by the discriminator *and* the
     speaker (the thesis' max-max game: the speaker too pushes joint and marginal pairs apart).
@@ -272,8 +260,9 @@ def mi_loss(
     check_choice("estimator", estimator, MI_ESTIMATORS)
     if estimator == "infonce":  # the view is fixed, the messages vary
         _check_negatives(views.shape[0], negatives)
-        scores = torch.stack([discriminator(views, messages.roll(j, 0))
-                              for j in range(negatives + 1)], -1)
+        scores = torch.stack(
+            [discriminator(views, messages.roll(j, 0)) for j in range(negatives + 1)], -1
+        )
         return -torch.log_softmax(scores, -1)[..., 0].mean(0)
     _check_negatives(views.shape[0], 1)
     joint = discriminator(views, messages)
@@ -286,8 +275,12 @@ def mi_loss(
 
 
 def mi_reward(
-    discriminator: MIDiscriminator, views: torch.Tensor, messages: torch.Tensor, *,
-    estimator: str = "gan", negatives: int = 8,
+    discriminator: MIDiscriminator,
+    views: torch.Tensor,
+    messages: torch.Tensor,
+    *,
+    estimator: str = "gan",
+    negatives: int = 8,
 ) -> torch.Tensor:
     """Per-message reward ``(B, n)`` of the same game for a speaker that cannot take a gradient.
 
@@ -299,8 +292,9 @@ def mi_reward(
     with torch.no_grad():
         if estimator == "infonce":  # the message is fixed, the views vary
             _check_negatives(views.shape[0], negatives)
-            scores = torch.stack([discriminator(views.roll(-j, 0), messages)
-                                  for j in range(negatives + 1)], -1)
+            scores = torch.stack(
+                [discriminator(views.roll(-j, 0), messages) for j in range(negatives + 1)], -1
+            )
             return torch.log_softmax(scores, -1)[..., 0]
         joint = F.logsigmoid(discriminator(views, messages))
         other = F.logsigmoid(-discriminator(views.roll(-1, 0), messages))

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from commenv_agents.layers import BatchedMLP
+
 MEASURES: tuple[str, ...] = ("ce", "euclid", "random", "rho")
 TARGETS: tuple[str, ...] = ("soft", "true")
 EPS = 1e-8
@@ -43,12 +45,18 @@ class TeacherMLP(nn.Module):
     ) -> None:
         super().__init__()
         self.config = {
-            "num_features": int(num_features), "num_classes": int(num_classes),
-            "hidden": int(hidden), "dropout": float(dropout),
+            "num_features": int(num_features),
+            "num_classes": int(num_classes),
+            "hidden": int(hidden),
+            "dropout": float(dropout),
         }
         self.net = nn.Sequential(
-            nn.Linear(num_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(num_features, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
 
@@ -61,23 +69,37 @@ class TeacherCNN(nn.Module):
     last two with stride 2), dropout and a 256-unit layer. Reads flat images ``(n, C*H*W)``."""
 
     def __init__(
-        self, image_shape: tuple[int, int, int] | list[int], num_classes: int, width: int = 32,
+        self,
+        image_shape: tuple[int, int, int] | list[int],
+        num_classes: int,
+        width: int = 32,
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
         c, h, w = (int(v) for v in image_shape)
         self.image_shape = (c, h, w)
-        self.config = {"arch": "cnn", "image_shape": [c, h, w], "num_classes": int(num_classes),
-                       "width": int(width), "dropout": float(dropout)}
+        self.config = {
+            "arch": "cnn",
+            "image_shape": [c, h, w],
+            "num_classes": int(num_classes),
+            "width": int(width),
+            "dropout": float(dropout),
+        }
 
         def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
         flat = 4 * width * math.ceil(h / 4) * math.ceil(w / 4)
         self.net = nn.Sequential(
-            *block(c, width, 1), *block(width, 2 * width, 2), *block(2 * width, 4 * width, 2),
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, 256), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(256, num_classes),
+            *block(c, width, 1),
+            *block(width, 2 * width, 2),
+            *block(2 * width, 4 * width, 2),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(flat, 256),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(256, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,33 +118,6 @@ def build_teacher_model(config: dict[str, Any]) -> nn.Module:
     return TeacherMLP(**config) if arch == "mlp" else TeacherCNN(**config)
 
 
-class BatchedMLP(nn.Module):
-    """``n_models`` independent ReLU MLPs evaluated at once: ``(N, rows, in) -> (N, rows, out)``.
-
-    Parameters are ``(N, in, out)`` tensors; since the loss is a sum over models and Adam is
-    elementwise, training them together is exactly training them apart.
-    """
-
-    def __init__(self, n_models: int, sizes: list[int], generator: torch.Generator) -> None:
-        super().__init__()
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation
-            w = (torch.rand(n_models, fan_in, fan_out, generator=generator) * 2 - 1) * bound
-            b = (torch.rand(n_models, 1, fan_out, generator=generator) * 2 - 1) * bound
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(b))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(b, x, w)
-            if i < last:
-                x = torch.relu(x)
-        return x
-
-
 class Student:
     """The thesis' student (2 x 32 ReLU, no dropout, Adam), one per env of a batched game.
 
@@ -137,8 +132,14 @@ class Student:
     """
 
     def __init__(
-        self, num_features: int, num_classes: int, num_envs: int = 1, hidden: int = 32,
-        lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
+        self,
+        num_features: int,
+        num_classes: int,
+        num_envs: int = 1,
+        hidden: int = 32,
+        lr: float = 1e-3,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
         gen = torch.Generator().manual_seed(int(seed))
         sizes = [num_features, hidden, hidden, num_classes]
@@ -180,7 +181,7 @@ class Student:
         correct = 0
         for start in range(0, len(labels), chunk):  # bounded memory on big test sets
             x = images[start : start + chunk]
-            n = self.model.weights[0].shape[0]
+            n = self.model.layers[0].weight.shape[0]
             pred = self.model(x.expand(n, -1, -1)).argmax(-1)
             correct = correct + (pred == labels[start : start + chunk]).sum(1)
         return correct.float() / len(labels)
@@ -188,10 +189,22 @@ class Student:
 
 # -- the teacher model: training, saving, loading ----------------------------------------------
 def train_teacher(
-    train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
-    num_classes: int, hidden: int = 1200, dropout: float = 0.5, batch_size: int = 128,
-    lr: float = 1e-3, max_epochs: int = 30, patience: int = 5, seed: int = 0,
-    device: str | torch.device = "cpu", show_progress: bool = True, arch: str = "mlp",
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    *,
+    num_classes: int,
+    hidden: int = 1200,
+    dropout: float = 0.5,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    max_epochs: int = 30,
+    patience: int = 5,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    show_progress: bool = True,
+    arch: str = "mlp",
     image_shape: tuple[int, int, int] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a teacher with Adam until validation accuracy stops improving.
@@ -242,8 +255,12 @@ def train_teacher(
             break
     model.load_state_dict(best_state)
     model.eval()
-    log = {"best_val_accuracy": best, "best_epoch": best_epoch, "epochs": len(history),
-           "history": history}
+    log = {
+        "best_val_accuracy": best,
+        "best_epoch": best_epoch,
+        "epochs": len(history),
+        "history": history,
+    }
     return model, log
 
 
@@ -255,8 +272,10 @@ def predict_probs(
     was_training = model.training
     model.eval()
     out = torch.cat(
-        [torch.softmax(model(images[i : i + chunk].to(device)), -1)
-         for i in range(0, len(images), chunk)]
+        [
+            torch.softmax(model(images[i : i + chunk].to(device)), -1)
+            for i in range(0, len(images), chunk)
+        ]
     )
     model.train(was_training)
     return out
@@ -266,8 +285,9 @@ def save_teacher(model: nn.Module, path: str | Path, extra: dict[str, Any] | Non
     """Save weights and config as plain tensors/numbers (loadable with ``weights_only=True``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}},
-               path)
+    torch.save(
+        {"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}}, path
+    )
     return path
 
 
@@ -283,7 +303,11 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
 
 
 def _cache_path(
-    cache_dir: str | Path | None, dataset: str, data_seed: int, seed: int, kind: str,
+    cache_dir: str | Path | None,
+    dataset: str,
+    data_seed: int,
+    seed: int,
+    kind: str,
     train_kwargs: dict[str, Any],
 ) -> Path:
     """Where a trained teacher (``kind=""``) or its out-of-fold predictions are cached."""
@@ -305,9 +329,17 @@ def _training_data(
 
 
 def out_of_fold_probs(
-    train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
-    num_classes: int, folds: int = 2, seed: int = 0, train_fn: Any = None,
-    device: str | torch.device = "cpu", **train_kwargs: Any,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    *,
+    num_classes: int,
+    folds: int = 2,
+    seed: int = 0,
+    train_fn: Any = None,
+    device: str | torch.device = "cpu",
+    **train_kwargs: Any,
 ) -> torch.Tensor:
     """Teacher distributions ``(n, C)`` on the training set, each from a model that never saw
     that sample.
@@ -323,25 +355,40 @@ def out_of_fold_probs(
 
     folds = check_int("folds", folds, 2)
     if len(train_y) < folds:
-        raise ValueError(f"need at least {folds} training samples for {folds} folds, "
-                         f"got {len(train_y)}")
+        raise ValueError(
+            f"need at least {folds} training samples for {folds} folds, got {len(train_y)}"
+        )
     train_fn = train_fn or train_teacher
     gen = torch.Generator().manual_seed(int(seed))
     fold = torch.randperm(len(train_y), generator=gen) % folds
     probs = torch.empty(len(train_y), num_classes)
     for k in range(folds):
         held_out = fold == k
-        model, _ = train_fn(train_x[~held_out], train_y[~held_out], val_x, val_y,
-                            num_classes=num_classes, seed=int(seed) + k, device=device,
-                            **train_kwargs)
+        model, _ = train_fn(
+            train_x[~held_out],
+            train_y[~held_out],
+            val_x,
+            val_y,
+            num_classes=num_classes,
+            seed=int(seed) + k,
+            device=device,
+            **train_kwargs,
+        )
         probs[held_out] = predict_probs(model, train_x[held_out], device).cpu()
     return probs
 
 
 def out_of_fold_probs_for(
-    dataset: str, *, data_root: str | None = None, data_seed: int = 0, seed: int = 0,
-    folds: int = 2, cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
-    show_progress: bool = True, **train_kwargs: Any,
+    dataset: str,
+    *,
+    data_root: str | None = None,
+    data_seed: int = 0,
+    seed: int = 0,
+    folds: int = 2,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    show_progress: bool = True,
+    **train_kwargs: Any,
 ) -> torch.Tensor:
     """:func:`out_of_fold_probs` of ``dataset``, cached on disk beside :func:`teacher_for`'s
     teachers (``weights_only`` tensor file)."""
@@ -350,9 +397,16 @@ def out_of_fold_probs_for(
         return torch.load(path, map_location="cpu", weights_only=True)
     data, train_kwargs = _training_data(dataset, data_root, data_seed, train_kwargs)
     probs = out_of_fold_probs(
-        data.train.flat(), data.train.y, data.val.flat(), data.val.y,
-        num_classes=data.num_classes, folds=folds, seed=seed, device=device,
-        show_progress=show_progress, **train_kwargs,
+        data.train.flat(),
+        data.train.y,
+        data.val.flat(),
+        data.val.y,
+        num_classes=data.num_classes,
+        folds=folds,
+        seed=seed,
+        device=device,
+        show_progress=show_progress,
+        **train_kwargs,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(probs, path)
@@ -360,9 +414,15 @@ def out_of_fold_probs_for(
 
 
 def teacher_for(
-    dataset: str, *, data_root: str | None = None, data_seed: int = 0, seed: int = 0,
-    cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
-    show_progress: bool = True, **train_kwargs: Any,
+    dataset: str,
+    *,
+    data_root: str | None = None,
+    data_seed: int = 0,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    show_progress: bool = True,
+    **train_kwargs: Any,
 ) -> nn.Module:
     """The trained teacher of ``dataset``: loaded from ``cache_dir`` or trained and saved there.
 
@@ -374,20 +434,33 @@ def teacher_for(
         return load_teacher(path, device)
     data, train_kwargs = _training_data(dataset, data_root, data_seed, train_kwargs)
     model, log = train_teacher(
-        data.train.flat(), data.train.y, data.val.flat(), data.val.y,
-        num_classes=data.num_classes, seed=seed, device=device, show_progress=show_progress,
+        data.train.flat(),
+        data.train.y,
+        data.val.flat(),
+        data.val.y,
+        num_classes=data.num_classes,
+        seed=seed,
+        device=device,
+        show_progress=show_progress,
         **train_kwargs,
     )
-    test_acc = float((predict_probs(model, data.test.flat(), device).argmax(-1).cpu()
-                      == data.test.y).float().mean())
+    test_acc = float(
+        (predict_probs(model, data.test.flat(), device).argmax(-1).cpu() == data.test.y)
+        .float()
+        .mean()
+    )
     save_teacher(model, path, {**log, "test_accuracy": test_acc})
     return model
 
 
 # -- difficulty and selection ------------------------------------------------------------------
 def difficulty(
-    teacher_probs: torch.Tensor, student_probs: torch.Tensor, measure: str = "ce", *,
-    labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+    teacher_probs: torch.Tensor,
+    student_probs: torch.Tensor,
+    measure: str = "ce",
+    *,
+    labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-sample difficulty ``(...)`` from distributions ``(..., C)``; higher is harder.
 
@@ -417,8 +490,10 @@ def difficulty(
     if labels is None:
         raise ValueError("measure='rho' needs the true labels (labels=...)")
     y = labels.unsqueeze(-1)
-    return (torch.log(teacher_probs.gather(-1, y).clamp(min=EPS))
-            - torch.log(student_probs.gather(-1, y).clamp(min=EPS))).squeeze(-1)
+    return (
+        torch.log(teacher_probs.gather(-1, y).clamp(min=EPS))
+        - torch.log(student_probs.gather(-1, y).clamp(min=EPS))
+    ).squeeze(-1)
 
 
 def gumbel_scores(
@@ -460,8 +535,13 @@ class HardnessTeacher:
     """
 
     def __init__(
-        self, game: Any, model: nn.Module | None, measure: str = "ce", targets: str = "soft",
-        seed: int = 0, selection_temperature: float = 0.0,
+        self,
+        game: Any,
+        model: nn.Module | None,
+        measure: str = "ce",
+        targets: str = "soft",
+        seed: int = 0,
+        selection_temperature: float = 0.0,
         train_probs: torch.Tensor | None = None,
     ) -> None:
         if measure not in MEASURES:
@@ -469,8 +549,7 @@ class HardnessTeacher:
         if targets not in TARGETS:
             raise ValueError(f"unknown targets {targets!r}; valid choices: {list(TARGETS)}")
         if not selection_temperature >= 0:  # also refuses NaN
-            raise ValueError(
-                f"selection_temperature must be >= 0, got {selection_temperature!r}")
+            raise ValueError(f"selection_temperature must be >= 0, got {selection_temperature!r}")
         self.game, self.measure, self.targets = game, measure, targets
         self.selection_temperature = float(selection_temperature)
         self.batch_size = game.batch_size
@@ -482,7 +561,8 @@ class HardnessTeacher:
         elif tuple(train_probs.shape) != (len(game.train_x), game.num_classes):
             raise ValueError(
                 f"train_probs must be (n_train, C) = ({len(game.train_x)}, {game.num_classes}), "
-                f"got {tuple(train_probs.shape)}")
+                f"got {tuple(train_probs.shape)}"
+            )
         self.train_probs = train_probs.to(game.device)
         self.generator = torch.Generator(device=game.device).manual_seed(int(seed))
 
@@ -495,11 +575,13 @@ class HardnessTeacher:
             raise ValueError("without infos['stack_indices'] the teacher needs its model")
         else:
             n, m, d = parts["images"].shape
-            teacher_probs = predict_probs(self.model, parts["images"].reshape(n * m, d),
-                                          self.game.device).reshape(n, m, -1)
+            teacher_probs = predict_probs(
+                self.model, parts["images"].reshape(n * m, d), self.game.device
+            ).reshape(n, m, -1)
         labels = parts["labels"].argmax(-1)
-        scores = difficulty(teacher_probs, parts["answers"], self.measure, labels=labels,
-                            generator=self.generator)
+        scores = difficulty(
+            teacher_probs, parts["answers"], self.measure, labels=labels, generator=self.generator
+        )
         if self.selection_temperature > 0:
             scores = gumbel_scores(scores, self.selection_temperature, self.generator)
         select = select_topk(scores, self.batch_size)

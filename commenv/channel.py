@@ -195,8 +195,10 @@ class Channel:
         self.in_degree = in_deg.to(self.device, torch.int64)
         # (n * max_in, n): slot [r, j] -> its sender, to credit senders in one matmul
         slot_to_sender = torch.nn.functional.one_hot(self._gather.cpu(), self.n_agents)
-        self._slot_to_sender = (slot_to_sender * valid[..., None]).reshape(-1, self.n_agents).to(
-            self.device, torch.float32
+        self._slot_to_sender = (
+            (slot_to_sender * valid[..., None])
+            .reshape(-1, self.n_agents)
+            .to(self.device, torch.float32)
         )
         self._static_cache: dict[int, tuple[torch.Tensor, ...]] = {}
         self.reset_counters()
@@ -214,7 +216,9 @@ class Channel:
     ) -> Channel:
         """Channel over a named or user graph (see :func:`make_adjacency`)."""
         return cls(
-            make_adjacency(graph, n_agents, k), flip_prob=flip_prob, drop_prob=drop_prob,
+            make_adjacency(graph, n_agents, k),
+            flip_prob=flip_prob,
+            drop_prob=drop_prob,
             device=device,
         )
 
@@ -333,7 +337,10 @@ class Channel:
             self._static_messages[key] = self._static_messages.get(key, 0) + num_envs
             sent, received, zero = self._static_rows(bits_per_message)
             return Delivery(
-                inbox, delivered, sent.expand(num_envs, n), received.expand(num_envs, n),
+                inbox,
+                delivered,
+                sent.expand(num_envs, n),
+                received.expand(num_envs, n),
                 zero.expand(num_envs, n),
             )
         counters = self._counters(tag)
@@ -365,7 +372,8 @@ class Channel:
         """Per-agent bits sent / received / drops of one full-graph delivery (cached)."""
         if bits not in self._static_cache:
             self._static_cache[bits] = (
-                (self.out_degree * bits)[None], (self.in_degree * bits)[None],
+                (self.out_degree * bits)[None],
+                (self.in_degree * bits)[None],
                 torch.zeros(1, self.n_agents, dtype=torch.int64, device=self.device),
             )
         return self._static_cache[bits]
@@ -376,10 +384,13 @@ class Channel:
         ``messages_dropped``, each an ``(n,)`` int64 tensor (all envs, all calls)."""
         out = {tag: {k: v.clone() for k, v in c.items()} for tag, c in self._dynamic.items()}
         for (tag, bits), count in self._static_messages.items():
-            totals = out.setdefault(tag, {
-                name: torch.zeros(self.n_agents, dtype=torch.int64, device=self.device)
-                for name in ("bits_sent", "bits_received", "messages_sent", "messages_dropped")
-            })
+            totals = out.setdefault(
+                tag,
+                {
+                    name: torch.zeros(self.n_agents, dtype=torch.int64, device=self.device)
+                    for name in ("bits_sent", "bits_received", "messages_sent", "messages_dropped")
+                },
+            )
             totals["bits_sent"] += self.out_degree * bits * count
             totals["bits_received"] += self.in_degree * bits * count
             totals["messages_sent"] += self.out_degree * count

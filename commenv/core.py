@@ -70,9 +70,7 @@ def validate_action(
         arr = np.asarray(action)
     except Exception as exc:  # ragged lists and the like
         raise fail(f"not convertible to an array ({exc})") from None
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise fail("not a numeric array")
     if tuple(arr.shape) != tuple(space.shape or ()):
         raise fail(f"wrong shape {tuple(arr.shape)}")
@@ -322,7 +320,8 @@ class EnvFamily:
 
         params = inspect.signature(self.game_cls.__init__).parameters.values()
         return {
-            p.name: p.default for p in params
+            p.name: p.default
+            for p in params
             if p.default is not inspect.Parameter.empty and p.name not in ("num_envs", "device")
         }
 

@@ -195,9 +195,12 @@ class NodeGraphGame(BatchedEnv):
         if isinstance(graph, str):
             check_choice("graph", graph, GRAPHS)
         for name, value, low in (
-            ("n_nodes", n_nodes, 1), ("batch_size", batch_size, 1),
-            ("inbox_capacity", inbox_capacity, 1), ("feature_dim", feature_dim, 1),
-            ("image_bits", image_bits, 1), ("max_cycles", max_cycles, 1),
+            ("n_nodes", n_nodes, 1),
+            ("batch_size", batch_size, 1),
+            ("inbox_capacity", inbox_capacity, 1),
+            ("feature_dim", feature_dim, 1),
+            ("image_bits", image_bits, 1),
+            ("max_cycles", max_cycles, 1),
         ):
             check_int(name, value, low)
         check_float_bits(float_bits)
@@ -234,14 +237,19 @@ class NodeGraphGame(BatchedEnv):
         pool = np.arange(len(self.labels))
         if train_size is not None:
             if train_size > len(pool):
-                raise ValueError(f"train_size={train_size} exceeds the {len(pool)} training "
-                                 f"samples of {dataset!r}")
+                raise ValueError(
+                    f"train_size={train_size} exceeds the {len(pool)} training "
+                    f"samples of {dataset!r}"
+                )
             # Its own stream: the same partition_seed draws the same subset for any N.
             rng = np.random.default_rng([int(partition_seed), 1])
             pool = np.sort(rng.permutation(len(pool))[: int(train_size)])
-        parts = [pool[p] for p in partition_indices(
-            data.train.y[pool], N, partition, alpha=float(dirichlet_alpha), seed=partition_seed
-        )]
+        parts = [
+            pool[p]
+            for p in partition_indices(
+                data.train.y[pool], N, partition, alpha=float(dirichlet_alpha), seed=partition_seed
+            )
+        ]
         self.partitions = parts
         lengths = torch.tensor([len(p) for p in parts])
         table = torch.zeros(N, int(lengths.max()), dtype=torch.long)
@@ -279,8 +287,13 @@ class NodeGraphGame(BatchedEnv):
             M * label_bits if content == "labels" else float_message_bits(M, P, self.float_bits)
         )
         obs_p = 0 if content == "labels" else P
-        sizes = {"images": M * D, "labels": M * C, "payload": M * obs_p, "from_inbox": 1,
-                 "inbox_fill": 1}
+        sizes = {
+            "images": M * D,
+            "labels": M * C,
+            "payload": M * obs_p,
+            "from_inbox": 1,
+            "inbox_fill": 1,
+        }
         self.obs_layout: dict[str, slice] = {}
         start = 0
         for key, size in sizes.items():
@@ -294,10 +307,12 @@ class NodeGraphGame(BatchedEnv):
         if content == "labels":
             self._act_space: gymnasium.Space = bits_space
         else:
-            self._act_space = gymnasium.spaces.Dict({
-                "broadcast": bits_space,
-                "payload": gymnasium.spaces.Box(-np.inf, np.inf, (M, P), np.float32),
-            })
+            self._act_space = gymnasium.spaces.Dict(
+                {
+                    "broadcast": bits_space,
+                    "payload": gymnasium.spaces.Box(-np.inf, np.inf, (M, P), np.float32),
+                }
+            )
         self._gen = self._seed_generator(None)
         self._state: dict[str, torch.Tensor] = {}
         self._t = 0
@@ -356,8 +371,13 @@ class NodeGraphGame(BatchedEnv):
             self._gen = self._seed_generator(seed)
         if self.channel is not None:
             self.channel.reset_counters()
-        B, N, M, P, cap = (self.num_envs, self.n_nodes, self.batch_size, self.payload_dim,
-                           self.inbox_capacity)
+        B, N, M, P, cap = (
+            self.num_envs,
+            self.n_nodes,
+            self.batch_size,
+            self.payload_dim,
+            self.inbox_capacity,
+        )
         dev = self.device
         zeros_l = torch.zeros(B, N, dtype=torch.long, device=dev)
         self._t = 0
@@ -394,8 +414,11 @@ class NodeGraphGame(BatchedEnv):
         else:
             labels = own * (~from_inbox)[..., None, None]
             payload = st["payload"] * from_inbox[..., None, None]
-            parts = [images.reshape(B, N, -1), labels.reshape(B, N, -1).float(),
-                     payload.reshape(B, N, -1)]
+            parts = [
+                images.reshape(B, N, -1),
+                labels.reshape(B, N, -1).float(),
+                payload.reshape(B, N, -1),
+            ]
         fill = st["count"].float() / self.inbox_capacity
         parts += [from_inbox.float()[..., None], fill[..., None]]
         return torch.cat(parts, -1)
@@ -514,8 +537,9 @@ class NodeGraphGame(BatchedEnv):
         rewards = torch.zeros(B, N, device=dev)
         if self.content == "labels":
             # Labels held for the current minibatch: own true labels or the received ones.
-            held = torch.where(st["sender"][..., None] >= 0, st["payload"][..., 0],
-                               self.labels[st["idx"]].float())
+            held = torch.where(
+                st["sender"][..., None] >= 0, st["payload"][..., 0], self.labels[st["idx"]].float()
+            )
             payload = held[..., None]
         if payload is None:
             raise ValueError(
@@ -531,12 +555,18 @@ class NodeGraphGame(BatchedEnv):
             send.scatter_(2, self._out_table.expand(B, N, -1), bits.to(torch.bool))
             send = send[..., :N]
             img = self.channel.route(
-                st["idx"], send_mask=send, binary=False,
-                bits_per_message=self.bits_per_image_message, tag="images",
+                st["idx"],
+                send_mask=send,
+                binary=False,
+                bits_per_message=self.bits_per_image_message,
+                tag="images",
             )
             pay = self.channel.route(
-                payload, send_mask=send, binary=False,
-                bits_per_message=self.bits_per_payload_message, tag="payload",
+                payload,
+                send_mask=send,
+                binary=False,
+                bits_per_message=self.bits_per_payload_message,
+                tag="payload",
             )
             st["bits_images"] += img.bits_sent
             st["bits_payload"] += pay.bits_sent
@@ -551,9 +581,11 @@ class NodeGraphGame(BatchedEnv):
         h = st["head"]
         gather_h = h[..., None, None]
         popped_idx = st["inbox_idx"].gather(2, gather_h.expand(B, N, 1, M)).squeeze(2)
-        popped_pay = st["inbox_payload"].gather(
-            2, gather_h[..., None].expand(B, N, 1, M, self.payload_dim)
-        ).squeeze(2)
+        popped_pay = (
+            st["inbox_payload"]
+            .gather(2, gather_h[..., None].expand(B, N, 1, M, self.payload_dim))
+            .squeeze(2)
+        )
         popped_sender = st["inbox_sender"].gather(2, h[..., None]).squeeze(2)
         st["idx"] = torch.where(take[..., None], popped_idx, local)
         st["payload"] = torch.where(take[..., None, None], popped_pay, 0.0)
@@ -565,9 +597,7 @@ class NodeGraphGame(BatchedEnv):
         truncated = torch.full((B,), self._t >= self.max_cycles, dtype=torch.bool, device=dev)
         return self.observe_all(), rewards, truncated, self.infos_all()
 
-    def _enqueue(
-        self, delivered: torch.Tensor, idx_in: torch.Tensor, pay_in: torch.Tensor
-    ) -> None:
+    def _enqueue(self, delivered: torch.Tensor, idx_in: torch.Tensor, pay_in: torch.Tensor) -> None:
         """Push this step's deliveries ``(B, N, max_in, ...)`` into the inbox ring buffers."""
         st, cap = self._state, self.inbox_capacity
         arrivals = delivered.sum(-1)

@@ -128,8 +128,10 @@ class PartialObsGame(BatchedEnv):
         if isinstance(graph, str):
             check_choice("graph", graph, GRAPHS)
         for name, value, low in (
-            ("n_agents", n_agents, 2), ("message_bits", message_bits, 1),
-            ("num_candidates", num_candidates, 0), ("max_cycles", max_cycles, 1),
+            ("n_agents", n_agents, 2),
+            ("message_bits", message_bits, 1),
+            ("num_candidates", num_candidates, 0),
+            ("max_cycles", max_cycles, 1),
         ):
             check_int(name, value, low)
         if num_candidates == 1:
@@ -168,9 +170,7 @@ class PartialObsGame(BatchedEnv):
         self.images = chosen.flat().to(self.device)
         self.labels = chosen.y.to(self.device)
         self.num_features = data.num_features
-        self.masks = noise_masks(self.n_agents, self.num_features, noise, mask_seed).to(
-            self.device
-        )
+        self.masks = noise_masks(self.n_agents, self.num_features, noise, mask_seed).to(self.device)
         self._mask_f = self.masks.to(self.images.dtype)
         self._mask_sign = 1.0 - 2.0 * self._mask_f
 
@@ -215,8 +215,12 @@ class PartialObsGame(BatchedEnv):
     def _refill_draws(self) -> None:
         # Drawing many steps at once keeps RNG calls off the per-step path; same seed, same
         # draws. Memory stays bounded however long the episode.
-        B, C, K, n_img = self.num_envs, self._DRAW_CHUNK, max(self.num_candidates, 1), len(
-            self.images)
+        B, C, K, n_img = (
+            self.num_envs,
+            self._DRAW_CHUNK,
+            max(self.num_candidates, 1),
+            len(self.images),
+        )
         kw = {"generator": self._gen, "device": self.device}
         self._draws = (
             torch.randint(n_img, (C, B), **kw),
@@ -297,8 +301,9 @@ class PartialObsGame(BatchedEnv):
             raise ValueError(
                 f"actions must have exactly the keys {self.possible_agents}, got {sorted(actions)}"
             )
-        act = torch.stack([torch.as_tensor(actions[a], device=self.device)
-                           for a in self.possible_agents], 1)
+        act = torch.stack(
+            [torch.as_tensor(actions[a], device=self.device) for a in self.possible_agents], 1
+        )
         expected = (self.num_envs, self.n_agents, self._act_space.n)
         if self.validate:
             if tuple(act.shape) != expected:

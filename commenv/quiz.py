@@ -140,7 +140,8 @@ class Simplex(gymnasium.spaces.Space):
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Simplex) and (self.rows, self.classes) == (
-            other.rows, other.classes,
+            other.rows,
+            other.classes,
         )
 
 
@@ -165,7 +166,8 @@ class Selection(gymnasium.spaces.MultiBinary):
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Selection) and (self.n, self.max_selected) == (
-            other.n, other.max_selected,
+            other.n,
+            other.max_selected,
         )
 
 
@@ -370,7 +372,10 @@ class QuizGame(BatchedEnv):
         self._student_view(images.expand(self.num_envs, -1, -1), None, self._exam_mask, 2)
 
     def _student_view(
-        self, images: torch.Tensor, targets: torch.Tensor | None, mask: torch.Tensor | None,
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor | None,
+        mask: torch.Tensor | None,
         phase: int,
     ) -> None:
         N = self.num_envs
@@ -451,8 +456,11 @@ class QuizGame(BatchedEnv):
         payload = torch.zeros(N * M, 2, C, device=self.device)
         payload[:, 0] = self._answers.reshape(N * M, C)
         delivery = self.channel.route(
-            payload, send_mask=self._edge(N * M, 0, 1), binary=False,
-            bits_per_message=self.bits_per_sample, tag="answers",
+            payload,
+            send_mask=self._edge(N * M, 0, 1),
+            binary=False,
+            bits_per_message=self.bits_per_sample,
+            tag="answers",
         )
         heard = delivery.inbox[:, 1, 0].reshape(N, M * C)
         labels = torch.nn.functional.one_hot(self.train_y[self._stack_idx], C).reshape(N, -1)
@@ -478,7 +486,10 @@ class QuizGame(BatchedEnv):
         payload[:, 1] = targets.gather(1, order[..., None].expand(N, B, C)).reshape(N * B, C)
         send = self._edge(N * B, 1, 0) & self._lesson_mask.reshape(N * B, 1, 1)
         delivery = self.channel.route(
-            payload, send_mask=send, binary=False, bits_per_message=self.bits_per_sample,
+            payload,
+            send_mask=send,
+            binary=False,
+            bits_per_message=self.bits_per_sample,
             tag="lesson",
         )
         self._lesson_targets = delivery.inbox[:, 0, 0].reshape(N, B, C)
@@ -595,7 +606,9 @@ class QuizGame(BatchedEnv):
         labels = self.val_y if self.phase == "exam" else self.train_y
         student = {**common, "indices": self._rows, "labels": labels[self._rows]}
         teacher = {
-            **common, "stack_indices": self._shown_stack, "stack_labels": self._shown_labels,
+            **common,
+            "stack_indices": self._shown_stack,
+            "stack_labels": self._shown_labels,
         }
         return {"student": student, "teacher": teacher}
 

@@ -83,8 +83,13 @@ class QuizTeacherEnv(gymnasium.Env):
         check_choice("overflow", overflow, OVERFLOW)
         check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
         self.game = QuizGame(
-            dataset=dataset, stack_size=stack_size, batch_size=batch_size, exam_every=exam_every,
-            exam_size=exam_size, max_lessons=max_lessons, target_accuracy=target_accuracy,
+            dataset=dataset,
+            stack_size=stack_size,
+            batch_size=batch_size,
+            exam_every=exam_every,
+            exam_size=exam_size,
+            max_lessons=max_lessons,
+            target_accuracy=target_accuracy,
             data_root=data_root,
         )
         self.targets, self.overflow = targets, overflow
@@ -142,9 +147,11 @@ class QuizTeacherEnv(gymnasium.Env):
         if self.render_mode != "ansi":
             return None
         info = self._info(0)
-        return (f"QuizTeacher-v0: {info['backward_passes']} backward passes, "
-                f"{info['forward_passes']} forward passes, exam accuracy "
-                f"{info['exam_accuracy']:.3f}")
+        return (
+            f"QuizTeacher-v0: {info['backward_passes']} backward passes, "
+            f"{info['forward_passes']} forward passes, exam accuracy "
+            f"{info['exam_accuracy']:.3f}"
+        )
 
     # -- the built-in student --------------------------------------------------------------
     def _play_student(self) -> tuple[float, tuple[bool, bool]]:
@@ -170,10 +177,16 @@ class QuizTeacherEnv(gymnasium.Env):
         p_s = parts["answers"][0]
         p_t = self.teacher_probs[self._infos["teacher"]["stack_indices"][0]]
         ce = -(p_t * torch.log(p_s.clamp(min=1e-8))).sum(-1)
-        feats = torch.stack([
-            p_s.max(-1).values, p_t.max(-1).values, 1 - torch.exp(-ce),
-            (p_t - p_s).norm(dim=-1) / math.sqrt(2), (p_s.argmax(-1) == p_t.argmax(-1)).float(),
-        ], -1)
+        feats = torch.stack(
+            [
+                p_s.max(-1).values,
+                p_t.max(-1).values,
+                1 - torch.exp(-ce),
+                (p_t - p_s).norm(dim=-1) / math.sqrt(2),
+                (p_s.argmax(-1) == p_t.argmax(-1)).float(),
+            ],
+            -1,
+        )
         acc = max(0.0, float(self._infos["teacher"]["exam_accuracy"][0]))
         budget = game._lessons / game.max_lessons
         extra = torch.tensor([acc, min(1.0, budget)])

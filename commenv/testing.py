@@ -10,7 +10,11 @@ from commenv.core import EnvFamily
 
 
 def pettingzoo_suite(
-    family: EnvFamily, *, num_cycles: int = 20, seed_cycles: int = 10, max_cycles: bool = True,
+    family: EnvFamily,
+    *,
+    num_cycles: int = 20,
+    seed_cycles: int = 10,
+    max_cycles: bool = True,
     **config: Any,
 ) -> None:
     """``api_test`` (AEC), ``parallel_api_test``, ``seed_test``, ``parallel_seed_test``,

@@ -73,8 +73,9 @@ def run_batched(num_envs: int, device: str, seed: int, **config) -> float:
     agent_names = game.possible_agents
     obs, _ = game.reset(seed=seed)
     torch.manual_seed(seed)
-    model = TorchAgent(game.observation_space(agent_names[0]).shape[0],
-                       game.action_space(agent_names[0]).n).to(device)
+    model = TorchAgent(
+        game.observation_space(agent_names[0]).shape[0], game.action_space(agent_names[0]).n
+    ).to(device)
     total = torch.zeros(num_envs, device=device)
     done = False
     with torch.no_grad():
@@ -105,10 +106,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results = {
         "pixel function": run_parallel(pixel_for, args.episodes, args.seed, **config),
-        "random": run_parallel(lambda env, a: random_agent(env.action_space(a)),
-                               args.episodes, args.seed, **config),
+        "random": run_parallel(
+            lambda env, a: random_agent(env.action_space(a)), args.episodes, args.seed, **config
+        ),
         "untrained torch module (batched)": run_batched(
-            args.num_envs, str(select_device(args.device)), args.seed, **config),
+            args.num_envs, str(select_device(args.device)), args.seed, **config
+        ),
     }
     print("| agent | mean episode reward per agent |\n|---|---|")
     for name, value in results.items():

@@ -36,8 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace) -> dict:
     return dict(
-        n_agents=args.n_agents, graph=args.graph, level=args.level, noise=args.noise,
-        message_bits=args.message_bits, num_candidates=args.num_candidates,
+        n_agents=args.n_agents,
+        graph=args.graph,
+        level=args.level,
+        noise=args.noise,
+        message_bits=args.message_bits,
+        num_candidates=args.num_candidates,
         max_cycles=args.max_cycles,
     )
 
@@ -94,8 +98,14 @@ def main(argv: list[str] | None = None) -> dict:
     # SuperSuit's ConcatVecEnv has no .seed(), which PPO(seed=...) calls: seed globally.
     set_random_seed(args.seed)
     model = PPO(
-        "MlpPolicy", vec, n_steps=128, batch_size=256, learning_rate=1e-3, ent_coef=0.01,
-        verbose=0, device="cpu",
+        "MlpPolicy",
+        vec,
+        n_steps=128,
+        batch_size=256,
+        learning_rate=1e-3,
+        ent_coef=0.01,
+        verbose=0,
+        device="cpu",
     )
     start = time.perf_counter()
     model.learn(total_timesteps=args.timesteps)

@@ -31,19 +31,29 @@ from commenv.quiz_teacher import FEATURES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
     p.add_argument("--quick", action="store_true", help="short PPO run (4,096 steps)")
     p.add_argument("--timesteps", type=int, default=20_000, help="PPO training steps (lessons)")
     p.add_argument("--dataset", default="digits", help="dataset of the quiz")
     p.add_argument("--stack-size", type=int, default=2, help="minibatches on the teacher's stack")
-    p.add_argument("--target-accuracy", type=float, default=0.9,
-                   help="validation accuracy that ends an episode")
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=0.9,
+        help="validation accuracy that ends an episode",
+    )
     p.add_argument("--max-lessons", type=int, default=300, help="lesson budget per episode")
     p.add_argument("--eval-episodes", type=int, default=5, help="fresh students per teacher")
-    p.add_argument("--policy", default="per-sample", choices=["per-sample", "mlp"],
-                   help="per-sample: one shared scorer per stacked sample; mlp: SB3's MlpPolicy")
+    p.add_argument(
+        "--policy",
+        default="per-sample",
+        choices=["per-sample", "mlp"],
+        help="per-sample: one shared scorer per stacked sample; mlp: SB3's MlpPolicy",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of PPO and the env")
     p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV go")
     args = p.parse_args(argv)
@@ -52,11 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.eval_episodes = min(args.eval_episodes, 3)
     return args
 
+
 def make_env(args: argparse.Namespace) -> gymnasium.Env:
     return gymnasium.make(
-        "commenv/QuizTeacher-v0", dataset=args.dataset, stack_size=args.stack_size,
-        target_accuracy=args.target_accuracy, max_lessons=args.max_lessons,
+        "commenv/QuizTeacher-v0",
+        dataset=args.dataset,
+        stack_size=args.stack_size,
+        target_accuracy=args.target_accuracy,
+        max_lessons=args.max_lessons,
     )
+
 
 def per_sample_policy_class() -> type:
     """An SB3 actor-critic whose action logits are one shared MLP applied to every sample."""
@@ -71,8 +86,12 @@ def per_sample_policy_class() -> type:
             super().__init__()
             self.n_samples = (obs_dim - n_global) // FEATURES
             self.latent_dim_pi, self.latent_dim_vf = self.n_samples, hidden
-            self.body = nn.Sequential(nn.Linear(FEATURES + n_global, hidden), nn.Tanh(),
-                                      nn.Linear(hidden, hidden), nn.Tanh())
+            self.body = nn.Sequential(
+                nn.Linear(FEATURES + n_global, hidden),
+                nn.Tanh(),
+                nn.Linear(hidden, hidden),
+                nn.Tanh(),
+            )
             self.score = nn.Linear(hidden, 1)
             self.critic = nn.Sequential(nn.Linear(hidden + n_global, hidden), nn.Tanh())
 
@@ -106,12 +125,14 @@ def per_sample_policy_class() -> type:
 
     return PerSamplePolicy
 
+
 def ce_policy(obs: np.ndarray, batch_size: int) -> np.ndarray:
     """The thesis' teacher inside the view: the ``B`` samples of highest cross-entropy."""
     ce = obs[:-2].reshape(-1, FEATURES)[:, 2]
     action = np.zeros(len(ce), np.int8)
     action[np.argsort(-ce, kind="stable")[:batch_size]] = 1
     return action
+
 
 def evaluate(env: gymnasium.Env, policy: Any, episodes: int, seed: int) -> dict[str, Any]:
     """Backward passes to the target (episodes that never reach it count as ``None``)."""
@@ -131,6 +152,7 @@ def evaluate(env: gymnasium.Env, policy: Any, episodes: int, seed: int) -> dict[
         "final val acc": 100 * float(np.mean(final)),
     }
 
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     import torch
     from stable_baselines3 import PPO
@@ -142,8 +164,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     batch_size = env.unwrapped.game.batch_size
     start = time.perf_counter()
     policy = per_sample_policy_class() if args.policy == "per-sample" else "MlpPolicy"
-    model = PPO(policy, env, n_steps=512, batch_size=128, learning_rate=3e-4,
-                gamma=0.99, seed=args.seed, verbose=0)
+    model = PPO(
+        policy,
+        env,
+        n_steps=512,
+        batch_size=128,
+        learning_rate=3e-4,
+        gamma=0.99,
+        seed=args.seed,
+        verbose=0,
+    )
     model.learn(total_timesteps=args.timesteps, progress_bar=False)
     train_s = time.perf_counter() - start
     print(f"PPO trained for {args.timesteps} lessons in {train_s:.0f} s")
@@ -164,13 +194,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for name, policy in benchtools.progress(teachers.items(), desc="evaluate", leave=True):
         rows.append({"teacher": name, **evaluate(env, policy, args.eval_episodes, args.seed)})
     columns = ["teacher", "bp to target (mean)", "reached", "final val acc"]
-    print(f"\nBackward passes to {100 * args.target_accuracy:.0f}% validation accuracy on "
-          f"{args.dataset}, stack {args.stack_size} (budget {args.max_lessons} lessons)\n")
+    print(
+        f"\nBackward passes to {100 * args.target_accuracy:.0f}% validation accuracy on "
+        f"{args.dataset}, stack {args.stack_size} (budget {args.max_lessons} lessons)\n"
+    )
     print(benchtools.markdown_table(rows, columns))
-    paths = benchtools.write_results(args.out_dir, f"ppo_quiz_teacher_{args.dataset}", rows, args,
-                                     extra={"ppo_train_seconds": train_s})
+    paths = benchtools.write_results(
+        args.out_dir,
+        f"ppo_quiz_teacher_{args.dataset}",
+        rows,
+        args,
+        extra={"ppo_train_seconds": train_s},
+    )
     print(f"wrote {paths[0]}")
     return rows
+
 
 if __name__ == "__main__":
     main()

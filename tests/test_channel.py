@@ -169,8 +169,9 @@ def test_counters_by_tag():
 def test_sum_to_senders_matches_brute_force(adj, seed):
     n = adj.shape[0]
     chan = Channel(torch.as_tensor(adj))
-    values = torch.rand(3, n, max(chan.max_in_degree, 1),
-                        generator=torch.Generator().manual_seed(seed))[..., : chan.max_in_degree]
+    values = torch.rand(
+        3, n, max(chan.max_in_degree, 1), generator=torch.Generator().manual_seed(seed)
+    )[..., : chan.max_in_degree]
     expected = torch.zeros(3, n)
     for r in range(n):
         for j, s in enumerate(chan.senders[r].tolist()):

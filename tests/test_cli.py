@@ -20,8 +20,19 @@ def test_bench_lists_and_rejects_unknown(capsys):
 
 
 def test_bench_speed_runs_and_prints_table(capsys, tmp_path):
-    code = cli.main(["bench", "speed", "--seconds", "0.05", "--rounds", "1",
-                     "--out", str(tmp_path), "--skip-agents"])
+    code = cli.main(
+        [
+            "bench",
+            "speed",
+            "--seconds",
+            "0.05",
+            "--rounds",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--skip-agents",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| partial_obs_v0 batched, num_envs=4096 |" in out

@@ -58,16 +58,19 @@ def test_confident_minority_outvotes_unsure_majority():
     assert collective_accuracy(probs, labels) == 100.0
     # Read literally (w = H / sum H) the unsure majority gets ~95 % of the weight: class 1.
     w = entropy_weights(probs, "literal")[:, 0]
-    assert w.tolist() == pytest.approx([h_a / (h_a + 2 * h_b), h_b / (h_a + 2 * h_b)] + [
-        h_b / (h_a + 2 * h_b)])
+    assert w.tolist() == pytest.approx(
+        [h_a / (h_a + 2 * h_b), h_b / (h_a + 2 * h_b)] + [h_b / (h_a + 2 * h_b)]
+    )
     assert evaluate(probs, labels)["collective_by_weighting"]["literal"] == 0.0
 
 
 def test_per_node_average_and_evaluate():
-    probs = torch.tensor([
-        [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]],   # A: right, right, wrong
-        [[0.3, 0.7], [0.4, 0.6], [0.1, 0.9]],   # B: wrong, right, right
-    ])
+    probs = torch.tensor(
+        [
+            [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]],  # A: right, right, wrong
+            [[0.3, 0.7], [0.4, 0.6], [0.1, 0.9]],  # B: wrong, right, right
+        ]
+    )
     labels = torch.tensor([0, 1, 1])
     assert per_node_accuracy(probs, labels).tolist() == pytest.approx([200 / 3, 200 / 3])
     out = evaluate(probs, labels)

@@ -28,6 +28,9 @@ def test_bad_num_envs(family, num_envs):
 def test_shared_arguments_are_set(family):
     game = family.batched(num_envs=3, render_mode="ansi", validate=False)
     assert (game.num_envs, game.device, game.render_mode, game.validate) == (
-        3, torch.device("cpu"), "ansi", False,
+        3,
+        torch.device("cpu"),
+        "ansi",
+        False,
     )
     assert type(game.num_envs) is int

@@ -15,13 +15,21 @@ SMALL = dict(batch_size=4, inbox_capacity=3)
 CONFIGS = {
     "labels-full": dict(n_nodes=3, content="labels", **SMALL),
     "logits-ring1": dict(n_nodes=4, graph="ring", k=1, content="logits", **SMALL),
-    "features-user-graph": dict(n_nodes=3, graph=[(0, 1), (1, 2), (0, 2)], content="features",
-                                feature_dim=5, **SMALL),
-    "dirichlet-drop-newest": dict(n_nodes=4, partition="dirichlet", dirichlet_alpha=0.3,
-                                  overflow="drop_newest", consumption_prob=0.9, **SMALL),
+    "features-user-graph": dict(
+        n_nodes=3, graph=[(0, 1), (1, 2), (0, 2)], content="features", feature_dim=5, **SMALL
+    ),
+    "dirichlet-drop-newest": dict(
+        n_nodes=4,
+        partition="dirichlet",
+        dirichlet_alpha=0.3,
+        overflow="drop_newest",
+        consumption_prob=0.9,
+        **SMALL,
+    ),
     "single-node": dict(n_nodes=1, **SMALL),
-    "synthetic-all-to-all": dict(n_nodes=3, graph="all_to_all", dataset="synthetic",
-                                 content="logits", **SMALL),
+    "synthetic-all-to-all": dict(
+        n_nodes=3, graph="all_to_all", dataset="synthetic", content="logits", **SMALL
+    ),
 }
 
 
@@ -41,17 +49,26 @@ def test_registered_and_defaults():
     assert env.out_neighbours("node_0") == list(range(1, 10))  # k = N - 1 by default
 
 
-@pytest.mark.parametrize("content,train_size", [("labels", None), ("logits", None),
-                                               ("labels", 200)])
+@pytest.mark.parametrize(
+    "content,train_size", [("labels", None), ("logits", None), ("labels", 200)]
+)
 def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_size):
     """Track, outside the env, what each node may legitimately hold: its own partition plus
     every minibatch some node broadcast to it. Every minibatch it trains on must be in there,
     the observed images must be those samples, and the labels it sees must be its own or the
     ones that were sent with the minibatch."""
     B, N, M = 3, 5, 6
-    game = NodeGraphGame(n_nodes=N, graph="ring", k=2, content=content, batch_size=M,
-                         inbox_capacity=2, consumption_prob=0.7, num_envs=B,
-                         train_size=train_size)
+    game = NodeGraphGame(
+        n_nodes=N,
+        graph="ring",
+        k=2,
+        content=content,
+        batch_size=M,
+        inbox_capacity=2,
+        consumption_prob=0.7,
+        num_envs=B,
+        train_size=train_size,
+    )
     obs, _ = game.reset(seed=3)
     gen = torch.Generator().manual_seed(0)
     n_train = len(game.labels)
@@ -95,8 +112,9 @@ def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_si
 
 
 def test_received_payload_is_what_the_sender_sent():
-    game = NodeGraphGame(n_nodes=2, content="features", feature_dim=3, batch_size=2,
-                         consumption_prob=1.0)
+    game = NodeGraphGame(
+        n_nodes=2, content="features", feature_dim=3, batch_size=2, consumption_prob=1.0
+    )
     game.reset(seed=0)
     idx0 = game.infos_all()["indices"][0, 0].clone()
     payload = torch.zeros(1, 2, 2, 3)
@@ -114,8 +132,14 @@ def test_received_payload_is_what_the_sender_sent():
 @pytest.mark.parametrize("float_bits", [16, 8, 2])
 def test_quantized_payload_arrives_as_quantized_and_is_billed_so(float_bits):
     M, P = 2, 3
-    game = NodeGraphGame(n_nodes=2, content="features", feature_dim=P, batch_size=M,
-                         consumption_prob=1.0, float_bits=float_bits)
+    game = NodeGraphGame(
+        n_nodes=2,
+        content="features",
+        feature_dim=P,
+        batch_size=M,
+        consumption_prob=1.0,
+        float_bits=float_bits,
+    )
     game.reset(seed=0)
     payload = torch.zeros(1, 2, M, P)
     payload[0, 0] = torch.tensor([[0.1, 0.25, 1.7], [-3.0, 0.3, 0.31]])
@@ -132,8 +156,14 @@ def test_quantized_payload_arrives_as_quantized_and_is_billed_so(float_bits):
 @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
 def test_inbox_overflow_policy_and_counters(overflow):
     N, cap = 4, 2
-    game = NodeGraphGame(n_nodes=N, content="labels", batch_size=2, inbox_capacity=cap,
-                         consumption_prob=0.0, overflow=overflow)
+    game = NodeGraphGame(
+        n_nodes=N,
+        content="labels",
+        batch_size=2,
+        inbox_capacity=cap,
+        consumption_prob=0.0,
+        overflow=overflow,
+    )
     game.reset(seed=1)
     ones = torch.ones(1, N, N - 1, dtype=torch.long)
     for step in range(1, 4):

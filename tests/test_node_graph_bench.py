@@ -13,12 +13,28 @@ def bench():
 
 def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
-    rows = bench.main(["--quick", "--steps", "12", "--eval-every", "6", "--only", "0,2,3",
-                       "--agent", "commenv_agents.population:SequentialPopulation",
-                       "--out-dir", str(tmp_path)])
+    rows = bench.main(
+        [
+            "--quick",
+            "--steps",
+            "12",
+            "--eval-every",
+            "6",
+            "--only",
+            "0,2,3",
+            "--agent",
+            "commenv_agents.population:SequentialPopulation",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     names = [r["configuration"] for r in rows]
-    assert names == ["1 node", "10 nodes, logits", "10 nodes, true labels",
-                     "10 nodes, SequentialPopulation (labels)"]
+    assert names == [
+        "1 node",
+        "10 nodes, logits",
+        "10 nodes, true labels",
+        "10 nodes, SequentialPopulation (labels)",
+    ]
     one, logits, labels, user = rows
     assert one["coll_acc"] is None and one["bits_images"] == 0 and "coll_mean" not in one
     assert labels["coll_softmax"] == labels["coll_acc"]  # the table's weighting
@@ -31,11 +47,17 @@ def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "bench_graph.json").read_text())
     assert saved["target_accuracy"] == one["target"] and len(saved["rows"]) == 4
     assert saved["thesis_claims"] == bench.thesis_claims(rows)
-    assert set(saved["thesis_claims"]) == {"collective > average",
-                                           "labels >= logits > features > no sharing"}
+    assert set(saved["thesis_claims"]) == {
+        "collective > average",
+        "labels >= logits > features > no sharing",
+    }
     assert (tmp_path / "bench_graph.csv").exists() and (tmp_path / "bench_graph.png").exists()
-    assert bench.steps_to([{"step": 5, "collective": 50.0}, {"step": 10, "collective": 91.0}],
-                          "collective", 90.0) == 10
+    assert (
+        bench.steps_to(
+            [{"step": 5, "collective": 50.0}, {"step": 10, "collective": 91.0}], "collective", 90.0
+        )
+        == 10
+    )
 
 
 def test_bench_graph_help(bench, capsys):
@@ -56,8 +78,19 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path
         return original(**kwargs)
 
     monkeypatch.setattr(bench, "NodeGraphGame", spy)
-    eight = bench.main([*common, "--float-bits", "8", "--partition", "dirichlet",
-                        "--train-size", "500", "--out-dir", str(tmp_path / "b")])[0]
+    eight = bench.main(
+        [
+            *common,
+            "--float-bits",
+            "8",
+            "--partition",
+            "dirichlet",
+            "--train-size",
+            "500",
+            "--out-dir",
+            str(tmp_path / "b"),
+        ]
+    )[0]
     assert built[-1]["train_size"] == 500 and built[-1]["partition"] == "dirichlet"
     # same traffic, a quarter of the bits per value plus a 64-bit min/max header per sample
     per_sample_32 = full["bits_payload"] / (32 * 64)
@@ -67,21 +100,30 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path
 
 
 def _row(name, nodes, avg, coll, steps=None):
-    return {"configuration": name, "nodes": nodes, "avg_acc": avg, "coll_acc": coll,
-            "steps_to_target": steps}
+    return {
+        "configuration": name,
+        "nodes": nodes,
+        "avg_acc": avg,
+        "coll_acc": coll,
+        "steps_to_target": steps,
+    }
 
 
 def test_thesis_claims_judge_the_rows_present(bench):
     single = _row("1 node", 1, 87.6, None, steps=3250)
-    ranked = [_row("10 nodes, no sharing", 10, 82.7, 86.5),
-              _row("10 nodes, logits", 10, 86.8, 88.54),
-              _row("10 nodes, true labels", 10, 87.2, 88.46),  # 88.5 vs 88.5 as printed: a tie
-              _row("10 nodes, features", 10, 85.0, 86.8)]
+    ranked = [
+        _row("10 nodes, no sharing", 10, 82.7, 86.5),
+        _row("10 nodes, logits", 10, 86.8, 88.54),
+        _row("10 nodes, true labels", 10, 87.2, 88.46),  # 88.5 vs 88.5 as printed: a tie
+        _row("10 nodes, features", 10, 85.0, 86.8),
+    ]
     twenty = _row("20 nodes, true labels", 20, 86.9, 89.2, steps=1500)
     claims = bench.thesis_claims([single, *ranked, twenty])
-    assert claims == {"collective > average": True,
-                      "labels >= logits > features > no sharing": True,
-                      "20 nodes reach the target in fewer steps": True}
+    assert claims == {
+        "collective > average": True,
+        "labels >= logits > features > no sharing": True,
+        "20 nodes reach the target in fewer steps": True,
+    }
 
     ranked[3]["coll_acc"] = 86.4  # features below no sharing
     ranked[0]["avg_acc"] = 86.6  # no sharing's collective no better than its average

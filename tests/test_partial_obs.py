@@ -1,6 +1,5 @@
 """partial_obs_v0: PettingZoo's own tests on every meaningful config, rules, bad input."""
 
-
 import numpy as np
 import pettingzoo
 import pytest
@@ -16,10 +15,12 @@ CONFIGS = {
     "2-two-way-both": dict(n_agents=2, graph="two_way", level="both"),
     "2-two-way-none": dict(n_agents=2, graph="two_way", level="none"),
     "4-all-to-all": dict(n_agents=4, graph="all_to_all", level="both"),
-    "5-ring-2-noisy": dict(n_agents=5, graph="ring", k=2, level="feedback", flip_prob=0.1,
-                           drop_prob=0.2),
-    "3-no-candidates": dict(n_agents=3, graph="one_way", level="receive", num_candidates=0,
-                            message_bits=8),
+    "5-ring-2-noisy": dict(
+        n_agents=5, graph="ring", k=2, level="feedback", flip_prob=0.1, drop_prob=0.2
+    ),
+    "3-no-candidates": dict(
+        n_agents=3, graph="one_way", level="receive", num_candidates=0, message_bits=8
+    ),
     "synthetic-data": dict(dataset="synthetic", message_bits=4),
 }
 
@@ -118,8 +119,14 @@ def test_discrimination_reward_and_candidates():
 @pytest.mark.parametrize("level", LEVELS)
 def test_likelihood_reward_by_level(level):
     graph = "two_way" if level == "both" else "one_way"
-    game = _game(graph=graph, level=level, num_candidates=0, message_bits=4, num_envs=2,
-                 likelihood_weight=1.0)
+    game = _game(
+        graph=graph,
+        level=level,
+        num_candidates=0,
+        message_bits=4,
+        num_envs=2,
+        likelihood_weight=1.0,
+    )
     game.reset(seed=0)
     act = {
         "agent_0": torch.tensor([[1.0, 1, 0, 0]] * 2),
@@ -137,13 +144,25 @@ def test_likelihood_reward_by_level(level):
     assert (r0, r1) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("level, grad_to_speaker", [
-    ("none", False), ("receive", False), ("feedback", True), ("both", True),
-])
+@pytest.mark.parametrize(
+    "level, grad_to_speaker",
+    [
+        ("none", False),
+        ("receive", False),
+        ("feedback", True),
+        ("both", True),
+    ],
+)
 def test_levels_are_made_by_the_differentiable_channel(level, grad_to_speaker):
     graph = "two_way" if level == "both" else "one_way"
-    game = _game(graph=graph, level=level, num_candidates=0, message_bits=6, num_envs=4,
-                 likelihood_weight=1.0)
+    game = _game(
+        graph=graph,
+        level=level,
+        num_candidates=0,
+        message_bits=6,
+        num_envs=4,
+        likelihood_weight=1.0,
+    )
     game.reset(seed=0)
     m0 = torch.rand(4, 6, requires_grad=True)
     m1 = torch.rand(4, 6, requires_grad=True)
@@ -162,14 +181,16 @@ def test_levels_are_made_by_the_differentiable_channel(level, grad_to_speaker):
 
 def test_same_seed_same_episode_bit_for_bit():
     def run(seed):
-        game = _game(n_agents=3, graph="all_to_all", level="both", drop_prob=0.3,
-                     flip_prob=0.1, num_envs=4)
+        game = _game(
+            n_agents=3, graph="all_to_all", level="both", drop_prob=0.3, flip_prob=0.1, num_envs=4
+        )
         obs, _ = game.reset(seed=seed)
         gen = torch.Generator().manual_seed(7)
         out = [obs["agent_2"].clone()]
         for _ in range(5):
-            act = {a: torch.randint(0, 2, (4, 36), generator=gen).float()
-                   for a in game.possible_agents}
+            act = {
+                a: torch.randint(0, 2, (4, 36), generator=gen).float() for a in game.possible_agents
+            }
             obs, rew, *_ = game.step(act)
             out += [obs["agent_2"].clone(), rew["agent_1"].clone()]
         return out
@@ -208,8 +229,10 @@ def test_doc_page_matches_the_code():
 
     doc = commenv.partial_obs.__doc__
     call = re.search(r"``(commenv\.partial_obs_v0\(.*?\))``", doc, flags=re.S).group(1)
-    documented = {kw.arg: ast.literal_eval(kw.value)
-                  for kw in ast.parse(call.replace("\n", " ")).body[0].value.keywords}
+    documented = {
+        kw.arg: ast.literal_eval(kw.value)
+        for kw in ast.parse(call.replace("\n", " ")).body[0].value.keywords
+    }
     signature = inspect.signature(PartialObsGame).parameters
     for name, value in documented.items():
         assert signature[name].default == value, name

@@ -3,6 +3,8 @@ learns."""
 
 import pytest
 import torch
+
+from commenv.node_graph import NodeGraphGame
 from commenv_agents.population import (
     BatchedClassifier,
     OutputSharingPopulation,
@@ -12,8 +14,6 @@ from commenv_agents.population import (
     run_population,
     speed_rows,
 )
-
-from commenv.node_graph import NodeGraphGame
 
 
 def _copy_group(batched: BatchedClassifier, single: SingleClassifier, g: int) -> None:
@@ -25,8 +25,8 @@ def _copy_group(batched: BatchedClassifier, single: SingleClassifier, g: int) ->
         convs = [m for m in single.body if isinstance(m, torch.nn.Conv2d)]
         for src, dst in zip(batched.convs, convs, strict=True):
             c_out = dst.weight.shape[0]
-            dst.weight.data.copy_(src.weight[g * c_out:(g + 1) * c_out])
-            dst.bias.data.copy_(src.bias[g * c_out:(g + 1) * c_out])
+            dst.weight.data.copy_(src.weight[g * c_out : (g + 1) * c_out])
+            dst.bias.data.copy_(src.bias[g * c_out : (g + 1) * c_out])
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
@@ -51,8 +51,11 @@ def test_losses_follow_the_shared_content():
     N, M, C = 2, 3, 4
     logits = torch.zeros(N, M, C)
     feats = torch.ones(N, M, 5)
-    views = {"labels": torch.nn.functional.one_hot(torch.zeros(N, M).long(), C).float(),
-             "payload": torch.zeros(N, M, 5), "from_inbox": torch.tensor([0.0, 1.0])}
+    views = {
+        "labels": torch.nn.functional.one_hot(torch.zeros(N, M).long(), C).float(),
+        "payload": torch.zeros(N, M, 5),
+        "from_inbox": torch.tensor([0.0, 1.0]),
+    }
     ce_uniform = torch.log(torch.tensor(4.0))
     out = node_losses(feats, logits, views, "features", 1.0, 2.0)
     assert torch.allclose(out, torch.stack([ce_uniform, torch.tensor(2.0)]))
@@ -61,14 +64,24 @@ def test_losses_follow_the_shared_content():
     assert torch.allclose(out, torch.stack([ce_uniform, ce_uniform]))  # soft target = uniform
 
 
-@pytest.mark.parametrize("share,content", [("labels", "labels"), ("logits", "logits"),
-                                           ("features", "features"), ("none", "labels")])
+@pytest.mark.parametrize(
+    "share,content",
+    [("labels", "labels"), ("logits", "logits"), ("features", "features"), ("none", "labels")],
+)
 def test_population_runs_against_the_env(share, content):
     game = NodeGraphGame(n_nodes=3, content=content, batch_size=8, feature_dim=16)
-    pop = OutputSharingPopulation(3, game.image_shape, game.num_classes, share=share,
-                                  broadcast_prob=0.5, hidden=32, feature_dim=16)
-    hist = run_population(game, pop, 20, eval_every=10,
-                          test=(game.test_images[:50], game.test_labels[:50]))
+    pop = OutputSharingPopulation(
+        3,
+        game.image_shape,
+        game.num_classes,
+        share=share,
+        broadcast_prob=0.5,
+        hidden=32,
+        feature_dim=16,
+    )
+    hist = run_population(
+        game, pop, 20, eval_every=10, test=(game.test_images[:50], game.test_labels[:50])
+    )
     assert [h["step"] for h in hist] == [10, 20]
     assert len(hist[-1]["per_node"]) == 3
     if share == "none":
@@ -80,20 +93,24 @@ def test_population_runs_against_the_env(share, content):
 def test_population_learns_digits_and_sequential_matches_interface():
     game = NodeGraphGame(n_nodes=2, content="labels", batch_size=32)
     test = (game.test_images, game.test_labels)
-    pop = OutputSharingPopulation(2, game.image_shape, game.num_classes, share="labels",
-                                  broadcast_prob=0.5, hidden=64, seed=1)
+    pop = OutputSharingPopulation(
+        2, game.image_shape, game.num_classes, share="labels", broadcast_prob=0.5, hidden=64, seed=1
+    )
     hist = run_population(game, pop, 150, test=test)
     assert hist[-1]["average"] > 70.0  # chance is 10 %
-    seq = SequentialPopulation(2, game.image_shape, game.num_classes, share="labels",
-                               broadcast_prob=0.5, hidden=64, seed=1)
+    seq = SequentialPopulation(
+        2, game.image_shape, game.num_classes, share="labels", broadcast_prob=0.5, hidden=64, seed=1
+    )
     hist = run_population(game, seq, 150, test=test)
     assert hist[-1]["average"] > 70.0
 
 
 def test_speed_rows_shape():
     rows = speed_rows(quick=True, sizes=(4,))
-    assert [r["name"] for r in rows] == ["node_graph population N=4 batched",
-                                         "node_graph population N=4 sequential"]
+    assert [r["name"] for r in rows] == [
+        "node_graph population N=4 batched",
+        "node_graph population N=4 sequential",
+    ]
     assert all(r["steps_per_s"] > 0 for r in rows) and "x the sequential" in rows[0]["note"]
 
 

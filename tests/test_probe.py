@@ -17,8 +17,17 @@ def test_fit_separates_informative_from_noise_features_and_is_seeded():
     x, y = _blobs(600, 0)
     noise = torch.randn(600, 4, generator=torch.Generator().manual_seed(1))
     feats = torch.stack([x, noise], 1)  # probe 0 informative, probe 1 pure noise
-    split = dict(train_x=feats[:400], train_y=y[:400], val_x=feats[400:500], val_y=y[400:500],
-                 test_x=feats[500:], test_y=y[500:], num_classes=3, epochs=15, batch_size=64)
+    split = dict(
+        train_x=feats[:400],
+        train_y=y[:400],
+        val_x=feats[400:500],
+        val_y=y[400:500],
+        test_x=feats[500:],
+        test_y=y[500:],
+        num_classes=3,
+        epochs=15,
+        batch_size=64,
+    )
     a = fit_linear_probe(**split, seed=3)
     b = fit_linear_probe(**split, seed=3)
     assert a.test_acc[0] > 0.9

@@ -24,10 +24,16 @@ CONFIGS = [
     {},  # defaults: digits, stack 2, batch 32, whole validation split
     {"stack_size": 1, "exam_every": 3, "exam_size": 40, "max_lessons": 12},
     {"stack_size": 5, "batch_size": 8, "exam_every": 2, "exam_size": 20, "max_lessons": 8},
-    {"dataset": "synthetic", "stack_size": 3, "batch_size": 16, "exam_every": 1,
-     "exam_size": 16, "target_accuracy": 0.15, "max_lessons": 20},
+    {
+        "dataset": "synthetic",
+        "stack_size": 3,
+        "batch_size": 16,
+        "exam_every": 1,
+        "exam_size": 16,
+        "target_accuracy": 0.15,
+        "max_lessons": 20,
+    },
 ]
-
 
 
 @pytest.fixture(autouse=True)
@@ -154,10 +160,10 @@ def test_exam_scores_the_validation_split_and_rewards():
     game = FAMILY.batched(1, stack_size=1, batch_size=32, exam_every=1, exam_size=50)
     game.reset(seed=0)
     C = game.num_classes
-    _, rew, *_ , infos = play_round(game, first_k(game, 32), answer=oracle)
+    _, rew, *_, infos = play_round(game, first_k(game, 32), answer=oracle)
     assert infos["student"]["exam_done"].item() and infos["student"]["exam_accuracy"].item() == 1.0
     assert rew["teacher"].item() == pytest.approx(1 - 1 / C) and rew["student"] == rew["teacher"]
-    _, rew, *_ , infos = play_round(game, first_k(game, 32))  # uniform: argmax is class 0
+    _, rew, *_, infos = play_round(game, first_k(game, 32))  # uniform: argmax is class 0
     expected = (game.val_y[:50] == 0).float().mean().item()
     assert infos["student"]["exam_accuracy"].item() == pytest.approx(expected)
     assert rew["student"].item() == pytest.approx(expected - 1.0)

@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+
+import commenv
 from commenv_agents.speaker_training import LEVEL_GAMES, SpeakerRunConfig, train_speakers
 from commenv_agents.speakers import (
-    BatchedLinear,
     GumbelSoftmaxWrapper,
     MIDiscriminator,
     ReinforceWrapper,
@@ -20,22 +21,11 @@ from commenv_agents.speakers import (
     mi_reward,
 )
 
-import commenv
-
 
 def _game(level: str, num_envs: int = 16):
     return commenv.partial_obs_v0.batched(
         num_envs, "cpu", **LEVEL_GAMES[level], num_candidates=0, message_bits=8
     )
-
-
-def test_batched_linear_matches_one_linear_per_model():
-    layer = BatchedLinear(3, 5, 4)
-    x = torch.randn(7, 3, 5)
-    expected = torch.stack(
-        [x[:, i] @ layer.weight[i] + layer.bias[i] for i in range(3)], 1
-    )
-    assert torch.allclose(layer(x), expected, atol=1e-6)
 
 
 def test_speaker_shapes_and_bad_views():
@@ -163,11 +153,15 @@ def _brute_contrastive(own, delivery):
                 if not delivery.delivered[b, i, s]:
                     continue
                 cands = [c for c in range(B) if delivery.delivered[c, i, s]]
-                scores = torch.stack([
-                    (delivery.inbox[c, i, s].double() * p[b, i].log()
-                     + (1 - delivery.inbox[c, i, s].double()) * (1 - p[b, i]).log()).sum()
-                    for c in cands
-                ])
+                scores = torch.stack(
+                    [
+                        (
+                            delivery.inbox[c, i, s].double() * p[b, i].log()
+                            + (1 - delivery.inbox[c, i, s].double()) * (1 - p[b, i]).log()
+                        ).sum()
+                        for c in cands
+                    ]
+                )
                 total[i] -= torch.log_softmax(scores, 0)[cands.index(b)]
                 count[i] += 1
     return total / count.clamp(min=1)
@@ -199,8 +193,15 @@ def test_contrastive_likelihood_matches_brute_force_and_defeats_constant_message
 
 
 def test_train_speakers_is_seeded_and_reports_curves():
-    cfg = SpeakerRunConfig(level="both", steps=30, eval_every=10, hidden=(16,),
-                           disc_hidden=(16,), batch_size=32, message_bits=8)
+    cfg = SpeakerRunConfig(
+        level="both",
+        steps=30,
+        eval_every=10,
+        hidden=(16,),
+        disc_hidden=(16,),
+        batch_size=32,
+        message_bits=8,
+    )
     a, b = train_speakers(cfg), train_speakers(cfg)
     assert a.steps == [10, 20, 30] and len(a.val_acc) == 3 and len(a.val_acc[0]) == 2
     assert a.val_acc == b.val_acc and a.test_at_best == b.test_at_best
@@ -210,8 +211,16 @@ def test_train_speakers_is_seeded_and_reports_curves():
 
 
 def test_reinforce_trains_through_the_env_rewards():
-    cfg = SpeakerRunConfig(kind="reinforce", level="feedback", steps=20, eval_every=10,
-                           hidden=(16,), disc_hidden=(16,), batch_size=32, message_bits=8)
+    cfg = SpeakerRunConfig(
+        kind="reinforce",
+        level="feedback",
+        steps=20,
+        eval_every=10,
+        hidden=(16,),
+        disc_hidden=(16,),
+        batch_size=32,
+        message_bits=8,
+    )
     result = train_speakers(cfg)
     assert len(result.steps) == 2 and all(math.isnan(t) for t in result.temperature)
     assert result.val_acc == train_speakers(cfg).val_acc
@@ -232,8 +241,13 @@ def test_config_errors():
 def test_reinforce_contrastive_credit_follows_the_feedback_edges(level):
     from commenv_agents.speaker_training import _contrastive_credit
 
-    cfg = SpeakerRunConfig(kind="reinforce", level=level, likelihood="contrastive",
-                           likelihood_weight=1.0, message_bits=8)
+    cfg = SpeakerRunConfig(
+        kind="reinforce",
+        level=level,
+        likelihood="contrastive",
+        likelihood_weight=1.0,
+        message_bits=8,
+    )
     game = _game(level)
     torch.manual_seed(0)
     speaker = Speaker(2, game.num_features, 8, hidden=(8,))
@@ -250,8 +264,16 @@ def test_reinforce_contrastive_credit_follows_the_feedback_edges(level):
 
 
 def test_reinforce_trains_with_the_contrastive_term():
-    cfg = SpeakerRunConfig(kind="reinforce", level="both", likelihood="contrastive",
-                           steps=20, eval_every=10, hidden=(16,), disc_hidden=(16,),
-                           batch_size=32, message_bits=8)
+    cfg = SpeakerRunConfig(
+        kind="reinforce",
+        level="both",
+        likelihood="contrastive",
+        steps=20,
+        eval_every=10,
+        hidden=(16,),
+        disc_hidden=(16,),
+        batch_size=32,
+        message_bits=8,
+    )
     result = train_speakers(cfg)
     assert result.val_acc == train_speakers(cfg).val_acc and len(result.steps) == 2

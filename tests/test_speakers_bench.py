@@ -19,22 +19,53 @@ def bench_language(monkeypatch):
 
 
 def test_help_documents_the_options():
-    out = subprocess.run([sys.executable, "-m", "commenv.bench.language", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "commenv.bench.language", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for option in ("--quick", "--agent", "--remedies", "--ours", "--likelihood", "--temp-every"):
         assert option in out
 
 
 def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
-    rows = bench_language.main([
-        "--quick", "--steps", "12", "--eval-every", "6", "--seeds", "1",
-        "--levels", "none,both", "--kinds", "gumbel", "--remedies", "straight-through",
-        "--ours", "contrastive", "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
-        "--agent", "commenv_agents.speakers:Speaker", "--out-dir", str(tmp_path),
-    ])
+    rows = bench_language.main(
+        [
+            "--quick",
+            "--steps",
+            "12",
+            "--eval-every",
+            "6",
+            "--seeds",
+            "1",
+            "--levels",
+            "none,both",
+            "--kinds",
+            "gumbel",
+            "--remedies",
+            "straight-through",
+            "--ours",
+            "contrastive",
+            "--hidden",
+            "8",
+            "--disc-hidden",
+            "8",
+            "--batch-size",
+            "16",
+            "--agent",
+            "commenv_agents.speakers:Speaker",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     speakers = {r["speaker"] for r in rows}
-    assert speakers == {"gumbel", "gumbel straight-through", "gumbel contrastive (ours)",
-                        "user commenv_agents.speakers:Speaker"}
+    assert speakers == {
+        "gumbel",
+        "gumbel straight-through",
+        "gumbel contrastive (ours)",
+        "user commenv_agents.speakers:Speaker",
+    }
     assert {r["level"] for r in rows} == {"none", "both"}
     assert all(0 <= r["ours"] <= 100 and r["thesis (MNIST)"] > 60 for r in rows)
     data = json.loads((tmp_path / "language_digits.json").read_text())
@@ -54,13 +85,36 @@ def test_unknown_level_or_row_is_a_value_error(tmp_path, bench_language):
 
 
 def test_infonce_and_untrained_rows(tmp_path, bench_language):
-    rows = bench_language.main([
-        "--quick", "--steps", "6", "--eval-every", "6", "--seeds", "1",
-        "--levels", "none,both", "--kinds", "gumbel,reinforce", "--remedies", "",
-        "--hidden", "8", "--disc-hidden", "8", "--batch-size", "16",
-        "--mi-estimator", "infonce", "--mi-negatives", "3", "--untrained",
-        "--out-dir", str(tmp_path),
-    ])
+    rows = bench_language.main(
+        [
+            "--quick",
+            "--steps",
+            "6",
+            "--eval-every",
+            "6",
+            "--seeds",
+            "1",
+            "--levels",
+            "none,both",
+            "--kinds",
+            "gumbel,reinforce",
+            "--remedies",
+            "",
+            "--hidden",
+            "8",
+            "--disc-hidden",
+            "8",
+            "--batch-size",
+            "16",
+            "--mi-estimator",
+            "infonce",
+            "--mi-negatives",
+            "3",
+            "--untrained",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     levels = {(r["speaker"], r["level"]) for r in rows}
     # the untrained reference runs once (its level does not matter), the others on every level
     assert ("untrained (lr 0)", "none") in levels and ("untrained (lr 0)", "both") not in levels

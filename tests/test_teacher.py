@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import commenv
 from commenv_agents.quiz_runner import run_quiz
 from commenv_agents.teacher import (
     HardnessTeacher,
@@ -29,10 +33,6 @@ from commenv_agents.teacher import (
     select_topk,
     train_teacher,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import commenv
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,16 @@ def tiny_teacher() -> TeacherMLP:
     """A small teacher trained for a few epochs on digits (fast; not the reference size)."""
     data = commenv.load_dataset("digits")
     model, _ = train_teacher(
-        data.train.flat(), data.train.y, data.val.flat(), data.val.y, num_classes=10,
-        hidden=64, batch_size=32, max_epochs=10, patience=3, show_progress=False,
+        data.train.flat(),
+        data.train.y,
+        data.val.flat(),
+        data.val.y,
+        num_classes=10,
+        hidden=64,
+        batch_size=32,
+        max_epochs=10,
+        patience=3,
+        show_progress=False,
     )
     return model
 
@@ -55,7 +63,9 @@ def bench_quiz():
 # -- top-k against brute force -----------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
 @given(
-    rows=st.integers(1, 4), cols=st.integers(1, 9), data=st.data(),
+    rows=st.integers(1, 4),
+    cols=st.integers(1, 9),
+    data=st.data(),
 )
 def test_select_topk_matches_brute_force(rows, cols, data):
     k = data.draw(st.integers(0, cols))
@@ -65,8 +75,10 @@ def test_select_topk_matches_brute_force(rows, cols, data):
     assert mask.sum(1).tolist() == [k] * rows
     for r in range(rows):
         best = max(
-            (sum(values[r * cols + i] for i in subset)
-             for subset in itertools.combinations(range(cols), k)),
+            (
+                sum(values[r * cols + i] for i in subset)
+                for subset in itertools.combinations(range(cols), k)
+            ),
             default=0,
         )
         assert float(scores[r][mask[r]].sum()) == best  # the best achievable total
@@ -86,8 +98,9 @@ def test_gumbel_selection_samples_softmax_without_replacement():
     gen = torch.Generator().manual_seed(0)
     for temperature in (0.5, 2.0):
         first = select_topk(gumbel_scores(scores, temperature, gen), 1).float().mean(0)
-        torch.testing.assert_close(first, torch.softmax(scores[0] / temperature, 0),
-                                   atol=0.01, rtol=0)
+        torch.testing.assert_close(
+            first, torch.softmax(scores[0] / temperature, 0), atol=0.01, rtol=0
+        )
     two = select_topk(gumbel_scores(scores, 1.0, gen), 2)
     assert two.sum(1).eq(2).all()  # k distinct items per row
     p = torch.softmax(scores[0], 0)
@@ -103,7 +116,8 @@ def test_selection_temperature_keeps_easy_samples_and_checks_its_value(tiny_teac
         obs, _, _, _, infos = game.step({"student": torch.full((1, 32, 10), 0.1)})
     hard = HardnessTeacher(game, tiny_teacher, measure="ce").act(obs["teacher"], infos["teacher"])
     soft = HardnessTeacher(game, tiny_teacher, measure="ce", selection_temperature=1.0).act(
-        obs["teacher"], infos["teacher"])
+        obs["teacher"], infos["teacher"]
+    )
     assert soft["select"].sum() == hard["select"].sum() == 32
     assert (soft["select"] != hard["select"]).any()  # some easier samples were sampled in
     for bad in (-1.0, float("nan")):
@@ -116,8 +130,10 @@ def test_difficulty_formulas():
     p_t = torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]])
     p_s = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]])
     ce = difficulty(p_t, p_s, "ce")
-    expected = [-(0.7 * math.log(0.1) + 0.2 * math.log(0.6) + 0.1 * math.log(0.3)),
-                -(math.log(0.5) + 2 * math.log(0.25)) / 3]
+    expected = [
+        -(0.7 * math.log(0.1) + 0.2 * math.log(0.6) + 0.1 * math.log(0.3)),
+        -(math.log(0.5) + 2 * math.log(0.25)) / 3,
+    ]
     assert ce.tolist() == pytest.approx(expected, rel=1e-5)
     eu = difficulty(p_t, p_s, "euclid")
     assert eu[0].item() == pytest.approx(math.sqrt(0.36 + 0.16 + 0.04), rel=1e-5)
@@ -178,8 +194,16 @@ def test_teacher_save_load_roundtrip(tmp_path: Path, tiny_teacher: TeacherMLP):
 def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path):
     data = commenv.load_dataset("digits")
     model, log = train_teacher(
-        data.train.flat(), data.train.y, data.val.flat(), data.val.y, num_classes=10,
-        arch="cnn", image_shape=data.image_shape, batch_size=32, max_epochs=5, patience=2,
+        data.train.flat(),
+        data.train.y,
+        data.val.flat(),
+        data.val.y,
+        num_classes=10,
+        arch="cnn",
+        image_shape=data.image_shape,
+        batch_size=32,
+        max_epochs=5,
+        patience=2,
         show_progress=False,
     )
     assert isinstance(model, TeacherCNN) and log["best_val_accuracy"] > 0.8
@@ -203,7 +227,7 @@ def test_reference_architectures():
     assert [m.out_features for m in t.net if isinstance(m, torch.nn.Linear)] == [1200, 1200, 10]
     assert sum(isinstance(m, torch.nn.Dropout) for m in t.net) == 2
     s = Student(784, 10)
-    assert [w.shape[-1] for w in s.model.weights] == [32, 32, 10]
+    assert [layer.weight.shape[-1] for layer in s.model.layers] == [32, 32, 10]
 
 
 def test_teacher_training_learns_and_stops_early(tiny_teacher: TeacherMLP):
@@ -212,9 +236,17 @@ def test_teacher_training_learns_and_stops_early(tiny_teacher: TeacherMLP):
     assert acc > 0.85
     # validation accuracy cannot improve on a constant input: stops after `patience` epochs
     flat = torch.zeros(64, 64)
-    _, log = train_teacher(flat, torch.zeros(64, dtype=torch.long), flat[:8],
-                           torch.zeros(8, dtype=torch.long), num_classes=10, hidden=8,
-                           max_epochs=50, patience=2, show_progress=False)
+    _, log = train_teacher(
+        flat,
+        torch.zeros(64, dtype=torch.long),
+        flat[:8],
+        torch.zeros(8, dtype=torch.long),
+        num_classes=10,
+        hidden=8,
+        max_epochs=50,
+        patience=2,
+        show_progress=False,
+    )
     assert log["best_epoch"] == 0 and log["epochs"] == 3
 
 
@@ -232,8 +264,9 @@ def test_hardness_teacher_picks_the_hardest_with_its_targets(tiny_teacher: Teach
         parts = game.unpack_teacher(obs["teacher"])
         p_t = predict_probs(tiny_teacher, parts["images"].reshape(-1, 64)).reshape(2, 24, 10)
         # the cached lookup by index equals a forward pass on the observed images
-        assert torch.allclose(teacher.train_probs[infos["teacher"]["stack_indices"]], p_t,
-                              atol=1e-6)
+        assert torch.allclose(
+            teacher.train_probs[infos["teacher"]["stack_indices"]], p_t, atol=1e-6
+        )
         scores = difficulty(p_t, parts["answers"], measure, labels=parts["labels"].argmax(-1))
         assert lesson["select"].sum(1).tolist() == [8, 8]
         chosen = scores[lesson["select"]].reshape(2, 8)
@@ -248,13 +281,19 @@ def test_hardness_teacher_picks_the_hardest_with_its_targets(tiny_teacher: Teach
 
 
 def test_run_quiz_counts_and_checkpoints(tiny_teacher: TeacherMLP):
-    game = commenv.quiz_v0.batched(1, stack_size=2, batch_size=32, exam_every=5,
-                                   max_lessons=10**9)
+    game = commenv.quiz_v0.batched(1, stack_size=2, batch_size=32, exam_every=5, max_lessons=10**9)
     student = Student(game.num_features, game.num_classes, seed=0)
     teacher = HardnessTeacher(game, tiny_teacher)
     data = commenv.load_dataset("digits")
-    run = run_quiz(game, student, teacher, patience_epochs=3, max_epochs=12,
-                   show_progress=False, test=(data.test.flat(), data.test.y))
+    run = run_quiz(
+        game,
+        student,
+        teacher,
+        patience_epochs=3,
+        max_epochs=12,
+        show_progress=False,
+        test=(data.test.flat(), data.test.y),
+    )
     bps = [p["backward_passes"][0] for p in run.curve]
     assert bps == list(range(5, 5 * len(bps) + 1, 5))  # an exam every 5 lessons
     assert int(run.forward_passes[0]) == 2 * int(run.backward_passes[0])
@@ -287,8 +326,9 @@ def test_gymnasium_teacher_view_passes_checkers(tiny_teacher: TeacherMLP):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
     def make(**kw):
-        return gymnasium.make("commenv/QuizTeacher-v0", teacher_model=tiny_teacher,
-                              max_lessons=30, exam_every=5, **kw)
+        return gymnasium.make(
+            "commenv/QuizTeacher-v0", teacher_model=tiny_teacher, max_lessons=30, exam_every=5, **kw
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -337,8 +377,20 @@ def test_bench_held_out_row_scores_with_cross_fitted_teachers(
 
 
 def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz):
-    rows = bench_quiz.main(["--quick", "--configs", "stack 2 CE soft", "--max-epochs", "2",
-                            "--worlds", "2", "--no-plot", "--out-dir", str(tmp_path)])
+    rows = bench_quiz.main(
+        [
+            "--quick",
+            "--configs",
+            "stack 2 CE soft",
+            "--max-epochs",
+            "2",
+            "--worlds",
+            "2",
+            "--no-plot",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert [r["config"] for r in rows] == ["baseline", "stack 2 CE soft"]
     for row in rows:
         accs = row["test acc per world"]
@@ -351,8 +403,10 @@ def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz)
 
 
 def test_median_reach_counts_worlds_that_never_get_there_as_slowest(bench_quiz):
-    curve = [{"backward_passes": [10, 10, 10], "test_accuracy": [0.5, 0.9, 0.1]},
-             {"backward_passes": [20, 20, 20], "test_accuracy": [0.8, 0.9, 0.2]}]
+    curve = [
+        {"backward_passes": [10, 10, 10], "test_accuracy": [0.5, 0.9, 0.1]},
+        {"backward_passes": [20, 20, 20], "test_accuracy": [0.8, 0.9, 0.2]},
+    ]
     assert bench_quiz._median_reach(curve, "test_accuracy", 80.0) == (20, [20, 10, None])
     assert bench_quiz._median_reach(curve, "test_accuracy", 85.0) == (None, [None, 10, None])
 
@@ -362,10 +416,18 @@ def test_ppo_per_sample_policy_is_equivariant_and_trains(tiny_teacher: TeacherML
     from stable_baselines3 import PPO
 
     script = example("ppo_quiz_teacher")
-    env = gymnasium.make("commenv/QuizTeacher-v0", teacher_model=tiny_teacher, max_lessons=20,
-                         exam_every=5)
-    model = PPO(script.per_sample_policy_class(), env, n_steps=16, batch_size=8, n_epochs=1,
-                seed=0, verbose=0)
+    env = gymnasium.make(
+        "commenv/QuizTeacher-v0", teacher_model=tiny_teacher, max_lessons=20, exam_every=5
+    )
+    model = PPO(
+        script.per_sample_policy_class(),
+        env,
+        n_steps=16,
+        batch_size=8,
+        n_epochs=1,
+        seed=0,
+        verbose=0,
+    )
     model.learn(total_timesteps=32)
     obs, _ = env.reset(seed=0)
     n = env.action_space.n
@@ -397,8 +459,12 @@ class _Memoriser(torch.nn.Module):
         seen = (images[:, None, :] == self.x[None]).all(-1)  # (n, n_train)
         logits = torch.zeros(len(images), self.num_classes)
         hit = seen.any(1)
-        logits[hit] = 50.0 * torch.nn.functional.one_hot(
-            self.y[seen[hit].float().argmax(1)], self.num_classes).float()
+        logits[hit] = (
+            50.0
+            * torch.nn.functional.one_hot(
+                self.y[seen[hit].float().argmax(1)], self.num_classes
+            ).float()
+        )
         return logits
 
 

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from commenv_agents.population import ARCHS, OutputSharingPopulation, run_population
 
 from commenv.bench.tools import (
     load_object,
@@ -57,6 +56,7 @@ from commenv.bench.tools import (
 )
 from commenv.evaluation import WEIGHTINGS
 from commenv.node_graph import CONTENTS, PARTITIONS, NodeGraphGame
+from commenv_agents.population import ARCHS, OutputSharingPopulation, run_population
 
 # (name, nodes, shared content, thesis avg, thesis coll, thesis steps to 85 %)
 CONFIGS: list[tuple[str, int, str, float | None, float | None, int | None]] = [
@@ -68,114 +68,228 @@ CONFIGS: list[tuple[str, int, str, float | None, float | None, int | None]] = [
     ("20 nodes, true labels", 20, "labels", None, 87.7, 2700),
 ]
 COLUMNS = [
-    "configuration", "avg_acc", "coll_acc", "thesis_avg", "thesis_coll", "steps_to_target",
-    "thesis_steps_to_85", "bits_images", "bits_payload", "sync_sgd_bits", "payload_vs_sgd",
+    "configuration",
+    "avg_acc",
+    "coll_acc",
+    "thesis_avg",
+    "thesis_coll",
+    "steps_to_target",
+    "thesis_steps_to_85",
+    "bits_images",
+    "bits_payload",
+    "sync_sgd_bits",
+    "payload_vs_sgd",
     "total_vs_sgd",
 ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See the module docstring for the target-accuracy rule.")
-    p.add_argument("--quick", action="store_true",
-                   help="digits, 1000 steps, eval every 50 (a minute or two on 2 CPU cores)")
-    p.add_argument("--dataset", default=None,
-                   help="digits | fashion-mnist | mnist | cifar10 | synthetic "
-                        "(default: fashion-mnist, digits with --quick)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See the module docstring for the target-accuracy rule.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="digits, 1000 steps, eval every 50 (a minute or two on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="digits | fashion-mnist | mnist | cifar10 | synthetic "
+        "(default: fashion-mnist, digits with --quick)",
+    )
     p.add_argument("--data-root", default=None, help="directory of the dataset files")
-    p.add_argument("--steps", type=int, default=None,
-                   help="parallel training steps per configuration (default 5000; 1000 quick)")
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="evaluate on the test split every N steps (default 250; 50 quick)")
-    p.add_argument("--arch", default="auto", choices=["auto", *ARCHS],
-                   help="node model: MLP or DCGAN-style strided CNN (auto: cnn on CUDA, else mlp)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="parallel training steps per configuration (default 5000; 1000 quick)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="evaluate on the test split every N steps (default 250; 50 quick)",
+    )
+    p.add_argument(
+        "--arch",
+        default="auto",
+        choices=["auto", *ARCHS],
+        help="node model: MLP or DCGAN-style strided CNN (auto: cnn on CUDA, else mlp)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size of every node")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--temperature", type=float, default=0.5,
-                   help="softening of shared logits (the thesis: lower is better)")
-    p.add_argument("--feature-weight", type=float, default=1.0,
-                   help="weight of the MSE on shared features")
-    p.add_argument("--consumption-prob", type=float, default=0.5,
-                   help="probability of training on the inbox rather than local data")
-    p.add_argument("--broadcast-margin", type=float, default=1.5,
-                   help="per-edge broadcast probability = margin * consumption_prob / (N - 1), "
-                        "so inboxes are fed slightly faster than they are read")
-    p.add_argument("--partition", default="iid", choices=list(PARTITIONS),
-                   help="how the training set is split among nodes (exclusive either way)")
-    p.add_argument("--dirichlet-alpha", type=float, default=0.5,
-                   help="class concentration of --partition dirichlet (smaller: more skewed)")
-    p.add_argument("--train-size", type=int, default=None,
-                   help="partition only this many random training samples (every configuration "
-                        "the same ones): data-starved nodes; default all")
-    p.add_argument("--float-bits", type=int, default=32,
-                   help="bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform "
-                        "levels per sample; what arrives is quantized and billed so)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.5,
+        help="softening of shared logits (the thesis: lower is better)",
+    )
+    p.add_argument(
+        "--feature-weight", type=float, default=1.0, help="weight of the MSE on shared features"
+    )
+    p.add_argument(
+        "--consumption-prob",
+        type=float,
+        default=0.5,
+        help="probability of training on the inbox rather than local data",
+    )
+    p.add_argument(
+        "--broadcast-margin",
+        type=float,
+        default=1.5,
+        help="per-edge broadcast probability = margin * consumption_prob / (N - 1), "
+        "so inboxes are fed slightly faster than they are read",
+    )
+    p.add_argument(
+        "--partition",
+        default="iid",
+        choices=list(PARTITIONS),
+        help="how the training set is split among nodes (exclusive either way)",
+    )
+    p.add_argument(
+        "--dirichlet-alpha",
+        type=float,
+        default=0.5,
+        help="class concentration of --partition dirichlet (smaller: more skewed)",
+    )
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="partition only this many random training samples (every configuration "
+        "the same ones): data-starved nodes; default all",
+    )
+    p.add_argument(
+        "--float-bits",
+        type=int,
+        default=32,
+        help="bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform "
+        "levels per sample; what arrives is quantized and billed so)",
+    )
     p.add_argument("--inbox-capacity", type=int, default=16, help="inbox size in minibatches")
-    p.add_argument("--only", default=None,
-                   help="comma-separated subset of configurations by index (0-5), e.g. 0,3")
-    p.add_argument("--agent", default=None,
-                   help="a user population 'module:Class' run on the 10-node configuration")
-    p.add_argument("--agent-content", default="labels", choices=list(CONTENTS),
-                   help="what the --agent population shares")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated subset of configurations by index (0-5), e.g. 0,3",
+    )
+    p.add_argument(
+        "--agent",
+        default=None,
+        help="a user population 'module:Class' run on the 10-node configuration",
+    )
+    p.add_argument(
+        "--agent-content",
+        default="labels",
+        choices=list(CONTENTS),
+        help="what the --agent population shares",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is fastest on a few shared cores: OpenMP threads "
-                        "that wait for each other cost more than they compute)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is fastest on a few shared cores: OpenMP threads "
+        "that wait for each other cost more than they compute)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of partitions, models, sampling")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where JSON/CSV/PNG go (default results/bench_graph[_quick])")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where JSON/CSV/PNG go (default results/bench_graph[_quick])",
+    )
     args = p.parse_args(argv)
     args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
     args.steps = args.steps or (1000 if args.quick else 5000)
     args.eval_every = args.eval_every or (50 if args.quick else 250)
-    args.out_dir = args.out_dir or Path("results") / ("bench_graph_quick" if args.quick
-                                                      else "bench_graph")
+    args.out_dir = args.out_dir or Path("results") / (
+        "bench_graph_quick" if args.quick else "bench_graph"
+    )
     return args
 
 
-def run_config(args: argparse.Namespace, name: str, n_nodes: int, share: str,
-               device: torch.device, arch: str, bar: Any, cls: Any = None) -> dict[str, Any]:
+def run_config(
+    args: argparse.Namespace,
+    name: str,
+    n_nodes: int,
+    share: str,
+    device: torch.device,
+    arch: str,
+    bar: Any,
+    cls: Any = None,
+) -> dict[str, Any]:
     """Train one configuration and return its row (with the accuracy curve)."""
     content = "labels" if share == "none" else share
     game = NodeGraphGame(
-        n_nodes=n_nodes, content=content, dataset=args.dataset, data_root=args.data_root,
-        batch_size=args.batch_size, consumption_prob=args.consumption_prob,
-        inbox_capacity=args.inbox_capacity, float_bits=args.float_bits,
-        partition=args.partition, dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed, train_size=args.train_size, device=device,
+        n_nodes=n_nodes,
+        content=content,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        batch_size=args.batch_size,
+        consumption_prob=args.consumption_prob,
+        inbox_capacity=args.inbox_capacity,
+        float_bits=args.float_bits,
+        partition=args.partition,
+        dirichlet_alpha=args.dirichlet_alpha,
+        partition_seed=args.seed,
+        train_size=args.train_size,
+        device=device,
         max_cycles=args.steps + 1,
     )
     q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))
     cls = cls or OutputSharingPopulation
-    kwargs: dict[str, Any] = dict(share=share, broadcast_prob=q, feature_dim=game.feature_dim,
-                                  device=device, seed=args.seed)
+    kwargs: dict[str, Any] = dict(
+        share=share, broadcast_prob=q, feature_dim=game.feature_dim, device=device, seed=args.seed
+    )
     if cls is OutputSharingPopulation:
-        kwargs.update(arch=arch, lr=args.lr, temperature=args.temperature,
-                      feature_weight=args.feature_weight)
+        kwargs.update(
+            arch=arch, lr=args.lr, temperature=args.temperature, feature_weight=args.feature_weight
+        )
     seed_everything(args.seed)
     pop = cls(n_nodes, game.image_shape, game.num_classes, **kwargs)
     start = time.perf_counter()
-    hist = run_population(game, pop, args.steps, eval_every=args.eval_every,
-                          test=(game.test_images, game.test_labels), seed=args.seed,
-                          progress=bar)
+    hist = run_population(
+        game,
+        pop,
+        args.steps,
+        eval_every=args.eval_every,
+        test=(game.test_images, game.test_labels),
+        seed=args.seed,
+        progress=bar,
+    )
     seconds = time.perf_counter() - start
     params_per_node = getattr(pop, "num_params_per_node", None)  # user agents may not say
     last = hist[-1]
-    sync = 2 * n_nodes * 32 * params_per_node * args.steps if params_per_node and n_nodes > 1 \
-        else None
+    sync = (
+        2 * n_nodes * 32 * params_per_node * args.steps if params_per_node and n_nodes > 1 else None
+    )
     return {
-        "configuration": name, "nodes": n_nodes, "shared": share,
-        "avg_acc": last["average"], "coll_acc": last["collective"] if n_nodes > 1 else None,
-        **({f"coll_{w}": acc for w, acc in last["collective_by_weighting"].items()}
-           if n_nodes > 1 else {}),
-        "bits_images": last["bits_images"], "bits_payload": last["bits_payload"],
+        "configuration": name,
+        "nodes": n_nodes,
+        "shared": share,
+        "avg_acc": last["average"],
+        "coll_acc": last["collective"] if n_nodes > 1 else None,
+        **(
+            {f"coll_{w}": acc for w, acc in last["collective_by_weighting"].items()}
+            if n_nodes > 1
+            else {}
+        ),
+        "bits_images": last["bits_images"],
+        "bits_payload": last["bits_payload"],
         "sync_sgd_bits": sync,
-        "payload_vs_sgd": (f"1/{sync / last['bits_payload']:,.0f}"
-                           if sync and last["bits_payload"] else None),
-        "total_vs_sgd": (f"1/{sync / (last['bits_payload'] + last['bits_images']):,.0f}"
-                         if sync and last["bits_payload"] else None),
-        "params_per_node": params_per_node, "seconds": seconds,
+        "payload_vs_sgd": (
+            f"1/{sync / last['bits_payload']:,.0f}" if sync and last["bits_payload"] else None
+        ),
+        "total_vs_sgd": (
+            f"1/{sync / (last['bits_payload'] + last['bits_images']):,.0f}"
+            if sync and last["bits_payload"]
+            else None
+        ),
+        "params_per_node": params_per_node,
+        "seconds": seconds,
         "curve": [{k: h[k] for k in ("step", "average", "collective")} for h in hist],
     }
 
@@ -187,8 +301,9 @@ def steps_to(curve: list[dict[str, Any]], key: str, target: float) -> int | None
 
 # The 10-node rows, best to worst in the thesis' collective accuracy: labels, logits, features,
 # no sharing.
-THESIS_RANKING = tuple(c[0] for c in sorted((c for c in CONFIGS if c[1] == 10),
-                                             key=lambda c: -c[4]))
+THESIS_RANKING = tuple(
+    c[0] for c in sorted((c for c in CONFIGS if c[1] == 10), key=lambda c: -c[4])
+)
 
 
 def thesis_claims(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -201,19 +316,22 @@ def thesis_claims(rows: list[dict[str, Any]]) -> dict[str, bool]:
     multi = [r for r in rows if r["nodes"] > 1 and r["coll_acc"] is not None]
     if multi:
         claims["collective > average"] = all(
-            round(r["coll_acc"], 1) > round(r["avg_acc"], 1) for r in multi)
+            round(r["coll_acc"], 1) > round(r["avg_acc"], 1) for r in multi
+        )
     coll = {r["configuration"]: round(r["coll_acc"], 1) for r in multi}
     present = [name for name in THESIS_RANKING if name in coll]
     if len(present) >= 2:
         claims["labels >= logits > features > no sharing"] = all(
             coll[hi] >= coll[lo] if (hi, lo) == THESIS_RANKING[:2] else coll[hi] > coll[lo]
-            for hi, lo in pairwise(present))
+            for hi, lo in pairwise(present)
+        )
     single = next((r for r in rows if r["nodes"] == 1), None)
     twenty = next((r for r in rows if r["nodes"] == 20), None)
     if single and twenty and single["steps_to_target"] is not None:
         reached = twenty["steps_to_target"]
         claims["20 nodes reach the target in fewer steps"] = (
-            reached is not None and reached < single["steps_to_target"])
+            reached is not None and reached < single["steps_to_target"]
+        )
     return claims
 
 
@@ -228,10 +346,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     thesis = {c[0]: c[3:] for c in CONFIGS}
     if args.agent:
         cls = load_object(args.agent)
-        jobs.append((f"10 nodes, {cls.__name__} ({args.agent_content})", 10, args.agent_content,
-                     cls))
-    print(f"bench_graph: {args.dataset}, {args.steps} steps, arch {arch}, device {device}, "
-          f"{len(jobs)} configurations, training samples {args.train_size or 'all'}")
+        jobs.append(
+            (f"10 nodes, {cls.__name__} ({args.agent_content})", 10, args.agent_content, cls)
+        )
+    print(
+        f"bench_graph: {args.dataset}, {args.steps} steps, arch {arch}, device {device}, "
+        f"{len(jobs)} configurations, training samples {args.train_size or 'all'}"
+    )
     rows = []
     with progress(total=args.steps * len(jobs), desc="bench_graph") as bar:
         for name, n, share, cls in jobs:
@@ -242,18 +363,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     target = math.floor(single["avg_acc"]) if single else None
     for row in rows:
         t_avg, t_coll, t_steps = thesis.get(row["configuration"], (None, None, None))
-        row.update(thesis_avg=t_avg, thesis_coll=t_coll, thesis_steps_to_85=t_steps,
-                   target=target)
+        row.update(thesis_avg=t_avg, thesis_coll=t_coll, thesis_steps_to_85=t_steps, target=target)
         key = "average" if row["nodes"] == 1 else "collective"
         row["steps_to_target"] = steps_to(row["curve"], key, target) if target else None
 
-    print(f"\nTable 2.2 on {args.dataset} after {args.steps} steps (thesis: CIFAR-10, 5,000 "
-          f"steps). Target accuracy = 1-node final accuracy rounded down = {target} %.\n")
+    print(
+        f"\nTable 2.2 on {args.dataset} after {args.steps} steps (thesis: CIFAR-10, 5,000 "
+        f"steps). Target accuracy = 1-node final accuracy rounded down = {target} %.\n"
+    )
     print(markdown_table(rows, COLUMNS))
     weighted = [r for r in rows if r["nodes"] > 1]
     if weighted:
-        print("\nCollective accuracy by member weighting (`commenv.evaluation`; softmax is the "
-              "table's):\n")
+        print(
+            "\nCollective accuracy by member weighting (`commenv.evaluation`; softmax is the "
+            "table's):\n"
+        )
         print(markdown_table(weighted, ["configuration", *(f"coll_{w}" for w in WEIGHTINGS)]))
     claims = thesis_claims(rows)
     if claims:
@@ -268,11 +392,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         steps = [c["step"] for c in row["curve"]]
         color = f"C{i}"
         if row["nodes"] > 1:
-            ax.plot(steps, [c["collective"] for c in row["curve"]], color=color,
-                    label=f"{row['configuration']} (collective)")
-        ax.plot(steps, [c["average"] for c in row["curve"]], color=color,
-                linestyle="--" if row["nodes"] > 1 else "-",
-                label=f"{row['configuration']} (average)")
+            ax.plot(
+                steps,
+                [c["collective"] for c in row["curve"]],
+                color=color,
+                label=f"{row['configuration']} (collective)",
+            )
+        ax.plot(
+            steps,
+            [c["average"] for c in row["curve"]],
+            color=color,
+            linestyle="--" if row["nodes"] > 1 else "-",
+            label=f"{row['configuration']} (average)",
+        )
     if target:
         ax.axhline(target, color="gray", linewidth=0.8, linestyle=":", label=f"target {target} %")
     ax.set_xlabel("parallel training steps")

@@ -28,6 +28,8 @@ import argparse
 from pathlib import Path
 
 import torch
+
+from commenv.bench import tools as benchtools
 from commenv_agents.speaker_training import (
     KINDS,
     LEVEL_GAMES,
@@ -42,8 +44,6 @@ from commenv_agents.speakers import (
     TemperatureSchedule,
 )
 
-from commenv.bench import tools as benchtools
-
 CONTRASTIVE_SCALE = 300.0
 """The contrastive row's likelihood weights, as a multiple of the thesis' (0.01 one-way, 0.005
 with feedback): its loss is a cross-entropy over the batch, O(1), not a sum over 32 bits."""
@@ -52,30 +52,54 @@ THESIS = {"none": 64.4, "receive": 65.7, "feedback": 69.4, "both": 71.4}
 """Table 4.1 (MNIST, student probe test accuracy at best validation, %)."""
 
 QUICK = dict(
-    dataset="digits", seeds=2, steps=600, eval_every=50, hidden="64,64", disc_hidden="128",
-    temp_every=50, kinds="gumbel,reinforce", remedies="straight-through", ours="contrastive",
+    dataset="digits",
+    seeds=2,
+    steps=600,
+    eval_every=50,
+    hidden="64,64",
+    disc_hidden="128",
+    temp_every=50,
+    kinds="gumbel,reinforce",
+    remedies="straight-through",
+    ours="contrastive",
 )
 FULL = dict(
-    dataset="fashion-mnist", seeds=5, steps=3000, eval_every=250, hidden="256,128",
-    disc_hidden="256", temp_every=250, kinds="gumbel,reinforce",
-    remedies="straight-through,long-messages", ours="contrastive",
+    dataset="fashion-mnist",
+    seeds=5,
+    steps=3000,
+    eval_every=250,
+    hidden="256,128",
+    disc_hidden="256",
+    temp_every=250,
+    kinds="gumbel,reinforce",
+    remedies="straight-through,long-messages",
+    ours="contrastive",
 )
 REMEDIES = ("straight-through", "long-messages")
 OURS: dict[str, tuple[str, dict]] = {
-    "contrastive": ("gumbel contrastive (ours)", {
-        "kind": "gumbel", "likelihood": "contrastive", "likelihood_scale": CONTRASTIVE_SCALE,
-    }),
+    "contrastive": (
+        "gumbel contrastive (ours)",
+        {
+            "kind": "gumbel",
+            "likelihood": "contrastive",
+            "likelihood_scale": CONTRASTIVE_SCALE,
+        },
+    ),
 }
 """Beyond-thesis rows: (row name, config overrides)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--quick", action="store_true",
-                   help="quick preset: digits, 2 seeds, 600 steps (about two minutes)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="quick preset: digits, 2 seeds, 600 steps (about two minutes)",
+    )
     p.add_argument("--dataset", help="digits, fashion-mnist, mnist, ... (full: fashion-mnist)")
     p.add_argument("--data-root", default=None, help="directory of the dataset files")
     p.add_argument("--seeds", type=int, help="seeds per configuration (full: 5)")
@@ -83,11 +107,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128, help="worlds per training step")
     p.add_argument("--eval-every", type=int, help="steps between probe evaluations")
     p.add_argument("--kinds", help=f"comma-separated speaker kinds from {KINDS}")
-    p.add_argument("--levels", default=",".join(LEVEL_GAMES),
-                   help="comma-separated communication levels")
+    p.add_argument(
+        "--levels", default=",".join(LEVEL_GAMES), help="comma-separated communication levels"
+    )
     p.add_argument("--message-bits", type=int, default=32, help="message length L (thesis: 32)")
-    p.add_argument("--noise", type=float, default=0.3,
-                   help="mask noise level (the thesis' number was lost; ours: 0.3)")
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.3,
+        help="mask noise level (the thesis' number was lost; ours: 0.3)",
+    )
     p.add_argument("--hidden", help="speaker hidden widths, e.g. 256,128 (last = probed)")
     p.add_argument("--disc-hidden", help="MI discriminator hidden widths")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -95,28 +124,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temp-decay", type=float, default=0.9, help="temperature decay factor")
     p.add_argument("--temp-every", type=int, help="decay the temperature every N steps")
     p.add_argument("--temp-floor", type=float, default=0.1, help="temperature floor")
-    p.add_argument("--likelihood-scale", type=float, default=0.1,
-                   help="multiplier on the thesis' likelihood weights (0.01 one-way, 0.005 "
-                        "with feedback); 1.0 collapses messages in our implementation")
-    p.add_argument("--mi-estimator", default="gan", choices=list(MI_ESTIMATORS),
-                   help="MI term: the thesis' GAN discriminator loss, or InfoNCE (ours)")
-    p.add_argument("--mi-negatives", type=int, default=8,
-                   help="marginal pairs per joint pair for --mi-estimator infonce")
-    p.add_argument("--likelihood", default="bce", choices=list(LIKELIHOODS),
-                   help="likelihood term: the thesis' bit cross-entropy, or contrastive (ours: "
-                        "the listener must pick its world's message out of the batch)")
-    p.add_argument("--untrained", action="store_true",
-                   help="add a reference row: the probe on an untrained speaker (lr 0)")
+    p.add_argument(
+        "--likelihood-scale",
+        type=float,
+        default=0.1,
+        help="multiplier on the thesis' likelihood weights (0.01 one-way, 0.005 "
+        "with feedback); 1.0 collapses messages in our implementation",
+    )
+    p.add_argument(
+        "--mi-estimator",
+        default="gan",
+        choices=list(MI_ESTIMATORS),
+        help="MI term: the thesis' GAN discriminator loss, or InfoNCE (ours)",
+    )
+    p.add_argument(
+        "--mi-negatives",
+        type=int,
+        default=8,
+        help="marginal pairs per joint pair for --mi-estimator infonce",
+    )
+    p.add_argument(
+        "--likelihood",
+        default="bce",
+        choices=list(LIKELIHOODS),
+        help="likelihood term: the thesis' bit cross-entropy, or contrastive (ours: "
+        "the listener must pick its world's message out of the batch)",
+    )
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="add a reference row: the probe on an untrained speaker (lr 0)",
+    )
     p.add_argument("--entropy-coef", type=float, default=0.01, help="REINFORCE entropy bonus")
-    p.add_argument("--remedies", help=f"comma-separated Gumbel remedies from {REMEDIES} "
-                                      "('' for none)")
-    p.add_argument("--ours", help=f"comma-separated beyond-thesis rows from {list(OURS)} "
-                                  "('' for none)")
-    p.add_argument("--agent", default=None,
-                   help="your speaker class as module:Class (trained with the Gumbel wrapper)")
+    p.add_argument(
+        "--remedies", help=f"comma-separated Gumbel remedies from {REMEDIES} ('' for none)"
+    )
+    p.add_argument(
+        "--ours", help=f"comma-separated beyond-thesis rows from {list(OURS)} ('' for none)"
+    )
+    p.add_argument(
+        "--agent",
+        default=None,
+        help="your speaker class as module:Class (trained with the Gumbel wrapper)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (small models run fastest on 1)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (small models run fastest on 1)"
+    )
     p.add_argument("--out-dir", default="results/language", help="where JSON/CSV/PNG go")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -163,24 +217,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise ValueError(f"unknown level {lv!r}; valid choices: {list(LEVEL_GAMES)}")
     hidden = tuple(int(h) for h in args.hidden.split(","))
     base = dict(
-        dataset=args.dataset, data_root=args.data_root, message_bits=args.message_bits,
-        noise=args.noise, hidden=hidden,
-        disc_hidden=tuple(int(h) for h in args.disc_hidden.split(",")), steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-        likelihood_scale=args.likelihood_scale, entropy_coef=args.entropy_coef,
-        mi_estimator=args.mi_estimator, mi_negatives=args.mi_negatives,
-        likelihood=args.likelihood, device=str(device), speaker_cls=Speaker,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        message_bits=args.message_bits,
+        noise=args.noise,
+        hidden=hidden,
+        disc_hidden=tuple(int(h) for h in args.disc_hidden.split(",")),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        likelihood_scale=args.likelihood_scale,
+        entropy_coef=args.entropy_coef,
+        mi_estimator=args.mi_estimator,
+        mi_negatives=args.mi_negatives,
+        likelihood=args.likelihood,
+        device=str(device),
+        speaker_cls=Speaker,
         temperature=TemperatureSchedule(
             args.temp_start, args.temp_decay, args.temp_every, args.temp_floor
         ),
     )
     plan = [
         (name, level, seed, {**base, **over, "level": level, "seed": seed})
-        for name, over in variants(args) for level in levels for seed in range(args.seeds)
+        for name, over in variants(args)
+        for level in levels
+        for seed in range(args.seeds)
         if over.get("lr") != 0.0 or level == levels[0]  # without training the level is moot
     ]
-    print(f"bench_language: {len(plan)} runs on {args.dataset} ({device}), "
-          f"{args.steps} steps each", flush=True)
+    print(
+        f"bench_language: {len(plan)} runs on {args.dataset} ({device}), {args.steps} steps each",
+        flush=True,
+    )
     runs = []
     with benchtools.progress(total=len(plan) * args.steps, desc="speakers", unit="step") as bar:
         for name, level, seed, cfg in plan:
@@ -189,18 +257,41 @@ def main(argv: list[str] | None = None) -> list[dict]:
             runs.append((name, level, seed, result))
 
     rows = table_rows(runs, levels)
-    columns = ["speaker", "level", "thesis (MNIST)", "ours", "± std", "teacher", "peak val",
-               "final val", "peak step", "seeds", "s/run"]
-    print(f"\nStudent (agent_1) linear-probe test accuracy (%) at best validation, "
-          f"{args.dataset}, {args.message_bits}-bit messages, mean over seeds\n")
+    columns = [
+        "speaker",
+        "level",
+        "thesis (MNIST)",
+        "ours",
+        "± std",
+        "teacher",
+        "peak val",
+        "final val",
+        "peak step",
+        "seeds",
+        "s/run",
+    ]
+    print(
+        f"\nStudent (agent_1) linear-probe test accuracy (%) at best validation, "
+        f"{args.dataset}, {args.message_bits}-bit messages, mean over seeds\n"
+    )
     print(benchtools.markdown_table(rows, columns))
     print_ordering(rows)
     out = Path(args.out_dir)
     raw = [
-        {"speaker": n, "level": lv, "seed": s, "student_test": r.student_test,
-         "teacher_test": r.test_at_best[0], **r.peak_final(), "seconds": r.seconds,
-         "steps": r.steps, "val_acc": r.val_acc, "test_acc": r.test_acc,
-         "temperature": r.temperature, "config": r.config}
+        {
+            "speaker": n,
+            "level": lv,
+            "seed": s,
+            "student_test": r.student_test,
+            "teacher_test": r.test_at_best[0],
+            **r.peak_final(),
+            "seconds": r.seconds,
+            "steps": r.steps,
+            "val_acc": r.val_acc,
+            "test_acc": r.test_acc,
+            "temperature": r.temperature,
+            "config": r.config,
+        }
         for n, lv, s, r in runs
     ]
     name = f"language_{args.dataset}"
@@ -220,16 +311,21 @@ def table_rows(runs: list, levels: list[str]) -> list[dict]:
                 continue
             mean, std = summarize([r.student_test for r in group])
             pf = [r.peak_final() for r in group]
-            rows.append({
-                "speaker": name, "level": level, "thesis (MNIST)": THESIS[level],
-                "ours": mean, "± std": std,
-                "teacher": summarize([r.test_at_best[0] for r in group])[0],
-                "peak val": summarize([p["peak_val"] for p in pf])[0],
-                "final val": summarize([p["final_val"] for p in pf])[0],
-                "peak step": int(summarize([p["peak_step"] for p in pf])[0]),
-                "seeds": len(group),
-                "s/run": summarize([r.seconds for r in group])[0],
-            })
+            rows.append(
+                {
+                    "speaker": name,
+                    "level": level,
+                    "thesis (MNIST)": THESIS[level],
+                    "ours": mean,
+                    "± std": std,
+                    "teacher": summarize([r.test_at_best[0] for r in group])[0],
+                    "peak val": summarize([p["peak_val"] for p in pf])[0],
+                    "final val": summarize([p["final_val"] for p in pf])[0],
+                    "peak step": int(summarize([p["peak_step"] for p in pf])[0]),
+                    "seeds": len(group),
+                    "s/run": summarize([r.seconds for r in group])[0],
+                }
+            )
     return rows
 
 
@@ -239,16 +335,19 @@ def print_ordering(rows: list[dict]) -> None:
         acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
         if set(acc) >= set(THESIS):
             holds = acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
-            print(f"{name}: both > feedback > receive > none: {'yes' if holds else 'no'}; "
-                  f"both - none = {acc['both'] - acc['none']:+.1f} points (thesis +7.0)")
+            print(
+                f"{name}: both > feedback > receive > none: {'yes' if holds else 'no'}; "
+                f"both - none = {acc['both'] - acc['none']:+.1f} points (thesis +7.0)"
+            )
 
 
 def plot(runs: list, levels: list[str], path: Path, dataset: str) -> Path:
     """Figure 4.3: the student's validation accuracy per step, mean ± std band per level."""
     plt = benchtools.pyplot()
     names = list(dict.fromkeys(n for n, *_ in runs))
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(5 * len(names), 3.8), squeeze=False, sharey=True
+    )
     for ax, name in zip(axes[0], names, strict=True):
         for level in levels:
             group = [r for n, lv, _, r in runs if n == name and lv == level]

@@ -48,6 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+import commenv
+from commenv.bench import tools as benchtools
 from commenv_agents.quiz_runner import run_quiz, turn_action
 from commenv_agents.teacher import (
     TEACHER_ARCHS,
@@ -57,9 +60,6 @@ from commenv_agents.teacher import (
     out_of_fold_probs_for,
     teacher_for,
 )
-
-import commenv
-from commenv.bench import tools as benchtools
 
 # name: (stack_size, measure, targets); measure None is the no-communication baseline.
 CONFIGS: dict[str, tuple[int, str | None, str]] = {
@@ -93,8 +93,19 @@ THESIS: dict[str, tuple[float, int]] = {  # MNIST, table 3.1: test accuracy %, b
     "stack 5 CE true": (96.8, 9_100),
 }
 COLUMNS = [
-    "config", "thesis acc", "thesis bp", "test acc", "±", "bp @best", "bp to base", "speed-up",
-    "bp to base-0.5", "speed-up -0.5", "fp to base", "epochs", "wall s",
+    "config",
+    "thesis acc",
+    "thesis bp",
+    "test acc",
+    "±",
+    "bp @best",
+    "bp to base",
+    "speed-up",
+    "bp to base-0.5",
+    "speed-up -0.5",
+    "fp to base",
+    "epochs",
+    "wall s",
 ]
 TOLERANCE = 0.5
 """Points below the baseline's test accuracy for the ``-0.5`` columns (the thesis calls every
@@ -103,49 +114,98 @@ configuration within 0.5 of the baseline equivalent)."""
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )
-    p.add_argument("--quick", action="store_true",
-                   help="quick preset: digits, exams every 10 lessons (about two minutes)")
-    p.add_argument("--dataset", default=None,
-                   help="dataset (default: digits with --quick, else fashion-mnist)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="quick preset: digits, exams every 10 lessons (about two minutes)",
+    )
+    p.add_argument(
+        "--dataset", default=None, help="dataset (default: digits with --quick, else fashion-mnist)"
+    )
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
-    p.add_argument("--configs", default="all",
-                   help=f"comma-separated configurations or 'all'; choices: {list(CONFIGS)}")
-    p.add_argument("--teacher", default=None,
-                   help="add a user teacher 'module:Class' (built as Class(game=, model=, seed=))")
+    p.add_argument(
+        "--configs",
+        default="all",
+        help=f"comma-separated configurations or 'all'; choices: {list(CONFIGS)}",
+    )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="add a user teacher 'module:Class' (built as Class(game=, model=, seed=))",
+    )
     p.add_argument("--teacher-stack", type=int, default=5, help="stack size of --teacher")
-    p.add_argument("--teacher-arch", default="mlp", choices=list(TEACHER_ARCHS),
-                   help="the teacher network: the thesis' 2x1200 MLP or our stronger CNN")
+    p.add_argument(
+        "--teacher-arch",
+        default="mlp",
+        choices=list(TEACHER_ARCHS),
+        help="the teacher network: the thesis' 2x1200 MLP or our stronger CNN",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size (32 in the thesis)")
-    p.add_argument("--student-hidden", type=int, default=32,
-                   help="units in each of the student's two hidden layers (32 in the thesis)")
-    p.add_argument("--patience-epochs", type=int, default=20,
-                   help="stop after this many quiz epochs without a better exam (thesis: 20)")
+    p.add_argument(
+        "--student-hidden",
+        type=int,
+        default=32,
+        help="units in each of the student's two hidden layers (32 in the thesis)",
+    )
+    p.add_argument(
+        "--patience-epochs",
+        type=int,
+        default=20,
+        help="stop after this many quiz epochs without a better exam (thesis: 20)",
+    )
     p.add_argument("--max-epochs", type=int, default=None, help="hard cap on quiz epochs")
-    p.add_argument("--exam-every", type=int, default=None,
-                   help="lessons between exams (default 10 quick, 200 full)")
+    p.add_argument(
+        "--exam-every",
+        type=int,
+        default=None,
+        help="lessons between exams (default 10 quick, 200 full)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the students and the env")
-    p.add_argument("--worlds", type=int, default=3,
-                   help="students trained side by side per configuration (one batched game; "
-                        "the table shows their mean and std, the speed-ups their median)")
-    p.add_argument("--selection-temperature", type=float, default=0.0,
-                   help="0: the thesis' top-k; > 0: sample the lesson without replacement with "
-                        "probabilities softmax(difficulty / T) (Gumbel top-k)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="configurations run in parallel processes (one torch thread each)")
+    p.add_argument(
+        "--worlds",
+        type=int,
+        default=3,
+        help="students trained side by side per configuration (one batched game; "
+        "the table shows their mean and std, the speed-ups their median)",
+    )
+    p.add_argument(
+        "--selection-temperature",
+        type=float,
+        default=0.0,
+        help="0: the thesis' top-k; > 0: sample the lesson without replacement with "
+        "probabilities softmax(difficulty / T) (Gumbel top-k)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="configurations run in parallel processes (one torch thread each)",
+    )
     p.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (the models are tiny: 1 avoids contention)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (the models are tiny: 1 avoids contention)",
+    )
     p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV/PNG go")
     p.add_argument("--no-plot", action="store_true", help="skip figure 3.1")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the rows already in the partial file and run only the missing "
-                        "configurations (several processes may share one out-dir)")
-    p.add_argument("--from-partial", action="store_true",
-                   help="only rebuild the table/figure from the rows finished so far "
-                        "(<out-dir>/table3_1_<dataset>.partial.jsonl)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows already in the partial file and run only the missing "
+        "configurations (several processes may share one out-dir)",
+    )
+    p.add_argument(
+        "--from-partial",
+        action="store_true",
+        help="only rebuild the table/figure from the rows finished so far "
+        "(<out-dir>/table3_1_<dataset>.partial.jsonl)",
+    )
     args = p.parse_args(argv)
     if args.student_hidden < 1:
         p.error(f"--student-hidden must be >= 1, got {args.student_hidden}")
@@ -175,10 +235,22 @@ def build_teacher(name: str, game: Any, model: torch.nn.Module, args: argparse.N
     _, measure, targets = CONFIGS[name]
     if measure is None:
         return PassThroughTeacher(game)
-    probs = out_of_fold_probs_for(args.dataset, data_root=args.data_root, show_progress=False,
-                                  **teacher_training(args)) if name in HELD_OUT else None
-    return HardnessTeacher(game, model, measure=measure, targets=targets, seed=args.seed,
-                           selection_temperature=args.selection_temperature, train_probs=probs)
+    probs = (
+        out_of_fold_probs_for(
+            args.dataset, data_root=args.data_root, show_progress=False, **teacher_training(args)
+        )
+        if name in HELD_OUT
+        else None
+    )
+    return HardnessTeacher(
+        game,
+        model,
+        measure=measure,
+        targets=targets,
+        seed=args.seed,
+        selection_temperature=args.selection_temperature,
+        train_probs=probs,
+    )
 
 
 def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) -> dict[str, Any]:
@@ -187,24 +259,55 @@ def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) 
     benchtools.seed_everything(args.seed)
     stack = args.teacher_stack if name.startswith("user:") else CONFIGS[name][0]
     needs_teacher = name.startswith("user:") or CONFIGS[name][1] is not None
-    model = teacher_for(args.dataset, data_root=args.data_root, device=device,
-                        show_progress=show_progress, **teacher_training(args)) \
-        if needs_teacher else None
+    model = (
+        teacher_for(
+            args.dataset,
+            data_root=args.data_root,
+            device=device,
+            show_progress=show_progress,
+            **teacher_training(args),
+        )
+        if needs_teacher
+        else None
+    )
     game = commenv.quiz_v0.batched(
-        args.worlds, device, dataset=args.dataset, data_root=args.data_root, stack_size=stack,
-        batch_size=args.batch_size, exam_every=args.exam_every, max_lessons=10**12,
+        args.worlds,
+        device,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        stack_size=stack,
+        batch_size=args.batch_size,
+        exam_every=args.exam_every,
+        max_lessons=10**12,
     )
     data = commenv.load_dataset(args.dataset, root=args.data_root)
     test = (data.test.flat().to(device), data.test.y.to(device))
-    student = Student(game.num_features, game.num_classes, num_envs=args.worlds,
-                      hidden=args.student_hidden, seed=args.seed, device=device)
+    student = Student(
+        game.num_features,
+        game.num_classes,
+        num_envs=args.worlds,
+        hidden=args.student_hidden,
+        seed=args.seed,
+        device=device,
+    )
     teacher = build_teacher(name, game, model, args)
-    run = run_quiz(game, student, teacher, seed=args.seed, patience_epochs=args.patience_epochs,
-                   max_epochs=args.max_epochs, show_progress=show_progress, desc=name, test=test)
+    run = run_quiz(
+        game,
+        student,
+        teacher,
+        seed=args.seed,
+        patience_epochs=args.patience_epochs,
+        max_epochs=args.max_epochs,
+        show_progress=show_progress,
+        desc=name,
+        test=test,
+    )
     student.load_state_dict(run.best_state)
     test_acc = 100 * student.accuracy(*test)
     return {
-        "config": name, "stack_size": stack, "worlds": args.worlds,
+        "config": name,
+        "stack_size": stack,
+        "worlds": args.worlds,
         "test acc": float(test_acc.mean()),
         "±": float(test_acc.std()) if args.worlds > 1 else None,
         "test acc per world": test_acc.tolist(),
@@ -215,7 +318,9 @@ def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) 
         "fp @best": round(float(run.best_forward.float().quantile(0.5))),
         "backward passes": run.backward_passes.tolist(),
         "forward passes": run.forward_passes.tolist(),
-        "epochs": run.epochs, "wall s": run.wall_seconds, "stopped by": run.stopped_by,
+        "epochs": run.epochs,
+        "wall s": run.wall_seconds,
+        "stopped by": run.stopped_by,
         "bits": game.channel.total_bits(),
         "curve": run.curve,
     }
@@ -257,14 +362,15 @@ def add_comparisons(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         curve = row["curve"]
         row["bp to base"], row["bp to base per world"] = _median_reach(
-            curve, "test_accuracy", target)
+            curve, "test_accuracy", target
+        )
         row["fp to base"], _ = _median_reach(curve, "test_accuracy", target, "forward_passes")
         row["bp to base val"], _ = _median_reach(curve, "accuracy", target_val)
         row["bp to base-0.5"], _ = _median_reach(curve, "test_accuracy", target - TOLERANCE)
-        row["speed-up"] = (base_bp / row["bp to base"]
-                           if base_bp and row["bp to base"] else None)
-        row["speed-up -0.5"] = (base_tol / row["bp to base-0.5"]
-                                if base_tol and row["bp to base-0.5"] else None)
+        row["speed-up"] = base_bp / row["bp to base"] if base_bp and row["bp to base"] else None
+        row["speed-up -0.5"] = (
+            base_tol / row["bp to base-0.5"] if base_tol and row["bp to base-0.5"] else None
+        )
         row["thesis acc"], row["thesis bp"] = THESIS.get(row["config"], (None, None))
 
 
@@ -272,8 +378,13 @@ def draw_figure(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
     """Figure 3.1: validation accuracy per backward pass (left: stack 2; right: stack sizes)."""
     plt = benchtools.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    left = {"baseline", "stack 2 CE soft", "stack 2 CE true", "stack 2 Euclid soft",
-            "stack 2 random soft"}
+    left = {
+        "baseline",
+        "stack 2 CE soft",
+        "stack 2 CE true",
+        "stack 2 Euclid soft",
+        "stack 2 random soft",
+    }
     for row in rows:
         xs = [sum(p["backward_passes"]) / len(p["backward_passes"]) for p in row["curve"]]
         ys = [100 * sum(p["accuracy"]) / len(p["accuracy"]) for p in row["curve"]]
@@ -299,8 +410,15 @@ def _worker(job: tuple[str, argparse.Namespace]) -> dict[str, Any]:
     return run_config(job[0], job[1], show_progress=False)
 
 
-PRIORITY = ["baseline", "stack 5 CE soft", "stack 5 CE true", "stack 2 CE soft",
-            "stack 2 random soft", "stack 10 CE soft", "stack 20 CE soft"]
+PRIORITY = [
+    "baseline",
+    "stack 5 CE soft",
+    "stack 5 CE true",
+    "stack 2 CE soft",
+    "stack 2 random soft",
+    "stack 10 CE soft",
+    "stack 20 CE soft",
+]
 """Configurations started first (results stream to a .partial.jsonl file as they finish)."""
 
 
@@ -326,19 +444,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         jobs = [(n, args) for n in order if n not in done]
         if any(n.startswith("user:") or CONFIGS[n][1] is not None for n, _ in jobs):
             # Train (or load) the teacher once, before any worker needs it.
-            teacher_for(args.dataset, data_root=args.data_root, device=device,
-                        **teacher_training(args))
+            teacher_for(
+                args.dataset, data_root=args.data_root, device=device, **teacher_training(args)
+            )
         if any(n in HELD_OUT for n, _ in jobs):
-            out_of_fold_probs_for(args.dataset, data_root=args.data_root, device=device,
-                                  **teacher_training(args))
+            out_of_fold_probs_for(
+                args.dataset, data_root=args.data_root, device=device, **teacher_training(args)
+            )
         start = time.perf_counter()
         if args.workers > 1:
             import multiprocessing as mp
 
             with mp.get_context("spawn").Pool(args.workers) as pool:
                 results = pool.imap_unordered(_worker, jobs)
-                for row in benchtools.progress(results, total=len(jobs), desc="configs",
-                                               leave=True):
+                for row in benchtools.progress(
+                    results, total=len(jobs), desc="configs", leave=True
+                ):
                     rows.append(_stream(partial, row))
         else:
             for name, _ in benchtools.progress(jobs, desc="configs", leave=True):
@@ -352,11 +473,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     add_comparisons(rows)
     print(f"\n## Table 3.1 on {args.dataset} (thesis columns: MNIST)\n")
     print(benchtools.markdown_table(rows, COLUMNS))
-    print(f"\nbatch size {args.batch_size}, patience {args.patience_epochs} epochs, exams every "
-          f"{args.exam_every} lessons, seed {args.seed}, {args.teacher_arch} teacher, "
-          f"2x{args.student_hidden} student, "
-          f"{args.worlds} worlds per configuration "
-          f"(test acc: mean ± std; bp columns: median over worlds)")
+    print(
+        f"\nbatch size {args.batch_size}, patience {args.patience_epochs} epochs, exams every "
+        f"{args.exam_every} lessons, seed {args.seed}, {args.teacher_arch} teacher, "
+        f"2x{args.student_hidden} student, "
+        f"{args.worlds} worlds per configuration "
+        f"(test acc: mean ± std; bp columns: median over worlds)"
+    )
     name = f"table3_1_{args.dataset}"
     json_path, csv_path = benchtools.write_results(args.out_dir, name, rows, args)
     print(f"wrote {json_path} and {csv_path}")
@@ -392,12 +515,15 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
 
         def act(self, obs: torch.Tensor, infos: dict) -> dict[str, torch.Tensor]:
             n, m = obs.shape[0], infos["stack_indices"].shape[1]
-            return {"select": torch.arange(m).expand(n, m) < 32,
-                    "targets": torch.full((n, m, 10), 0.1)}
+            return {
+                "select": torch.arange(m).expand(n, m) < 32,
+                "targets": torch.full((n, m, 10), 0.1),
+            }
 
     def play(num_envs: int, student: Any, teacher: Any) -> float:
-        game = commenv.quiz_v0.batched(num_envs, "cpu", stack_size=5, exam_every=10**9,
-                                       max_lessons=10**12)
+        game = commenv.quiz_v0.batched(
+            num_envs, "cpu", stack_size=5, exam_every=10**9, max_lessons=10**12
+        )
         if not isinstance(teacher, Idle):
             teacher = HardnessTeacher(game, teacher)
         ack = torch.full((num_envs, game.batch_size, game.num_classes), 0.1)
@@ -409,11 +535,16 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
 
     note = "digits, stack 5: 5 quiz turns + lesson + study per lesson"
     rows = [
-        {"name": "quiz_v0 env alone (lessons/s)", "steps_per_s": play(1, Idle(), Idle()),
-         "note": note},
-        {"name": "quiz_v0 env alone, 16 worlds (lessons/s)",
-         "steps_per_s": play(16, Idle(), Idle()),
-         "note": note + "; batched face"},
+        {
+            "name": "quiz_v0 env alone (lessons/s)",
+            "steps_per_s": play(1, Idle(), Idle()),
+            "note": note,
+        },
+        {
+            "name": "quiz_v0 env alone, 16 worlds (lessons/s)",
+            "steps_per_s": play(16, Idle(), Idle()),
+            "note": note + "; batched face",
+        },
     ]
     student = Student(64, 10)
     x, y = torch.rand(1, 32, 64), torch.full((1, 32, 10), 0.1)
@@ -421,13 +552,21 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
     start = time.perf_counter()
     for _ in range(lessons):
         student.study(x, y, mask)
-    rows.append({"name": "quiz_v0 student training step alone (steps/s)",
-                 "steps_per_s": lessons / (time.perf_counter() - start),
-                 "note": "2x32 MLP, Adam, batch 32 (what one lesson costs the student)"})
+    rows.append(
+        {
+            "name": "quiz_v0 student training step alone (steps/s)",
+            "steps_per_s": lessons / (time.perf_counter() - start),
+            "note": "2x32 MLP, Adam, batch 32 (what one lesson costs the student)",
+        }
+    )
     model = teacher_for("digits", show_progress=False)
-    rows.append({"name": "quiz_v0 full loop, reference agents (lessons/s)",
-                 "steps_per_s": play(1, Student(64, 10), model),
-                 "note": note + "; CE-soft teacher"})
+    rows.append(
+        {
+            "name": "quiz_v0 full loop, reference agents (lessons/s)",
+            "steps_per_s": play(1, Student(64, 10), model),
+            "note": note + "; CE-soft teacher",
+        }
+    )
     return rows
 
 

@@ -70,8 +70,14 @@ def batched_stepper(num_envs: int, device: str = "cpu", **config) -> Stepper:
 
     def step() -> int:
         # Random bits from random bytes: 8x fewer RNG draws than one randint per bit.
-        octets = torch.randint(0, 256, (num_envs, len(agents), n_bytes, 1), generator=gen,
-                               device=device, dtype=torch.uint8)
+        octets = torch.randint(
+            0,
+            256,
+            (num_envs, len(agents), n_bytes, 1),
+            generator=gen,
+            device=device,
+            dtype=torch.uint8,
+        )
         bits = ((octets >> shifts) & 1).flatten(-2)[..., :n_act]
         _, _, _, trunc, _ = game.step({a: bits[:, i] for i, a in enumerate(agents)})
         if bool(trunc[agents[0]][0]):
@@ -96,10 +102,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seconds", type=float, default=None, help="window per row and round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
     p.add_argument("--device", default="cpu", help="device of the batched core")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: MPE2 uses one core too; 0 = torch default)")
-    p.add_argument("--skip-agents", action="store_true",
-                   help="only the env rows (skip the reference agents' training-speed rows)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: MPE2 uses one core too; 0 = torch default)",
+    )
+    p.add_argument(
+        "--skip-agents",
+        action="store_true",
+        help="only the env rows (skip the reference agents' training-speed rows)",
+    )
     p.add_argument("--out", default="results/speed", help="folder for JSON/CSV")
     args = p.parse_args(argv)
     if args.threads:
@@ -118,8 +131,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for name, step in rows_spec.items():
             if step is not None:
                 samples[name].append(rate(step, seconds))
-    ref = statistics.median(samples[next(iter(rows_spec))]) if rows_spec[
-        next(iter(rows_spec))] else float("nan")
+    ref = (
+        statistics.median(samples[next(iter(rows_spec))])
+        if rows_spec[next(iter(rows_spec))]
+        else float("nan")
+    )
     rows = []
     for name, values in samples.items():
         if not values:
@@ -127,16 +143,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         med = statistics.median(values)
         rows.append({"benchmark": name, "agent-steps/s": int(med), "x MPE2": med / ref})
-    print(f"torch threads: {torch.get_num_threads()}, device: {args.device}, "
-          f"median of {args.rounds} interleaved rounds of {seconds:.1f} s")
+    print(
+        f"torch threads: {torch.get_num_threads()}, device: {args.device}, "
+        f"median of {args.rounds} interleaved rounds of {seconds:.1f} s"
+    )
     print(markdown_table(rows, ["benchmark", "agent-steps/s", "x MPE2"], digits=2))
 
     # Each game's own speed rows (the reference agents' training steps, measured in one run).
     extra = []
     if not args.skip_agents:
+        from commenv.bench.quiz import speed_rows as quiz_rows
         from commenv_agents.population import speed_rows as population_rows
 
-        from commenv.bench.quiz import speed_rows as quiz_rows
         extra += population_rows(args.quick) + quiz_rows(args.quick)
         print(markdown_table(extra, ["name", "steps_per_s", "note"], digits=0))
     write_results(args.out, "speed", rows + extra, args)

@@ -46,7 +46,10 @@ def git_commit() -> str:
     """The current git commit of the checkout, or ``"unknown"``."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or "unknown"
@@ -120,7 +123,10 @@ def run_metadata(args: Any) -> dict[str, Any]:
 
 
 def write_results(
-    out_dir: str | Path, name: str, rows: Sequence[dict[str, Any]], args: Any,
+    out_dir: str | Path,
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    args: Any,
     extra: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.json`` (rows + metadata) and ``<name>.csv``; return both paths."""

@@ -1,0 +1,117 @@
+"""Batched layers: ``G`` independent models evaluated as one tensor operation.
+
+Every reference population (nodes, students, speakers) is built from these, so training ``G``
+models side by side is one ``baddbmm`` or one grouped convolution per layer, not a Python loop.
+Since the losses are sums over models and Adam is elementwise, training them together is exactly
+training them apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BatchedLinear(nn.Module):
+    """``G`` independent dense layers: ``(G, M, d_in) -> (G, M, d_out)`` by one ``baddbmm``.
+
+    Args:
+        groups: number of models ``G``.
+        d_in: input features.
+        d_out: output features.
+        generator: RNG for the initialisation (torch's global one when ``None``).
+    """
+
+    def __init__(
+        self, groups: int, d_in: int, d_out: int, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default init, per model
+        self.weight = nn.Parameter(torch.empty(groups, d_in, d_out))
+        self.bias = nn.Parameter(torch.empty(groups, 1, d_out))
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound, generator=generator)
+            self.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class BatchedMLP(nn.Module):
+    """``G`` independent MLPs, ``sizes[0] -> ... -> sizes[-1]``: ``(G, M, in) -> (G, M, out)``.
+
+    Args:
+        groups: number of models ``G``.
+        sizes: layer widths, input first.
+        generator: RNG for the initialisation.
+        activation: applied between layers (and after the last one when ``last_activation``).
+        last_activation: whether the output layer is followed by ``activation`` too.
+    """
+
+    def __init__(
+        self,
+        groups: int,
+        sizes: Sequence[int],
+        generator: torch.Generator | None = None,
+        *,
+        activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu,
+        last_activation: bool = False,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            BatchedLinear(groups, a, b, generator)
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.activation, self.last_activation = activation, last_activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last or self.last_activation:
+                x = self.activation(x)
+        return x
+
+
+class BatchedConv2d(nn.Module):
+    """``G`` independent convolutions as one grouped convolution.
+
+    Input and output are ``(M, G * channels, H, W)``: model ``g`` owns channels
+    ``[g * c, (g + 1) * c)``.
+    """
+
+    def __init__(
+        self,
+        groups: int,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(c_in * kernel * kernel)
+        self.weight = nn.Parameter(torch.empty(groups * c_out, c_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.empty(groups * c_out))
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound, generator=generator)
+            self.bias.uniform_(-bound, bound, generator=generator)
+        self.groups, self.stride, self.padding = groups, stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
+
+
+def conv_out(size: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> int:
+    """Spatial size after one strided convolution."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def models_first(x: torch.Tensor) -> torch.Tensor:
+    """``(B, G, ...) -> (G, B, ...)``: the batched layers' layout from a batch-first one."""
+    return x.transpose(0, 1)
