@@ -1,6 +1,7 @@
 """Suite-wide test settings and helpers."""
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -32,3 +33,20 @@ def example():
         return module
 
     return load
+
+
+# The device every test that builds a game or a population uses: `COMMENV_TEST_DEVICE=cuda
+# python -m pytest` runs the suite on a GPU unchanged.
+DEVICE = os.environ.get("COMMENV_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The test device (``COMMENV_TEST_DEVICE``, default ``cpu``); skips when it is absent."""
+    dev = torch.device(DEVICE)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("COMMENV_TEST_DEVICE=cuda but CUDA is not available")
+    return dev
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

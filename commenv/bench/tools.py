@@ -1,4 +1,4 @@
-"""Shared plumbing for the benchmark scripts in ``examples/``.
+"""Shared plumbing for the benchmarks of :mod:`commenv.bench`.
 
 Every benchmark prints a markdown table with the thesis' numbers beside ours, writes JSON and
 CSV (with the git commit, arguments and seed), draws a PNG, shows progress bars and can load a
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -122,6 +123,20 @@ def run_metadata(args: Any) -> dict[str, Any]:
     }
 
 
+def atomic_write(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a run killed mid-write
+    leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def write_results(
     out_dir: str | Path,
     name: str,
@@ -129,20 +144,84 @@ def write_results(
     args: Any,
     extra: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<name>.json`` (rows + metadata) and ``<name>.csv``; return both paths."""
+    """Write ``<out_dir>/<name>.json`` (rows + metadata) and ``<name>.csv`` atomically."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
     payload = {"meta": run_metadata(args), "rows": list(rows), **(extra or {})}
-    json_path.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    json_path = atomic_write(out / f"{name}.json", json.dumps(payload, indent=2, default=_jsonable))
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields and not isinstance(row[k], list | dict)]
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = atomic_write(out / f"{name}.csv", buf.getvalue())
     return json_path, csv_path
+
+
+class RunStore:
+    """Completed runs of one benchmark, kept so that a killed benchmark resumes where it stopped.
+
+    Each finished run is appended as one JSON line ``{"run": name, "row": {...}}`` to
+    ``<out_dir>/<name>.partial.jsonl`` (flushed and fsynced); a line cut short by a kill is
+    ignored. With ``resume=True`` the runs already there are kept, otherwise the file starts
+    empty. :meth:`finish` writes the result files atomically and removes the partial file, so a
+    clean finish leaves no partial file and a partial file always means "not complete".
+
+    Args:
+        out_dir: the benchmark's result folder.
+        name: the result files' stem (``<name>.json``, ``<name>.csv``).
+        resume: keep the runs a previous, killed invocation completed.
+    """
+
+    def __init__(self, out_dir: str | Path, name: str, resume: bool = False) -> None:
+        self.out_dir, self.name = Path(out_dir), name
+        self.path = self.out_dir / f"{name}.partial.jsonl"
+        self.rows: dict[str, dict[str, Any]] = {}
+        if resume and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # the line a kill cut short
+                    continue
+                self.rows[entry["run"]] = entry["row"]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, "".join(_run_line(k, v) for k, v in self.rows.items()))
+
+    def __contains__(self, run: str) -> bool:
+        return run in self.rows
+
+    def add(self, run: str, row: dict[str, Any]) -> dict[str, Any]:
+        """Record a finished run (durably) and return its row."""
+        with self.path.open("a") as f:
+            f.write(_run_line(run, row))
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[run] = row
+        return row
+
+    def finish(
+        self, rows: Sequence[dict[str, Any]], args: Any, extra: dict[str, Any] | None = None
+    ) -> tuple[Path, Path]:
+        """Write the result files atomically, then remove the partial file."""
+        paths = write_results(self.out_dir, self.name, rows, args, extra)
+        self.path.unlink(missing_ok=True)
+        return paths
+
+
+def _run_line(run: str, row: dict[str, Any]) -> str:
+    return json.dumps({"run": run, "row": row}, default=_jsonable) + "\n"
+
+
+T = TypeVar("T")
+
+
+def parse_config(cls: type[T], argv: Sequence[str] | None, description: str | None = None) -> T:
+    """Parse ``argv`` into the benchmark's config dataclass ``cls`` (CleanRL's ``Args`` way):
+    each field's docstring is its ``--help`` line, its default the only default."""
+    import tyro
+
+    return tyro.cli(cls, args=list(argv) if argv is not None else None, description=description)
 
 
 def _jsonable(value: Any) -> Any:
