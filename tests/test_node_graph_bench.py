@@ -20,8 +20,8 @@ def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
             "12",
             "--eval-every",
             "6",
-            "--only",
-            "0,2,3",
+            "--runs",
+            "1 node,10 nodes, logits,10-nodes-true-labels",
             "--agent",
             "commenv_agents.population:SequentialPopulation",
             "--out-dir",
@@ -44,14 +44,14 @@ def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
     assert labels["sync_sgd_bits"] == 2 * 10 * 32 * labels["params_per_node"] * 12
     assert [c["step"] for c in labels["curve"]] == [6, 12]
     assert user["params_per_node"] == labels["params_per_node"]
-    saved = json.loads((tmp_path / "bench_graph.json").read_text())
+    saved = json.loads((tmp_path / "graph.json").read_text())
     assert saved["target_accuracy"] == one["target"] and len(saved["rows"]) == 4
     assert saved["thesis_claims"] == bench.thesis_claims(rows)
     assert set(saved["thesis_claims"]) == {
         "collective > average",
         "labels >= logits > features > no sharing",
     }
-    assert (tmp_path / "bench_graph.csv").exists() and (tmp_path / "bench_graph.png").exists()
+    assert (tmp_path / "graph.csv").exists() and (tmp_path / "graph.png").exists()
     assert (
         bench.steps_to(
             [{"step": 5, "collective": 50.0}, {"step": 10, "collective": 91.0}], "collective", 90.0
@@ -63,12 +63,23 @@ def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
 def test_bench_graph_help(bench, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--help"])
-    assert "--agent" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--agent" in out and "--runs" in out and "a user population" in out
+
+
+def test_bench_graph_selects_runs_by_name_and_quick_sets_defaults(bench):
+    args = bench.parse_args(["--quick", "--steps", "7"])
+    assert (args.dataset, args.steps, args.eval_every) == ("digits", 7, 50)
+    assert str(args.out_dir) == "results/graph-quick"
+    full = bench.parse_args([])
+    assert (full.dataset, full.steps, str(full.out_dir)) == ("fashion-mnist", 5000, "results/graph")
+    with pytest.raises(ValueError, match="10-nodes-logits"):
+        bench.main(["--quick", "--runs", "10 nodes, gossip"])
 
 
 def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path, monkeypatch):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
-    common = ["--quick", "--steps", "4", "--eval-every", "4", "--only", "4"]
+    common = ["--quick", "--steps", "4", "--eval-every", "4", "--runs", "10-nodes-features"]
     full = bench.main([*common, "--out-dir", str(tmp_path / "a")])[0]
     built = []
     original = bench.NodeGraphGame
@@ -95,7 +106,7 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path
     # same traffic, a quarter of the bits per value plus a 64-bit min/max header per sample
     per_sample_32 = full["bits_payload"] / (32 * 64)
     assert eight["bits_payload"] == per_sample_32 * (8 * 64 + 64)
-    args = json.loads((tmp_path / "b" / "bench_graph.json").read_text())["meta"]["args"]
+    args = json.loads((tmp_path / "b" / "graph.json").read_text())["meta"]["args"]
     assert args["partition"] == "dirichlet" and args["float_bits"] == 8
 
 

@@ -23,8 +23,8 @@ Usage::
     commenv bench graph --dataset cifar10 --data-root ~/data --arch cnn
     commenv bench graph --arch cnn --train-size 20000  # 2,000 per node (README)
     commenv bench graph --arch cnn --train-size 5000   # 500 samples per node
+    commenv bench graph --runs 1-node,20-nodes-true-labels --resume
     commenv bench graph --quick --agent my_module:MyPopulation
-    commenv bench graph --quick
 
 A user's population (``--agent module:Class``) is built as
 ``Class(n_nodes, image_shape, num_classes, share=..., broadcast_prob=..., feature_dim=...,
@@ -35,24 +35,27 @@ device=..., seed=...)`` and needs ``step(views, out_valid) -> (bits, payload)`` 
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from commenv.bench.tools import (
+    RunStore,
     load_object,
     markdown_table,
+    parse_config,
     progress,
     pyplot,
+    result_options,
     save_figure,
     seed_everything,
     select_device,
-    write_results,
+    select_runs,
 )
 from commenv.evaluation import WEIGHTINGS
 from commenv.node_graph import CONTENTS, PARTITIONS, NodeGraphGame
@@ -83,136 +86,81 @@ COLUMNS = [
 ]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="See the module docstring for the target-accuracy rule.",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="digits, 1000 steps, eval every 50 (a minute or two on 2 CPU cores)",
-    )
-    p.add_argument(
-        "--dataset",
-        default=None,
-        help="digits | fashion-mnist | mnist | cifar10 | synthetic "
-        "(default: fashion-mnist, digits with --quick)",
-    )
-    p.add_argument("--data-root", default=None, help="directory of the dataset files")
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="parallel training steps per configuration (default 5000; 1000 quick)",
-    )
-    p.add_argument(
-        "--eval-every",
-        type=int,
-        default=None,
-        help="evaluate on the test split every N steps (default 250; 50 quick)",
-    )
-    p.add_argument(
-        "--arch",
-        default="auto",
-        choices=["auto", *ARCHS],
-        help="node model: MLP or DCGAN-style strided CNN (auto: cnn on CUDA, else mlp)",
-    )
-    p.add_argument("--batch-size", type=int, default=32, help="minibatch size of every node")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=0.5,
-        help="softening of shared logits (the thesis: lower is better)",
-    )
-    p.add_argument(
-        "--feature-weight", type=float, default=1.0, help="weight of the MSE on shared features"
-    )
-    p.add_argument(
-        "--consumption-prob",
-        type=float,
-        default=0.5,
-        help="probability of training on the inbox rather than local data",
-    )
-    p.add_argument(
-        "--broadcast-margin",
-        type=float,
-        default=1.5,
-        help="per-edge broadcast probability = margin * consumption_prob / (N - 1), "
-        "so inboxes are fed slightly faster than they are read",
-    )
-    p.add_argument(
-        "--partition",
-        default="iid",
-        choices=list(PARTITIONS),
-        help="how the training set is split among nodes (exclusive either way)",
-    )
-    p.add_argument(
-        "--dirichlet-alpha",
-        type=float,
-        default=0.5,
-        help="class concentration of --partition dirichlet (smaller: more skewed)",
-    )
-    p.add_argument(
-        "--train-size",
-        type=int,
-        default=None,
-        help="partition only this many random training samples (every configuration "
-        "the same ones): data-starved nodes; default all",
-    )
-    p.add_argument(
-        "--float-bits",
-        type=int,
-        default=32,
-        help="bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform "
-        "levels per sample; what arrives is quantized and billed so)",
-    )
-    p.add_argument("--inbox-capacity", type=int, default=16, help="inbox size in minibatches")
-    p.add_argument(
-        "--only",
-        default=None,
-        help="comma-separated subset of configurations by index (0-5), e.g. 0,3",
-    )
-    p.add_argument(
-        "--agent",
-        default=None,
-        help="a user population 'module:Class' run on the 10-node configuration",
-    )
-    p.add_argument(
-        "--agent-content",
-        default="labels",
-        choices=list(CONTENTS),
-        help="what the --agent population shares",
-    )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (1 is fastest on a few shared cores: OpenMP threads "
-        "that wait for each other cost more than they compute)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of partitions, models, sampling")
-    p.add_argument(
-        "--out-dir",
-        type=Path,
-        default=None,
-        help="where JSON/CSV/PNG go (default results/bench_graph[_quick])",
-    )
-    args = p.parse_args(argv)
-    args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
-    args.steps = args.steps or (1000 if args.quick else 5000)
-    args.eval_every = args.eval_every or (50 if args.quick else 250)
-    args.out_dir = args.out_dir or Path("results") / (
-        "bench_graph_quick" if args.quick else "bench_graph"
-    )
-    return args
+@dataclass
+class Args:
+    """Table 2.2 of the thesis on node_graph_v0: nodes exchanging outputs vs a single node."""
+
+    quick: bool = False
+    """quick preset: digits, 1000 steps, eval every 50 (a minute or two on 2 CPU cores)"""
+    dataset: str = "fashion-mnist"
+    """digits | fashion-mnist | mnist | cifar10 | synthetic"""
+    data_root: str | None = None
+    """directory of the dataset files"""
+    steps: int = 5000
+    """parallel training steps per configuration"""
+    eval_every: int = 250
+    """evaluate on the test split every N steps"""
+    arch: Literal[("auto", *ARCHS)] = "auto"
+    """node model: MLP or DCGAN-style strided CNN (auto: cnn on CUDA, else mlp)"""
+    batch_size: int = 32
+    """minibatch size of every node"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    temperature: float = 0.5
+    """softening of shared logits (the thesis: lower is better)"""
+    feature_weight: float = 1.0
+    """weight of the MSE on shared features"""
+    consumption_prob: float = 0.5
+    """probability of training on the inbox rather than local data"""
+    broadcast_margin: float = 1.5
+    """per-edge broadcast probability = margin * consumption_prob / (N - 1), so inboxes are fed
+    slightly faster than they are read"""
+    partition: Literal[PARTITIONS] = "iid"
+    """how the training set is split among nodes (exclusive either way)"""
+    dirichlet_alpha: float = 0.5
+    """class concentration of --partition dirichlet (smaller: more skewed)"""
+    train_size: int | None = None
+    """partition only this many random training samples (every configuration the same ones):
+    data-starved nodes; default all"""
+    float_bits: int = 32
+    """bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform levels per sample;
+    what arrives is quantized and billed so)"""
+    inbox_capacity: int = 16
+    """inbox size in minibatches"""
+    runs: str = "all"
+    """comma-separated configurations by name or slug, e.g. '1-node,10-nodes-logits'
+    (choices: 1-node, 10-nodes-no-sharing, 10-nodes-logits, 10-nodes-true-labels,
+    10-nodes-features, 20-nodes-true-labels)"""
+    agent: str | None = None
+    """a user population 'module:Class' run on the 10-node configuration"""
+    agent_content: Literal[CONTENTS] = "labels"
+    """what the --agent population shares"""
+    device: str = "auto"
+    """auto (CUDA when present) | cpu | cuda"""
+    threads: int = 1
+    """torch CPU threads (1 is fastest on a few shared cores: OpenMP threads that wait for each
+    other cost more than they compute)"""
+    seed: int = 0
+    """seed of partitions, models, sampling"""
+    out_dir: Path = Path("results/graph")
+    """where JSON/CSV/PNG go (results/graph-quick with --quick)"""
+    resume: bool = False
+    """keep the configurations a killed run of the same options finished (its partial file)
+    and run only the others"""
+
+
+QUICK: dict[str, Any] = dict(
+    dataset="digits", steps=1000, eval_every=50, out_dir=Path("results/graph-quick")
+)
+"""What ``--quick`` changes."""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    return parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
 
 
 def run_config(
-    args: argparse.Namespace,
+    args: Args,
     name: str,
     n_nodes: int,
     share: str,
@@ -335,29 +283,75 @@ def thesis_claims(rows: list[dict[str, Any]]) -> dict[str, bool]:
     return claims
 
 
+THESIS_REGIME = (
+    "the thesis' regime (CIFAR-10, CNNs, little data per node) is closest to "
+    "`commenv bench graph --arch cnn --train-size 20000` (Fashion-MNIST, 2,000 samples per "
+    "node), whose results the README's table 2.2 reports"
+)
+
+
+def verdict_lines(claims: dict[str, bool], rows: list[dict[str, Any]], args: Args) -> list[str]:
+    """One line per claim: the verdict, what it means on this preset, what to run for the
+    thesis' regime."""
+    preset = f"{args.dataset}, {args.arch_used}, {args.train_size or 'all'} training samples"
+    coll = {r["configuration"]: r["coll_acc"] for r in rows if r["coll_acc"] is not None}
+    measured = " > ".join(
+        f"{name.removeprefix('10 nodes, ')} {coll[name]:.1f}"
+        for name in sorted((n for n in THESIS_RANKING if n in coll), key=lambda n: -coll[n])
+    )
+    means = {
+        "collective > average": (
+            "the entropy-weighted vote of the nodes beats their mean accuracy in every row",
+            "some row's vote is no better than its average node",
+        ),
+        "labels >= logits > features > no sharing": (
+            f"the thesis' order of what to share, here {measured}",
+            f"here the collective order is {measured}: with this much data per node the nodes "
+            "are strong on their own, so what they share changes little",
+        ),
+        "20 nodes reach the target in fewer steps": (
+            "20 label-sharing nodes reach the single node's accuracy sooner",
+            "20 label-sharing nodes do not reach the single node's final accuracy sooner "
+            "(a short budget reads a coarse grid)",
+        ),
+    }
+    lines = []
+    for claim, ok in claims.items():
+        meaning = means[claim][0 if ok else 1]
+        lines.append(
+            f"- {claim}: {'holds' if ok else 'FAILS'} on {preset} — {meaning}; {THESIS_REGIME}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     device = select_device(args.device)
     torch.set_num_threads(args.threads)
     arch = args.arch if args.arch != "auto" else ("cnn" if device.type == "cuda" else "mlp")
     args.arch_used = arch
-    chosen = CONFIGS if args.only is None else [CONFIGS[int(i)] for i in args.only.split(",")]
-    jobs: list[tuple[str, int, str, Any]] = [(c[0], c[1], c[2], None) for c in chosen]
+    chosen = select_runs(args.runs, [c[0] for c in CONFIGS])
+    jobs: list[tuple[str, int, str, Any]] = [(c[0], c[1], c[2], None) for c in CONFIGS]
+    jobs = [job for job in jobs if job[0] in chosen]
     thesis = {c[0]: c[3:] for c in CONFIGS}
     if args.agent:
         cls = load_object(args.agent)
         jobs.append(
             (f"10 nodes, {cls.__name__} ({args.agent_content})", 10, args.agent_content, cls)
         )
+    store = RunStore(args.out_dir, "graph", args.resume, result_options(args))
+    todo = [job for job in jobs if job[0] not in store]
     print(
-        f"bench_graph: {args.dataset}, {args.steps} steps, arch {arch}, device {device}, "
-        f"{len(jobs)} configurations, training samples {args.train_size or 'all'}"
+        f"bench graph: {args.dataset}, {args.steps} steps, arch {arch}, device {device}, "
+        f"{len(jobs)} configurations ({len(jobs) - len(todo)} resumed), training samples "
+        f"{args.train_size or 'all'}",
+        flush=True,
     )
-    rows = []
-    with progress(total=args.steps * len(jobs), desc="bench_graph") as bar:
-        for name, n, share, cls in jobs:
+    with progress(total=args.steps * len(todo), desc="bench graph") as bar:
+        for name, n, share, cls in todo:
             bar.set_postfix_str(name)
-            rows.append(run_config(args, name, n, share, device, arch, bar, cls))
+            store.add(name, run_config(args, name, n, share, device, arch, bar, cls))
+    rows = [dict(store.rows[job[0]]) for job in jobs]
 
     single = next((r for r in rows if r["nodes"] == 1), None)
     target = math.floor(single["avg_acc"]) if single else None
@@ -382,10 +376,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     claims = thesis_claims(rows)
     if claims:
         print("\nThe thesis' claims on this run:\n")
-        print("\n".join(f"- {claim}: {'holds' if ok else 'FAILS'}" for claim, ok in claims.items()))
+        print("\n".join(verdict_lines(claims, rows, args)))
     extra = {"target_accuracy": target, "arch": arch, "thesis_claims": claims}
-    json_path, csv_path = write_results(args.out_dir, "bench_graph", rows, args, extra)
+    json_path, csv_path = store.finish(rows, args, extra)
+    png = plot(rows, target, args, Path(args.out_dir) / "graph.png")
+    print(f"\nwrote {json_path}, {csv_path}, {png}")
+    return rows
 
+
+def plot(rows: list[dict[str, Any]], target: int | None, args: Args, path: Path) -> Path:
+    """Test accuracy over steps: collective (solid) and average (dashed) of every row."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, row in enumerate(rows):
@@ -409,11 +409,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ax.axhline(target, color="gray", linewidth=0.8, linestyle=":", label=f"target {target} %")
     ax.set_xlabel("parallel training steps")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"node_graph_v0 on {args.dataset} ({arch})")
+    ax.set_title(f"node_graph_v0 on {args.dataset} ({args.arch_used})")
     ax.legend(fontsize=7)
-    png = save_figure(fig, Path(args.out_dir) / "bench_graph.png")
-    print(f"\nwrote {json_path}, {csv_path}, {png}")
-    return rows
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -172,21 +173,47 @@ class RunStore:
         out_dir: the benchmark's result folder.
         name: the result files' stem (``<name>.json``, ``<name>.csv``).
         resume: keep the runs a previous, killed invocation completed.
+        config: the options the rows depend on (see :func:`result_options`); resuming a partial
+            file written under other options raises ``ValueError`` rather than mixing rows.
     """
 
-    def __init__(self, out_dir: str | Path, name: str, resume: bool = False) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        name: str,
+        resume: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.out_dir, self.name = Path(out_dir), name
         self.path = self.out_dir / f"{name}.partial.jsonl"
+        self.config = json.loads(json.dumps(config or {}, default=_jsonable))
         self.rows: dict[str, dict[str, Any]] = {}
         if resume and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # the line a kill cut short
-                    continue
-                self.rows[entry["run"]] = entry["row"]
+            self._load()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, "".join(_run_line(k, v) for k, v in self.rows.items()))
+        head = json.dumps({"config": self.config}, default=_jsonable) + "\n"
+        atomic_write(self.path, head + "".join(_run_line(k, v) for k, v in self.rows.items()))
+
+    def _load(self) -> None:
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # the line a kill cut short
+                continue
+            if "config" in entry:
+                self._check_config(entry["config"])
+            elif "run" in entry:
+                self.rows[entry["run"]] = entry["row"]
+
+    def _check_config(self, old: dict[str, Any]) -> None:
+        changed = {k: (old.get(k), self.config.get(k)) for k in {*old, *self.config}}
+        changed = {k: v for k, v in changed.items() if v[0] != v[1]}
+        if changed:
+            diff = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(changed.items()))
+            raise ValueError(
+                f"--resume: {self.path} was written with other options ({diff}); rerun with "
+                "the same options, or without --resume to start over"
+            )
 
     def __contains__(self, run: str) -> bool:
         return run in self.rows
@@ -209,6 +236,17 @@ class RunStore:
         return paths
 
 
+RUN_OPTIONS = ("quick", "runs", "resume", "out_dir", "threads", "workers", "device", "no_plot")
+"""Options that choose which runs happen, where and how fast, not what a run computes."""
+
+
+def result_options(args: Any, ignore: Sequence[str] = RUN_OPTIONS) -> dict[str, Any]:
+    """The options of ``args`` (a config dataclass) that a run's row depends on: what
+    :class:`RunStore` checks before resuming."""
+    arg_dict = vars(args) if hasattr(args, "__dict__") else dict(args)
+    return {k: v for k, v in arg_dict.items() if k not in ignore}
+
+
 def _run_line(run: str, row: dict[str, Any]) -> str:
     return json.dumps({"run": run, "row": row}, default=_jsonable) + "\n"
 
@@ -216,12 +254,54 @@ def _run_line(run: str, row: dict[str, Any]) -> str:
 T = TypeVar("T")
 
 
-def parse_config(cls: type[T], argv: Sequence[str] | None, description: str | None = None) -> T:
+def parse_config(
+    cls: type[T],
+    argv: Sequence[str] | None,
+    description: str | None = None,
+    quick: dict[str, Any] | None = None,
+) -> T:
     """Parse ``argv`` into the benchmark's config dataclass ``cls`` (CleanRL's ``Args`` way):
-    each field's docstring is its ``--help`` line, its default the only default."""
+    each field's docstring is its ``--help`` line, its default the only default.
+
+    ``quick`` holds the fields the ``--quick`` preset changes: with ``--quick`` in ``argv`` they
+    become the defaults (``--quick --help`` shows them), and options given beside it still win.
+    """
     import tyro
 
-    return tyro.cli(cls, args=list(argv) if argv is not None else None, description=description)
+    args = list(sys.argv[1:] if argv is None else argv)
+    default = cls(**{"quick": True, **quick}) if quick is not None and "--quick" in args else None
+    return tyro.cli(cls, args=args, description=description, default=default)
+
+
+def slug(name: str) -> str:
+    """A run's short name for the command line: ``"10 nodes, logits"`` -> ``"10-nodes-logits"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def select_runs(spec: str | None, names: Sequence[str], option: str = "--runs") -> list[str]:
+    """The runs ``spec`` names, in the benchmark's order; ``None``/``"all"``: every run.
+
+    ``spec`` is comma-separated run names (``"1 node,10 nodes, logits"``: a name may itself hold
+    a comma) or their :func:`slug` s (``"1-node,10-nodes-logits"``), case-insensitive.
+    """
+    if spec is None or spec.strip().lower() == "all":
+        return list(names)
+    lookup = {}
+    for name in names:
+        lookup[name.lower()] = lookup[slug(name)] = name
+    chosen, pending = [], ""
+    for piece in spec.split(","):
+        pending = f"{pending},{piece}" if pending else piece
+        key = pending.strip().lower()
+        if key in lookup or slug(key) in lookup:
+            chosen.append(lookup.get(key) or lookup[slug(key)])
+            pending = ""
+    if pending.strip() or not chosen:
+        raise ValueError(
+            f"{option}: unknown run {pending.strip() or spec!r}; valid choices (names or slugs): "
+            + ", ".join(f"{slug(n)!r}" for n in names)
+        )
+    return [n for n in names if n in chosen]
 
 
 def _jsonable(value: Any) -> Any:
