@@ -68,13 +68,13 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
     }
     assert {r["level"] for r in rows} == {"none", "both"}
     assert all(0 <= r["ours"] <= 100 and r["thesis (MNIST)"] > 60 for r in rows)
-    data = json.loads((tmp_path / "language_digits.json").read_text())
+    data = json.loads((tmp_path / "language.json").read_text())
     assert len(data["runs"]) == 8 and data["meta"]["args"]["steps"] == 12
     likelihoods = {r["speaker"]: r["config"]["likelihood"] for r in data["runs"]}
     assert likelihoods["gumbel contrastive (ours)"] == "contrastive"
     assert likelihoods["gumbel"] == "bce"
-    assert (tmp_path / "language_digits.csv").exists()
-    assert (tmp_path / "language_digits.png").stat().st_size > 0
+    assert (tmp_path / "language.csv").exists()
+    assert (tmp_path / "language.png").stat().st_size > 0
 
 
 def test_unknown_level_or_row_is_a_value_error(tmp_path, bench_language):
@@ -119,6 +119,6 @@ def test_infonce_and_untrained_rows(tmp_path, bench_language):
     # the untrained reference runs once (its level does not matter), the others on every level
     assert ("untrained (lr 0)", "none") in levels and ("untrained (lr 0)", "both") not in levels
     assert {("gumbel", "both"), ("reinforce", "both")} <= levels
-    runs = json.loads((tmp_path / "language_digits.json").read_text())["runs"]
+    runs = json.loads((tmp_path / "language.json").read_text())["runs"]
     assert {r["config"]["mi_estimator"] for r in runs} == {"infonce"}
     assert {r["config"]["mi_negatives"] for r in runs} == {3}

@@ -310,8 +310,8 @@ def test_bench_quiz_help_and_speed_rows(bench_quiz):
         bench_quiz.parse_args(["--help"])
     assert exc.value.code == 0
     with pytest.raises(ValueError, match="valid choices"):
-        bench_quiz.parse_args(["--configs", "stack 3 magic"])
-    args = bench_quiz.parse_args(["--quick", "--configs", "stack 5 CE soft"])
+        bench_quiz.parse_args(["--runs", "stack 3 magic"])
+    args = bench_quiz.parse_args(["--quick", "--runs", "stack-5-ce-soft"])
     assert args.names == ["baseline", "stack 5 CE soft"] and args.dataset == "digits"
     assert args.student_hidden == 32  # the thesis' student unless asked otherwise
     with pytest.raises(SystemExit) as exc:
@@ -368,7 +368,7 @@ def test_bench_held_out_row_scores_with_cross_fitted_teachers(
         return held_out
 
     monkeypatch.setattr(bench_quiz, "out_of_fold_probs_for", fake)
-    args = bench_quiz.parse_args(["--quick", "--configs", "stack 5 RHO true (held-out IL)"])
+    args = bench_quiz.parse_args(["--quick", "--runs", "stack 5 RHO true (held-out IL)"])
     teacher = bench_quiz.build_teacher("stack 5 RHO true (held-out IL)", game, tiny_teacher, args)
     assert seen == {"dataset": "digits"} and torch.equal(teacher.train_probs, held_out)
     assert teacher.measure == "rho" and teacher.targets == "true"
@@ -380,7 +380,7 @@ def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz)
     rows = bench_quiz.main(
         [
             "--quick",
-            "--configs",
+            "--runs",
             "stack 2 CE soft",
             "--max-epochs",
             "2",
@@ -399,7 +399,8 @@ def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz)
         assert len(row["curve"][0]["test_accuracy"]) == 2
     out = capsys.readouterr().out
     assert "| stack 2 CE soft |" in out and "2 worlds per configuration" in out
-    assert (tmp_path / "table3_1_digits.json").exists()
+    assert (tmp_path / "quiz.json").exists() and (tmp_path / "quiz.csv").exists()
+    assert not (tmp_path / "quiz.partial.jsonl").exists()  # a clean finish leaves no partial
 
 
 def test_median_reach_counts_worlds_that_never_get_there_as_slowest(bench_quiz):

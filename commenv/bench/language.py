@@ -15,7 +15,7 @@ likelihood term must pick its own world's message out of the batch
     commenv bench language --quick                    # digits, about two minutes
     commenv bench language                            # Fashion-MNIST, 5 seeds
     commenv bench language --agent mymodule:MySpeaker # your speaker in the table
-    commenv bench language --quick
+    commenv bench language --kinds gumbel --ours "" --resume
 
 A user speaker is a class built as ``Class(n_agents=, in_features=, message_bits=, hidden=)``
 whose ``forward(views (B, n, D))`` returns ``(logits (B, n, L, 2), features (B, n, H))`` (see
@@ -24,15 +24,18 @@ whose ``forward(views (B, n, D))`` returns ``(logits (B, n, L, 2), features (B, 
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from commenv.bench import tools as benchtools
+from commenv.bench.tools import parse_config
 from commenv_agents.speaker_training import (
     KINDS,
     LEVEL_GAMES,
+    RunResult,
     SpeakerRunConfig,
     summarize,
     train_speakers,
@@ -51,30 +54,6 @@ with feedback): its loss is a cross-entropy over the batch, O(1), not a sum over
 THESIS = {"none": 64.4, "receive": 65.7, "feedback": 69.4, "both": 71.4}
 """Table 4.1 (MNIST, student probe test accuracy at best validation, %)."""
 
-QUICK = dict(
-    dataset="digits",
-    seeds=2,
-    steps=600,
-    eval_every=50,
-    hidden="64,64",
-    disc_hidden="128",
-    temp_every=50,
-    kinds="gumbel,reinforce",
-    remedies="straight-through",
-    ours="contrastive",
-)
-FULL = dict(
-    dataset="fashion-mnist",
-    seeds=5,
-    steps=3000,
-    eval_every=250,
-    hidden="256,128",
-    disc_hidden="256",
-    temp_every=250,
-    kinds="gumbel,reinforce",
-    remedies="straight-through,long-messages",
-    ours="contrastive",
-)
 REMEDIES = ("straight-through", "long-messages")
 OURS: dict[str, tuple[str, dict]] = {
     "contrastive": (
@@ -89,98 +68,103 @@ OURS: dict[str, tuple[str, dict]] = {
 """Beyond-thesis rows: (row name, config overrides)."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="quick preset: digits, 2 seeds, 600 steps (about two minutes)",
-    )
-    p.add_argument("--dataset", help="digits, fashion-mnist, mnist, ... (full: fashion-mnist)")
-    p.add_argument("--data-root", default=None, help="directory of the dataset files")
-    p.add_argument("--seeds", type=int, help="seeds per configuration (full: 5)")
-    p.add_argument("--steps", type=int, help="training steps per run (full: 3000)")
-    p.add_argument("--batch-size", type=int, default=128, help="worlds per training step")
-    p.add_argument("--eval-every", type=int, help="steps between probe evaluations")
-    p.add_argument("--kinds", help=f"comma-separated speaker kinds from {KINDS}")
-    p.add_argument(
-        "--levels", default=",".join(LEVEL_GAMES), help="comma-separated communication levels"
-    )
-    p.add_argument("--message-bits", type=int, default=32, help="message length L (thesis: 32)")
-    p.add_argument(
-        "--noise",
-        type=float,
-        default=0.3,
-        help="mask noise level (the thesis' number was lost; ours: 0.3)",
-    )
-    p.add_argument("--hidden", help="speaker hidden widths, e.g. 256,128 (last = probed)")
-    p.add_argument("--disc-hidden", help="MI discriminator hidden widths")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--temp-start", type=float, default=1.0, help="initial Gumbel temperature")
-    p.add_argument("--temp-decay", type=float, default=0.9, help="temperature decay factor")
-    p.add_argument("--temp-every", type=int, help="decay the temperature every N steps")
-    p.add_argument("--temp-floor", type=float, default=0.1, help="temperature floor")
-    p.add_argument(
-        "--likelihood-scale",
-        type=float,
-        default=0.1,
-        help="multiplier on the thesis' likelihood weights (0.01 one-way, 0.005 "
-        "with feedback); 1.0 collapses messages in our implementation",
-    )
-    p.add_argument(
-        "--mi-estimator",
-        default="gan",
-        choices=list(MI_ESTIMATORS),
-        help="MI term: the thesis' GAN discriminator loss, or InfoNCE (ours)",
-    )
-    p.add_argument(
-        "--mi-negatives",
-        type=int,
-        default=8,
-        help="marginal pairs per joint pair for --mi-estimator infonce",
-    )
-    p.add_argument(
-        "--likelihood",
-        default="bce",
-        choices=list(LIKELIHOODS),
-        help="likelihood term: the thesis' bit cross-entropy, or contrastive (ours: "
-        "the listener must pick its world's message out of the batch)",
-    )
-    p.add_argument(
-        "--untrained",
-        action="store_true",
-        help="add a reference row: the probe on an untrained speaker (lr 0)",
-    )
-    p.add_argument("--entropy-coef", type=float, default=0.01, help="REINFORCE entropy bonus")
-    p.add_argument(
-        "--remedies", help=f"comma-separated Gumbel remedies from {REMEDIES} ('' for none)"
-    )
-    p.add_argument(
-        "--ours", help=f"comma-separated beyond-thesis rows from {list(OURS)} ('' for none)"
-    )
-    p.add_argument(
-        "--agent",
-        default=None,
-        help="your speaker class as module:Class (trained with the Gumbel wrapper)",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (small models run fastest on 1)"
-    )
-    p.add_argument("--out-dir", default="results/language", help="where JSON/CSV/PNG go")
-    args = p.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+_RUN = SpeakerRunConfig()
+_TEMP = TemperatureSchedule()
+"""The run config's defaults: the options below that a run takes reuse them, typed once there."""
 
 
-def variants(args: argparse.Namespace) -> list[tuple[str, dict]]:
+@dataclass
+class Args:
+    """Table 4.1 and figure 4.3 of the thesis: speakers at four communication levels."""
+
+    quick: bool = False
+    """quick preset: digits, 2 seeds, 600 steps, smaller speakers (about two minutes)"""
+    dataset: str = "fashion-mnist"
+    """digits, fashion-mnist, mnist, ..."""
+    data_root: str | None = _RUN.data_root
+    """directory of the dataset files"""
+    seeds: int = 5
+    """seeds per configuration (--seed, --seed + 1, ...)"""
+    seed: int = _RUN.seed
+    """the first seed"""
+    steps: int = 3000
+    """training steps per run"""
+    batch_size: int = _RUN.batch_size
+    """worlds per training step"""
+    eval_every: int = 250
+    """steps between probe evaluations"""
+    kinds: str = ",".join(KINDS)
+    """comma-separated speaker kinds (gumbel, reinforce; '' for none)"""
+    levels: str = ",".join(LEVEL_GAMES)
+    """comma-separated communication levels (none, receive, feedback, both)"""
+    message_bits: int = _RUN.message_bits
+    """message length L (thesis: 32)"""
+    noise: float = _RUN.noise
+    """mask noise level (the thesis' number was lost; ours: 0.3)"""
+    hidden: tuple[int, ...] = _RUN.hidden
+    """speaker hidden widths, e.g. 256 128 (last = probed)"""
+    disc_hidden: tuple[int, ...] = _RUN.disc_hidden
+    """MI discriminator hidden widths"""
+    lr: float = _RUN.lr
+    """Adam learning rate"""
+    temp_start: float = _TEMP.start
+    """initial Gumbel temperature"""
+    temp_decay: float = _TEMP.decay
+    """temperature decay factor"""
+    temp_every: int = 250
+    """decay the temperature every N steps"""
+    temp_floor: float = _TEMP.floor
+    """temperature floor"""
+    likelihood_scale: float = _RUN.likelihood_scale
+    """multiplier on the thesis' likelihood weights (0.01 one-way, 0.005 with feedback); 1.0
+    collapses messages in our implementation"""
+    mi_estimator: Literal[MI_ESTIMATORS] = _RUN.mi_estimator
+    """MI term: the thesis' GAN discriminator loss, or InfoNCE (ours)"""
+    mi_negatives: int = _RUN.mi_negatives
+    """marginal pairs per joint pair for --mi-estimator infonce"""
+    likelihood: Literal[LIKELIHOODS] = _RUN.likelihood
+    """likelihood term: the thesis' bit cross-entropy, or contrastive (ours: the listener must
+    pick its world's message out of the batch)"""
+    untrained: bool = False
+    """add a reference row: the probe on an untrained speaker (lr 0)"""
+    entropy_coef: float = _RUN.entropy_coef
+    """REINFORCE entropy bonus"""
+    remedies: str = ",".join(REMEDIES)
+    """comma-separated Gumbel remedies (straight-through, long-messages; '' for none)"""
+    ours: str = ",".join(OURS)
+    """comma-separated beyond-thesis rows (contrastive; '' for none)"""
+    agent: str | None = None
+    """your speaker class as module:Class (trained with the Gumbel wrapper)"""
+    device: str = "auto"
+    """auto (CUDA when present) | cpu | cuda"""
+    threads: int = 1
+    """torch CPU threads (small models run fastest on 1)"""
+    out_dir: Path = Path("results/language")
+    """where JSON/CSV/PNG go (results/language-quick with --quick)"""
+    resume: bool = False
+    """keep the runs a killed invocation of the same options finished (its partial file) and
+    run only the others"""
+
+
+QUICK: dict = dict(
+    dataset="digits",
+    seeds=2,
+    steps=600,
+    eval_every=50,
+    hidden=(64, 64),
+    disc_hidden=(128,),
+    temp_every=50,
+    remedies="straight-through",
+    out_dir=Path("results/language-quick"),
+)
+"""What ``--quick`` changes."""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    return parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+
+
+def variants(args: Args) -> list[tuple[str, dict]]:
     """(row name, config overrides) for every speaker variant in the table."""
     out = []
     for kind in filter(None, args.kinds.split(",")):
@@ -207,54 +191,60 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = benchtools.select_device(args.device)
+def run_configs(args: Args, device: torch.device) -> list[tuple[str, str, int, dict]]:
+    """(speaker, level, seed, SpeakerRunConfig keywords) of every run in the table."""
     levels = [lv for lv in args.levels.split(",") if lv]
     for lv in levels:
         if lv not in LEVEL_GAMES:
             raise ValueError(f"unknown level {lv!r}; valid choices: {list(LEVEL_GAMES)}")
-    hidden = tuple(int(h) for h in args.hidden.split(","))
-    base = dict(
-        dataset=args.dataset,
-        data_root=args.data_root,
-        message_bits=args.message_bits,
-        noise=args.noise,
-        hidden=hidden,
-        disc_hidden=tuple(int(h) for h in args.disc_hidden.split(",")),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        eval_every=args.eval_every,
-        likelihood_scale=args.likelihood_scale,
-        entropy_coef=args.entropy_coef,
-        mi_estimator=args.mi_estimator,
-        mi_negatives=args.mi_negatives,
-        likelihood=args.likelihood,
+    shared = {f.name for f in fields(SpeakerRunConfig)} & {f.name for f in fields(Args)}
+    base = {name: getattr(args, name) for name in shared}
+    base.update(
         device=str(device),
         speaker_cls=Speaker,
         temperature=TemperatureSchedule(
             args.temp_start, args.temp_decay, args.temp_every, args.temp_floor
         ),
     )
-    plan = [
+    return [
         (name, level, seed, {**base, **over, "level": level, "seed": seed})
         for name, over in variants(args)
         for level in levels
-        for seed in range(args.seeds)
+        for seed in range(args.seed, args.seed + args.seeds)
         if over.get("lr") != 0.0 or level == levels[0]  # without training the level is moot
     ]
+
+
+def run_key(name: str, level: str, seed: int) -> str:
+    """A run's name in the partial file."""
+    return f"{name} | {level} | seed {seed}"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = benchtools.select_device(args.device)
+    plan = run_configs(args, device)
+    levels = list(dict.fromkeys(level for _, level, _, _ in plan))
+    store = benchtools.RunStore(
+        args.out_dir, "language", args.resume, benchtools.result_options(args)
+    )
+    todo = [p for p in plan if run_key(*p[:3]) not in store]
     print(
-        f"bench_language: {len(plan)} runs on {args.dataset} ({device}), {args.steps} steps each",
+        f"bench language: {len(plan)} runs on {args.dataset} ({device}), {args.steps} steps each "
+        f"({len(plan) - len(todo)} resumed)",
         flush=True,
     )
-    runs = []
-    with benchtools.progress(total=len(plan) * args.steps, desc="speakers", unit="step") as bar:
-        for name, level, seed, cfg in plan:
+    with benchtools.progress(total=len(todo) * args.steps, desc="speakers", unit="step") as bar:
+        for name, level, seed, cfg in todo:
             bar.set_postfix_str(f"{name} {level} seed {seed}")
             result = train_speakers(SpeakerRunConfig(**cfg), progress=bar.update)
-            runs.append((name, level, seed, result))
+            store.add(run_key(name, level, seed), asdict(result))
+    result_fields = [f.name for f in fields(RunResult)]
+    runs = []
+    for name, level, seed, _ in plan:
+        stored = store.rows[run_key(name, level, seed)]
+        runs.append((name, level, seed, RunResult(**{k: stored[k] for k in result_fields})))
 
     rows = table_rows(runs, levels)
     columns = [
@@ -275,8 +265,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{args.dataset}, {args.message_bits}-bit messages, mean over seeds\n"
     )
     print(benchtools.markdown_table(rows, columns))
-    print_ordering(rows)
-    out = Path(args.out_dir)
+    claims = thesis_claims(rows)
+    if claims:
+        print("\nThe thesis' claims on this run:\n")
+        print("\n".join(verdict_lines(claims, rows, args)))
     raw = [
         {
             "speaker": n,
@@ -294,9 +286,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         }
         for n, lv, s, r in runs
     ]
-    name = f"language_{args.dataset}"
-    json_path, csv_path = benchtools.write_results(out, name, rows, args, extra={"runs": raw})
-    png = plot(runs, levels, out / f"{name}.png", args.dataset)
+    extra = {"runs": raw, "thesis_claims": claims}
+    json_path, csv_path = store.finish(rows, args, extra)
+    png = plot(runs, levels, Path(args.out_dir) / "language.png", args.dataset)
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return rows
 
@@ -329,16 +321,44 @@ def table_rows(runs: list, levels: list[str]) -> list[dict]:
     return rows
 
 
-def print_ordering(rows: list[dict]) -> None:
-    """Say whether the thesis' ordering both > feedback > receive > none holds, per speaker."""
+ORDERING = "both > feedback > receive > none"
+
+
+def thesis_claims(rows: list[dict]) -> dict[str, bool]:
+    """Per speaker with all four levels: does the thesis' ordering of the levels hold?"""
+    claims = {}
     for name in dict.fromkeys(r["speaker"] for r in rows):
         acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
         if set(acc) >= set(THESIS):
-            holds = acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
-            print(
-                f"{name}: both > feedback > receive > none: {'yes' if holds else 'no'}; "
-                f"both - none = {acc['both'] - acc['none']:+.1f} points (thesis +7.0)"
+            claims[f"{name}: {ORDERING}"] = (
+                acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
             )
+    return claims
+
+
+def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list[str]:
+    """One line per claim: verdict, the measured gap, what it means on this preset and what to
+    run for the thesis' regime."""
+    preset = f"{args.dataset}, {args.seeds} seeds, {args.steps} steps"
+    regime = (
+        "the thesis' regime (MNIST-size images, 5 seeds) is `commenv bench language` on "
+        "Fashion-MNIST, reported in the README"
+    )
+    lines = []
+    for claim, ok in claims.items():
+        name = claim.removesuffix(f": {ORDERING}")
+        acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
+        gap = acc["both"] - acc["none"]
+        meaning = (
+            "more communication, a better student probe"
+            if ok
+            else "the levels do not order the student's probe accuracy"
+        )
+        lines.append(
+            f"- {claim}: {'holds' if ok else 'FAILS'} on {preset} — {meaning} (both - none = "
+            f"{gap:+.1f} points, thesis +7.0); {regime}"
+        )
+    return lines
 
 
 def plot(runs: list, levels: list[str], path: Path, dataset: str) -> Path:

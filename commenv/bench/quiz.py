@@ -30,7 +30,7 @@ baseline's best *validation* accuracy) and the curves.
     commenv bench quiz --student-hidden 256 --teacher-arch cnn   # a student that fits
     commenv bench quiz --dataset mnist --data-root ~/data/mnist
     commenv bench quiz --quick --teacher my_teachers:MyTeacher
-    commenv bench quiz --quick
+    commenv bench quiz --runs "stack 5 CE soft,stack-5-random-soft" --resume
 
 A user's teacher (``--teacher module:Class``) is built as ``Class(game=game, model=teacher_net,
 seed=seed)`` and must provide ``act(obs, infos) -> {"select": (N, S*B) bool, "targets": (N, S*B,
@@ -40,17 +40,17 @@ minibatches.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 import commenv
 from commenv.bench import tools as benchtools
+from commenv.bench.tools import parse_config
 from commenv_agents.quiz_runner import run_quiz, turn_action
 from commenv_agents.teacher import (
     TEACHER_ARCHS,
@@ -112,123 +112,82 @@ TOLERANCE = 0.5
 configuration within 0.5 of the baseline equivalent)."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="quick preset: digits, exams every 10 lessons (about two minutes)",
-    )
-    p.add_argument(
-        "--dataset", default=None, help="dataset (default: digits with --quick, else fashion-mnist)"
-    )
-    p.add_argument("--data-root", default=None, help="directory holding the dataset files")
-    p.add_argument(
-        "--configs",
-        default="all",
-        help=f"comma-separated configurations or 'all'; choices: {list(CONFIGS)}",
-    )
-    p.add_argument(
-        "--teacher",
-        default=None,
-        help="add a user teacher 'module:Class' (built as Class(game=, model=, seed=))",
-    )
-    p.add_argument("--teacher-stack", type=int, default=5, help="stack size of --teacher")
-    p.add_argument(
-        "--teacher-arch",
-        default="mlp",
-        choices=list(TEACHER_ARCHS),
-        help="the teacher network: the thesis' 2x1200 MLP or our stronger CNN",
-    )
-    p.add_argument("--batch-size", type=int, default=32, help="minibatch size (32 in the thesis)")
-    p.add_argument(
-        "--student-hidden",
-        type=int,
-        default=32,
-        help="units in each of the student's two hidden layers (32 in the thesis)",
-    )
-    p.add_argument(
-        "--patience-epochs",
-        type=int,
-        default=20,
-        help="stop after this many quiz epochs without a better exam (thesis: 20)",
-    )
-    p.add_argument("--max-epochs", type=int, default=None, help="hard cap on quiz epochs")
-    p.add_argument(
-        "--exam-every",
-        type=int,
-        default=None,
-        help="lessons between exams (default 10 quick, 200 full)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the students and the env")
-    p.add_argument(
-        "--worlds",
-        type=int,
-        default=3,
-        help="students trained side by side per configuration (one batched game; "
-        "the table shows their mean and std, the speed-ups their median)",
-    )
-    p.add_argument(
-        "--selection-temperature",
-        type=float,
-        default=0.0,
-        help="0: the thesis' top-k; > 0: sample the lesson without replacement with "
-        "probabilities softmax(difficulty / T) (Gumbel top-k)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="configurations run in parallel processes (one torch thread each)",
-    )
-    p.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (the models are tiny: 1 avoids contention)",
-    )
-    p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV/PNG go")
-    p.add_argument("--no-plot", action="store_true", help="skip figure 3.1")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep the rows already in the partial file and run only the missing "
-        "configurations (several processes may share one out-dir)",
-    )
-    p.add_argument(
-        "--from-partial",
-        action="store_true",
-        help="only rebuild the table/figure from the rows finished so far "
-        "(<out-dir>/table3_1_<dataset>.partial.jsonl)",
-    )
-    args = p.parse_args(argv)
-    if args.student_hidden < 1:
-        p.error(f"--student-hidden must be >= 1, got {args.student_hidden}")
-    if args.dataset is None:
-        args.dataset = "digits" if args.quick else "fashion-mnist"
-    if args.exam_every is None:
-        args.exam_every = 10 if args.quick else 200
-    names = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
-    for name in names:
-        commenv.core.check_choice("config", name, tuple(CONFIGS))
-    if "baseline" not in names and not args.resume:
-        names.insert(0, "baseline")  # every other row is measured against it
-    args.names = names
+@dataclass
+class Args:
+    """Table 3.1 and figure 3.1 of the thesis: a hardness-selecting teacher accelerates a
+    student."""
+
+    quick: bool = False
+    """quick preset: digits, exams every 10 lessons (about two minutes)"""
+    dataset: str = "fashion-mnist"
+    """digits | fashion-mnist | mnist | ..."""
+    data_root: str | None = None
+    """directory holding the dataset files"""
+    runs: str = "all"
+    """comma-separated configurations by name or slug, or 'all' (the baseline always runs:
+    every other row is measured against it), e.g. 'stack 5 CE soft,stack-2-random-soft'"""
+    teacher: str | None = None
+    """add a user teacher 'module:Class' (built as Class(game=, model=, seed=))"""
+    teacher_stack: int = 5
+    """stack size of --teacher"""
+    teacher_arch: Literal[TEACHER_ARCHS] = "mlp"
+    """the teacher network: the thesis' 2x1200 MLP or our stronger CNN"""
+    batch_size: int = 32
+    """minibatch size (32 in the thesis)"""
+    student_hidden: int = 32
+    """units in each of the student's two hidden layers (32 in the thesis)"""
+    patience_epochs: int = 20
+    """stop after this many quiz epochs without a better exam (thesis: 20)"""
+    max_epochs: int | None = None
+    """hard cap on quiz epochs"""
+    exam_every: int = 200
+    """lessons between exams"""
+    seed: int = 0
+    """seed of the students and the env"""
+    worlds: int = 3
+    """students trained side by side per configuration (one batched game; the table shows their
+    mean and std, the speed-ups their median)"""
+    selection_temperature: float = 0.0
+    """0: the thesis' top-k; > 0: sample the lesson without replacement with probabilities
+    softmax(difficulty / T) (Gumbel top-k)"""
+    workers: int = 1
+    """configurations run in parallel processes (one torch thread each)"""
+    device: str = "auto"
+    """auto (CUDA when present) | cpu | cuda"""
+    threads: int = 1
+    """torch CPU threads (the models are tiny: 1 avoids contention)"""
+    out_dir: Path = Path("results/quiz")
+    """where JSON/CSV/PNG go (results/quiz-quick with --quick)"""
+    no_plot: bool = False
+    """skip figure 3.1"""
+    resume: bool = False
+    """keep the configurations a killed run of the same options finished (its partial file)
+    and run only the others"""
+
+    def __post_init__(self) -> None:
+        if self.student_hidden < 1:
+            raise ValueError(f"--student-hidden must be >= 1, got {self.student_hidden}")
+
+
+QUICK: dict[str, Any] = dict(dataset="digits", exam_every=10, out_dir=Path("results/quiz-quick"))
+"""What ``--quick`` changes."""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The options, with ``args.names``: the configurations to run, baseline first."""
+    args = parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    names = benchtools.select_runs(args.runs, list(CONFIGS))
+    args.names = names if "baseline" in names else ["baseline", *names]
     return args
 
 
-def teacher_training(args: argparse.Namespace) -> dict[str, Any]:
+def teacher_training(args: Args) -> dict[str, Any]:
     """``teacher_for`` keywords: none for the thesis' MLP (train_teacher's defaults: 30 epochs
     at most, patience 5), ``arch="cnn"`` for ours."""
     return {} if args.teacher_arch == "mlp" else {"arch": args.teacher_arch}
 
 
-def build_teacher(name: str, game: Any, model: torch.nn.Module, args: argparse.Namespace) -> Any:
+def build_teacher(name: str, game: Any, model: torch.nn.Module, args: Args) -> Any:
     """The teacher agent of configuration ``name`` (or the user's ``--teacher``)."""
     if name.startswith("user:"):
         return benchtools.load_object(args.teacher)(game=game, model=model, seed=args.seed)
@@ -253,7 +212,7 @@ def build_teacher(name: str, game: Any, model: torch.nn.Module, args: argparse.N
     )
 
 
-def run_config(name: str, args: argparse.Namespace, show_progress: bool = True) -> dict[str, Any]:
+def run_config(name: str, args: Args, show_progress: bool = True) -> dict[str, Any]:
     """Train one student to early stopping; return its row (with curves)."""
     device = benchtools.select_device(args.device)
     benchtools.seed_everything(args.seed)
@@ -405,7 +364,7 @@ def draw_figure(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
     return benchtools.save_figure(fig, path)
 
 
-def _worker(job: tuple[str, argparse.Namespace]) -> dict[str, Any]:
+def _worker(job: tuple[str, Args]) -> dict[str, Any]:
     torch.set_num_threads(1)
     return run_config(job[0], job[1], show_progress=False)
 
@@ -419,7 +378,8 @@ PRIORITY = [
     "stack 10 CE soft",
     "stack 20 CE soft",
 ]
-"""Configurations started first (results stream to a .partial.jsonl file as they finish)."""
+"""Configurations started first (each is recorded in the partial file as it finishes, so a
+killed run resumes with ``--resume``)."""
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -428,48 +388,27 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     names = list(args.names) + ([f"user:{args.teacher}"] if args.teacher else [])
     order = sorted(names, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY))
     device = benchtools.select_device(args.device)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f"table3_1_{args.dataset}.partial.jsonl"
-    rows: list[dict[str, Any]] = []
-    if args.from_partial:
-        rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
-    else:
-        done = set()
-        if args.resume and partial.exists():
-            rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
-            done = {r["config"] for r in rows}
-        else:
-            partial.write_text("")
-        jobs = [(n, args) for n in order if n not in done]
-        if any(n.startswith("user:") or CONFIGS[n][1] is not None for n, _ in jobs):
-            # Train (or load) the teacher once, before any worker needs it.
-            teacher_for(
-                args.dataset, data_root=args.data_root, device=device, **teacher_training(args)
-            )
-        if any(n in HELD_OUT for n, _ in jobs):
-            out_of_fold_probs_for(
-                args.dataset, data_root=args.data_root, device=device, **teacher_training(args)
-            )
-        start = time.perf_counter()
-        if args.workers > 1:
-            import multiprocessing as mp
+    store = benchtools.RunStore(args.out_dir, "quiz", args.resume, benchtools.result_options(args))
+    jobs = [(n, args) for n in order if n not in store]
+    print(
+        f"bench quiz: {args.dataset} ({device}), {len(names)} configurations "
+        f"({len(names) - len(jobs)} resumed), {args.worlds} worlds each",
+        flush=True,
+    )
+    prepare_teachers([n for n, _ in jobs], args, device)
+    start = time.perf_counter()
+    if args.workers > 1:
+        import multiprocessing as mp
 
-            with mp.get_context("spawn").Pool(args.workers) as pool:
-                results = pool.imap_unordered(_worker, jobs)
-                for row in benchtools.progress(
-                    results, total=len(jobs), desc="configs", leave=True
-                ):
-                    rows.append(_stream(partial, row))
-        else:
-            for name, _ in benchtools.progress(jobs, desc="configs", leave=True):
-                rows.append(_stream(partial, run_config(name, args)))
-        print(f"\n{len(jobs)} configurations in {time.perf_counter() - start:.0f} s")
-    if not any(r["config"] == "baseline" for r in rows):
-        print("no baseline row yet: rerun with --from-partial once it is done")
-        return rows
-    rank = {n: i for i, n in enumerate([*CONFIGS, *names])}  # resumed rows too: thesis order
-    rows.sort(key=lambda r: rank.get(r["config"], len(rank)))
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            results = pool.imap_unordered(_worker, jobs)
+            for row in benchtools.progress(results, total=len(jobs), desc="configs", leave=True):
+                store.add(row["config"], row)
+    else:
+        for name, _ in benchtools.progress(jobs, desc="configs", leave=True):
+            store.add(name, run_config(name, args))
+    print(f"\n{len(jobs)} configurations in {time.perf_counter() - start:.0f} s")
+    rows = [dict(store.rows[n]) for n in names]  # thesis order
     add_comparisons(rows)
     print(f"\n## Table 3.1 on {args.dataset} (thesis columns: MNIST)\n")
     print(benchtools.markdown_table(rows, COLUMNS))
@@ -480,19 +419,79 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"{args.worlds} worlds per configuration "
         f"(test acc: mean ± std; bp columns: median over worlds)"
     )
-    name = f"table3_1_{args.dataset}"
-    json_path, csv_path = benchtools.write_results(args.out_dir, name, rows, args)
-    print(f"wrote {json_path} and {csv_path}")
+    claims = thesis_claims(rows)
+    if claims:
+        print("\nThe thesis' claims on this run:\n")
+        print("\n".join(verdict_lines(claims, args)))
+    json_path, csv_path = store.finish(rows, args, {"thesis_claims": claims})
+    written = [json_path, csv_path]
     if not args.no_plot:
-        png = out / f"figure3_1_{args.dataset}.png"
-        print(f"wrote {draw_figure(rows, png, args.dataset)}")
+        written.append(draw_figure(rows, Path(args.out_dir) / "quiz.png", args.dataset))
+    print(f"\nwrote {', '.join(map(str, written))}")
     return rows
 
 
-def _stream(path: Path, row: dict[str, Any]) -> dict[str, Any]:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    return row
+def prepare_teachers(names: list[str], args: Args, device: torch.device) -> None:
+    """Train (or load) the teachers the configurations ``names`` need, once, before any worker
+    needs them."""
+    if any(n.startswith("user:") or CONFIGS[n][1] is not None for n in names):
+        teacher_for(args.dataset, data_root=args.data_root, device=device, **teacher_training(args))
+    if any(n in HELD_OUT for n in names):
+        out_of_fold_probs_for(
+            args.dataset, data_root=args.data_root, device=device, **teacher_training(args)
+        )
+
+
+CLAIMS: dict[str, tuple[str, str, str]] = {
+    # claim: (row, comparison row, what the speed-up means)
+    "stack 5 CE soft reaches the baseline sooner": (
+        "stack 5 CE soft",
+        "baseline",
+        "selecting the hardest of 5 minibatches saves backward passes",
+    ),
+    "CE selection beats random selection (stack 2)": (
+        "stack 2 CE soft",
+        "stack 2 random soft",
+        "the teacher's hardness measure, not the smaller lesson alone, does the work",
+    ),
+    "CE selection beats random selection (stack 5)": (
+        "stack 5 CE soft",
+        "stack 5 random soft",
+        "the teacher's hardness measure, not the smaller lesson alone, does the work",
+    ),
+}
+"""The claims of table 3.1 a run can judge from its rows."""
+
+
+def _bp(row: dict[str, Any]) -> float:
+    """Backward passes to the baseline's accuracy (never: infinitely many)."""
+    return float("inf") if row["bp to base"] is None else row["bp to base"]
+
+
+def thesis_claims(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """Which of table 3.1's claims this run's rows confirm (claims without rows absent): a row
+    is faster when it reaches the baseline's test accuracy in fewer backward passes."""
+    by_name = {r["config"]: r for r in rows}
+    return {
+        claim: _bp(by_name[fast]) < _bp(by_name[slow])
+        for claim, (fast, slow, _) in CLAIMS.items()
+        if fast in by_name and slow in by_name
+    }
+
+
+def verdict_lines(claims: dict[str, bool], args: Args) -> list[str]:
+    """One line per claim: verdict, what it means on this preset, what to run for the thesis'
+    regime."""
+    preset = f"{args.dataset}, {args.worlds} worlds, exams every {args.exam_every} lessons"
+    regime = (
+        "the thesis' regime (MNIST-size data, table 3.1) is `commenv bench quiz --workers 2` "
+        "on Fashion-MNIST (about 15 min), reported in the README"
+    )
+    lines = []
+    for claim, ok in claims.items():
+        meaning = CLAIMS[claim][2] if ok else "no saving in backward passes on this preset"
+        lines.append(f"- {claim}: {'holds' if ok else 'FAILS'} on {preset} — {meaning}; {regime}")
+    return lines
 
 
 def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
