@@ -14,16 +14,16 @@ broadcasts the minibatch to each out-neighbour with probability ``broadcast_prob
 logits or features (computed in the same forward pass) as payload.
 
 :class:`SequentialPopulation` is the thesis' implementation — a Python loop over ``N`` separate
-``nn.Module`` s and optimisers — kept only as the speed baseline (:func:`speed_rows`).
+``nn.Module`` s and optimisers — kept only as the speed baseline
+(``commenv.bench.graph.speed_rows``).
 
-A user's own population plugs into :func:`run_population` (and ``examples/bench_graph.py
+A user's own population plugs into :func:`run_population` (and ``commenv bench graph
 --agent module:Class``) if it has the constructor keywords of :class:`OutputSharingPopulation`
 that it needs and the two methods of :class:`NodePopulation`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, Protocol
 
 import torch
@@ -367,66 +367,3 @@ def run_population(
             progress.update(1)
     record(steps)
     return history
-
-
-def speed_rows(
-    quick: bool, sizes: tuple[int, ...] = (10, 50, 100), hidden: int = 64, feature_dim: int = 32
-) -> list[dict[str, Any]]:
-    """Node-steps per second of the batched population vs the sequential loop, in one run.
-
-    Both drive the same node_graph_v0 (digits, 32-sample minibatches, MLP
-    ``64-hidden-feature_dim-10``, true labels shared on a fully connected graph, one torch
-    thread), so the env's cost is in both. The two are timed in alternating rounds so that load
-    from other processes hits both alike. Rows carry ``name``, ``steps_per_s`` (node-steps/s)
-    and ``note`` (model and speed-up). The default model is small (64-64-32-10), where the
-    sequential loop's per-node overhead dominates; with wider layers both become compute-bound
-    and the ratio shrinks (about 3x at N=50 for 64-256-64-10 on 2 shared cores).
-    """
-    rounds, steps_b, steps_s = (2, 10, 2) if quick else (3, 40, 6)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # both sides on one thread: fair, and stable on shared cores
-    rows: list[dict[str, Any]] = []
-    try:
-        for n in sizes:
-            runs = {}
-            for label, cls in (
-                ("batched", OutputSharingPopulation),
-                ("sequential", SequentialPopulation),
-            ):
-                game = NodeGraphGame(n_nodes=n, content="labels", batch_size=32)
-                pop = cls(
-                    n,
-                    game.image_shape,
-                    game.num_classes,
-                    share="labels",
-                    broadcast_prob=1.5 * game.consumption_prob / max(1, n - 1),
-                    hidden=hidden,
-                    feature_dim=feature_dim,
-                )
-                run_population(game, pop, 2)  # warm-up
-                runs[label] = [game, pop, steps_b if label == "batched" else steps_s, 0.0]
-            for _ in range(rounds):
-                for run in runs.values():
-                    start = time.perf_counter()
-                    run_population(run[0], run[1], run[2])
-                    run[3] += time.perf_counter() - start
-            rate = {k: n * r[2] * rounds / r[3] for k, r in runs.items()}
-            ratio = rate["batched"] / rate["sequential"]
-            model = f"MLP 64-{hidden}-{feature_dim}-10"
-            rows.append(
-                {
-                    "name": f"node_graph population N={n} batched",
-                    "steps_per_s": rate["batched"],
-                    "note": f"{model}, 1 thread; {ratio:.1f}x the sequential loop",
-                }
-            )
-            rows.append(
-                {
-                    "name": f"node_graph population N={n} sequential",
-                    "steps_per_s": rate["sequential"],
-                    "note": f"{model}, 1 thread; the thesis' per-node loop",
-                }
-            )
-    finally:
-        torch.set_num_threads(threads)
-    return rows

@@ -14,7 +14,7 @@ small student.
   labels or the true labels as targets.
 
 A teacher agent is anything with ``act(obs, infos) -> {"select", "targets"}`` built as
-``Cls(game=game, model=teacher_model, seed=seed)``; ``examples/bench_quiz.py --teacher
+``Cls(game=game, model=teacher_model, seed=seed)``; ``commenv bench quiz --teacher
 module:Class`` puts one into table 3.1.
 """
 

@@ -28,15 +28,19 @@ def test_bench_speed_runs_and_prints_table(capsys, tmp_path):
             "0.05",
             "--rounds",
             "1",
-            "--out",
+            "--out-dir",
             str(tmp_path),
-            "--skip-agents",
+            "--runs",
+            "environments",
         ]
     )
     assert code == 0
     out = capsys.readouterr().out
     assert "| partial_obs_v0 batched, num_envs=4096 |" in out
-    assert (tmp_path / "speed.json").exists() and (tmp_path / "speed.csv").exists()
+    assert "| partial_obs_v0 PettingZoo parallel face |" in out and "wrote " in out
+    for suffix in ("json", "csv", "png"):
+        assert (tmp_path / f"speed.{suffix}").exists()
+    assert not (tmp_path / "speed.partial.jsonl").exists()
 
 
 def test_bench_script_errors_propagate():

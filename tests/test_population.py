@@ -4,6 +4,7 @@ learns."""
 import pytest
 import torch
 
+from commenv.bench.graph import speed_rows
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.population import (
     BatchedClassifier,
@@ -12,7 +13,6 @@ from commenv_agents.population import (
     SingleClassifier,
     node_losses,
     run_population,
-    speed_rows,
 )
 
 

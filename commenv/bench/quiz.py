@@ -495,7 +495,7 @@ def verdict_lines(claims: dict[str, bool], args: Args) -> list[str]:
 
 
 def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
-    """Rows for ``examples/bench_speed.py``: quiz_v0 lessons per second (keys ``name``,
+    """Rows for ``commenv bench speed``: quiz_v0 lessons per second (keys ``name``,
     ``steps_per_s``, ``note``).
 
     Measured in one process on digits with stack size 5 (a lesson = 5 quiz turns, the teacher's
