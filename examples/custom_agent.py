@@ -93,10 +93,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--num-envs", type=int, default=256, help="worlds for the torch agent")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no contention)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     from commenv.bench.tools import select_device
+
+    torch.set_num_threads(args.threads)
 
     config = dict(message_bits=16, num_candidates=4, noise=0.1, level="both")
 

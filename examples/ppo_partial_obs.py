@@ -6,6 +6,10 @@ Every agent shares one PPO policy (parameter sharing, the SuperSuit route):
 per agent of the trained policy beside a uniformly random policy's, on the same seeds.
 
     python examples/ppo_partial_obs.py --timesteps 50000
+    python examples/ppo_partial_obs.py --device cuda --threads 4
+
+One torch thread by default (``--threads``): on a few loaded cores torch's default thread
+count makes this small policy many times slower, its OpenMP threads waiting on each other.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-cycles", type=int, default=25, help="steps per episode")
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", default="auto", help="PPO's device: auto (CUDA when present), cpu, cuda"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no contention)")
     return p.parse_args(argv)
 
 
@@ -88,8 +96,14 @@ def cast_actions_wrapper(venv):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import supersuit as ss
+    import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.utils import set_random_seed
+
+    from commenv.bench.tools import select_device
+
+    torch.set_num_threads(args.threads)
+    device = select_device(args.device)
 
     config = make_config(args)
     vec = ss.pettingzoo_env_to_vec_env_v1(commenv.partial_obs_v0(**config))
@@ -105,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         learning_rate=1e-3,
         ent_coef=0.01,
         verbose=0,
-        device="cpu",
+        device=str(device),
     )
     start = time.perf_counter()
     model.learn(total_timesteps=args.timesteps)

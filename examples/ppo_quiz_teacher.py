@@ -55,7 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="per-sample: one shared scorer per stacked sample; mlp: SB3's MlpPolicy",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of PPO and the env")
-    p.add_argument("--out-dir", default="results/quiz", help="where JSON/CSV go")
+    p.add_argument(
+        "--device", default="auto", help="PPO's device: auto (CUDA when present), cpu, cuda"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny networks: 1)")
+    p.add_argument(
+        "--out-dir", default="results/ppo_quiz_teacher", help="where ppo_quiz_teacher.json/csv go"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.timesteps = min(args.timesteps, 4_096)
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from stable_baselines3 import PPO
 
     args = parse_args(argv)
-    torch.set_num_threads(1)  # tiny networks: more threads only contend on a shared machine
+    torch.set_num_threads(args.threads)  # tiny networks: more threads only contend
     benchtools.seed_everything(args.seed)
     env = make_env(args)
     batch_size = env.unwrapped.game.batch_size
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         gamma=0.99,
         seed=args.seed,
         verbose=0,
+        device=str(benchtools.select_device(args.device)),
     )
     model.learn(total_timesteps=args.timesteps, progress_bar=False)
     train_s = time.perf_counter() - start
@@ -201,12 +208,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(benchtools.markdown_table(rows, columns))
     paths = benchtools.write_results(
         args.out_dir,
-        f"ppo_quiz_teacher_{args.dataset}",
+        "ppo_quiz_teacher",
         rows,
         args,
         extra={"ppo_train_seconds": train_s},
     )
-    print(f"wrote {paths[0]}")
+    print(f"wrote {paths[0]}, {paths[1]}")
     return rows
 
 

@@ -19,6 +19,7 @@ def test_every_example_has_help(script):
     )
     assert out.returncode == 0, out.stderr
     assert "usage" in out.stdout.lower()
+    assert "--device" in out.stdout and "--threads" in out.stdout  # auto = CUDA; 1 thread on CPU
 
 
 def test_custom_agents_plug_in_and_the_function_agent_beats_random(capsys, example):
