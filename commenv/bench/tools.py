@@ -236,7 +236,17 @@ class RunStore:
         return paths
 
 
-RUN_OPTIONS = ("quick", "runs", "resume", "out_dir", "threads", "workers", "device", "no_plot")
+RUN_OPTIONS = (
+    "quick",
+    "runs",
+    "names",
+    "resume",
+    "out_dir",
+    "threads",
+    "workers",
+    "device",
+    "no_plot",
+)
 """Options that choose which runs happen, where and how fast, not what a run computes."""
 
 

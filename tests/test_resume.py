@@ -1,0 +1,154 @@
+"""Long runs lose nothing: every benchmark killed mid-run resumes with ``--resume``.
+
+Each test starts a tiny ``--quick`` run in a subprocess, kills it (SIGKILL; SIGTERM once) as
+soon as its first run is recorded in the partial file, reruns it with ``--resume`` and checks
+that the finished rows are every run exactly once and that the first run was not recomputed:
+its recorded timing (which a recomputation could not repeat to the last digit) is in the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from commenv.bench.tools import RunStore
+
+TINY = {
+    "graph": [
+        "--steps",
+        "200",
+        "--eval-every",
+        "200",
+        "--runs",
+        "1-node,10-nodes-true-labels,20-nodes-true-labels",
+    ],
+    "quiz": [
+        "--runs",
+        "stack 2 CE soft,stack-2-random-soft",
+        "--max-epochs",
+        "5",
+        "--worlds",
+        "1",
+        "--no-plot",
+    ],
+    "language": [
+        *("--steps", "30", "--eval-every", "15", "--seeds", "1", "--levels", "none,receive,both"),
+        *("--kinds", "gumbel", "--remedies", "", "--ours", ""),
+        *("--hidden", "8", "--disc-hidden", "8", "--batch-size", "16"),
+    ],
+    "speed": [
+        *("--seconds", "0.05", "--rounds", "1"),
+        *("--runs", "environments,node-graph-population"),
+    ],
+}
+
+
+def _recorded(partial: Path) -> list[dict]:
+    """The runs a partial file holds (a line cut short by the kill is skipped)."""
+    entries = []
+    for line in partial.read_text().splitlines() if partial.exists() else []:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "run" in entry:
+            entries.append(entry)
+    return entries
+
+
+def _kill_after_first_run(cmd: list[str], cwd: Path, partial: Path, sig: int) -> list[dict]:
+    env = {**os.environ, "COMMENV_NO_PROGRESS": "1"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    try:
+        while not _recorded(partial):
+            if proc.poll() is not None:
+                pytest.fail(f"ended before its first run was recorded:\n{proc.stdout.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("no run recorded within 300 s")
+            time.sleep(0.01)
+        proc.send_signal(sig)
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert proc.returncode == -sig, "the run finished before it could be killed"
+    return _recorded(partial)
+
+
+def _finished_runs(bench: str, data: dict) -> dict[str, dict]:
+    """Run name -> what the result file holds of it."""
+    if bench == "graph":
+        return {r["configuration"]: r for r in data["rows"]}
+    if bench == "quiz":
+        return {r["config"]: r for r in data["rows"]}
+    if bench == "language":
+        return {f"{r['speaker']} | {r['level']} | seed {r['seed']}": r for r in data["runs"]}
+    return {"rows": {"rows": data["rows"]}}  # speed: checked as a prefix below
+
+
+EXPECTED = {
+    "graph": ["1 node", "10 nodes, true labels", "20 nodes, true labels"],
+    "quiz": ["baseline", "stack 2 CE soft", "stack 2 random soft"],
+    "language": [f"gumbel | {lv} | seed 0" for lv in ("none", "receive", "both")],
+}
+
+
+@pytest.mark.parametrize(
+    ("bench", "sig"),
+    [
+        ("graph", signal.SIGKILL),
+        # SIGTERM ends the process the same way (no handler): the same path, run by .ci/run
+        pytest.param("graph", signal.SIGTERM, marks=pytest.mark.slow),
+        ("quiz", signal.SIGKILL),
+        ("language", signal.SIGKILL),
+        ("speed", signal.SIGKILL),
+    ],
+)
+def test_killed_benchmark_resumes_without_repeating_a_run(bench, sig, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", f"commenv.bench.{bench}", "--quick", *TINY[bench]]
+    cmd += ["--out-dir", str(out)]
+    partial = out / f"{bench}.partial.jsonl"
+    before = _kill_after_first_run(cmd, tmp_path, partial, sig)
+    assert not (out / f"{bench}.json").exists()
+
+    env = {**os.environ, "COMMENV_NO_PROGRESS": "1"}
+    done = subprocess.run(
+        [*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(before)} resumed" in done.stdout or f"{len(before)} of" in done.stdout
+    assert not partial.exists()  # a clean finish leaves no partial file
+    data = json.loads((out / f"{bench}.json").read_text())
+    first = before[0]
+    if bench == "speed":
+        names = [r.get("benchmark") or r["name"] for r in data["rows"]]
+        assert len(names) == len(set(names)) and names[0].startswith("MPE2")
+        assert data["rows"][: len(first["row"]["rows"])] == first["row"]["rows"]  # not remeasured
+        return
+    finished = _finished_runs(bench, data)
+    assert list(finished) == EXPECTED[bench] and len(data["rows"]) >= 1
+    kept = finished[first["run"]]
+    timing = {"graph": "seconds", "quiz": "wall s", "language": "seconds"}[bench]
+    assert kept[timing] == first["row"][timing]  # the first run was not recomputed
+    if bench != "language":
+        assert first["row"].items() <= kept.items()
+
+
+def test_resume_under_other_options_refuses_to_mix_rows(tmp_path):
+    store = RunStore(tmp_path, "graph", config={"steps": 10})
+    store.add("1 node", {"avg_acc": 50.0})
+    assert "1 node" in RunStore(tmp_path, "graph", resume=True, config={"steps": 10})
+    with pytest.raises(ValueError, match="steps: 10 then, 20 now"):
+        RunStore(tmp_path, "graph", resume=True, config={"steps": 20})
+    assert "1 node" not in RunStore(tmp_path, "graph", resume=False, config={"steps": 20})
+    store = RunStore(tmp_path, "graph", config={})
+    store.finish([{"a": 1}], {"steps": 20})
+    assert not store.path.exists() and (tmp_path / "graph.json").exists()
