@@ -43,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"commenv.bench.{args.name}")
     try:
         module.main(rest)
-    except SystemExit as exc:  # argparse exits
+    except SystemExit as exc:  # --help, or a usage error the option parser reported
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except ValueError as exc:  # a bad option value found after parsing (e.g. an unknown run)
+        print(f"commenv bench {args.name}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -43,6 +43,14 @@ def test_bench_speed_runs_and_prints_table(capsys, tmp_path):
     assert not (tmp_path / "speed.partial.jsonl").exists()
 
 
+def test_bench_bad_run_name_is_a_usage_error(capsys):
+    assert cli.main(["bench", "graph", "--quick", "--runs", "2 nodes"]) == 2
+    err = capsys.readouterr().err
+    assert "commenv bench graph: --runs: unknown run '2 nodes'" in err and "'1-node'" in err
+    assert cli.main(["bench", "quiz", "--help"]) == 0
+    assert "--resume" in capsys.readouterr().out
+
+
 def test_bench_script_errors_propagate():
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])

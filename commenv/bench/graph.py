@@ -56,6 +56,7 @@ from commenv.bench.tools import (
     seed_everything,
     select_device,
     select_runs,
+    verdict,
 )
 from commenv.evaluation import WEIGHTINGS
 from commenv.node_graph import CONTENTS, PARTITIONS, NodeGraphGame
@@ -320,13 +321,10 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict[str, Any]], args: Arg
             "(a short budget reads a coarse grid)",
         ),
     }
-    lines = []
-    for claim, ok in claims.items():
-        meaning = means[claim][0 if ok else 1]
-        lines.append(
-            f"- {claim}: {'holds' if ok else 'FAILS'} on {preset} — {meaning}; {THESIS_REGIME}"
-        )
-    return lines
+    return [
+        verdict(claim, ok, preset, means[claim][0 if ok else 1], THESIS_REGIME)
+        for claim, ok in claims.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -354,10 +354,8 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
             if ok
             else "the levels do not order the student's probe accuracy"
         )
-        lines.append(
-            f"- {claim}: {'holds' if ok else 'FAILS'} on {preset} — {meaning} (both - none = "
-            f"{gap:+.1f} points, thesis +7.0); {regime}"
-        )
+        meaning += f" (both - none = {gap:+.1f} points, thesis +7.0)"
+        lines.append(benchtools.verdict(claim, ok, preset, meaning, regime))
     return lines
 
 

@@ -487,11 +487,11 @@ def verdict_lines(claims: dict[str, bool], args: Args) -> list[str]:
         "the thesis' regime (MNIST-size data, table 3.1) is `commenv bench quiz --workers 2` "
         "on Fashion-MNIST (about 15 min), reported in the README"
     )
-    lines = []
-    for claim, ok in claims.items():
-        meaning = CLAIMS[claim][2] if ok else "no saving in backward passes on this preset"
-        lines.append(f"- {claim}: {'holds' if ok else 'FAILS'} on {preset} — {meaning}; {regime}")
-    return lines
+    failed = "no saving in backward passes on this preset"
+    return [
+        benchtools.verdict(claim, ok, preset, CLAIMS[claim][2] if ok else failed, regime)
+        for claim, ok in claims.items()
+    ]
 
 
 def speed_rows(quick: bool = True) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from commenv.bench.tools import (
     save_figure,
     select_device,
     select_runs,
+    verdict,
 )
 
 Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     agents = [row for s in chosen if s != "environments" for row in store.rows[s]["rows"]]
     if env:
         print(markdown_table(env, ["benchmark", "agent-steps/s", "x MPE2"], digits=2))
-        print("\n".join(verdict_lines(env, args)))
+        print("\n".join(verdict_lines(env, args, device)))
     if agents:
         print(markdown_table(agents, ["name", "steps_per_s", "note"], digits=0))
     json_path, csv_path = store.finish(env + agents, args, {"targets": targets(env)})
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return env + agents
 
 
+SPEED_REGIME = "`commenv bench speed --threads 1` (2-s windows) gives the README's figure"
 TARGETS = {
     "partial_obs_v0 batched, num_envs=4096": (100.0, "the batched core >= 100x MPE2"),
     "partial_obs_v0 PettingZoo parallel face": (1.0, "the PettingZoo face >= 1x MPE2"),
@@ -226,7 +228,7 @@ def targets(env: list[dict]) -> dict[str, bool]:
     }
 
 
-def verdict_lines(env: list[dict], args: Args) -> list[str]:
+def verdict_lines(env: list[dict], args: Args, device: torch.device) -> list[str]:
     """One line per target: verdict, the measured ratio, what it means on this run and what to
     run for the reported figure."""
     by_name = {r["benchmark"]: r["x MPE2"] for r in env}
@@ -235,11 +237,9 @@ def verdict_lines(env: list[dict], args: Args) -> list[str]:
         ok = targets(env).get(claim)
         if ok is None:
             continue
-        lines.append(
-            f"- {claim}: {'holds' if ok else 'FAILS'} here ({by_name[row]:.2f}x MPE2 with "
-            f"{args.seconds:.1f}-s windows, one {args.device} run, both sides under the same "
-            "load); `commenv bench speed --threads 1` (2-s windows) gives the README's figure"
-        )
+        where = f"this machine ({by_name[row]:.2f}x MPE2, {args.seconds:g}-s windows)"
+        meaning = f"one run on {device}, both sides measured under the same load"
+        lines.append(verdict(claim, ok, where, meaning, SPEED_REGIME))
     return lines
 
 

@@ -283,6 +283,12 @@ def parse_config(
     return tyro.cli(cls, args=args, description=description, default=default)
 
 
+def verdict(claim: str, ok: bool, where: str, meaning: str, regime: str) -> str:
+    """A thesis claim judged on one run, as one line: the verdict, on what, what it means
+    there, and what to run for the thesis' regime."""
+    return f"- {claim}: {'holds' if ok else 'FAILS'} on {where} — {meaning}; {regime}"
+
+
 def slug(name: str) -> str:
     """A run's short name for the command line: ``"10 nodes, logits"`` -> ``"10-nodes-logits"``."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
