@@ -78,8 +78,7 @@ def _named_graph(graph: str, n: int, k: int | None) -> torch.Tensor:
     check_choice("graph", graph, GRAPHS)
     if graph != "ring" and k is not None:
         raise ValueError(
-            f"k={k!r} only applies to graph='ring'; graph={graph!r} would ignore it "
-            "(leave k=None)"
+            f"k={k!r} only applies to graph='ring'; graph={graph!r} would ignore it (leave k=None)"
         )
     adj = torch.zeros(n, n, dtype=torch.bool)
     if graph == "one_way":

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 TensorDict = dict[str, torch.Tensor]
 
@@ -246,8 +247,17 @@ def validate_action(
         if not _bits_ok(arr, space):
             raise fail("values out of the space")
         arr = arr.astype(space.dtype)
+        picked, most = int(arr.sum()), getattr(space, "max_selected", None)
+        if most is not None and picked > most:  # a Selection
+            raise fail(f"the selection picks {picked} samples, more than {most} allowed")
     elif not np.issubdtype(arr.dtype, np.floating):
         raise fail(f"expected a floating-point array, got dtype {arr.dtype}")
+    elif getattr(space, "classes", None) is not None:  # a Simplex: say which row is wrong
+        from commenv.spaces import check_distributions
+
+        check_distributions(
+            f"invalid action for agent {agent!r}", torch.as_tensor(arr)[None], space
+        )
     if not space.contains(arr):
         raise fail("values out of the space")
     return arr
@@ -301,12 +311,14 @@ def batched_actions(
     device: torch.device,
     *,
     relaxed: bool = False,
+    key: str | None = None,
 ) -> torch.Tensor | TensorDict:
     """Stack the batched actions of ``agents`` (all of one ``space``) into
     ``(num_envs, len(agents), *space.shape)`` and check them: the one action check of every
     batched face. A ``Dict`` space gives a dict of stacked tensors, key by key.
 
     ``relaxed``: ``MultiBinary`` takes any value in [0, 1] (relaxed messages), not only 0/1.
+    ``key``: the ``Dict`` key being checked (named in errors).
     """
     if isinstance(space, gymnasium.spaces.Dict):
         for a in agents:
@@ -318,10 +330,16 @@ def batched_actions(
                     f"{sorted(value) if isinstance(value, Mapping) else describe(value)}"
                 )
         return {
-            key: batched_actions(
-                agents, sub, {a: actions[a][key] for a in agents}, num_envs, device, relaxed=relaxed
+            k: batched_actions(
+                agents,
+                sub,
+                {a: actions[a][k] for a in agents},
+                num_envs,
+                device,
+                relaxed=relaxed,
+                key=k,
             )
-            for key, sub in space.spaces.items()
+            for k, sub in space.spaces.items()
         }
     expected = (num_envs, *space.shape)
     dims = ", ".join(map(str, space.shape))
@@ -330,7 +348,7 @@ def batched_actions(
 
         def fail(why: str, a: str = a) -> ValueError:
             return ValueError(
-                f"invalid action for agent {a!r}: {why}; expected {space} in each of "
+                f"invalid action for agent {a!r}{_key(key)}: {why}; expected {space} in each of "
                 f"num_envs={num_envs} worlds, a tensor of shape (num_envs, {dims}) = "
                 f"{expected}, got {describe(actions[a])}"
             )
@@ -341,26 +359,37 @@ def batched_actions(
             raise fail(f"wrong shape {tuple(t.shape)}{hint}")
         parts.append(t)
     stacked = torch.stack(parts, 1) if len(parts) > 1 else parts[0].unsqueeze(1)
-    check_batch_values(agents, space, stacked, relaxed=relaxed)
+    check_batch_values(agents, space, stacked, relaxed=relaxed, key=key)
     return stacked
 
 
+def _key(key: str | None) -> str:
+    return "" if key is None else f" (key {key!r})"
+
+
 def check_batch_values(
-    agents: list[str], space: gymnasium.Space, x: torch.Tensor, *, relaxed: bool = False
+    agents: list[str],
+    space: gymnasium.Space,
+    x: torch.Tensor,
+    *,
+    relaxed: bool = False,
+    key: str | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the first agent whose slice of ``x`` ``(num_envs,
     len(agents), *space.shape)`` is outside ``space`` (NaN and inf are always outside)."""
     from commenv.spaces import Selection, Simplex, check_distributions
 
+    where = _key(key)
+
     def fail(bad: torch.Tensor, why: str) -> ValueError:
         i = int(bad.reshape(bad.shape[0], bad.shape[1], -1).any(-1).any(0).nonzero()[0])
         shown = x[:, i][bad[:, i]][:4].tolist()
         return ValueError(
-            f"invalid action for agent {agents[i]!r}: {why} for {space}, got values {shown}"
+            f"invalid action for agent {agents[i]!r}{where}: {why} for {space}, got values {shown}"
         )
 
     if x.is_complex():
-        raise ValueError(f"invalid action for agent {agents[0]!r}: complex values for {space}")
+        raise ValueError(f"invalid action for agent {agents[0]!r}{where}: complex values")
     if isinstance(space, gymnasium.spaces.MultiBinary):
         if relaxed:
             low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
@@ -375,19 +404,19 @@ def check_batch_values(
             if bool((count > space.max_selected).any()):
                 env, i = (int(v) for v in (count > space.max_selected).nonzero()[0])
                 raise ValueError(
-                    f"invalid action for agent {agents[i]!r}: the selection picks "
+                    f"invalid action for agent {agents[i]!r}{where}: the selection picks "
                     f"{int(count[env, i])} samples in env {env}, more than "
                     f"{space.max_selected} allowed by {space}"
                 )
         return
     if not x.is_floating_point():
         raise ValueError(
-            f"invalid action for agent {agents[0]!r}: expected a floating-point tensor for "
-            f"{space}, got dtype {x.dtype}"
+            f"invalid action for agent {agents[0]!r}{where}: expected a floating-point tensor "
+            f"for {space}, got dtype {x.dtype}"
         )
     if isinstance(space, Simplex):
         for i, a in enumerate(agents):
-            check_distributions(f"invalid action for agent {a!r}", x[:, i].detach(), space)
+            check_distributions(f"invalid action for agent {a!r}{where}", x[:, i].detach(), space)
         return
     bad = ~torch.isfinite(x)
     box = isinstance(space, gymnasium.spaces.Box)
@@ -618,6 +647,21 @@ class ValidatingAECEnv(parallel_to_aec_wrapper):
         self.env.close()
 
 
+class OrderedAECEnv(OrderEnforcingWrapper):
+    """PettingZoo's order-enforcing wrapper, whose misuse errors are ``ValueError``s (it
+    raises ``AssertionError``, which ``python -O`` would not even strip consistently)."""
+
+    def step(self, action: Any) -> None:
+        if not self._has_reset:
+            raise ValueError("step() called before reset(); call reset() first")
+        super().step(action)
+
+    def observe(self, agent: str) -> Any:
+        if not self._has_reset:
+            raise ValueError("observe() called before reset(); call reset() first")
+        return super().observe(agent)
+
+
 class EnvFamily:
     """A versioned game the PettingZoo way: ``partial_obs_v0`` and friends.
 
@@ -659,10 +703,8 @@ class EnvFamily:
 
     def env(self, **config: Any):
         """AEC form: PettingZoo's ``parallel_to_aec`` conversion, each action checked at its
-        own turn (:class:`ValidatingAECEnv`), order enforced."""
-        from pettingzoo.utils.wrappers import OrderEnforcingWrapper
-
-        return OrderEnforcingWrapper(self.raw_env(**config))
+        own turn (:class:`ValidatingAECEnv`), order enforced (:class:`OrderedAECEnv`)."""
+        return OrderedAECEnv(self.raw_env(**config))
 
     def __call__(self, **config: Any) -> BatchedParallelEnv:
         return self.parallel_env(**config)
