@@ -249,7 +249,7 @@ def validate_action(
         arr = arr.astype(space.dtype)
         picked, most = int(arr.sum()), getattr(space, "max_selected", None)
         if most is not None and picked > most:  # a Selection
-            raise fail(f"the selection picks {picked} samples, more than {most} allowed")
+            raise fail(f"the selection picks {picked} samples, more than {most}")
     elif not np.issubdtype(arr.dtype, np.floating):
         raise fail(f"expected a floating-point array, got dtype {arr.dtype}")
     elif getattr(space, "classes", None) is not None:  # a Simplex: say which row is wrong
@@ -389,7 +389,10 @@ def check_batch_values(
         )
 
     if x.is_complex():
-        raise ValueError(f"invalid action for agent {agents[0]!r}{where}: complex values")
+        raise ValueError(
+            f"invalid action for agent {agents[0]!r}{where}: complex values; expected "
+            f"{space}, got dtype {x.dtype}"
+        )
     if isinstance(space, gymnasium.spaces.MultiBinary):
         if relaxed:
             low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
@@ -404,9 +407,9 @@ def check_batch_values(
             if bool((count > space.max_selected).any()):
                 env, i = (int(v) for v in (count > space.max_selected).nonzero()[0])
                 raise ValueError(
-                    f"invalid action for agent {agents[i]!r}{where}: the selection picks "
-                    f"{int(count[env, i])} samples in env {env}, more than "
-                    f"{space.max_selected} allowed by {space}"
+                    f"invalid action for agent {agents[i]!r}{where}: the selection picks too "
+                    f"many samples; expected at most {space.max_selected} ones in {space}, "
+                    f"got {int(count[env, i])} in env {env}"
                 )
         return
     if not x.is_floating_point():

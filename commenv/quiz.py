@@ -98,6 +98,7 @@ from commenv.core import (
     check_data_root,
     check_float,
     check_int,
+    check_memory,
     check_seed,
     describe,
     validate_action,
@@ -142,6 +143,7 @@ class QuizGame(BatchedEnv):
         num_envs: int = 1,
         device: str | torch.device = "cpu",
         validate: bool = True,
+        allow_large: bool = False,
     ) -> None:
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
@@ -149,7 +151,7 @@ class QuizGame(BatchedEnv):
         self.possible_agents = list(AGENTS)
         self._check_rules(stack_size, batch_size, exam_every, max_lessons, target_accuracy)
         self._build_data(dataset, exam_size, data_seed, data_root)
-        self._build_spaces()
+        self._build_spaces(allow_large)
         self.channel = Channel(make_adjacency("two_way", 2), device=self.device)
         # Both agents hold the dataset: a sample travels as its index plus a distribution.
         index_bits = math.ceil(math.log2(max(2, len(self.train_y))))
@@ -205,9 +207,11 @@ class QuizGame(BatchedEnv):
         self.batches_per_epoch = len(self.train_y) // self.batch_size
         self.exam_turns = math.ceil(self.exam_size / self.batch_size)
 
-    def _build_spaces(self) -> None:
-        """Observation layouts of both agents and the four spaces."""
+    def _build_spaces(self, allow_large: bool) -> None:
+        """Observation layouts of both agents and the four spaces, within the memory bound."""
         B, S, C, D = self.batch_size, self.stack_size, self.num_classes, self.num_features
+        obs_floats = 3 + B * (D + C + 1) + S * B * (2 * C + D)
+        check_memory("observations", 4 * self.num_envs * obs_floats, allow_large)
         self.obs_layout = {
             "phase": slice(0, 3),
             "images": slice(3, 3 + B * D),

@@ -92,16 +92,20 @@ def check_distributions(head: str, x: torch.Tensor, space: gymnasium.Space) -> N
     worst = float((x.sum(-1) - 1.0).abs().max())  # float32 suffices at SUM_ATOL = 1e-3
     if lo >= 0 and hi <= 1 and worst <= SUM_ATOL:  # NaN fails every comparison
         return
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{head}: contains NaN or inf; expected {space}")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise ValueError(
+            f"{head}: contains NaN or inf; expected {space}, got {int((~finite).sum())} "
+            "non-finite values"
+        )
     if lo < 0 or hi > 1:
         raise ValueError(
-            f"{head}: values outside [0, 1] (min {lo:.3g}, max {hi:.3g}); "
-            f"expected {space} (probabilities, e.g. a softmax)"
+            f"{head}: values outside [0, 1]; expected {space} (probabilities, e.g. a softmax), "
+            f"got min {lo:.3g}, max {hi:.3g}"
         )
     sums = x.double().sum(-1)
     where = ((sums - 1.0).abs() > SUM_ATOL).nonzero()[0].tolist()
     raise ValueError(
-        f"{head}: not a distribution: row {where[1:]} of env {where[0]} sums to "
-        f"{float(sums[tuple(where)]):.4g}; expected {space} (apply softmax to logits)"
+        f"{head}: not a distribution; expected {space} (apply softmax to logits), got row "
+        f"{where[1:]} of env {where[0]} summing to {float(sums[tuple(where)]):.4g}"
     )
