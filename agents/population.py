@@ -344,7 +344,7 @@ def run_population(
         raise ValueError(f"run_population drives one world (num_envs=1), got {game.num_envs}")
     obs, _ = game.reset(seed=seed)
     obs_all = game.observe_all()
-    out_valid = game._out_valid
+    out_valid = game.out_valid
     history: list[dict[str, Any]] = []
 
     def record(step: int) -> None:

@@ -14,14 +14,13 @@ receiver gets is laid out in *slots*, one per in-neighbour in increasing sender 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from commenv.core import check_int
+from commenv.core import check_choice, check_int, check_probability, describe
 
 GRAPHS: tuple[str, ...] = ("one_way", "two_way", "all_to_all", "ring")
 """Named graphs accepted by :func:`make_adjacency` (any user graph is accepted too)."""
@@ -37,8 +36,18 @@ def ring_offsets(k: int) -> list[int]:
 def make_adjacency(graph: GraphSpec, n_agents: int, k: int | None = None) -> torch.Tensor:
     """Build a ``(n, n)`` boolean adjacency matrix, ``adj[sender, receiver]``.
 
-    ``graph`` is one of :data:`GRAPHS` or a user graph: an ``(n, n)`` boolean array, or a list
-    of ``(sender, receiver)`` edges.
+    ``graph`` is one of :data:`GRAPHS` or a user graph:
+
+    - an ``(n, n)`` NumPy array or torch tensor ``[sender, receiver]``, bool or holding only
+      0/1 (other values raise), with a zero diagonal (self-loops raise);
+    - a list of ``(sender, receiver)`` edges (tuples, or lists of two ints), no self-loops.
+      A nested Python list is read as an edge list unless it is a square ``n x n`` 0/1
+      matrix; one that fits both readings with different graphs (e.g. ``[[1, 0], [0, 1]]``
+      for 2 agents: edges ``1 -> 0`` and ``0 -> 1``, or a matrix of two self-loops) raises,
+      asking for ``np.asarray(graph)`` (a matrix) or a list of tuples (edges).
+
+    ``k`` is the number of neighbours of ``graph="ring"`` (``1 <= k <= n - 1``) and raises
+    with any other graph, which would ignore it.
 
     - ``one_way``: ``agent_0`` speaks to every other agent (the thesis' teacher -> student).
     - ``two_way``: ``agent_0`` and every other agent hear each other (a star; for 2 agents,
@@ -47,55 +56,120 @@ def make_adjacency(graph: GraphSpec, n_agents: int, k: int | None = None) -> tor
     - ``ring``: each agent speaks to its ``k`` closest agents on a ring (``k = n - 1`` is
       fully connected), as in the thesis' chapter 2.
     """
-    if n_agents < 2:
-        raise ValueError(f"a channel needs at least 2 agents, got n_agents={n_agents}")
-    adj = torch.zeros(n_agents, n_agents, dtype=torch.bool)
+    n_agents = check_int("n_agents", n_agents, 2)
     if isinstance(graph, str):
-        if graph == "one_way":
-            adj[0, 1:] = True
-        elif graph == "two_way":
-            adj[0, 1:] = True
-            adj[1:, 0] = True
-        elif graph == "all_to_all":
-            adj[:] = True
-        elif graph == "ring":
-            if k is None or not 1 <= k <= n_agents - 1:
-                raise ValueError(
-                    f"graph='ring' needs 1 <= k <= n_agents - 1 = {n_agents - 1}, got k={k}"
-                )
-            src = torch.arange(n_agents)
-            for off in ring_offsets(k):  # k <= n entries: a loop over offsets, not over nodes
-                adj[src, (src + off) % n_agents] = True
-        else:
-            raise ValueError(f"unknown graph {graph!r}; valid choices: {GRAPHS} or a user graph")
-    elif isinstance(graph, np.ndarray | torch.Tensor):
-        user = torch.as_tensor(np.asarray(graph) if isinstance(graph, np.ndarray) else graph)
-        if tuple(user.shape) != (n_agents, n_agents):
-            raise ValueError(
-                f"a user graph matrix must have shape ({n_agents}, {n_agents}), "
-                f"got {tuple(user.shape)}"
-            )
-        adj = user.to(torch.bool).cpu().clone()
+        return _named_graph(graph, n_agents, k)
+    if k is not None:
+        raise ValueError(
+            f"k={k!r} only applies to graph='ring'; it would be ignored by a user graph "
+            "(leave k=None)"
+        )
+    if isinstance(graph, np.ndarray | torch.Tensor):
+        return _matrix_graph(graph, n_agents)
+    if isinstance(graph, list | tuple):
+        return _list_graph(graph, n_agents)
+    raise ValueError(
+        f"graph must be one of {list(GRAPHS)}, an (n, n) 0/1 matrix or a list of "
+        f"(sender, receiver) edges, got {describe(graph)}"
+    )
+
+
+def _named_graph(graph: str, n: int, k: int | None) -> torch.Tensor:
+    check_choice("graph", graph, GRAPHS)
+    if graph != "ring" and k is not None:
+        raise ValueError(
+            f"k={k!r} only applies to graph='ring'; graph={graph!r} would ignore it (leave k=None)"
+        )
+    adj = torch.zeros(n, n, dtype=torch.bool)
+    if graph == "one_way":
+        adj[0, 1:] = True
+    elif graph == "two_way":
+        adj[0, 1:] = True
+        adj[1:, 0] = True
+    elif graph == "all_to_all":
+        adj[:] = True
+        adj.fill_diagonal_(False)
     else:
-        edges = list(graph)
-        for edge in edges:
-            if len(edge) != 2 or not all(0 <= int(a) < n_agents for a in edge):
-                raise ValueError(
-                    f"an edge must be (sender, receiver) with agents in [0, {n_agents}), "
-                    f"got {edge!r}"
-                )
-            adj[int(edge[0]), int(edge[1])] = True
-    adj.fill_diagonal_(False)  # nobody needs the channel to hear themself
+        if k is None or not isinstance(k, int | np.integer) or not 1 <= k <= n - 1:
+            raise ValueError(f"graph='ring' needs 1 <= k <= n_agents - 1 = {n - 1}, got k={k!r}")
+        src = torch.arange(n)
+        for off in ring_offsets(int(k)):  # k <= n entries: a loop over offsets, not nodes
+            adj[src, (src + off) % n] = True
     return adj
 
 
-def check_float_bits(bits: int) -> int:
-    """Validate a float payload precision: 32 or more (exact), 16 (IEEE half), or 1–15."""
-    bits = check_int("float_bits", bits, 1)
-    if not (bits >= 32 or bits == 16 or bits <= 15):
+def _matrix_graph(graph: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
+    user = torch.as_tensor(np.asarray(graph) if isinstance(graph, np.ndarray) else graph)
+    if tuple(user.shape) != (n, n):
         raise ValueError(
-            "float_bits must be an integer >= 32 (sent as is), 16 (IEEE half precision) or "
-            f"1..15 (uniform levels between each vector's min and max); got {bits!r}"
+            f"a user graph matrix must have shape ({n}, {n}) [sender, receiver], "
+            f"got {tuple(user.shape)}"
+        )
+    if user.is_complex() or not bool(((user == 0) | (user == 1)).all()):
+        raise ValueError(
+            f"a user graph matrix must hold only 0/1 (or bools), got {describe(graph)} with "
+            f"values {torch.unique(user.detach().cpu())[:6].tolist()}"
+        )
+    adj = user.to(torch.bool).cpu().clone()
+    if bool(adj.diagonal().any()):
+        loops = adj.diagonal().nonzero().flatten().tolist()
+        raise ValueError(f"a user graph may not have self-loops; agents {loops} hear themselves")
+    return adj
+
+
+def _edges_graph(edges: Sequence, n: int) -> torch.Tensor:
+    adj = torch.zeros(n, n, dtype=torch.bool)
+    for edge in edges:
+        ok = isinstance(edge, tuple | list) and len(edge) == 2
+        ok = ok and all(isinstance(a, int | np.integer) and 0 <= a < n for a in edge)
+        if not ok:
+            raise ValueError(
+                f"an edge must be (sender, receiver) with agents in [0, {n}), got {edge!r}"
+            )
+        if edge[0] == edge[1]:
+            raise ValueError(f"an edge may not be a self-loop, got {edge!r}")
+        adj[int(edge[0]), int(edge[1])] = True
+    return adj
+
+
+def _list_graph(graph: Sequence, n: int) -> torch.Tensor:
+    rows = list(graph)
+    square = len(rows) == n and all(
+        isinstance(r, list) and len(r) == n and all(type(v) is int and v in (0, 1) for v in r)
+        for r in rows
+    )
+    if not square:  # tuples, or anything that cannot be an n x n 0/1 matrix: edges
+        return _edges_graph(rows, n)
+    as_matrix = _try(_matrix_graph, np.asarray(rows), n)
+    as_edges = _try(_edges_graph, rows, n)
+    if as_edges is not None and (as_matrix is None or not torch.equal(as_edges, as_matrix)):
+        raise ValueError(
+            f"ambiguous graph {rows!r}: it reads both as an {n} x {n} 0/1 matrix and as a list "
+            "of edges; pass np.asarray(graph) for a matrix or a list of (sender, receiver) "
+            "tuples for edges"
+        )
+    return _matrix_graph(np.asarray(rows), n) if as_matrix is None else as_matrix
+
+
+def _try(build, graph, n: int) -> torch.Tensor | None:
+    try:
+        return build(graph, n)
+    except ValueError:
+        return None
+
+
+FLOAT_BITS: tuple[int, ...] = (*range(1, 17), 32, 64)
+"""Valid float payload precisions: 32 or 64 (sent as is), 16 (IEEE half) or 1..15 (uniform
+levels); anything else (e.g. 33) raises."""
+
+
+def check_float_bits(bits: int) -> int:
+    """Validate a float payload precision: 32 or 64 (exact), 16 (IEEE half), or 1–15 levels."""
+    bits = check_int("float_bits", bits, 1)
+    if bits not in FLOAT_BITS:
+        raise ValueError(
+            "float_bits must be 32 or 64 (sent as is), 16 (IEEE half precision) or 1..15 (uniform "
+            f"levels between each vector's min and max); got {bits!r}"
         )
     return bits
 
@@ -113,7 +187,7 @@ def float_message_bits(vectors: int, width: int, bits: int) -> int:
 def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     """What a receiver reconstructs from floats ``x`` sent at ``bits`` bits per value.
 
-    ``bits >= 32``: ``x`` itself; 16: rounded to IEEE half precision; 1..15: each vector along
+    ``bits`` 32 or 64: ``x`` itself; 16: rounded to IEEE half precision; 1..15: each vector along
     the last dimension is sent as ``2**bits`` evenly spaced levels between its min and max,
     rounded to the nearest level. No gradient: a channel carries values, not graphs.
     """
@@ -169,9 +243,8 @@ class Channel:
         drop_prob: float = 0.0,
         device: str | torch.device = "cpu",
     ) -> None:
-        for name, p in (("flip_prob", flip_prob), ("drop_prob", drop_prob)):
-            if not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+        check_probability("flip_prob", flip_prob)
+        check_probability("drop_prob", drop_prob)
         adj = torch.as_tensor(adjacency, dtype=torch.bool).cpu().clone()
         if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
             raise ValueError(f"adjacency must be square (n, n), got shape {tuple(adj.shape)}")

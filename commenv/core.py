@@ -11,16 +11,28 @@ the AEC form comes from PettingZoo's generic ``parallel_to_aec`` conversion.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
 import torch
 from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
 TensorDict = dict[str, torch.Tensor]
+
+
+MEMORY_LIMIT_BYTES = 256 * 2**20
+"""Bound on the memory a game allocates per step for observations and inboxes (all agents and
+worlds together): 256 MiB. A configuration above it raises at construction with the computed
+size, unless it is built with ``allow_large=True``."""
 
 
 def format_space(space: gymnasium.Space) -> str:
@@ -36,15 +48,168 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:200]
 
 
+# -- configuration checkers: one per kind of parameter ----------------------------------------
+def _is_real(value: Any) -> bool:
+    """A real number that is not a bool (``True`` is not a count, a weight nor a seed)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """Raise ``ValueError`` listing the valid choices when ``value`` is not one of them."""
+    try:
+        ok = isinstance(value, str | type(None)) and value in choices
+    except TypeError:  # unhashable or array-like: never a choice
+        ok = False
+    if not ok:
+        raise ValueError(f"unknown {name} {describe(value)}; valid choices: {list(choices)}")
+
+
+def check_int(
+    name: str, value: Any, low: int = 1, high: int | None = None, *, optional: bool = False
+) -> int | None:
+    """``value`` as an ``int`` in ``[low, high]`` (``None`` allowed when ``optional``), or
+    ``ValueError`` saying what arrived. Floats, strings and bools are refused, not cast."""
+    if optional and value is None:
+        return None
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not ok or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        none = " or None" if optional else ""
+        raise ValueError(f"{name} must be an integer {bound}{none}, got {describe(value)}")
+    return int(value)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed: an integer >= 0 (``mask_seed``, ``data_seed``, ``partition_seed``...)."""
+    return check_int(name, value, 0)
+
+
+def check_float(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    optional: bool = False,
+) -> float | None:
+    """``value`` as a finite ``float`` in ``[low, high]`` (``(low, high]`` when ``low_open``),
+    or ``ValueError`` naming ``name``. Strings such as ``"0.3"`` and bools are refused."""
+    if optional and value is None:
+        return None
+    ok = _is_real(value) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and v <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        span = f"in {lo}{low}, {high}]" if math.isfinite(low) or math.isfinite(high) else ""
+        if math.isfinite(low) and not math.isfinite(high):
+            span = f"> {low}" if low_open else f">= {low}"
+        none = " or None" if optional else ""
+        raise ValueError(
+            f"{name} must be a finite number {span}{none}".rstrip() + f", got {describe(value)}"
+        )
+    return float(value)
+
+
+def check_probability(name: str, value: Any) -> float:
+    """A probability: a number in [0, 1]."""
+    return check_float(name, value, 0.0, 1.0)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``True`` or ``False`` exactly (``"yes"``, ``1`` and ``None`` are refused)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
+
+
+def check_device(value: Any, name: str = "device") -> torch.device:
+    """A ``torch.device`` that exists on this machine, or ``ValueError`` naming ``device``.
+
+    ``"cuda"`` without CUDA (or a CUDA index past the last GPU) says so here, instead of a
+    deep ``AssertionError`` on the first tensor.
+    """
+    if not isinstance(value, str | torch.device):
+        raise ValueError(
+            f"{name} must be a torch device or a string such as 'cpu' or 'cuda', "
+            f"got {describe(value)}"
+        )
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{name}={value!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{name}={value!r} but CUDA is not available on this machine "
+                "(torch.cuda.is_available() is False); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name}={value!r} but this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r} but MPS is not available; use device='cpu'")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name}={value!r}: only 'cpu', 'cuda' and 'mps' are supported")
+    return dev
+
+
+def check_data_root(value: Any, name: str = "data_root") -> str | None:
+    """``None`` (the default search path) or an existing directory; a missing one raises
+    rather than silently falling back to another location."""
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError(f"{name} must be a directory path or None, got {describe(value)}")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{name}={str(value)!r} is not an existing directory")
+    return str(path)
+
+
+def check_memory(what: str, nbytes: int, allow_large: bool) -> None:
+    """Raise when ``nbytes`` exceed :data:`MEMORY_LIMIT_BYTES` unless ``allow_large``."""
+    if nbytes > MEMORY_LIMIT_BYTES and not check_bool("allow_large", allow_large):
+        raise ValueError(
+            f"this configuration needs {nbytes / 2**20:,.0f} MiB of {what}, above the bound "
+            f"of {MEMORY_LIMIT_BYTES / 2**20:,.0f} MiB (commenv.core.MEMORY_LIMIT_BYTES); "
+            "pass allow_large=True if you mean it"
+        )
+
+
+# -- action validation, numpy faces ------------------------------------------------------------
+def _numeric_kind(arr: np.ndarray) -> str | None:
+    """Why an array's dtype can never be an action (``None`` when it is a real number)."""
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        return "not a numeric array"
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        return "complex values"
+    return None
+
+
+def _bits_ok(arr: np.ndarray, space: gymnasium.Space) -> bool:
+    """Integer-space values checked in their own dtype, before any cast (256 is not a bit)."""
+    if isinstance(space, gymnasium.spaces.MultiBinary):
+        return bool(np.all((arr == 0) | (arr == 1)))
+    return bool(np.all((arr >= 0) & (arr < space.nvec)))
+
+
 def validate_action(
     agent: str, space: gymnasium.Space, action: Any
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Return ``action`` as an array of ``space``, or raise ``ValueError`` naming both sides.
 
-    A ``Dict`` space takes a dict with exactly its keys and returns a dict of arrays.
+    The one action check of every numpy face (Parallel and AEC). A ``Dict`` space takes a dict
+    with exactly its keys and returns a dict of arrays.
 
-    Nothing is clipped or cast silently: a float array of 0.0/1.0 is accepted for a
-    ``MultiBinary`` space (it is exactly representable), 0.5 is not.
+    Nothing is clipped, wrapped or cast silently: a float array of 0.0/1.0 is accepted for a
+    ``MultiBinary`` space (it is exactly representable), 0.5, 256 or -255 are not; float spaces
+    (``Box``, ``Simplex``) take floating-point arrays only.
     """
 
     def fail(why: str) -> ValueError:
@@ -70,8 +235,8 @@ def validate_action(
         arr = np.asarray(action)
     except Exception as exc:  # ragged lists and the like
         raise fail(f"not convertible to an array ({exc})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise fail("not a numeric array")
+    if (why := _numeric_kind(arr)) is not None:
+        raise fail(why)
     if tuple(arr.shape) != tuple(space.shape or ()):
         raise fail(f"wrong shape {tuple(arr.shape)}")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
@@ -79,23 +244,191 @@ def validate_action(
     if isinstance(space, gymnasium.spaces.MultiBinary | gymnasium.spaces.MultiDiscrete):
         if np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.round(arr)):
             raise fail("non-integer values")
+        if not _bits_ok(arr, space):
+            raise fail("values out of the space")
         arr = arr.astype(space.dtype)
+        picked, most = int(arr.sum()), getattr(space, "max_selected", None)
+        if most is not None and picked > most:  # a Selection
+            raise fail(f"the selection picks {picked} samples, more than {most}")
+    elif not np.issubdtype(arr.dtype, np.floating):
+        raise fail(f"expected a floating-point array, got dtype {arr.dtype}")
+    elif getattr(space, "classes", None) is not None:  # a Simplex: say which row is wrong
+        from commenv.spaces import check_distributions
+
+        check_distributions(
+            f"invalid action for agent {agent!r}", torch.as_tensor(arr)[None], space
+        )
     if not space.contains(arr):
         raise fail("values out of the space")
     return arr
 
 
-def check_choice(name: str, value: Any, choices: tuple) -> None:
-    """Raise ``ValueError`` listing the valid choices when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; valid choices: {list(choices)}")
+def check_action_keys(
+    actions: Any, expected: list[str], valid: list[str], face: str = "step()"
+) -> None:
+    """The dict every ``step`` takes: a mapping with exactly the ``expected`` agents' keys.
+
+    ``TypeError`` for something that is not a dict; ``ValueError`` naming unknown agents
+    (with the ``valid`` ones) or missing ones.
+    """
+    if not isinstance(actions, Mapping):
+        raise TypeError(
+            f"{face} takes a dict {{agent: action}} for agents {expected}, got {describe(actions)}"
+        )
+    unknown = [a for a in actions if a not in valid]
+    if unknown:
+        raise ValueError(f"unknown agent key(s) {unknown!r}; valid agents: {valid}")
+    missing = [a for a in expected if a not in actions]
+    extra = [a for a in actions if a not in expected]
+    if missing or extra:
+        why = f"missing actions for agent(s) {missing}" if missing else ""
+        if extra:
+            why += ("; " if why else "") + f"no action expected now from {extra}"
+        raise ValueError(f"{face} needs actions for exactly the keys {expected}: {why}")
 
 
-def check_int(name: str, value: Any, low: int = 1) -> int:
-    """``value`` as an ``int`` >= ``low``, or ``ValueError`` saying what arrived."""
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {describe(value)}")
-    return int(value)
+# -- action validation, batched faces ----------------------------------------------------------
+def _as_tensor(agent: str, value: Any, device: torch.device, fail: Any) -> torch.Tensor:
+    """One agent's batched action as a real-valued tensor on ``device``."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:
+            raise fail(f"not convertible to an array ({exc})") from None
+        if (why := _numeric_kind(arr)) is not None:
+            raise fail(why)
+        value = torch.as_tensor(arr)
+    elif value.is_complex():
+        raise fail("complex values")
+    return value if value.device == device else value.to(device)
+
+
+def batched_actions(
+    agents: list[str],
+    space: gymnasium.Space,
+    actions: Mapping[str, Any],
+    num_envs: int,
+    device: torch.device,
+    *,
+    relaxed: bool = False,
+    key: str | None = None,
+) -> torch.Tensor | TensorDict:
+    """Stack the batched actions of ``agents`` (all of one ``space``) into
+    ``(num_envs, len(agents), *space.shape)`` and check them: the one action check of every
+    batched face. A ``Dict`` space gives a dict of stacked tensors, key by key.
+
+    ``relaxed``: ``MultiBinary`` takes any value in [0, 1] (relaxed messages), not only 0/1.
+    ``key``: the ``Dict`` key being checked (named in errors).
+    """
+    if isinstance(space, gymnasium.spaces.Dict):
+        for a in agents:
+            value = actions[a]
+            if not isinstance(value, Mapping) or set(value) != set(space.spaces):
+                raise ValueError(
+                    f"invalid action for agent {a!r}: expected a dict with keys "
+                    f"{sorted(space.spaces)} for {space}, got "
+                    f"{sorted(value) if isinstance(value, Mapping) else describe(value)}"
+                )
+        return {
+            k: batched_actions(
+                agents,
+                sub,
+                {a: actions[a][k] for a in agents},
+                num_envs,
+                device,
+                relaxed=relaxed,
+                key=k,
+            )
+            for k, sub in space.spaces.items()
+        }
+    expected = (num_envs, *space.shape)
+    dims = ", ".join(map(str, space.shape))
+    parts = []
+    for a in agents:
+
+        def fail(why: str, a: str = a) -> ValueError:
+            return ValueError(
+                f"invalid action for agent {a!r}{_key(key)}: {why}; expected {space} in each of "
+                f"num_envs={num_envs} worlds, a tensor of shape (num_envs, {dims}) = "
+                f"{expected}, got {describe(actions[a])}"
+            )
+
+        t = _as_tensor(a, actions[a], device, fail)
+        if tuple(t.shape) != expected:
+            hint = " (missing the leading num_envs dimension?)" if t.shape == space.shape else ""
+            raise fail(f"wrong shape {tuple(t.shape)}{hint}")
+        parts.append(t)
+    stacked = torch.stack(parts, 1) if len(parts) > 1 else parts[0].unsqueeze(1)
+    check_batch_values(agents, space, stacked, relaxed=relaxed, key=key)
+    return stacked
+
+
+def _key(key: str | None) -> str:
+    return "" if key is None else f" (key {key!r})"
+
+
+def check_batch_values(
+    agents: list[str],
+    space: gymnasium.Space,
+    x: torch.Tensor,
+    *,
+    relaxed: bool = False,
+    key: str | None = None,
+) -> None:
+    """Raise ``ValueError`` naming the first agent whose slice of ``x`` ``(num_envs,
+    len(agents), *space.shape)`` is outside ``space`` (NaN and inf are always outside)."""
+    from commenv.spaces import Selection, Simplex, check_distributions
+
+    where = _key(key)
+
+    def fail(bad: torch.Tensor, why: str) -> ValueError:
+        i = int(bad.reshape(bad.shape[0], bad.shape[1], -1).any(-1).any(0).nonzero()[0])
+        shown = x[:, i][bad[:, i]][:4].tolist()
+        return ValueError(
+            f"invalid action for agent {agents[i]!r}{where}: {why} for {space}, got values {shown}"
+        )
+
+    if x.is_complex():
+        raise ValueError(
+            f"invalid action for agent {agents[0]!r}{where}: complex values; expected "
+            f"{space}, got dtype {x.dtype}"
+        )
+    if isinstance(space, gymnasium.spaces.MultiBinary):
+        if relaxed:
+            low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
+            if not (0 <= float(low) and float(high) <= 1):
+                raise fail(~((x >= 0) & (x <= 1)), "expected values in [0, 1]")
+        else:
+            bad = (x != 0) & (x != 1)  # NaN is neither
+            if bool(bad.any()):
+                raise fail(bad, "expected bits, 0 or 1")
+        if isinstance(space, Selection):
+            count = x.reshape(*x.shape[:2], -1).sum(-1)
+            if bool((count > space.max_selected).any()):
+                env, i = (int(v) for v in (count > space.max_selected).nonzero()[0])
+                raise ValueError(
+                    f"invalid action for agent {agents[i]!r}{where}: the selection picks too "
+                    f"many samples; expected at most {space.max_selected} ones in {space}, "
+                    f"got {int(count[env, i])} in env {env}"
+                )
+        return
+    if not x.is_floating_point():
+        raise ValueError(
+            f"invalid action for agent {agents[0]!r}{where}: expected a floating-point tensor "
+            f"for {space}, got dtype {x.dtype}"
+        )
+    if isinstance(space, Simplex):
+        for i, a in enumerate(agents):
+            check_distributions(f"invalid action for agent {a!r}{where}", x[:, i].detach(), space)
+        return
+    bad = ~torch.isfinite(x)
+    box = isinstance(space, gymnasium.spaces.Box)
+    if box and (space.bounded_below.any() or space.bounded_above.any()):
+        low = torch.as_tensor(space.low, device=x.device)
+        high = torch.as_tensor(space.high, device=x.device)
+        bad = bad | (x < low) | (x > high)
+    if bool(bad.any()):
+        raise fail(bad, "NaN, inf or values outside the bounds")
 
 
 class BatchedEnv(ABC):
@@ -146,6 +479,10 @@ class BatchedEnv(ABC):
         """An RGB frame ``(H, W, 3)`` uint8 of world ``env_index``."""
         return None
 
+    def close(self) -> None:
+        """Release the episode state (the game can be ``reset`` again afterwards)."""
+        self._state = {}
+
     def _init_common(
         self,
         *,
@@ -157,13 +494,14 @@ class BatchedEnv(ABC):
         """Check and set the constructor arguments every game shares.
 
         ``ValueError`` for a ``render_mode`` not in ``metadata["render_modes"]`` (listing the
-        valid choices) or a ``num_envs`` that is not an integer >= 1.
+        valid choices), a ``num_envs`` that is not an integer >= 1, a ``device`` this machine
+        does not have (:func:`check_device`) or a ``validate`` that is not a bool.
         """
         check_choice("render_mode", render_mode, (None, *self.metadata.get("render_modes", ())))
         self.num_envs = check_int("num_envs", num_envs)
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.render_mode = render_mode
-        self.validate = validate
+        self.validate = check_bool("validate", validate)
 
     def _seed_generator(self, seed: int | None) -> torch.Generator:
         gen = torch.Generator(device=self.device)
@@ -207,7 +545,7 @@ class GameFace:
         return self.game.render(0)
 
     def close(self) -> None:
-        pass
+        self.game.close()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -266,16 +604,11 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         return self._obs(obs), self._infos(infos)
 
     def step(self, actions: dict[str, Any]):
-        unknown = set(actions) - set(self.possible_agents)
-        if unknown:
-            raise ValueError(
-                f"unknown agent key(s) {sorted(unknown)}; valid agents: {self.possible_agents}"
-            )
         if not self.agents:
-            raise ValueError("step() called on a finished episode; call reset() first")
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(f"missing actions for agent(s) {missing}; live agents: {self.agents}")
+            raise ValueError(
+                "step() called before reset() or on a finished episode; call reset() first"
+            )
+        check_action_keys(actions, self.agents, self.possible_agents)
         batched = {}
         for agent in self.agents:
             arr = validate_action(agent, self.action_space(agent), actions[agent])
@@ -296,6 +629,40 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         )
         self.agents = [a for a in live if not (out[2][a] or out[3][a])]
         return out
+
+
+class ValidatingAECEnv(parallel_to_aec_wrapper):
+    """PettingZoo's ``parallel_to_aec`` wrapper that checks each action at its own turn.
+
+    The plain conversion buffers every action until the last agent has acted, so a bad action
+    of ``agent_0`` would surface at ``agent_1``'s turn (and then at every later step). Here
+    :func:`validate_action` runs before the action is buffered: the error names the agent
+    whose turn it is, and the env is left exactly as if the call never happened.
+    """
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if not (self.terminations[agent] or self.truncations[agent]):
+            action = validate_action(agent, self.action_space(agent), action)
+        super().step(action)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class OrderedAECEnv(OrderEnforcingWrapper):
+    """PettingZoo's order-enforcing wrapper, whose misuse errors are ``ValueError``s (it
+    raises ``AssertionError``, which ``python -O`` would not even strip consistently)."""
+
+    def step(self, action: Any) -> None:
+        if not self._has_reset:
+            raise ValueError("step() called before reset(); call reset() first")
+        super().step(action)
+
+    def observe(self, agent: str) -> Any:
+        if not self._has_reset:
+            raise ValueError("observe() called before reset(); call reset() first")
+        return super().observe(agent)
 
 
 class EnvFamily:
@@ -333,17 +700,14 @@ class EnvFamily:
         """PettingZoo ``ParallelEnv`` (numpy observations, validated actions)."""
         return BatchedParallelEnv(self.game_cls(num_envs=1, device="cpu", **config))
 
-    def raw_env(self, **config: Any):
+    def raw_env(self, **config: Any) -> ValidatingAECEnv:
         """AEC form without PettingZoo's order-enforcing wrapper."""
-        from pettingzoo.utils.conversions import parallel_to_aec_wrapper
-
-        return parallel_to_aec_wrapper(self.parallel_env(**config))
+        return ValidatingAECEnv(self.parallel_env(**config))
 
     def env(self, **config: Any):
-        """AEC form (``parallel_to_aec`` of the parallel env)."""
-        from pettingzoo.utils.conversions import parallel_to_aec
-
-        return parallel_to_aec(self.parallel_env(**config))
+        """AEC form: PettingZoo's ``parallel_to_aec`` conversion, each action checked at its
+        own turn (:class:`ValidatingAECEnv`), order enforced (:class:`OrderedAECEnv`)."""
+        return OrderedAECEnv(self.raw_env(**config))
 
     def __call__(self, **config: Any) -> BatchedParallelEnv:
         return self.parallel_env(**config)

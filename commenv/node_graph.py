@@ -95,7 +95,6 @@ import numpy as np
 import torch
 
 from commenv.channel import (
-    GRAPHS,
     Channel,
     GraphSpec,
     check_float_bits,
@@ -103,7 +102,21 @@ from commenv.channel import (
     make_adjacency,
     quantize,
 )
-from commenv.core import BatchedEnv, TensorDict, check_choice, check_int, describe
+from commenv.core import (
+    BatchedEnv,
+    TensorDict,
+    batched_actions,
+    check_action_keys,
+    check_batch_values,
+    check_choice,
+    check_data_root,
+    check_float,
+    check_int,
+    check_memory,
+    check_probability,
+    check_seed,
+    describe,
+)
 from commenv.datasets import DATASETS, load_dataset
 
 CONTENTS: tuple[str, ...] = ("labels", "logits", "features")
@@ -187,54 +200,84 @@ class NodeGraphGame(BatchedEnv):
         num_envs: int = 1,
         device: str | torch.device = "cpu",
         validate: bool = True,
+        allow_large: bool = False,
     ) -> None:
-        check_choice("content", content, CONTENTS)
-        check_choice("dataset", dataset, DATASETS)
-        check_choice("partition", partition, PARTITIONS)
-        check_choice("overflow", overflow, OVERFLOWS)
-        if isinstance(graph, str):
-            check_choice("graph", graph, GRAPHS)
-        for name, value, low in (
-            ("n_nodes", n_nodes, 1),
-            ("batch_size", batch_size, 1),
-            ("inbox_capacity", inbox_capacity, 1),
-            ("feature_dim", feature_dim, 1),
-            ("image_bits", image_bits, 1),
-            ("max_cycles", max_cycles, 1),
-        ):
-            check_int(name, value, low)
-        check_float_bits(float_bits)
-        if train_size is not None:
-            check_int("train_size", train_size, int(n_nodes))
-        if not (isinstance(consumption_prob, int | float) and 0.0 <= consumption_prob <= 1.0):
-            raise ValueError(f"consumption_prob must be in [0, 1], got {consumption_prob!r}")
-        if not (isinstance(bit_cost, int | float) and math.isfinite(bit_cost)):
-            raise ValueError(f"bit_cost must be a finite number, got {bit_cost!r}")
-
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
         )
-        self.n_nodes = N = int(n_nodes)
-        self.content = content
-        self.batch_size = M = int(batch_size)
-        self.consumption_prob = float(consumption_prob)
-        self.inbox_capacity = int(inbox_capacity)
-        self.overflow = overflow
-        self.image_bits, self.float_bits = int(image_bits), int(float_bits)
-        self.bit_cost = float(bit_cost)
-        self.max_cycles = int(max_cycles)
-        self.possible_agents = [f"node_{i}" for i in range(N)]
+        self._check_rules(
+            n_nodes, content, batch_size, consumption_prob, inbox_capacity, overflow, feature_dim
+        )
+        self._check_bandwidth(image_bits, float_bits, bit_cost)
+        self.max_cycles = check_int("max_cycles", max_cycles)
+        self.possible_agents = [f"node_{i}" for i in range(self.n_nodes)]
+        data = self._build_data(dataset, data_seed, data_root)
+        self._build_partitions(
+            data, dataset, partition, dirichlet_alpha, partition_seed, train_size
+        )
+        self._build_graph(graph, k)
+        self._build_spaces(allow_large)
+        self._gen = self._seed_generator(None)
+        self._state: dict[str, torch.Tensor] = {}
+        self._t = 0
 
-        data = load_dataset(dataset, root=data_root, seed=data_seed)
+    # -- construction ----------------------------------------------------------------------
+    def _check_rules(
+        self,
+        n_nodes: int,
+        content: str,
+        batch_size: int,
+        consumption_prob: float,
+        inbox_capacity: int,
+        overflow: str,
+        feature_dim: int,
+    ) -> None:
+        """The game's own arguments: nodes, what travels, minibatches and inboxes."""
+        check_choice("content", content, CONTENTS)
+        check_choice("overflow", overflow, OVERFLOWS)
+        self.n_nodes = check_int("n_nodes", n_nodes)
+        self.content, self.overflow = content, overflow
+        self.batch_size = check_int("batch_size", batch_size)
+        self.consumption_prob = check_probability("consumption_prob", consumption_prob)
+        self.inbox_capacity = check_int("inbox_capacity", inbox_capacity)
+        self.feature_dim = check_int("feature_dim", feature_dim)
+
+    def _check_bandwidth(self, image_bits: int, float_bits: int, bit_cost: float) -> None:
+        """What a message costs: bits per pixel and per float, and the reward per bit."""
+        self.image_bits = check_int("image_bits", image_bits)
+        self.float_bits = check_float_bits(float_bits)
+        self.bit_cost = check_float("bit_cost", bit_cost, 0.0)
+
+    def _build_data(self, dataset: str, data_seed: int, data_root: str | None) -> Any:
+        """The training images on the device (the test split kept for evaluation)."""
+        check_choice("dataset", dataset, DATASETS)
+        data = load_dataset(
+            dataset, root=check_data_root(data_root), seed=check_seed("data_seed", data_seed)
+        )
         self.image_shape = data.image_shape
-        self.num_classes = C = data.num_classes
-        self.num_features = D = data.num_features
+        self.num_classes = data.num_classes
+        self.num_features = data.num_features
         self.images = data.train.flat().to(self.device)
         self.labels = data.train.y.to(self.device)
         self.test_images, self.test_labels = data.test.x, data.test.y  # for evaluation
+        return data
 
-        # Partitions as a padded (N, max_len) table so local sampling is one gather.
+    def _build_partitions(
+        self,
+        data: Any,
+        dataset: str,
+        partition: str,
+        dirichlet_alpha: float,
+        partition_seed: int,
+        train_size: int | None,
+    ) -> None:
+        """Each node's exclusive partition, as a padded ``(N, max_len)`` table (local
+        sampling is one gather) and ``owner[j]``, the node holding training sample ``j``."""
+        check_choice("partition", partition, PARTITIONS)
+        alpha = check_float("dirichlet_alpha", dirichlet_alpha, 0.0, low_open=True)
+        partition_seed = check_seed("partition_seed", partition_seed)
         pool = np.arange(len(self.labels))
+        train_size = check_int("train_size", train_size, self.n_nodes, optional=True)
         if train_size is not None:
             if train_size > len(pool):
                 raise ValueError(
@@ -242,32 +285,30 @@ class NodeGraphGame(BatchedEnv):
                     f"samples of {dataset!r}"
                 )
             # Its own stream: the same partition_seed draws the same subset for any N.
-            rng = np.random.default_rng([int(partition_seed), 1])
-            pool = np.sort(rng.permutation(len(pool))[: int(train_size)])
-        parts = [
-            pool[p]
-            for p in partition_indices(
-                data.train.y[pool], N, partition, alpha=float(dirichlet_alpha), seed=partition_seed
-            )
-        ]
-        self.partitions = parts
+            rng = np.random.default_rng([partition_seed, 1])
+            pool = np.sort(rng.permutation(len(pool))[:train_size])
+        cuts = partition_indices(
+            data.train.y[pool], self.n_nodes, partition, alpha=alpha, seed=partition_seed
+        )
+        self.partitions = parts = [pool[p] for p in cuts]
         lengths = torch.tensor([len(p) for p in parts])
-        table = torch.zeros(N, int(lengths.max()), dtype=torch.long)
+        table = torch.zeros(self.n_nodes, int(lengths.max()), dtype=torch.long)
+        owner = torch.full((len(self.labels),), -1, dtype=torch.long)
         for i, p in enumerate(parts):  # construction only, not on the step path
             table[i, : len(p)] = torch.from_numpy(p)
-        self.partition_table, self.partition_len = table.to(self.device), lengths.to(self.device)
-        owner = torch.full((len(self.labels),), -1, dtype=torch.long)
-        for i, p in enumerate(parts):
             owner[torch.from_numpy(p)] = i
+        self.partition_table, self.partition_len = table.to(self.device), lengths.to(self.device)
         self.owner = owner.to(self.device)
         """``owner[j]``: the node whose partition holds training sample ``j``."""
 
-        # Graph and channel (no channel for a single node).
+    def _build_graph(self, graph: GraphSpec, k: int | None) -> None:
+        """The channel (none for a single node) and each node's out-neighbour table."""
+        N = self.n_nodes
         if N == 1:
             self.adjacency = torch.zeros(1, 1, dtype=torch.bool)
             self.channel: Channel | None = None
         else:
-            if graph == "ring" and k is None:
+            if isinstance(graph, str) and graph == "ring" and k is None:
                 k = N - 1
             self.adjacency = make_adjacency(graph, N, k)
             self.channel = Channel(self.adjacency, device=self.device)
@@ -279,18 +320,34 @@ class NodeGraphGame(BatchedEnv):
         self._out_table = torch.where(valid, order, N).to(self.device)
         self._out_valid = valid.to(self.device)
 
-        self.payload_dim = P = {"labels": 1, "logits": C, "features": int(feature_dim)}[content]
-        self.feature_dim = int(feature_dim)
+    @property
+    def out_valid(self) -> torch.Tensor:
+        """``(n_nodes, max_out)`` bool: which broadcast bits of each node reach a neighbour
+        (bits past a node's out-degree are ignored)."""
+        return self._out_valid
+
+    def _memory_bytes(self) -> int:
+        """Bytes of one step's observations and of the inboxes, all nodes and worlds."""
+        B, N, M = self.num_envs, self.n_nodes, self.batch_size
+        obs = 4 * B * N * self.obs_layout["inbox_fill"].stop
+        inbox = B * N * self.inbox_capacity * M * (8 + 4 * self.payload_dim)
+        return obs + inbox
+
+    def _build_spaces(self, allow_large: bool) -> None:
+        """Payload width, bits per message, the observation layout and the spaces."""
+        M, C, D, K = self.batch_size, self.num_classes, self.num_features, self.max_out
+        P = {"labels": 1, "logits": C, "features": self.feature_dim}[self.content]
+        self.payload_dim = P
         label_bits = max(1, math.ceil(math.log2(C)))
         self.bits_per_image_message = M * D * self.image_bits
+        labels = self.content == "labels"
         self.bits_per_payload_message = (
-            M * label_bits if content == "labels" else float_message_bits(M, P, self.float_bits)
+            M * label_bits if labels else float_message_bits(M, P, self.float_bits)
         )
-        obs_p = 0 if content == "labels" else P
         sizes = {
             "images": M * D,
             "labels": M * C,
-            "payload": M * obs_p,
+            "payload": 0 if labels else M * P,
             "from_inbox": 1,
             "inbox_fill": 1,
         }
@@ -299,23 +356,18 @@ class NodeGraphGame(BatchedEnv):
         for key, size in sizes.items():
             self.obs_layout[key] = slice(start, start + size)
             start += size
+        check_memory("observations and inboxes", self._memory_bytes(), allow_large)
         low = np.zeros(start, np.float32)
         high = np.ones(start, np.float32)
         low[self.obs_layout["payload"]], high[self.obs_layout["payload"]] = -np.inf, np.inf
         self._obs_space = gymnasium.spaces.Box(low, high, (start,), np.float32)
         bits_space = gymnasium.spaces.MultiBinary(K)
-        if content == "labels":
-            self._act_space: gymnasium.Space = bits_space
-        else:
-            self._act_space = gymnasium.spaces.Dict(
-                {
-                    "broadcast": bits_space,
-                    "payload": gymnasium.spaces.Box(-np.inf, np.inf, (M, P), np.float32),
-                }
-            )
-        self._gen = self._seed_generator(None)
-        self._state: dict[str, torch.Tensor] = {}
-        self._t = 0
+        payload_space = gymnasium.spaces.Box(-np.inf, np.inf, (M, P), np.float32)
+        self._act_space: gymnasium.Space = (
+            bits_space
+            if labels
+            else gymnasium.spaces.Dict({"broadcast": bits_space, "payload": payload_space})
+        )
 
     # -- spaces and graph ----------------------------------------------------------------
     def observation_space(self, agent: str) -> gymnasium.Space:
@@ -447,29 +499,15 @@ class NodeGraphGame(BatchedEnv):
 
     # -- step ----------------------------------------------------------------------------
     def step(self, actions: TensorDict):
-        if set(actions) != set(self.possible_agents):
-            raise ValueError(
-                f"actions must have exactly the keys {self.possible_agents}, got {sorted(actions)}"
-            )
         agents = self.possible_agents
-        if self.content == "labels":
-            bits = torch.stack([torch.as_tensor(actions[a], device=self.device) for a in agents], 1)
-            payload = None
+        check_action_keys(actions, agents, agents)
+        if self.validate:
+            act = batched_actions(agents, self._act_space, actions, self.num_envs, self.device)
         else:
-            for a in agents:
-                if not isinstance(actions[a], dict) or set(actions[a]) != {"broadcast", "payload"}:
-                    raise ValueError(
-                        f"invalid action for agent {a!r}: expected a dict with keys "
-                        f"['broadcast', 'payload'] for {self._act_space}, got "
-                        f"{describe(actions[a])}"
-                    )
-            bits = torch.stack(
-                [torch.as_tensor(actions[a]["broadcast"], device=self.device) for a in agents], 1
-            )
-            payload = torch.stack(
-                [torch.as_tensor(actions[a]["payload"], device=self.device) for a in agents], 1
-            )
-        obs_all, rewards, truncated, infos = self.step_tensors(bits, payload)
+            act = self._stack_unchecked(actions)
+        labels = self.content == "labels"
+        bits, payload = (act, None) if labels else (act["broadcast"], act["payload"])
+        obs_all, rewards, truncated, infos = self._advance(bits, payload)
         terminated = torch.zeros_like(truncated)
         return (
             self._per_agent(obs_all),
@@ -479,40 +517,35 @@ class NodeGraphGame(BatchedEnv):
             self._agent_infos(infos),
         )
 
+    def _stack_unchecked(self, actions: TensorDict) -> torch.Tensor | TensorDict:
+        def stack(values: list[Any]) -> torch.Tensor:
+            return torch.stack([torch.as_tensor(v, device=self.device) for v in values], 1)
+
+        agents = self.possible_agents
+        if self.content == "labels":
+            return stack([actions[a] for a in agents])
+        return {key: stack([actions[a][key] for a in agents]) for key in ("broadcast", "payload")}
+
     def _check(self, bits: torch.Tensor, payload: torch.Tensor | None) -> None:
+        """The batched action check on already stacked tensors (``step_tensors``)."""
         B, N, K = self.num_envs, self.n_nodes, self.max_out
-        if tuple(bits.shape) != (B, N, K):
+        space = self._act_space
+        bits_space = space if self.content == "labels" else space["broadcast"]
+        if not isinstance(bits, torch.Tensor) or tuple(bits.shape) != (B, N, K):
             raise ValueError(
-                f"broadcast bits must be (num_envs, n_nodes, {K}) = {(B, N, K)} "
-                f"(MultiBinary({K}) per agent), got {tuple(bits.shape)}"
+                f"broadcast bits must be a tensor (num_envs, n_nodes, {K}) = {(B, N, K)} "
+                f"(MultiBinary({K}) per agent), got {describe(bits)}"
             )
-        bad = (bits != 0) & (bits != 1)
-        if bits.is_floating_point():
-            bad = bad | ~torch.isfinite(bits)
-        if bool(bad.any()):
-            agent = self.possible_agents[int(bad.any(-1).any(0).nonzero()[0])]
-            raise ValueError(
-                f"invalid action for agent {agent!r}: broadcast bits must be 0 or 1 for "
-                f"MultiBinary({K}), got values {bits[bad][:4].tolist()}"
-            )
+        check_batch_values(self.possible_agents, bits_space, bits)
         if self.content == "labels":
             return
         expected = (B, N, self.batch_size, self.payload_dim)
-        if payload is None or tuple(payload.shape) != expected:
-            got = None if payload is None else tuple(payload.shape)
+        if not isinstance(payload, torch.Tensor) or tuple(payload.shape) != expected:
             raise ValueError(
-                f"content={self.content!r} needs a payload (num_envs, n_nodes, batch_size, "
-                f"{self.payload_dim}) = {expected}, got {got}"
+                f"content={self.content!r} needs a payload tensor (num_envs, n_nodes, "
+                f"batch_size, {self.payload_dim}) = {expected}, got {describe(payload)}"
             )
-        if not payload.is_floating_point():
-            raise ValueError(f"the payload must be a float tensor, got dtype {payload.dtype}")
-        bad_p = ~torch.isfinite(payload)
-        if bool(bad_p.any()):
-            agent = self.possible_agents[int(bad_p.flatten(2).any(-1).any(0).nonzero()[0])]
-            raise ValueError(
-                f"invalid action for agent {agent!r}: payload contains NaN or inf "
-                f"(expected finite values of Box(-inf, inf, {expected[2:]}))"
-            )
+        check_batch_values(self.possible_agents, space["payload"], payload)
 
     def step_tensors(
         self, bits: torch.Tensor, payload: torch.Tensor | None = None
@@ -527,11 +560,19 @@ class NodeGraphGame(BatchedEnv):
         Returns:
             ``(obs (B, N, obs_dim), rewards (B, N), truncated (B,), infos_all)``.
         """
-        st = self._state
-        if not st:
+        if not self._state:
             raise ValueError("step() called before reset()")
         if self.validate:
             self._check(bits, payload)
+        return self._advance(bits, payload)
+
+    def _advance(
+        self, bits: torch.Tensor, payload: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One step on checked tensors (``step`` and ``step_tensors`` both end here)."""
+        st = self._state
+        if not st:
+            raise ValueError("step() called before reset()")
         B, N, M = self.num_envs, self.n_nodes, self.batch_size
         dev = self.device
         rewards = torch.zeros(B, N, device=dev)

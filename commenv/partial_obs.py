@@ -73,8 +73,20 @@ import gymnasium
 import numpy as np
 import torch
 
-from commenv.channel import GRAPHS, Channel, GraphSpec, make_adjacency
-from commenv.core import BatchedEnv, TensorDict, check_choice, check_int, describe
+from commenv.channel import Channel, GraphSpec, make_adjacency
+from commenv.core import (
+    BatchedEnv,
+    TensorDict,
+    batched_actions,
+    check_action_keys,
+    check_choice,
+    check_data_root,
+    check_float,
+    check_int,
+    check_memory,
+    check_probability,
+    check_seed,
+)
 from commenv.datasets import DATASETS, load_dataset
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
@@ -121,38 +133,52 @@ class PartialObsGame(BatchedEnv):
         num_envs: int = 1,
         device: str | torch.device = "cpu",
         validate: bool = True,
+        allow_large: bool = False,
     ) -> None:
-        check_choice("level", level, LEVELS)
-        check_choice("dataset", dataset, DATASETS)
-        check_choice("split", split, SPLITS)
-        if isinstance(graph, str):
-            check_choice("graph", graph, GRAPHS)
-        for name, value, low in (
-            ("n_agents", n_agents, 2),
-            ("message_bits", message_bits, 1),
-            ("num_candidates", num_candidates, 0),
-            ("max_cycles", max_cycles, 1),
-        ):
-            check_int(name, value, low)
-        if num_candidates == 1:
-            raise ValueError("num_candidates must be 0 (no discrimination) or >= 2, got 1")
-        if not 0.0 <= float(noise) <= 1.0:
-            raise ValueError(f"noise must be a probability in [0, 1], got {noise!r}")
-
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
         )
-        self.n_agents = int(n_agents)
-        self.level = level
-        self.message_bits = int(message_bits)
-        self.num_candidates = int(num_candidates)
-        self.info_weight = float(info_weight)
-        self.likelihood_weight = float(likelihood_weight)
-        self.max_cycles = int(max_cycles)
+        self._check_rules(
+            n_agents, level, message_bits, num_candidates, info_weight, likelihood_weight
+        )
+        self.max_cycles = check_int("max_cycles", max_cycles)
         self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
+        self._build_channel(graph, k, flip_prob, drop_prob)
+        self._build_world(dataset, split, noise, mask_seed, data_seed, data_root)
+        self._build_spaces(allow_large)
+        self._gen = self._seed_generator(None)
+        self._state: dict[str, torch.Tensor] = {}
 
+    # -- construction ----------------------------------------------------------------------
+    def _check_rules(
+        self,
+        n_agents: int,
+        level: str,
+        message_bits: int,
+        num_candidates: int,
+        info_weight: float,
+        likelihood_weight: float,
+    ) -> None:
+        """The game's own arguments: agents, level, message and candidate sizes, weights."""
+        check_choice("level", level, LEVELS)
+        self.n_agents = check_int("n_agents", n_agents, 2)
+        self.level = level
+        self.message_bits = check_int("message_bits", message_bits)
+        self.num_candidates = check_int("num_candidates", num_candidates, 0)
+        if self.num_candidates == 1:
+            raise ValueError(
+                "num_candidates must be 0 (no discrimination) or >= 2, got 1: with a single "
+                "candidate the listener's choice is always right and the reward says nothing"
+            )
+        self.info_weight = check_float("info_weight", info_weight)
+        self.likelihood_weight = check_float("likelihood_weight", likelihood_weight)
+
+    def _build_channel(
+        self, graph: GraphSpec, k: int | None, flip_prob: float, drop_prob: float
+    ) -> None:
+        """The channel over ``graph`` and the gradient mask ``level`` opens on it."""
         adjacency = make_adjacency(graph, self.n_agents, k)
-        if level == "both" and not torch.equal(adjacency, adjacency.T):
+        if self.level == "both" and not torch.equal(adjacency, adjacency.T):
             raise ValueError(
                 "level='both' needs a symmetric graph (every listener also speaks back), "
                 "e.g. graph='two_way' or 'all_to_all'; use level='feedback' on a one-way graph"
@@ -161,9 +187,26 @@ class PartialObsGame(BatchedEnv):
             adjacency, flip_prob=flip_prob, drop_prob=drop_prob, device=self.device
         )
         # Gradient through the channel: open exactly where the speaker gets feedback.
-        self.grad_mask: torch.Tensor | bool = adjacency if level in ("feedback", "both") else False
+        opens = self.level in ("feedback", "both")
+        self.grad_mask: torch.Tensor | bool = adjacency if opens else False
 
-        data = load_dataset(dataset, root=data_root, seed=data_seed)
+    def _build_world(
+        self,
+        dataset: str,
+        split: str,
+        noise: float,
+        mask_seed: int,
+        data_seed: int,
+        data_root: str | None,
+    ) -> None:
+        """The images of ``split`` on the device and each agent's fixed noise mask."""
+        check_choice("dataset", dataset, DATASETS)
+        check_choice("split", split, SPLITS)
+        noise = check_probability("noise", noise)
+        mask_seed = check_seed("mask_seed", mask_seed)
+        data = load_dataset(
+            dataset, root=check_data_root(data_root), seed=check_seed("data_seed", data_seed)
+        )
         chosen = getattr(data, split)
         self.image_shape = data.image_shape
         self.num_classes = data.num_classes
@@ -174,6 +217,8 @@ class PartialObsGame(BatchedEnv):
         self._mask_f = self.masks.to(self.images.dtype)
         self._mask_sign = 1.0 - 2.0 * self._mask_f
 
+    def _build_spaces(self, allow_large: bool) -> None:
+        """The observation layout and the spaces, within the memory bound."""
         D, L, K, S = self.num_features, self.message_bits, self.num_candidates, self.max_in
         self.obs_layout = {
             "view": slice(0, D),
@@ -181,10 +226,11 @@ class PartialObsGame(BatchedEnv):
             "candidates": slice(D + S * (1 + L), D + S * (1 + L) + K * D),
         }
         obs_dim = self.obs_layout["candidates"].stop
+        obs_bytes = 4 * self.num_envs * self.n_agents * obs_dim
+        draw_bytes = 8 * self._DRAW_CHUNK * self.num_envs * max(K, 1)
+        check_memory("observations", obs_bytes + draw_bytes, allow_large)
         self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
         self._act_space = gymnasium.spaces.MultiBinary(L + K)
-        self._gen = self._seed_generator(None)
-        self._state: dict[str, torch.Tensor] = {}
 
     # -- spaces ----------------------------------------------------------------------------
     @property
@@ -297,28 +343,14 @@ class PartialObsGame(BatchedEnv):
 
     # -- step ------------------------------------------------------------------------------
     def _stack_actions(self, actions: TensorDict) -> torch.Tensor:
-        if set(actions) != set(self.possible_agents):
-            raise ValueError(
-                f"actions must have exactly the keys {self.possible_agents}, got {sorted(actions)}"
+        agents = self.possible_agents
+        check_action_keys(actions, agents, agents)
+        if not self.validate:
+            act = torch.stack([torch.as_tensor(actions[a], device=self.device) for a in agents], 1)
+        else:  # bits or relaxed messages in [0, 1]
+            act = batched_actions(
+                agents, self._act_space, actions, self.num_envs, self.device, relaxed=True
             )
-        act = torch.stack(
-            [torch.as_tensor(actions[a], device=self.device) for a in self.possible_agents], 1
-        )
-        expected = (self.num_envs, self.n_agents, self._act_space.n)
-        if self.validate:
-            if tuple(act.shape) != expected:
-                raise ValueError(
-                    f"batched actions must be (num_envs, {self._act_space.n}) per agent "
-                    f"(stacked {expected}); got stacked shape {tuple(act.shape)}"
-                )
-            low, high = torch.aminmax(act.detach().float())  # NaN propagates into both
-            if not (0 <= float(low) and float(high) <= 1):
-                bad = ~((act >= 0) & (act <= 1))
-                agent = self.possible_agents[int(bad.any(-1).any(0).nonzero()[0])]
-                raise ValueError(
-                    f"invalid action for agent {agent!r}: expected values in [0, 1] for "
-                    f"{self._act_space}, got {describe(actions[agent])} with values outside"
-                )
         return act if act.is_floating_point() else act.float()
 
     def step(self, actions: TensorDict):

@@ -83,92 +83,32 @@ import gymnasium
 import numpy as np
 import torch
 from pettingzoo import AECEnv
+from pettingzoo.utils.conversions import turn_based_aec_to_parallel_wrapper
 
 from commenv.channel import Channel, make_adjacency
 from commenv.core import (
     BatchedEnv,
     EnvFamily,
     GameFace,
+    OrderedAECEnv,
     TensorDict,
     _to_numpy,
+    batched_actions,
     check_choice,
+    check_data_root,
+    check_float,
     check_int,
+    check_memory,
+    check_seed,
     describe,
+    validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
+from commenv.spaces import SUM_ATOL, Selection, Simplex  # noqa: F401  (re-exported)
 
 AGENTS: tuple[str, str] = ("student", "teacher")
 PHASES: tuple[str, ...] = ("quiz", "lesson", "study", "exam")
 STUDENT_PHASES: tuple[str, ...] = ("quiz", "study", "exam")
-SUM_ATOL = 1e-3
-"""Tolerance on a distribution's row sum (float32 softmax rows sum to 1 within ~1e-6)."""
-
-
-# -- spaces ------------------------------------------------------------------------------------
-class Simplex(gymnasium.spaces.Space):
-    """``rows`` probability distributions over ``classes``: values in [0, 1], rows summing to 1.
-
-    A space of its own rather than a ``Box``: generic tools assume any ``Box`` contains zeros,
-    and an all-zero answer is exactly what this space rejects.
-    """
-
-    def __init__(self, rows: int, classes: int, seed: int | None = None) -> None:
-        super().__init__((int(rows), int(classes)), np.float32, seed=seed)
-        self.rows, self.classes = int(rows), int(classes)
-        self.low = np.zeros(self.shape, np.float32)
-        self.high = np.ones(self.shape, np.float32)
-
-    @property
-    def is_np_flattenable(self) -> bool:
-        return True
-
-    def sample(self, mask: None = None, probability: None = None) -> np.ndarray:
-        """Rows drawn from a flat Dirichlet."""
-        x = self.np_random.dirichlet(np.ones(self.classes), size=self.rows)
-        return x.astype(np.float32)
-
-    def contains(self, x: Any) -> bool:
-        x = np.asarray(x)
-        if x.shape != self.shape or not np.issubdtype(x.dtype, np.floating):
-            return False
-        if not (np.all(np.isfinite(x)) and np.all(x >= 0) and np.all(x <= 1)):
-            return False
-        return bool(np.all(np.abs(x.astype(np.float64).sum(-1) - 1.0) <= SUM_ATOL))
-
-    def __repr__(self) -> str:
-        return f"Simplex({self.rows} rows x {self.classes} classes, each row sums to 1)"
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, Simplex) and (self.rows, self.classes) == (
-            other.rows,
-            other.classes,
-        )
-
-
-class Selection(gymnasium.spaces.MultiBinary):
-    """A bit per stacked sample with at most ``max_selected`` ones."""
-
-    def __init__(self, n: int, max_selected: int, seed: int | None = None) -> None:
-        super().__init__(int(n), seed=seed)
-        self.max_selected = int(max_selected)
-
-    def sample(self, mask: Any = None, probability: Any = None) -> np.ndarray:
-        """Exactly ``max_selected`` bits, uniformly at random."""
-        x = np.zeros(self.n, dtype=self.dtype)
-        x[self.np_random.choice(self.n, size=self.max_selected, replace=False)] = 1
-        return x
-
-    def contains(self, x: Any) -> bool:
-        return super().contains(x) and int(np.asarray(x).sum()) <= self.max_selected
-
-    def __repr__(self) -> str:
-        return f"Selection({self.n} bits, at most {self.max_selected} ones)"
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, Selection) and (self.n, self.max_selected) == (
-            other.n,
-            other.max_selected,
-        )
 
 
 # -- the batched game --------------------------------------------------------------------------
@@ -203,21 +143,48 @@ class QuizGame(BatchedEnv):
         num_envs: int = 1,
         device: str | torch.device = "cpu",
         validate: bool = True,
+        allow_large: bool = False,
     ) -> None:
-        check_choice("dataset", dataset, DATASETS)
-        self.stack_size = check_int("stack_size", stack_size)
-        self.batch_size = check_int("batch_size", batch_size)
-        self.exam_every = check_int("exam_every", exam_every)
-        self.max_lessons = check_int("max_lessons", max_lessons)
-        if target_accuracy is not None and not 0.0 < float(target_accuracy) <= 1.0:
-            raise ValueError(f"target_accuracy must be in (0, 1] or None, got {target_accuracy!r}")
-        self.target_accuracy = None if target_accuracy is None else float(target_accuracy)
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
         )
         self.possible_agents = list(AGENTS)
+        self._check_rules(stack_size, batch_size, exam_every, max_lessons, target_accuracy)
+        self._build_data(dataset, exam_size, data_seed, data_root)
+        self._build_spaces(allow_large)
+        self.channel = Channel(make_adjacency("two_way", 2), device=self.device)
+        # Both agents hold the dataset: a sample travels as its index plus a distribution.
+        index_bits = math.ceil(math.log2(max(2, len(self.train_y))))
+        self.bits_per_sample = index_bits + 32 * self.num_classes
+        self._gen = self._seed_generator(None)
+        self._started = False
 
-        data = load_dataset(dataset, root=data_root, seed=data_seed)
+    # -- construction ----------------------------------------------------------------------
+    def _check_rules(
+        self,
+        stack_size: int,
+        batch_size: int,
+        exam_every: int,
+        max_lessons: int,
+        target_accuracy: float | None,
+    ) -> None:
+        """The schedule: stack and batch sizes, exam frequency, episode length and target."""
+        self.stack_size = check_int("stack_size", stack_size)
+        self.batch_size = check_int("batch_size", batch_size)
+        self.exam_every = check_int("exam_every", exam_every)
+        self.max_lessons = check_int("max_lessons", max_lessons)
+        self.target_accuracy = check_float(
+            "target_accuracy", target_accuracy, 0.0, 1.0, low_open=True, optional=True
+        )
+
+    def _build_data(
+        self, dataset: str, exam_size: int | None, data_seed: int, data_root: str | None
+    ) -> None:
+        """Training images (the quizzes and lessons) and the fixed exam on the device."""
+        check_choice("dataset", dataset, DATASETS)
+        data = load_dataset(
+            dataset, root=check_data_root(data_root), seed=check_seed("data_seed", data_seed)
+        )
         self.dataset = dataset
         self.num_classes = data.num_classes
         self.num_features = data.num_features
@@ -225,9 +192,7 @@ class QuizGame(BatchedEnv):
         self.train_x = data.train.flat().to(self.device)
         self.train_y = data.train.y.to(self.device)
         n_val = len(data.val)
-        if exam_size is None:
-            exam_size = n_val
-        self.exam_size = check_int("exam_size", exam_size)
+        self.exam_size = check_int("exam_size", n_val if exam_size is None else exam_size)
         if self.exam_size > n_val:
             raise ValueError(
                 f"exam_size must be <= the validation split ({n_val}), got {exam_size}"
@@ -236,12 +201,17 @@ class QuizGame(BatchedEnv):
         self.val_y = data.val.y[: self.exam_size].to(self.device)
         if len(self.train_y) < self.batch_size:
             raise ValueError(
-                f"batch_size={batch_size} exceeds the training split ({len(self.train_y)} samples)"
+                f"batch_size={self.batch_size} exceeds the training split "
+                f"({len(self.train_y)} samples)"
             )
         self.batches_per_epoch = len(self.train_y) // self.batch_size
         self.exam_turns = math.ceil(self.exam_size / self.batch_size)
 
+    def _build_spaces(self, allow_large: bool) -> None:
+        """Observation layouts of both agents and the four spaces, within the memory bound."""
         B, S, C, D = self.batch_size, self.stack_size, self.num_classes, self.num_features
+        obs_floats = 3 + B * (D + C + 1) + S * B * (2 * C + D)
+        check_memory("observations", 4 * self.num_envs * obs_floats, allow_large)
         self.obs_layout = {
             "phase": slice(0, 3),
             "images": slice(3, 3 + B * D),
@@ -253,25 +223,15 @@ class QuizGame(BatchedEnv):
             "labels": slice(S * B * C, 2 * S * B * C),
             "images": slice(2 * S * B * C, S * B * (2 * C + D)),
         }
+        student_obs = gymnasium.spaces.Box(0.0, 1.0, (self.obs_layout["mask"].stop,), np.float32)
+        teacher_act = {"select": Selection(S * B, B), "targets": Simplex(S * B, C)}
         self._spaces = {
             "obs": {
-                "student": gymnasium.spaces.Box(
-                    0.0, 1.0, (self.obs_layout["mask"].stop,), np.float32
-                ),
+                "student": student_obs,
                 "teacher": gymnasium.spaces.Box(0.0, 1.0, (S * B * (2 * C + D),), np.float32),
             },
-            "act": {
-                "student": Simplex(B, C),
-                "teacher": gymnasium.spaces.Dict(
-                    {"select": Selection(S * B, B), "targets": Simplex(S * B, C)}
-                ),
-            },
+            "act": {"student": Simplex(B, C), "teacher": gymnasium.spaces.Dict(teacher_act)},
         }
-        self.channel = Channel(make_adjacency("two_way", 2), device=self.device)
-        # Both agents hold the dataset: a sample travels as its index plus a distribution.
-        self.bits_per_sample = math.ceil(math.log2(max(2, len(self.train_y)))) + 32 * C
-        self._gen = self._seed_generator(None)
-        self._started = False
 
     # -- spaces ----------------------------------------------------------------------------
     def observation_space(self, agent: str) -> gymnasium.Space:
@@ -283,7 +243,18 @@ class QuizGame(BatchedEnv):
     @property
     def agent_selection(self) -> str:
         """The agent whose turn it is."""
+        if not self._started:
+            raise ValueError("no agent's turn before reset(); call reset() first")
         return "teacher" if self.phase == "lesson" else "student"
+
+    @property
+    def lessons(self) -> int:
+        """Lessons given since the last reset (all worlds share the clock)."""
+        return self._lessons if self._started else 0
+
+    def close(self) -> None:
+        """End the episode; ``reset`` starts a new one."""
+        self._started = False
 
     def unpack_student(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split batched student observations ``(N, obs_dim)`` into named ``(N, B, ...)`` parts."""
@@ -401,21 +372,28 @@ class QuizGame(BatchedEnv):
     # -- step ------------------------------------------------------------------------------
     def step(self, actions: dict[str, Any]):
         if not self._started:
-            raise ValueError("step() called before reset()")
+            raise ValueError("step() called before reset(); call reset() first")
         agent = self.agent_selection
+        if not isinstance(actions, dict):
+            raise TypeError(
+                f"step() takes a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
+            )
+        unknown = [a for a in actions if a not in self.possible_agents]
+        if unknown:
+            raise ValueError(f"unknown agent key(s) {unknown!r}; valid agents: {list(AGENTS)}")
         if set(actions) != {agent}:
             raise ValueError(self._turn_error(sorted(actions)))
+        checked = self._check_action(agent, actions[agent])  # nothing changes before this
         self._exam_done = torch.zeros_like(self._exam_done)
         rewards = torch.zeros(self.num_envs, device=self.device)
         if self.phase == "quiz":
-            self._quiz(self._check_answer(actions["student"]))
+            self._quiz(checked)
         elif self.phase == "lesson":
-            self._lesson(actions["teacher"])
+            self._lesson(*checked)
         elif self.phase == "study":
-            self._check_answer(actions["student"])
             self._study()
         else:
-            rewards = self._exam(self._check_answer(actions["student"]))
+            rewards = self._exam(checked)
         obs, infos = self._observations(), self._infos()
         return (
             obs,
@@ -474,8 +452,7 @@ class QuizGame(BatchedEnv):
         mask[sender, receiver] = True
         return mask.expand(rows, 2, 2)
 
-    def _lesson(self, action: Any) -> None:
-        select, targets = self._check_lesson(action)
+    def _lesson(self, select: torch.Tensor, targets: torch.Tensor) -> None:
         N, B, C = self.num_envs, self.batch_size, self.num_classes
         # Stable sort puts the selected samples first, in stack order: a batched compaction.
         order = (~select).to(torch.int8).argsort(dim=1, stable=True)[:, :B]
@@ -535,59 +512,19 @@ class QuizGame(BatchedEnv):
         return rewards
 
     # -- validation ------------------------------------------------------------------------
-    def _check_answer(self, answer: Any) -> torch.Tensor:
-        answer = torch.as_tensor(answer, device=self.device)
+    def _check_action(self, agent: str, action: Any) -> Any:
+        """The batched face's one action check (:func:`commenv.core.batched_actions`): the
+        student's answers ``(num_envs, B, C)``, or the teacher's ``(select, targets)``."""
+        space = self._spaces["act"][agent]
         if not self.validate:
-            return answer.float()
-        expected = (self.num_envs, self.batch_size, self.num_classes)
-        space = self._spaces["act"]["student"]
-        head = f"invalid action for agent 'student' ({self.phase} turn)"
-        if tuple(answer.shape) != expected or not answer.is_floating_point():
-            raise ValueError(
-                f"{head}: expected a float tensor of shape {expected} (num_envs x {space}), "
-                f"got {describe(answer)}"
-            )
-        _check_distributions("student", head, answer, space)
-        return answer.float()
-
-    def _check_lesson(self, action: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        head = "invalid action for agent 'teacher' (lesson turn)"
-        space = self._spaces["act"]["teacher"]
-        if not isinstance(action, dict) or set(action) != {"select", "targets"}:
-            raise ValueError(
-                f"{head}: expected a dict with keys ['select', 'targets'] ({space}), "
-                f"got {describe(action) if not isinstance(action, dict) else sorted(action)}"
-            )
-        select = torch.as_tensor(action["select"], device=self.device)
-        targets = torch.as_tensor(action["targets"], device=self.device)
-        if not self.validate:
-            return select.bool(), targets.float()
-        N, C, B = self.num_envs, self.num_classes, self.batch_size
-        M = self.stack_size * B
-        if tuple(select.shape) != (N, M):
-            raise ValueError(
-                f"{head}: 'select' must have shape {(N, M)} (num_envs x {space['select']}), "
-                f"got {describe(select)}"
-            )
-        if select.is_floating_point() and not bool(torch.isfinite(select).all()):
-            raise ValueError(f"{head}: 'select' contains NaN or inf; expected bits 0/1")
-        if not bool(((select == 0) | (select == 1)).all()):
-            raise ValueError(f"{head}: 'select' must hold bits 0/1, got other values")
-        select = select.bool()
-        count = select.sum(1)
-        if bool((count > B).any()):
-            env = int((count > B).nonzero()[0])
-            raise ValueError(
-                f"{head}: the selection picks {int(count[env])} samples in env {env}, more than "
-                f"batch_size={B}; expected at most {B} ones in {space['select']}"
-            )
-        if tuple(targets.shape) != (N, M, C) or not targets.is_floating_point():
-            raise ValueError(
-                f"{head}: 'targets' must be a float tensor of shape {(N, M, C)} "
-                f"(num_envs x {space['targets']}), got {describe(targets)}"
-            )
-        _check_distributions("teacher", head + " 'targets'", targets, space["targets"])
-        return select, targets.float()
+            if agent == "student":
+                return torch.as_tensor(action, device=self.device).float()
+            select = torch.as_tensor(action["select"], device=self.device)
+            return select.bool(), torch.as_tensor(action["targets"], device=self.device).float()
+        act = batched_actions([agent], space, {agent: action}, self.num_envs, self.device)
+        if agent == "student":
+            return act[:, 0].float()
+        return act["select"][:, 0].bool(), act["targets"][:, 0].float()
 
     # -- outputs ---------------------------------------------------------------------------
     def _observations(self) -> TensorDict:
@@ -639,27 +576,6 @@ class QuizGame(BatchedEnv):
         return np.concatenate([top, bits], 0)
 
 
-def _check_distributions(agent: str, head: str, x: torch.Tensor, space: gymnasium.Space) -> None:
-    """Raise unless every row of ``x`` is a probability distribution."""
-    lo, hi = (float(v) for v in torch.aminmax(x))
-    worst = float((x.sum(-1) - 1.0).abs().max())  # float32 suffices at SUM_ATOL = 1e-3
-    if lo >= 0 and hi <= 1 and worst <= SUM_ATOL:  # NaN fails every comparison
-        return
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{head}: contains NaN or inf; expected {space}")
-    if lo < 0 or hi > 1:
-        raise ValueError(
-            f"{head}: values outside [0, 1] (min {lo:.3g}, max {hi:.3g}); "
-            f"expected {space} (probabilities, e.g. a softmax)"
-        )
-    sums = x.double().sum(-1)
-    where = ((sums - 1.0).abs() > SUM_ATOL).nonzero()[0].tolist()
-    raise ValueError(
-        f"{head}: not a distribution: row {where[1:]} of env {where[0]} sums to "
-        f"{float(sums[tuple(where)]):.4g}; expected {space} (apply softmax to logits)"
-    )
-
-
 # -- PettingZoo faces ------------------------------------------------------------------------
 class QuizAECEnv(GameFace, AECEnv):
     """Native AEC face of a :class:`QuizGame` with ``num_envs=1`` (numpy in, numpy out)."""
@@ -701,6 +617,7 @@ class QuizAECEnv(GameFace, AECEnv):
         if self.terminations[agent] or self.truncations[agent]:
             self._was_dead_step(action)
             return
+        action = validate_action(agent, self.action_space(agent), action)  # at its own turn
         obs, rew, term, trunc, infos = self.game.step({agent: _batched(agent, action)})
         self._cumulative_rewards[agent] = 0.0
         self._store(obs, infos)
@@ -716,16 +633,41 @@ class QuizAECEnv(GameFace, AECEnv):
 
 
 def _batched(agent: str, action: Any) -> Any:
-    """One env's numpy action as the batched game's tensors (leading dimension 1)."""
+    """One env's checked numpy action as the batched game's tensors (leading dimension 1)."""
     if isinstance(action, dict):
         return {k: _batched(agent, v) for k, v in action.items()}
-    try:
-        arr = np.asarray(action)
-    except Exception as exc:
-        raise ValueError(f"invalid action for agent {agent!r}: not an array ({exc})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"invalid action for agent {agent!r}: not numeric, got {describe(action)}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
+    return torch.from_numpy(np.ascontiguousarray(action)).unsqueeze(0)
+
+
+class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
+    """PettingZoo's ``turn_based_aec_to_parallel`` of the quiz, with its ``step`` checked:
+    a dict whose keys are agents, holding the action of ``agent_selection`` (the agent whose
+    turn it is); the idle agent's action, when given, is ignored."""
+
+    def __init__(self, aec_env: Any) -> None:
+        super().__init__(aec_env)
+        self.agents: list[str] = []
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise ValueError(
+                "step() called before reset() or on a finished episode; call reset() first"
+            )
+        active = self.aec_env.agent_selection
+        if not isinstance(actions, dict):
+            raise TypeError(
+                f"step() takes a dict {{agent: action}} with the action of {active!r}, "
+                f"got {describe(actions)}"
+            )
+        unknown = [a for a in actions if a not in self.possible_agents]
+        if unknown:
+            raise ValueError(f"unknown agent key(s) {unknown!r}; valid agents: {list(AGENTS)}")
+        if active not in actions:
+            raise ValueError(
+                f"missing the action of {active!r}, whose turn it is "
+                f"({self.aec_env.unwrapped.game.phase!r} turn); got keys {sorted(actions)}"
+            )
+        return super().step(actions)
 
 
 class QuizFamily(EnvFamily):
@@ -735,17 +677,13 @@ class QuizFamily(EnvFamily):
         """AEC form without PettingZoo's order-enforcing wrapper."""
         return QuizAECEnv(**config)
 
-    def env(self, **config: Any):
+    def env(self, **config: Any) -> OrderedAECEnv:
         """AEC form (order-enforced), the native turn-based face."""
-        from pettingzoo.utils.wrappers import OrderEnforcingWrapper
+        return OrderedAECEnv(QuizAECEnv(**config))
 
-        return OrderEnforcingWrapper(QuizAECEnv(**config))
-
-    def parallel_env(self, **config: Any):
+    def parallel_env(self, **config: Any) -> QuizParallelEnv:
         """Parallel form: only ``agent_selection``'s action is used; the idle agent's ignored."""
-        from pettingzoo.utils.conversions import turn_based_aec_to_parallel
-
-        return turn_based_aec_to_parallel(self.env(**config))
+        return QuizParallelEnv(self.env(**config))
 
 
 def _register_gymnasium() -> None:

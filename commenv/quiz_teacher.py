@@ -188,7 +188,7 @@ class QuizTeacherEnv(gymnasium.Env):
             -1,
         )
         acc = max(0.0, float(self._infos["teacher"]["exam_accuracy"][0]))
-        budget = game._lessons / game.max_lessons
+        budget = game.lessons / game.max_lessons
         extra = torch.tensor([acc, min(1.0, budget)])
         return torch.cat([feats.reshape(-1), extra]).clamp(0, 1).numpy().astype(np.float32)
 

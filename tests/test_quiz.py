@@ -253,7 +253,7 @@ def test_bad_lessons_and_out_of_turn():
     game.step({"student": uniform(game)})
     with pytest.raises(ValueError, match="not this agent's turn"):
         game.step({"student": uniform(game)})
-    with pytest.raises(ValueError, match="picks 5 samples.*more than batch_size=4"):
+    with pytest.raises(ValueError, match="picks too many.*at most 4.*got 5"):
         game.step({"teacher": first_k(game, 5)})
     bad_targets = first_k(game, 4)
     bad_targets["targets"] = bad_targets["targets"] * 3
@@ -263,7 +263,7 @@ def test_bad_lessons_and_out_of_turn():
         game.step({"teacher": torch.zeros(1, 8)})
     halves = first_k(game, 4)
     halves["select"] = halves["select"].float() * 0.5
-    with pytest.raises(ValueError, match="bits 0/1"):
+    with pytest.raises(ValueError, match="0 or 1"):
         game.step({"teacher": halves})
     game.step({"teacher": first_k(game, 4)})  # still playable after the errors
 
@@ -273,7 +273,7 @@ def test_pettingzoo_face_rejects_bad_actions():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="not a distribution"):
         env.step(np.zeros((4, 10), np.float32))
-    with pytest.raises(ValueError, match="student.*not numeric"):
+    with pytest.raises(ValueError, match="student.*not a numeric array"):
         env.step("softmax please")
     env.step(env.action_space("student").sample())
     too_many = {"select": np.ones(4, np.int8), "targets": np.full((4, 10), 0.1, np.float32)}

@@ -528,7 +528,7 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
         ack = torch.full((num_envs, game.batch_size, game.num_classes), 0.1)
         obs, infos = game.reset(seed=0)
         start = time.perf_counter()
-        while game._lessons < lessons or game.phase != "quiz":
+        while game.lessons < lessons or game.phase != "quiz":
             obs, _, _, _, infos = game.step(turn_action(game, obs, infos, student, teacher, ack))
         return num_envs * lessons / (time.perf_counter() - start)
 
