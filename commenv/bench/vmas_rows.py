@@ -1,0 +1,133 @@
+"""VMAS beside our batched face: agent-steps/s of ``simple_speaker_listener`` and
+``partial_obs_v0`` at the same numbers of worlds, in one run.
+
+Both run random play on one torch thread: VMAS draws ``env.get_random_action`` for its
+speaker and listener (continuous actions, ``max_steps=25``), ours random message/choice bits
+(:func:`commenv.bench.speed.batched_stepper`, ``max_cycles=25``); each resets all its worlds
+when the episode ends. Sizes are timed in interleaved rounds (VMAS then ours, size by size,
+round after round) and the median of the rounds is reported, so load from other processes
+hits both alike. ``commenv.bench.speed`` calls :func:`speed_rows`; without ``vmas``
+installed (``pip install commenv[bench]``) only our rows come back, with ``x_vmas`` empty.
+
+    from commenv.bench.vmas_rows import speed_rows
+    rows = speed_rows(quick=True)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+Stepper = Callable[[], int]  # one call = one step of every world; returns agent-steps done
+
+QUICK_SIZES: tuple[int, ...] = (256, 4096)
+SIZES: tuple[int, ...] = (1, 256, 4096, 16384)
+
+
+def vmas_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper | None:
+    """Random play in VMAS ``simple_speaker_listener`` over ``num_envs`` worlds, or ``None``
+    when ``vmas`` is not installed."""
+    try:
+        import vmas
+    except ImportError:
+        return None
+    env = vmas.make_env(
+        "simple_speaker_listener",
+        num_envs=num_envs,
+        device=device,
+        continuous_actions=True,
+        max_steps=25,
+        seed=seed,
+    )
+    env.reset()
+    agents = env.agents
+
+    def step() -> int:
+        _, _, dones, _ = env.step([env.get_random_action(a) for a in agents])
+        if bool(dones.all()):  # every world ends at max_steps together
+            env.reset()
+        return num_envs * len(agents)
+
+    return step
+
+
+def _rate(step: Stepper, seconds: float) -> float:
+    """Agent-steps per second of ``step`` over about ``seconds`` (at least one timed step)."""
+    step()  # warm-up, not timed
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or done == 0:
+        done += step()
+    return done / elapsed
+
+
+def speed_rows(
+    quick: bool,
+    sizes: tuple[int, ...] | None = None,
+    seconds: float | None = None,
+    rounds: int | None = None,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Rows ``name``, ``steps_per_s`` (agent-steps/s, median of interleaved rounds), ``note``,
+    ``engine``, ``num_envs`` and ``x_vmas`` (ours / VMAS at the same size) for VMAS
+    ``simple_speaker_listener`` and batched ``partial_obs_v0`` at each size.
+
+    ``quick``: sizes 256 and 4,096, 2 rounds of 0.3 s; otherwise 1, 256, 4,096 and 16,384
+    worlds, 3 rounds of 1 s. One torch thread while measuring (restored after).
+    """
+    from commenv.bench.speed import batched_stepper  # lazy: speed.py imports this module
+
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
+    seconds = seconds or (0.3 if quick else 1.0)
+    rounds = rounds or (2 if quick else 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        steppers: dict[tuple[str, int], Stepper] = {}
+        for n in sizes:
+            vm = vmas_stepper(n, device)
+            if vm is not None:
+                steppers["vmas", n] = vm
+            steppers["commenv", n] = batched_stepper(n, device)
+        samples: dict[tuple[str, int], list[float]] = {key: [] for key in steppers}
+        for _ in range(rounds):
+            for key, step in steppers.items():
+                samples[key].append(_rate(step, seconds))
+    finally:
+        torch.set_num_threads(threads)
+
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    rows = []
+    for n in sizes:
+        vmas_rate = medians.get(("vmas", n))
+        for engine, label in (
+            ("vmas", "VMAS simple_speaker_listener"),
+            ("commenv", "partial_obs_v0 batched"),
+        ):
+            if (engine, n) not in medians:
+                continue
+            ours = medians[engine, n]
+            rows.append(
+                {
+                    "name": f"{label}, num_envs={n}",
+                    "steps_per_s": ours,
+                    "note": (
+                        f"agent-steps/s, random play, 1 thread, {device}, median of {rounds} "
+                        f"interleaved rounds of {seconds:g} s"
+                        + ("" if vmas_rate is None else f"; {ours / vmas_rate:.2f}x VMAS")
+                    ),
+                    "engine": engine,
+                    "num_envs": n,
+                    "x_vmas": None if vmas_rate is None else ours / vmas_rate,
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    from commenv.bench.tools import markdown_table
+
+    print(markdown_table(speed_rows(quick=True), ["name", "steps_per_s", "x_vmas"], digits=2))
