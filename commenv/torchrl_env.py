@@ -41,9 +41,10 @@ from torchrl.data import Binary, Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from commenv.core import BatchedEnv, check_choice
+from commenv.partial_obs import PartialObsGame
 
 INFO_KEYS: tuple[str, ...] = ("label", "world_index", "target", "prev_label")
-"""Ground-truth keys copied to ``("agents", "info")`` when present in the game's infos."""
+"""partial_obs_v0's ground-truth keys, copied to ``("agents", "info")`` (``infos``)."""
 
 
 def _check_spaces(game: BatchedEnv) -> tuple[gymnasium.spaces.Box, gymnasium.spaces.MultiBinary]:
@@ -74,7 +75,8 @@ class BatchedTorchRLEnv(EnvBase):
         game: the batched game (``commenv.partial_obs_v0.batched(num_envs, device, ...)``);
             its ``num_envs`` and ``device`` become the env's ``batch_size`` and ``device``.
         group: name of the agent group in the tensordicts (TorchRL's MARL convention).
-        infos: copy the ground truth (``INFO_KEYS``) to ``(group, "info")``.
+        infos: copy partial_obs_v0's ground truth (``INFO_KEYS``) to ``(group, "info")``;
+            ``None``: when the game is partial_obs_v0.
         action_dtype: dtype of the ``Binary`` action spec (float32 or an integer/bool type).
     """
 
@@ -82,7 +84,7 @@ class BatchedTorchRLEnv(EnvBase):
         self,
         game: BatchedEnv,
         group: str = "agents",
-        infos: bool = True,
+        infos: bool | None = None,
         action_dtype: torch.dtype = torch.float32,
     ) -> None:
         if not isinstance(game, BatchedEnv):
@@ -99,7 +101,13 @@ class BatchedTorchRLEnv(EnvBase):
         self.game = game
         self.group = group
         self.agents = list(game.possible_agents)
-        self._with_infos = bool(infos)
+        is_partial_obs = isinstance(game, PartialObsGame)
+        if infos and not is_partial_obs:
+            raise ValueError(
+                f"infos=True copies partial_obs_v0's ground truth {list(INFO_KEYS)}; "
+                f"{type(game).__name__} has other infos: pass infos=False (or None)"
+            )
+        self._with_infos = is_partial_obs if infos is None else bool(infos)
         self._pending_seed: int | None = None
         self._last: TensorDict | None = None
         self._make_specs(*_check_spaces(game), action_dtype)
@@ -224,12 +232,14 @@ def make_torchrl_env(
     num_envs: int = 64,
     device: str | torch.device = "cpu",
     group: str = "agents",
-    infos: bool = True,
+    infos: bool | None = None,
     **config: Any,
 ) -> BatchedTorchRLEnv:
     """Build game ``name`` with ``num_envs`` worlds on ``device`` and wrap it for TorchRL.
 
     ``config`` goes to the game (``commenv.partial_obs_v0.batched(num_envs, device, **config)``).
+    Games whose agents share a ``Box`` observation and a 1-D ``MultiBinary`` action space
+    work (partial_obs_v0; node_graph_v0 with label payloads); others raise ``TypeError``.
     """
     import commenv
 

@@ -13,35 +13,43 @@ uniformly random policy's, on the same evaluation seed.
     python examples/torchrl_ppo.py --iterations 40 --device cuda
 """
 
-from __future__ import annotations
-
 import inspect
 import time
 from dataclasses import dataclass
 
 import torch
-from tensordict.nn import TensorDictModule
 from torch import nn
-from torchrl.data import LazyTensorStorage, ReplayBuffer
-from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
-from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.modules import MultiAgentMLP, ProbabilisticActor
-from torchrl.objectives import ClipPPOLoss, ValueEstimators
-
-try:  # TorchRL < 0.14 names its single-process collector SyncDataCollector
-    from torchrl.collectors import SyncDataCollector as Collector
-except ImportError:  # TorchRL >= 0.14: the same collector, renamed
-    from torchrl.collectors import Collector
 
 from commenv.bench.tools import parse_config, seed_everything, select_device
-from commenv.torchrl_env import BatchedTorchRLEnv, make_torchrl_env
 
-# TorchRL 0.14 warns that it will add an InitTracker for the policy; this policy needs none.
-COLLECTOR_KW = (
-    {"auto_register_policy_transforms": False}
-    if "auto_register_policy_transforms" in inspect.signature(Collector.__init__).parameters
-    else {}
-)
+try:  # --help works without TorchRL; main() says what to install
+    from tensordict.nn import TensorDictModule
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
+    from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    from torchrl.modules import MultiAgentMLP, ProbabilisticActor
+    from torchrl.objectives import ClipPPOLoss, ValueEstimators
+
+    from commenv.torchrl_env import BatchedTorchRLEnv, make_torchrl_env
+
+    try:  # TorchRL < 0.14 names its single-process collector SyncDataCollector
+        from torchrl.collectors import SyncDataCollector as Collector
+    except ImportError:  # TorchRL >= 0.14: the same collector, renamed
+        from torchrl.collectors import Collector
+except ImportError as exc:
+    TORCHRL_MISSING: ImportError | None = exc
+else:
+    TORCHRL_MISSING = None
+
+
+def collector_kwargs() -> dict:
+    """TorchRL 0.14 warns that it will add an InitTracker for the policy; this one needs none."""
+    params = inspect.signature(Collector.__init__).parameters
+    return (
+        {"auto_register_policy_transforms": False}
+        if "auto_register_policy_transforms" in params
+        else {}
+    )
 
 
 @dataclass
@@ -97,7 +105,7 @@ class IndependentBernoulli(torch.distributions.Independent):
         return (self.base_dist.logits > 0).to(self.base_dist.logits.dtype)
 
 
-def make_env(args: Args, num_envs: int, device: torch.device) -> BatchedTorchRLEnv:
+def make_env(args: Args, num_envs: int, device: torch.device) -> "BatchedTorchRLEnv":
     return make_torchrl_env(
         "partial_obs_v0",
         num_envs=num_envs,
@@ -111,7 +119,7 @@ def make_env(args: Args, num_envs: int, device: torch.device) -> BatchedTorchRLE
     )
 
 
-def make_modules(env: BatchedTorchRLEnv, args: Args, device: torch.device):
+def make_modules(env: "BatchedTorchRLEnv", args: Args, device: torch.device):
     """The policy (shared-parameter MLP -> Bernoulli bits) and the centralised critic."""
     obs_dim = env.observation_spec[env.group, "observation"].shape[-1]
     n_bits = env.action_spec[env.group, "action"].shape[-1]
@@ -140,7 +148,7 @@ def make_modules(env: BatchedTorchRLEnv, args: Args, device: torch.device):
     return policy, critic
 
 
-def episode_reward(env: BatchedTorchRLEnv, policy, seed: int, steps: int) -> tuple[float, float]:
+def episode_reward(env: "BatchedTorchRLEnv", policy, seed: int, steps: int) -> tuple[float, float]:
     """Mean over worlds of one episode's summed reward per agent, and its standard error
     (worlds as samples); ``policy=None`` plays uniformly random bits."""
     env.set_seed(seed)
@@ -153,6 +161,10 @@ def episode_reward(env: BatchedTorchRLEnv, policy, seed: int, steps: int) -> tup
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_config(Args, argv, description=__doc__.splitlines()[0])
+    if TORCHRL_MISSING is not None:
+        raise SystemExit(
+            f"this example needs TorchRL: pip install 'commenv[torchrl]' ({TORCHRL_MISSING})"
+        )
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     device = select_device(args.device)
@@ -161,10 +173,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     env.set_seed(args.seed)
     policy, critic = make_modules(env, args, device)
     frames = args.num_envs * args.max_cycles
+    if not 1 <= args.minibatch_size <= frames:
+        raise ValueError(
+            f"minibatch_size must be in [1, num_envs * max_cycles = {frames}], "
+            f"got {args.minibatch_size}"
+        )
     collector = Collector(
         env,
         policy,
-        **COLLECTOR_KW,
+        **collector_kwargs(),
         device=device,
         frames_per_batch=frames,
         total_frames=frames * args.iterations,
