@@ -20,7 +20,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from commenv.bench.tools import parse_config, seed_everything, select_device
+from commenv.bench.tools import (
+    markdown_table,
+    parse_config,
+    pyplot,
+    save_figure,
+    seed_everything,
+    select_device,
+    write_results,
+)
 
 try:  # --help works without TorchRL; main() says what to install
     from tensordict.nn import TensorDictModule
@@ -92,6 +100,8 @@ class Args:
     """auto = CUDA when present"""
     threads: int = 1
     """torch CPU threads"""
+    out: str = "results/torchrl_ppo"
+    """folder for torchrl_ppo.json/.csv (per-iteration rows) and .png (the learning curve)"""
 
 
 class IndependentBernoulli(torch.distributions.Independent):
@@ -213,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     eval_env = make_env(args, args.eval_envs, device)
     random_reward, random_se = episode_reward(eval_env, None, args.seed + 1, args.max_cycles)
     print(f"random policy: mean episode reward per agent {random_reward:.2f} ± {random_se:.2f}")
+    rows = []
     start = time.perf_counter()
     for it, data in enumerate(collector):
         # The root done flags, expanded to every agent (the tutorial's step for VMAS).
@@ -239,6 +250,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 optim.step()
         collector.update_policy_weights_()
         step_reward = float(data["next", group, "reward"].mean())
+        rows.append(
+            {
+                "iteration": it + 1,
+                "frames": (it + 1) * frames,
+                "mean_step_reward": step_reward,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         print(
             f"iteration {it + 1}/{args.iterations}: mean reward per agent-step "
             f"{step_reward:.3f} ({time.perf_counter() - start:.0f} s)"
@@ -246,17 +265,48 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     train_seconds = time.perf_counter() - start
     collector.shutdown()
     trained_reward, trained_se = episode_reward(eval_env, policy, args.seed + 1, args.max_cycles)
-    print(
-        f"trained policy: mean episode reward per agent {trained_reward:.2f} ± {trained_se:.2f} "
-        f"(random {random_reward:.2f} ± {random_se:.2f}: {trained_reward / random_reward:.2f}x)"
-    )
-    return {
+    beats = trained_reward > random_reward + 3 * (random_se**2 + trained_se**2) ** 0.5
+    summary = {
         "random": random_reward,
         "random_se": random_se,
         "trained": trained_reward,
         "trained_se": trained_se,
+        "beats_random": beats,
         "train_seconds": train_seconds,
     }
+    table = [
+        {"policy": "random bits", "episode reward per agent": random_reward, "± s.e.": random_se},
+        {
+            "policy": "MAPPO (TorchRL)",
+            "episode reward per agent": trained_reward,
+            "± s.e.": trained_se,
+        },
+    ]
+    print(markdown_table(table, ["policy", "episode reward per agent", "± s.e."], digits=2))
+    print(
+        f"verdict: the trained policy {'beats' if beats else 'does not beat'} random play by "
+        f"more than 3 standard errors ({trained_reward / random_reward:.2f}x) after "
+        f"{args.iterations * frames} frames ({train_seconds:.0f} s)"
+    )
+    paths = write_results(args.out, "torchrl_ppo", rows, args, extra={"summary": summary})
+    paths += (plot_curve(rows, random_reward / args.max_cycles, f"{args.out}/torchrl_ppo.png"),)
+    print("wrote " + ", ".join(str(p) for p in paths if p is not None))
+    return summary
+
+
+def plot_curve(rows: list[dict], random_step_reward: float, path: str):
+    """The mean reward per agent-step of each collected batch, beside random play's."""
+    try:
+        plt = pyplot()
+    except ImportError:  # matplotlib is optional (commenv[plot])
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([r["frames"] for r in rows], [r["mean_step_reward"] for r in rows], label="MAPPO")
+    ax.axhline(random_step_reward, color="grey", linestyle="--", label="random bits")
+    ax.set_xlabel("frames (world-steps)")
+    ax.set_ylabel("mean reward per agent-step")
+    ax.legend()
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

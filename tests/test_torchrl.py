@@ -111,7 +111,7 @@ def test_bad_games_are_named():
         make_torchrl_env("partial_obs_v1")
 
 
-def test_ppo_example_beats_random(example, device):
+def test_ppo_example_beats_random(example, device, tmp_path):
     """A tiny run (8 iterations of 32 worlds, ~10 s on one thread) must beat random play.
 
     Random play earns about 24.5 per agent and episode here; this run measured 28.2-29.0 on
@@ -129,10 +129,13 @@ def test_ppo_example_beats_random(example, device):
             "--minibatch-size", "200",
             "--eval-envs", "128",
             "--device", str(device),
+            "--out", str(tmp_path),
         ]
     )  # fmt: skip
     margin = 3 * (results["random_se"] ** 2 + results["trained_se"] ** 2) ** 0.5
     assert results["trained"] > results["random"] + margin, results
+    assert results["beats_random"]
+    assert (tmp_path / "torchrl_ppo.json").is_file() and (tmp_path / "torchrl_ppo.csv").is_file()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vmas") is None, reason="pip install vmas")
