@@ -1,5 +1,6 @@
-"""VMAS beside our batched face: agent-steps/s of ``simple_speaker_listener`` and
-``partial_obs_v0`` at the same numbers of worlds, in one run.
+"""Agent-steps/s of VMAS simple_speaker_listener beside batched partial_obs_v0, in one run.
+
+Both engines are measured at the same numbers of worlds.
 
 Both run random play on one torch thread: VMAS draws ``env.get_random_action`` for its
 speaker and listener (continuous actions, ``max_steps=25``), ours random message/choice bits
@@ -11,13 +12,17 @@ installed (``pip install commenv[bench]``) only our rows come back, with ``x_vma
 
     from commenv.bench.vmas_rows import speed_rows
     rows = speed_rows(quick=True)
+
+Standalone, ``python -m commenv.bench.vmas_rows [--quick] [--out DIR]`` prints the rows and
+writes ``vmas_rows.json``/``.csv`` (default ``results/vmas_rows``).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -127,7 +132,27 @@ def speed_rows(
     return rows
 
 
-if __name__ == "__main__":
-    from commenv.bench.tools import markdown_table
+@dataclass
+class Args:
+    quick: bool = False
+    """sizes 256 and 4,096, 2 rounds of 0.3 s (default: 1 to 16,384 worlds, 3 rounds of 1 s)"""
+    device: str = "cpu"
+    """device of both engines"""
+    out: str | None = None
+    """folder for vmas_rows.json/.csv (default results/vmas_rows, -quick with --quick)"""
 
-    print(markdown_table(speed_rows(quick=True), ["name", "steps_per_s", "x_vmas"], digits=2))
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    from commenv.bench.tools import markdown_table, parse_config, write_results
+
+    args = parse_config(Args, argv, description=__doc__.splitlines()[0])
+    rows = speed_rows(args.quick, device=args.device)
+    print(markdown_table(rows, ["name", "steps_per_s", "x_vmas"], digits=2))
+    out = args.out or ("results/vmas_rows-quick" if args.quick else "results/vmas_rows")
+    paths = write_results(out, "vmas_rows", rows, args)
+    print("wrote " + ", ".join(map(str, paths)))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
