@@ -5,10 +5,13 @@ Both engines are measured at the same numbers of worlds.
 Both run random play on one torch thread: VMAS draws ``env.get_random_action`` for its
 speaker and listener (continuous actions, ``max_steps=25``), ours random message/choice bits
 (:func:`commenv.bench.speed.batched_stepper`, ``max_cycles=25``); each resets all its worlds
-when the episode ends. Sizes are timed in interleaved rounds (VMAS then ours, size by size,
-round after round) and the median of the rounds is reported, so load from other processes
-hits both alike. ``commenv.bench.speed`` calls :func:`speed_rows`; without ``vmas``
-installed (``pip install commenv[bench]``) only our rows come back, with ``x_vmas`` empty.
+when the episode ends. A third row per size steps our game through the TorchRL adapter
+(:mod:`commenv.torchrl_env`, random ``Binary`` actions, ``step_and_maybe_reset``), when
+``torchrl`` is installed: the cost of the TorchRL route. Sizes are timed in interleaved
+rounds (VMAS, ours, ours via TorchRL, size by size, round after round) and the median of the
+rounds is reported, so load from other processes hits all alike. ``commenv.bench.speed``
+calls :func:`speed_rows`; without ``vmas`` installed (``pip install commenv[bench]``) only
+our rows come back, with ``x_vmas`` empty.
 
     from commenv.bench.vmas_rows import speed_rows
     rows = speed_rows(quick=True)
@@ -60,6 +63,28 @@ def vmas_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper |
     return step
 
 
+def torchrl_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper | None:
+    """Random bits in batched partial_obs_v0 through the TorchRL adapter, the way a TorchRL
+    collector steps it (``step_and_maybe_reset``), or ``None`` without ``torchrl``."""
+    try:
+        from commenv.torchrl_env import make_torchrl_env
+    except ImportError:
+        return None
+    env = make_torchrl_env("partial_obs_v0", num_envs=num_envs, device=device)
+    env.set_seed(seed)
+    td = env.reset()
+    spec = env.full_action_spec
+    n_agents = len(env.agents)
+
+    def step() -> int:
+        nonlocal td
+        td.update(spec.rand())
+        _, td = env.step_and_maybe_reset(td)
+        return num_envs * n_agents
+
+    return step
+
+
 def _rate(step: Stepper, seconds: float) -> float:
     """Agent-steps per second of ``step`` over about ``seconds`` (at least one timed step)."""
     step()  # warm-up, not timed
@@ -77,8 +102,9 @@ def speed_rows(
     device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Rows ``name``, ``steps_per_s`` (agent-steps/s, median of interleaved rounds), ``note``,
-    ``engine``, ``num_envs`` and ``x_vmas`` (ours / VMAS at the same size) for VMAS
-    ``simple_speaker_listener`` and batched ``partial_obs_v0`` at each size.
+    ``engine`` (``vmas``, ``commenv``, ``torchrl``), ``num_envs`` and ``x_vmas`` (this row /
+    VMAS at the same size) for VMAS ``simple_speaker_listener``, batched ``partial_obs_v0``
+    and the same through the TorchRL adapter, at each size.
 
     ``quick``: sizes 256 and 4,096, 2 rounds of 0.3 s; otherwise 1, 256, 4,096 and 16,384
     worlds, 3 rounds of 1 s. One torch thread while measuring (restored after).
@@ -97,6 +123,9 @@ def speed_rows(
             if vm is not None:
                 steppers["vmas", n] = vm
             steppers["commenv", n] = batched_stepper(n, device)
+            via_torchrl = torchrl_stepper(n, device)
+            if via_torchrl is not None:
+                steppers["torchrl", n] = via_torchrl
         samples: dict[tuple[str, int], list[float]] = {key: [] for key in steppers}
         for _ in range(rounds):
             for key, step in steppers.items():
@@ -111,6 +140,7 @@ def speed_rows(
         for engine, label in (
             ("vmas", "VMAS simple_speaker_listener"),
             ("commenv", "partial_obs_v0 batched"),
+            ("torchrl", "partial_obs_v0 batched via TorchRL EnvBase"),
         ):
             if (engine, n) not in medians:
                 continue
