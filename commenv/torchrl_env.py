@@ -36,12 +36,19 @@ from typing import Any
 import gymnasium
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Binary, Bounded, Categorical, Composite, Unbounded
-from torchrl.envs import EnvBase
 
 from commenv.core import BatchedEnv, check_choice
 from commenv.partial_obs import PartialObsGame
+
+try:
+    from tensordict import TensorDict, TensorDictBase
+    from torchrl.data import Binary, Bounded, Categorical, Composite, Unbounded
+    from torchrl.envs import EnvBase
+except ImportError as exc:  # the module still imports (doctests, docs); use says what to install
+    TORCHRL_MISSING: ImportError | None = exc
+    EnvBase = object  # type: ignore[assignment,misc]
+else:
+    TORCHRL_MISSING = None
 
 INFO_KEYS: tuple[str, ...] = ("label", "world_index", "target", "prev_label")
 """partial_obs_v0's ground-truth keys, copied to ``("agents", "info")`` (``infos``)."""
@@ -87,6 +94,11 @@ class BatchedTorchRLEnv(EnvBase):
         infos: bool | None = None,
         action_dtype: torch.dtype = torch.float32,
     ) -> None:
+        if TORCHRL_MISSING is not None:
+            raise ImportError(
+                f"the TorchRL adapter needs torchrl and tensordict: pip install "
+                f"'commenv[torchrl]' ({TORCHRL_MISSING})"
+            )
         if not isinstance(game, BatchedEnv):
             raise TypeError(
                 f"game must be a commenv BatchedEnv (e.g. commenv.partial_obs_v0.batched(...)), "

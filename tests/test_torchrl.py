@@ -1,6 +1,8 @@
 """The TorchRL route: the batched face as a TorchRL env, its PPO example, and VMAS beside us."""
 
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -98,6 +100,18 @@ def test_reset_mask_all_none_or_partial(env):
     partial[3] = True
     with pytest.raises(ValueError, match="resets all its worlds at once.*1 of 8"):
         env.reset(TensorDict({"_reset": partial}, batch_size=[8]))
+
+
+def test_without_torchrl_the_module_imports_and_names_the_extra():
+    code = (
+        "import sys; sys.modules['torchrl'] = None\n"
+        "import commenv.torchrl_env as m\n"
+        "try:\n    m.make_torchrl_env(num_envs=2)\n"
+        "except ImportError as e:\n    print(e)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'commenv[torchrl]'" in out.stdout
 
 
 def test_bad_games_are_named():
