@@ -39,13 +39,13 @@ TINY = {
         "--no-plot",
     ],
     "language": [
-        *("--steps", "30", "--eval-every", "15", "--seeds", "1", "--levels", "none,receive,both"),
+        *("--steps", "20", "--eval-every", "20", "--seeds", "1", "--levels", "none,both"),
         *("--kinds", "gumbel", "--remedies", "", "--ours", ""),
         *("--hidden", "8", "--disc-hidden", "8", "--batch-size", "16"),
     ],
     "speed": [
         *("--seconds", "0.05", "--rounds", "1"),
-        *("--runs", "environments,node-graph-population"),
+        *("--runs", "environments,quiz-agents"),
     ],
 }
 
@@ -96,7 +96,7 @@ def _finished_runs(bench: str, data: dict) -> dict[str, dict]:
 EXPECTED = {
     "graph": ["1 node", "10 nodes, true labels", "20 nodes, true labels"],
     "quiz": ["baseline", "stack 2 CE soft", "stack 2 random soft"],
-    "language": [f"gumbel | {lv} | seed 0" for lv in ("none", "receive", "both")],
+    "language": [f"gumbel | {lv} | seed 0" for lv in ("none", "both")],
 }
 
 

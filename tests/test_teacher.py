@@ -504,3 +504,23 @@ def test_hardness_teacher_uses_given_train_probs(tiny_teacher: TeacherMLP):
         HardnessTeacher(game, None, train_probs=probs[:-1])
     with pytest.raises(ValueError, match="needs a teacher model or train_probs"):
         HardnessTeacher(game, None)
+
+
+def test_bench_quiz_judges_the_claims_its_rows_can_decide(bench_quiz):
+    rows = [
+        {"config": "baseline", "bp to base": 670},
+        {"config": "stack 5 CE soft", "bp to base": 370},
+        {"config": "stack 5 random soft", "bp to base": None},  # never reached the baseline
+    ]
+    claims = bench_quiz.thesis_claims(rows)
+    assert claims == {
+        "stack 5 CE soft reaches the baseline sooner": True,
+        "CE selection beats random selection (stack 5)": True,
+    }
+    rows[1]["bp to base"] = None
+    assert not any(bench_quiz.thesis_claims(rows).values())
+    args = bench_quiz.parse_args(["--quick"])
+    lines = bench_quiz.verdict_lines(claims, args)
+    assert len(lines) == 2 and all(
+        "on digits" in line and "`commenv bench" in line for line in lines
+    )

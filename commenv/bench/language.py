@@ -352,7 +352,8 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
         meaning = (
             "more communication, a better student probe"
             if ok
-            else "the levels do not order the student's probe accuracy"
+            else "the levels do not order the student's probe accuracy (small images and short "
+            "runs leave messages little to add)"
         )
         meaning += f" (both - none = {gap:+.1f} points, thesis +7.0)"
         lines.append(benchtools.verdict(claim, ok, preset, meaning, regime))
