@@ -82,8 +82,8 @@ def check_int(
 
 
 def check_seed(name: str, value: Any) -> int:
-    """A seed: an integer >= 0 (``mask_seed``, ``data_seed``, ``partition_seed``...)."""
-    return check_int(name, value, 0)
+    """A seed: an integer in [0, 2**63 - 1] (``mask_seed``, ``data_seed``...)."""
+    return check_int(name, value, 0, 2**63 - 1)
 
 
 def check_float(
@@ -133,29 +133,28 @@ def check_device(value: Any, name: str = "device") -> torch.device:
     ``"cuda"`` without CUDA (or a CUDA index past the last GPU) says so here, instead of a
     deep ``AssertionError`` on the first tensor.
     """
-    if not isinstance(value, str | torch.device):
-        raise ValueError(
-            f"{name} must be a torch device or a string such as 'cpu' or 'cuda', "
-            f"got {describe(value)}"
+
+    def fail(why: str) -> ValueError:
+        return ValueError(
+            f"{name} must be a device this machine has ('cpu', 'cuda' when CUDA is available, "
+            f"'mps' on Apple silicon); {why}, got {describe(value)}"
         )
+
+    if not isinstance(value, str | torch.device):
+        raise fail("not a torch device nor a string")
     try:
         dev = torch.device(value)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"{name}={value!r} is not a torch device ({exc})") from None
+    except (RuntimeError, ValueError):
+        raise fail("not a torch device name") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
-                f"{name}={value!r} but CUDA is not available on this machine "
-                "(torch.cuda.is_available() is False); use device='cpu'"
-            )
+            raise fail("CUDA is not available here (torch.cuda.is_available() is False)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"{name}={value!r} but this machine has {torch.cuda.device_count()} GPU(s)"
-            )
+            raise fail(f"this machine has {torch.cuda.device_count()} GPU(s)")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name}={value!r} but MPS is not available; use device='cpu'")
+        raise fail("MPS is not available here")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{name}={value!r}: only 'cpu', 'cuda' and 'mps' are supported")
+        raise fail(f"device type {dev.type!r} is not supported")
     return dev
 
 
@@ -164,21 +163,23 @@ def check_data_root(value: Any, name: str = "data_root") -> str | None:
     rather than silently falling back to another location."""
     if value is None:
         return None
-    if not isinstance(value, str | os.PathLike):
-        raise ValueError(f"{name} must be a directory path or None, got {describe(value)}")
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise ValueError(f"{name}={str(value)!r} is not an existing directory")
-    return str(path)
-
-
-def check_memory(what: str, nbytes: int, allow_large: bool) -> None:
-    """Raise when ``nbytes`` exceed :data:`MEMORY_LIMIT_BYTES` unless ``allow_large``."""
-    if nbytes > MEMORY_LIMIT_BYTES and not check_bool("allow_large", allow_large):
+    if not isinstance(value, str | os.PathLike) or not Path(value).expanduser().is_dir():
         raise ValueError(
-            f"this configuration needs {nbytes / 2**20:,.0f} MiB of {what}, above the bound "
-            f"of {MEMORY_LIMIT_BYTES / 2**20:,.0f} MiB (commenv.core.MEMORY_LIMIT_BYTES); "
-            "pass allow_large=True if you mean it"
+            f"{name} must be None or an existing directory (a missing one is not replaced by "
+            f"another location), got {describe(value)}"
+        )
+    return str(Path(value).expanduser())
+
+
+def check_memory(what: str, nbytes: int, allow_large: bool, **sizes: int) -> None:
+    """Raise when ``nbytes`` exceed :data:`MEMORY_LIMIT_BYTES` unless ``allow_large``; the
+    error names the configuration ``sizes`` the estimate came from."""
+    if nbytes > MEMORY_LIMIT_BYTES and not check_bool("allow_large", allow_large):
+        config = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
+        raise ValueError(
+            f"{config} needs {nbytes / 2**20:,.0f} MiB of {what}; expected at most "
+            f"{MEMORY_LIMIT_BYTES / 2**20:,.0f} MiB (commenv.core.MEMORY_LIMIT_BYTES), "
+            f"got {nbytes:,} bytes: pass allow_large=True if you mean it"
         )
 
 
@@ -273,7 +274,8 @@ def check_action_keys(
     """
     if not isinstance(actions, Mapping):
         raise TypeError(
-            f"{face} takes a dict {{agent: action}} for agents {expected}, got {describe(actions)}"
+            f"{face} expected a dict {{agent: action}} for agents {expected}, "
+            f"got {describe(actions)}"
         )
     unknown = [a for a in actions if a not in valid]
     if unknown:
@@ -343,6 +345,7 @@ def batched_actions(
         }
     expected = (num_envs, *space.shape)
     dims = ", ".join(map(str, space.shape))
+    floats = not isinstance(space, gymnasium.spaces.MultiBinary | gymnasium.spaces.MultiDiscrete)
     parts = []
     for a in agents:
 
@@ -357,6 +360,8 @@ def batched_actions(
         if tuple(t.shape) != expected:
             hint = " (missing the leading num_envs dimension?)" if t.shape == space.shape else ""
             raise fail(f"wrong shape {tuple(t.shape)}{hint}")
+        if floats and not t.is_floating_point():  # before stacking promotes it
+            raise fail(f"expected a floating-point tensor, got dtype {t.dtype}")
         parts.append(t)
     stacked = torch.stack(parts, 1) if len(parts) > 1 else parts[0].unsqueeze(1)
     check_batch_values(agents, space, stacked, relaxed=relaxed, key=key)

@@ -356,7 +356,16 @@ class NodeGraphGame(BatchedEnv):
         for key, size in sizes.items():
             self.obs_layout[key] = slice(start, start + size)
             start += size
-        check_memory("observations and inboxes", self._memory_bytes(), allow_large)
+        check_memory(
+            "observations and inboxes",
+            self._memory_bytes(),
+            allow_large,
+            num_envs=self.num_envs,
+            n_nodes=self.n_nodes,
+            batch_size=M,
+            inbox_capacity=self.inbox_capacity,
+            feature_dim=self.feature_dim,
+        )
         low = np.zeros(start, np.float32)
         high = np.ones(start, np.float32)
         low[self.obs_layout["payload"]], high[self.obs_layout["payload"]] = -np.inf, np.inf
@@ -499,6 +508,8 @@ class NodeGraphGame(BatchedEnv):
 
     # -- step ----------------------------------------------------------------------------
     def step(self, actions: TensorDict):
+        if not self._state:
+            raise ValueError("step() called before reset(); call reset() first")
         agents = self.possible_agents
         check_action_keys(actions, agents, agents)
         if self.validate:

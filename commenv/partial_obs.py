@@ -228,7 +228,15 @@ class PartialObsGame(BatchedEnv):
         obs_dim = self.obs_layout["candidates"].stop
         obs_bytes = 4 * self.num_envs * self.n_agents * obs_dim
         draw_bytes = 8 * self._DRAW_CHUNK * self.num_envs * max(K, 1)
-        check_memory("observations", obs_bytes + draw_bytes, allow_large)
+        check_memory(
+            "observations",
+            obs_bytes + draw_bytes,
+            allow_large,
+            num_envs=self.num_envs,
+            n_agents=self.n_agents,
+            message_bits=L,
+            num_candidates=K,
+        )
         self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
         self._act_space = gymnasium.spaces.MultiBinary(L + K)
 

@@ -211,7 +211,14 @@ class QuizGame(BatchedEnv):
         """Observation layouts of both agents and the four spaces, within the memory bound."""
         B, S, C, D = self.batch_size, self.stack_size, self.num_classes, self.num_features
         obs_floats = 3 + B * (D + C + 1) + S * B * (2 * C + D)
-        check_memory("observations", 4 * self.num_envs * obs_floats, allow_large)
+        check_memory(
+            "observations",
+            4 * self.num_envs * obs_floats,
+            allow_large,
+            num_envs=self.num_envs,
+            stack_size=S,
+            batch_size=B,
+        )
         self.obs_layout = {
             "phase": slice(0, 3),
             "images": slice(3, 3 + B * D),
@@ -376,7 +383,7 @@ class QuizGame(BatchedEnv):
         agent = self.agent_selection
         if not isinstance(actions, dict):
             raise TypeError(
-                f"step() takes a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
+                f"step() expected a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
             )
         unknown = [a for a in actions if a not in self.possible_agents]
         if unknown:
@@ -656,7 +663,7 @@ class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
         active = self.aec_env.agent_selection
         if not isinstance(actions, dict):
             raise TypeError(
-                f"step() takes a dict {{agent: action}} with the action of {active!r}, "
+                f"step() expected a dict {{agent: action}} with the action of {active!r}, "
                 f"got {describe(actions)}"
             )
         unknown = [a for a in actions if a not in self.possible_agents]
@@ -665,7 +672,8 @@ class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
         if active not in actions:
             raise ValueError(
                 f"missing the action of {active!r}, whose turn it is "
-                f"({self.aec_env.unwrapped.game.phase!r} turn); got keys {sorted(actions)}"
+                f"({self.aec_env.unwrapped.game.phase!r} turn); expected a key {active!r}, "
+                f"got keys {sorted(actions)}"
             )
         return super().step(actions)
 
