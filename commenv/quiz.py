@@ -60,15 +60,34 @@ is scheduled); terminated when an exam reaches ``target_accuracy`` (if given). I
 all worlds share the clock: a world that terminated keeps ``terminated`` True and keeps running
 until ``reset``.
 
-**Arguments** (``commenv.quiz_v0.env(dataset="digits", stack_size=2, batch_size=32,
-exam_every=10, exam_size=None, max_lessons=100, target_accuracy=None, data_seed=0,
-data_root=None, render_mode=None)``); ``exam_size=None`` uses the whole validation split
-(1/6 of the official training set: 10,000 of 60,000 for (Fashion-)MNIST). The batched face adds
-``num_envs``, ``device`` and ``validate=True`` (``False`` skips the action checks). PettingZoo's
+**Arguments** (``commenv.quiz_v0.env(**kwargs)``; ``.batched(num_envs, device, **kwargs)``
+for the tensor face). Each is checked at construction: a wrong type or a value out of range
+raises ``ValueError`` naming the argument (``docs/bad_input.md``). PettingZoo's
 ``max_cycles_test`` does not apply: the episode length is ``max_lessons`` lessons, not cycles.
 
+- ``dataset="digits"``: image dataset, one of ``commenv.DATASETS``.
+- ``stack_size=2``: quizzes ``S`` per lesson, an integer >= 1.
+- ``batch_size=32``: rows ``B`` of a quiz, a lesson and an exam turn, an integer in
+  [1, training samples].
+- ``exam_every=10``: lessons between exams, an integer >= 1.
+- ``exam_size=None``: exam samples, an integer in [1, validation samples]; ``None`` uses the
+  whole validation split (1/6 of the official training set: 10,000 of 60,000 for
+  (Fashion-)MNIST).
+- ``max_lessons=100``: lessons per episode (then truncated), an integer >= 1.
+- ``target_accuracy=None``: exam accuracy that terminates the episode, in (0, 1], or ``None``.
+- ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
+- ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
+  directory that does not exist raises.
+- ``render_mode=None``: ``None``, ``"human"``, ``"rgb_array"`` or ``"ansi"``.
+- ``num_envs=1``: worlds of the batched face, an integer >= 1 (the PettingZoo faces use 1).
+- ``device="cpu"``: torch device of the batched face; one this machine has (``"cuda"``
+  without CUDA raises).
+- ``validate=True``: check every batched action (``False`` skips the checks for speed), a bool.
+- ``allow_large=False``: accept configurations whose observations need more than
+  ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
+
 Reference agents and the table 3.1 benchmark: ``agents/teacher.py``, ``agents/quiz_runner.py``,
-``examples/bench_quiz.py``; the teacher's single-agent Gymnasium view:
+``commenv/bench/quiz.py``; the teacher's single-agent Gymnasium view:
 :mod:`commenv.quiz_teacher` (``commenv/QuizTeacher-v0``).
 
 **Version history.** v0: first release.
