@@ -26,6 +26,8 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 
+from commenv.spaces import Selection, Simplex, check_distributions
+
 TensorDict = dict[str, torch.Tensor]
 
 
@@ -200,6 +202,17 @@ def _bits_ok(arr: np.ndarray, space: gymnasium.Space) -> bool:
     return bool(np.all((arr >= 0) & (arr < space.nvec)))
 
 
+def _validate_dict(agent: str, space: gymnasium.spaces.Dict, action: dict) -> dict:
+    """Composite actions (e.g. node_graph_v0's broadcast bits + payload): every key."""
+    out = {}
+    for key, sub in space.spaces.items():
+        try:
+            out[key] = validate_action(agent, sub, action[key])
+        except ValueError as exc:
+            raise ValueError(f"{exc} (key {key!r} of a Dict action)") from None
+    return out
+
+
 def validate_action(
     agent: str, space: gymnasium.Space, action: Any
 ) -> np.ndarray | dict[str, np.ndarray]:
@@ -220,16 +233,9 @@ def validate_action(
         )
 
     if isinstance(space, gymnasium.spaces.Dict):
-        # Composite actions (e.g. node_graph_v0's broadcast bits + payload): check every key.
         if not isinstance(action, dict) or set(action) != set(space.spaces):
             raise fail(f"expected a dict with keys {sorted(space.spaces)}")
-        out = {}
-        for key, sub in space.spaces.items():
-            try:
-                out[key] = validate_action(agent, sub, action[key])
-            except ValueError as exc:
-                raise ValueError(f"{exc} (key {key!r} of a Dict action)") from None
-        return out
+        return _validate_dict(agent, space, action)
     if isinstance(action, torch.Tensor):
         action = action.detach().cpu().numpy()
     try:
@@ -248,14 +254,13 @@ def validate_action(
         if not _bits_ok(arr, space):
             raise fail("values out of the space")
         arr = arr.astype(space.dtype)
-        picked, most = int(arr.sum()), getattr(space, "max_selected", None)
-        if most is not None and picked > most:  # a Selection
-            raise fail(f"the selection picks {picked} samples, more than {most}")
+        if isinstance(space, Selection) and int(arr.sum()) > space.max_selected:
+            raise fail(
+                f"the selection picks {int(arr.sum())} samples, more than {space.max_selected}"
+            )
     elif not np.issubdtype(arr.dtype, np.floating):
         raise fail(f"expected a floating-point array, got dtype {arr.dtype}")
-    elif getattr(space, "classes", None) is not None:  # a Simplex: say which row is wrong
-        from commenv.spaces import check_distributions
-
+    elif isinstance(space, Simplex):  # say which row is wrong
         check_distributions(
             f"invalid action for agent {agent!r}", torch.as_tensor(arr)[None], space
         )
@@ -305,6 +310,37 @@ def _as_tensor(agent: str, value: Any, device: torch.device, fail: Any) -> torch
     return value if value.device == device else value.to(device)
 
 
+def _batched_dict(
+    agents: list[str],
+    space: gymnasium.spaces.Dict,
+    actions: Mapping[str, Any],
+    num_envs: int,
+    device: torch.device,
+    relaxed: bool,
+) -> TensorDict:
+    """:func:`batched_actions` of a ``Dict`` space: a dict of stacked tensors, key by key."""
+    for a in agents:
+        value = actions[a]
+        if not isinstance(value, Mapping) or set(value) != set(space.spaces):
+            raise ValueError(
+                f"invalid action for agent {a!r}: expected a dict with keys "
+                f"{sorted(space.spaces)} for {space}, got "
+                f"{sorted(value) if isinstance(value, Mapping) else describe(value)}"
+            )
+    return {
+        k: batched_actions(
+            agents,
+            sub,
+            {a: actions[a][k] for a in agents},
+            num_envs,
+            device,
+            relaxed=relaxed,
+            key=k,
+        )
+        for k, sub in space.spaces.items()
+    }
+
+
 def batched_actions(
     agents: list[str],
     space: gymnasium.Space,
@@ -323,26 +359,7 @@ def batched_actions(
     ``key``: the ``Dict`` key being checked (named in errors).
     """
     if isinstance(space, gymnasium.spaces.Dict):
-        for a in agents:
-            value = actions[a]
-            if not isinstance(value, Mapping) or set(value) != set(space.spaces):
-                raise ValueError(
-                    f"invalid action for agent {a!r}: expected a dict with keys "
-                    f"{sorted(space.spaces)} for {space}, got "
-                    f"{sorted(value) if isinstance(value, Mapping) else describe(value)}"
-                )
-        return {
-            k: batched_actions(
-                agents,
-                sub,
-                {a: actions[a][k] for a in agents},
-                num_envs,
-                device,
-                relaxed=relaxed,
-                key=k,
-            )
-            for k, sub in space.spaces.items()
-        }
+        return _batched_dict(agents, space, actions, num_envs, device, relaxed)
     expected = (num_envs, *space.shape)
     dims = ", ".join(map(str, space.shape))
     floats = not isinstance(space, gymnasium.spaces.MultiBinary | gymnasium.spaces.MultiDiscrete)
@@ -372,6 +389,29 @@ def _key(key: str | None) -> str:
     return "" if key is None else f" (key {key!r})"
 
 
+def _check_bits(
+    agents: list[str], space: gymnasium.Space, x: torch.Tensor, relaxed: bool, where: str, fail
+) -> None:
+    """Bits (0/1, or [0, 1] when ``relaxed``) and a ``Selection``'s bound on the ones."""
+    if relaxed:
+        low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
+        if not (0 <= float(low) and float(high) <= 1):
+            raise fail(~((x >= 0) & (x <= 1)), "expected values in [0, 1]")
+    else:
+        bad = (x != 0) & (x != 1)  # NaN is neither
+        if bool(bad.any()):
+            raise fail(bad, "expected bits, 0 or 1")
+    if isinstance(space, Selection):
+        count = x.reshape(*x.shape[:2], -1).sum(-1)
+        if bool((count > space.max_selected).any()):
+            env, i = (int(v) for v in (count > space.max_selected).nonzero()[0])
+            raise ValueError(
+                f"invalid action for agent {agents[i]!r}{where}: the selection picks too "
+                f"many samples; expected at most {space.max_selected} ones in {space}, "
+                f"got {int(count[env, i])} in env {env}"
+            )
+
+
 def check_batch_values(
     agents: list[str],
     space: gymnasium.Space,
@@ -382,8 +422,6 @@ def check_batch_values(
 ) -> None:
     """Raise ``ValueError`` naming the first agent whose slice of ``x`` ``(num_envs,
     len(agents), *space.shape)`` is outside ``space`` (NaN and inf are always outside)."""
-    from commenv.spaces import Selection, Simplex, check_distributions
-
     where = _key(key)
 
     def fail(bad: torch.Tensor, why: str) -> ValueError:
@@ -399,23 +437,7 @@ def check_batch_values(
             f"{space}, got dtype {x.dtype}"
         )
     if isinstance(space, gymnasium.spaces.MultiBinary):
-        if relaxed:
-            low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
-            if not (0 <= float(low) and float(high) <= 1):
-                raise fail(~((x >= 0) & (x <= 1)), "expected values in [0, 1]")
-        else:
-            bad = (x != 0) & (x != 1)  # NaN is neither
-            if bool(bad.any()):
-                raise fail(bad, "expected bits, 0 or 1")
-        if isinstance(space, Selection):
-            count = x.reshape(*x.shape[:2], -1).sum(-1)
-            if bool((count > space.max_selected).any()):
-                env, i = (int(v) for v in (count > space.max_selected).nonzero()[0])
-                raise ValueError(
-                    f"invalid action for agent {agents[i]!r}{where}: the selection picks too "
-                    f"many samples; expected at most {space.max_selected} ones in {space}, "
-                    f"got {int(count[env, i])} in env {env}"
-                )
+        _check_bits(agents, space, x, relaxed, where, fail)
         return
     if not x.is_floating_point():
         raise ValueError(

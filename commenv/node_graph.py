@@ -194,6 +194,12 @@ def partition_indices(
     )
 
 
+def _layout(sizes: dict[str, int]) -> dict[str, slice]:
+    """Consecutive slices of the given sizes, in order."""
+    ends = np.cumsum(list(sizes.values()))
+    return {k: slice(int(e - n), int(e)) for (k, n), e in zip(sizes.items(), ends, strict=True)}
+
+
 class NodeGraphGame(BatchedEnv):
     """Batched node_graph_v0 (see the module docstring for the rules)."""
 
@@ -381,11 +387,8 @@ class NodeGraphGame(BatchedEnv):
             "from_inbox": 1,
             "inbox_fill": 1,
         }
-        self.obs_layout: dict[str, slice] = {}
-        start = 0
-        for key, size in sizes.items():
-            self.obs_layout[key] = slice(start, start + size)
-            start += size
+        self.obs_layout = _layout(sizes)
+        start = self.obs_layout["inbox_fill"].stop
         check_memory(
             "observations and inboxes",
             self._memory_bytes(),
