@@ -6,7 +6,14 @@ batch (the VMAS contract). Agents that train on GPU use this face directly.
 
 :class:`BatchedParallelEnv` wraps a game built with ``num_envs=1`` into a PettingZoo
 ``ParallelEnv`` (numpy in, numpy out, actions validated against exactly the declared spaces);
-the AEC form comes from PettingZoo's generic ``parallel_to_aec`` conversion.
+the AEC form comes from PettingZoo's generic ``parallel_to_aec`` conversion, with each action
+checked at its own turn (:class:`ValidatingAECEnv`).
+
+Bad input is refused here, once for every game (``docs/bad_input.md``): one checker per kind
+of constructor argument (:func:`check_int`, :func:`check_seed`, :func:`check_float`,
+:func:`check_probability`, :func:`check_bool`, :func:`check_choice`, :func:`check_device`,
+:func:`check_data_root`, :func:`check_memory` with :data:`MEMORY_LIMIT_BYTES`) and one action
+check per face (:func:`validate_action` for numpy, :func:`batched_actions` for tensors).
 """
 
 from __future__ import annotations

@@ -266,3 +266,16 @@ def test_close_on_the_batched_face(family):
     game.reset(seed=0)
     game.close()
     game.reset(seed=0)
+
+
+def test_doc_page_examples_run():
+    """``docs/bad_input.md`` states the contract these tests check; its examples run."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "bad_input.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)
