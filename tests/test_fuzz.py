@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ GAMES = {
 }
 FACES = ("parallel", "aec", "batched")
 NUM_ENVS = 2
+DEVICE = os.environ.get("COMMENV_TEST_DEVICE", "cpu")  # the batched face runs there
 CASES = [(g, f) for g in GAMES for f in FACES]
 _ENVS: dict[tuple[str, str, int], object] = {}
 
@@ -55,7 +57,7 @@ def make(game: str, face: str, copy: int = 0):
         elif face == "aec":
             _ENVS[key] = family.env(**cfg)
         else:
-            _ENVS[key] = family.batched(num_envs=NUM_ENVS, **cfg)
+            _ENVS[key] = family.batched(num_envs=NUM_ENVS, device=DEVICE, **cfg)
     return _ENVS[key]
 
 

@@ -344,3 +344,14 @@ def test_doc_page_matches_the_code():
         "| Teacher observation | ``Box(0, 1, (S * B * (2 * C + D),), float32)``",
     ):
         assert row in doc, row
+
+
+def test_quiz_teacher_doc_lists_every_argument():
+    import inspect
+
+    import commenv.quiz_teacher as view
+    from commenv.testing import documented_arguments
+
+    params = inspect.signature(view.QuizTeacherEnv.__init__).parameters
+    real = {n: p.default for n, p in params.items() if n != "self"}
+    assert documented_arguments(view.__doc__) == real
