@@ -545,7 +545,7 @@ class BatchedEnv(ABC):
         return gen
 
 
-def _to_numpy(value: Any) -> Any:
+def to_numpy(value: Any) -> Any:
     """First world of a batched value, as numpy (0-d tensors become Python scalars)."""
     if isinstance(value, torch.Tensor):
         first = value[0].detach().cpu() if value.ndim else value
@@ -555,8 +555,11 @@ def _to_numpy(value: Any) -> Any:
         if len(scalars) == len(value) and len({v.dtype for v in scalars}) == 1:
             # the common case, one scalar per world per key: a single host transfer
             return dict(zip(value, torch.stack(scalars)[:, 0].tolist(), strict=True))
-        return {k: _to_numpy(v) for k, v in value.items()}
+        return {k: to_numpy(v) for k, v in value.items()}
     return value
+
+
+_to_numpy = to_numpy  # the old private name, kept for other branches
 
 
 def _to_batched(arr: np.ndarray | dict, device: torch.device) -> torch.Tensor | TensorDict:
@@ -579,6 +582,7 @@ class GameFace:
         return self.game.render(0)
 
     def close(self) -> None:
+        self.agents = []
         self.game.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -624,7 +628,7 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         for a in self.agents:
             key = id(infos[a])
             if key not in converted:
-                converted[key] = _to_numpy(infos[a])
+                converted[key] = to_numpy(infos[a])
             out[a] = dict(converted[key])
         return out
 

@@ -111,7 +111,6 @@ from commenv.core import (
     GameFace,
     OrderedAECEnv,
     TensorDict,
-    _to_numpy,
     batched_actions,
     check_choice,
     check_data_root,
@@ -120,6 +119,7 @@ from commenv.core import (
     check_memory,
     check_seed,
     describe,
+    to_numpy,
     validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
@@ -626,7 +626,7 @@ class QuizAECEnv(GameFace, AECEnv):
 
     def _store(self, obs: TensorDict, infos: dict[str, dict]) -> None:
         self._obs = {a: obs[a][0].cpu().numpy().copy() for a in self.possible_agents}
-        self.infos = {a: _to_numpy(infos[a]) for a in self.agents}
+        self.infos = {a: to_numpy(infos[a]) for a in self.agents}
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
         obs, infos = self.game.reset(seed=seed)
