@@ -61,8 +61,7 @@ def make_adjacency(graph: GraphSpec, n_agents: int, k: int | None = None) -> tor
         return _named_graph(graph, n_agents, k)
     if k is not None:
         raise ValueError(
-            f"k={k!r} only applies to graph='ring'; it would be ignored by a user graph "
-            "(leave k=None)"
+            f"k must be None unless graph='ring' (a user graph would ignore it), got k={k!r}"
         )
     if isinstance(graph, np.ndarray | torch.Tensor):
         return _matrix_graph(graph, n_agents)
@@ -78,7 +77,7 @@ def _named_graph(graph: str, n: int, k: int | None) -> torch.Tensor:
     check_choice("graph", graph, GRAPHS)
     if graph != "ring" and k is not None:
         raise ValueError(
-            f"k={k!r} only applies to graph='ring'; graph={graph!r} would ignore it (leave k=None)"
+            f"k must be None unless graph='ring' (graph={graph!r} would ignore it), got k={k!r}"
         )
     adj = torch.zeros(n, n, dtype=torch.bool)
     if graph == "one_way":

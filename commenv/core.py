@@ -6,7 +6,14 @@ batch (the VMAS contract). Agents that train on GPU use this face directly.
 
 :class:`BatchedParallelEnv` wraps a game built with ``num_envs=1`` into a PettingZoo
 ``ParallelEnv`` (numpy in, numpy out, actions validated against exactly the declared spaces);
-the AEC form comes from PettingZoo's generic ``parallel_to_aec`` conversion.
+the AEC form comes from PettingZoo's generic ``parallel_to_aec`` conversion, with each action
+checked at its own turn (:class:`ValidatingAECEnv`).
+
+Bad input is refused here, once for every game (``docs/bad_input.md``): one checker per kind
+of constructor argument (:func:`check_int`, :func:`check_seed`, :func:`check_float`,
+:func:`check_probability`, :func:`check_bool`, :func:`check_choice`, :func:`check_device`,
+:func:`check_data_root`, :func:`check_memory` with :data:`MEMORY_LIMIT_BYTES`) and one action
+check per face (:func:`validate_action` for numpy, :func:`batched_actions` for tensors).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import torch
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from pettingzoo.utils.wrappers import OrderEnforcingWrapper
+
+from commenv.spaces import Selection, Simplex, check_distributions
 
 TensorDict = dict[str, torch.Tensor]
 
@@ -82,8 +91,8 @@ def check_int(
 
 
 def check_seed(name: str, value: Any) -> int:
-    """A seed: an integer >= 0 (``mask_seed``, ``data_seed``, ``partition_seed``...)."""
-    return check_int(name, value, 0)
+    """A seed: an integer in [0, 2**63 - 1] (``mask_seed``, ``data_seed``...)."""
+    return check_int(name, value, 0, 2**63 - 1)
 
 
 def check_float(
@@ -133,29 +142,28 @@ def check_device(value: Any, name: str = "device") -> torch.device:
     ``"cuda"`` without CUDA (or a CUDA index past the last GPU) says so here, instead of a
     deep ``AssertionError`` on the first tensor.
     """
-    if not isinstance(value, str | torch.device):
-        raise ValueError(
-            f"{name} must be a torch device or a string such as 'cpu' or 'cuda', "
-            f"got {describe(value)}"
+
+    def fail(why: str) -> ValueError:
+        return ValueError(
+            f"{name} must be a device this machine has ('cpu', 'cuda' when CUDA is available, "
+            f"'mps' on Apple silicon); {why}, got {describe(value)}"
         )
+
+    if not isinstance(value, str | torch.device):
+        raise fail("not a torch device nor a string")
     try:
         dev = torch.device(value)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"{name}={value!r} is not a torch device ({exc})") from None
+    except (RuntimeError, ValueError):
+        raise fail("not a torch device name") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
-                f"{name}={value!r} but CUDA is not available on this machine "
-                "(torch.cuda.is_available() is False); use device='cpu'"
-            )
+            raise fail("CUDA is not available here (torch.cuda.is_available() is False)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"{name}={value!r} but this machine has {torch.cuda.device_count()} GPU(s)"
-            )
+            raise fail(f"this machine has {torch.cuda.device_count()} GPU(s)")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name}={value!r} but MPS is not available; use device='cpu'")
+        raise fail("MPS is not available here")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{name}={value!r}: only 'cpu', 'cuda' and 'mps' are supported")
+        raise fail(f"device type {dev.type!r} is not supported")
     return dev
 
 
@@ -164,21 +172,23 @@ def check_data_root(value: Any, name: str = "data_root") -> str | None:
     rather than silently falling back to another location."""
     if value is None:
         return None
-    if not isinstance(value, str | os.PathLike):
-        raise ValueError(f"{name} must be a directory path or None, got {describe(value)}")
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise ValueError(f"{name}={str(value)!r} is not an existing directory")
-    return str(path)
-
-
-def check_memory(what: str, nbytes: int, allow_large: bool) -> None:
-    """Raise when ``nbytes`` exceed :data:`MEMORY_LIMIT_BYTES` unless ``allow_large``."""
-    if nbytes > MEMORY_LIMIT_BYTES and not check_bool("allow_large", allow_large):
+    if not isinstance(value, str | os.PathLike) or not Path(value).expanduser().is_dir():
         raise ValueError(
-            f"this configuration needs {nbytes / 2**20:,.0f} MiB of {what}, above the bound "
-            f"of {MEMORY_LIMIT_BYTES / 2**20:,.0f} MiB (commenv.core.MEMORY_LIMIT_BYTES); "
-            "pass allow_large=True if you mean it"
+            f"{name} must be None or an existing directory (a missing one is not replaced by "
+            f"another location), got {describe(value)}"
+        )
+    return str(Path(value).expanduser())
+
+
+def check_memory(what: str, nbytes: int, allow_large: bool, **sizes: int) -> None:
+    """Raise when ``nbytes`` exceed :data:`MEMORY_LIMIT_BYTES` unless ``allow_large``; the
+    error names the configuration ``sizes`` the estimate came from."""
+    if nbytes > MEMORY_LIMIT_BYTES and not check_bool("allow_large", allow_large):
+        config = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
+        raise ValueError(
+            f"{config} needs {nbytes / 2**20:,.0f} MiB of {what}; expected at most "
+            f"{MEMORY_LIMIT_BYTES / 2**20:,.0f} MiB (commenv.core.MEMORY_LIMIT_BYTES), "
+            f"got {nbytes:,} bytes: pass allow_large=True if you mean it"
         )
 
 
@@ -197,6 +207,17 @@ def _bits_ok(arr: np.ndarray, space: gymnasium.Space) -> bool:
     if isinstance(space, gymnasium.spaces.MultiBinary):
         return bool(np.all((arr == 0) | (arr == 1)))
     return bool(np.all((arr >= 0) & (arr < space.nvec)))
+
+
+def _validate_dict(agent: str, space: gymnasium.spaces.Dict, action: dict) -> dict:
+    """Composite actions (e.g. node_graph_v0's broadcast bits + payload): every key."""
+    out = {}
+    for key, sub in space.spaces.items():
+        try:
+            out[key] = validate_action(agent, sub, action[key])
+        except ValueError as exc:
+            raise ValueError(f"{exc} (key {key!r} of a Dict action)") from None
+    return out
 
 
 def validate_action(
@@ -219,16 +240,9 @@ def validate_action(
         )
 
     if isinstance(space, gymnasium.spaces.Dict):
-        # Composite actions (e.g. node_graph_v0's broadcast bits + payload): check every key.
         if not isinstance(action, dict) or set(action) != set(space.spaces):
             raise fail(f"expected a dict with keys {sorted(space.spaces)}")
-        out = {}
-        for key, sub in space.spaces.items():
-            try:
-                out[key] = validate_action(agent, sub, action[key])
-            except ValueError as exc:
-                raise ValueError(f"{exc} (key {key!r} of a Dict action)") from None
-        return out
+        return _validate_dict(agent, space, action)
     if isinstance(action, torch.Tensor):
         action = action.detach().cpu().numpy()
     try:
@@ -247,14 +261,13 @@ def validate_action(
         if not _bits_ok(arr, space):
             raise fail("values out of the space")
         arr = arr.astype(space.dtype)
-        picked, most = int(arr.sum()), getattr(space, "max_selected", None)
-        if most is not None and picked > most:  # a Selection
-            raise fail(f"the selection picks {picked} samples, more than {most}")
+        if isinstance(space, Selection) and int(arr.sum()) > space.max_selected:
+            raise fail(
+                f"the selection picks {int(arr.sum())} samples, more than {space.max_selected}"
+            )
     elif not np.issubdtype(arr.dtype, np.floating):
         raise fail(f"expected a floating-point array, got dtype {arr.dtype}")
-    elif getattr(space, "classes", None) is not None:  # a Simplex: say which row is wrong
-        from commenv.spaces import check_distributions
-
+    elif isinstance(space, Simplex):  # say which row is wrong
         check_distributions(
             f"invalid action for agent {agent!r}", torch.as_tensor(arr)[None], space
         )
@@ -273,7 +286,8 @@ def check_action_keys(
     """
     if not isinstance(actions, Mapping):
         raise TypeError(
-            f"{face} takes a dict {{agent: action}} for agents {expected}, got {describe(actions)}"
+            f"{face} expected a dict {{agent: action}} for agents {expected}, "
+            f"got {describe(actions)}"
         )
     unknown = [a for a in actions if a not in valid]
     if unknown:
@@ -303,6 +317,37 @@ def _as_tensor(agent: str, value: Any, device: torch.device, fail: Any) -> torch
     return value if value.device == device else value.to(device)
 
 
+def _batched_dict(
+    agents: list[str],
+    space: gymnasium.spaces.Dict,
+    actions: Mapping[str, Any],
+    num_envs: int,
+    device: torch.device,
+    relaxed: bool,
+) -> TensorDict:
+    """:func:`batched_actions` of a ``Dict`` space: a dict of stacked tensors, key by key."""
+    for a in agents:
+        value = actions[a]
+        if not isinstance(value, Mapping) or set(value) != set(space.spaces):
+            raise ValueError(
+                f"invalid action for agent {a!r}: expected a dict with keys "
+                f"{sorted(space.spaces)} for {space}, got "
+                f"{sorted(value) if isinstance(value, Mapping) else describe(value)}"
+            )
+    return {
+        k: batched_actions(
+            agents,
+            sub,
+            {a: actions[a][k] for a in agents},
+            num_envs,
+            device,
+            relaxed=relaxed,
+            key=k,
+        )
+        for k, sub in space.spaces.items()
+    }
+
+
 def batched_actions(
     agents: list[str],
     space: gymnasium.Space,
@@ -321,28 +366,10 @@ def batched_actions(
     ``key``: the ``Dict`` key being checked (named in errors).
     """
     if isinstance(space, gymnasium.spaces.Dict):
-        for a in agents:
-            value = actions[a]
-            if not isinstance(value, Mapping) or set(value) != set(space.spaces):
-                raise ValueError(
-                    f"invalid action for agent {a!r}: expected a dict with keys "
-                    f"{sorted(space.spaces)} for {space}, got "
-                    f"{sorted(value) if isinstance(value, Mapping) else describe(value)}"
-                )
-        return {
-            k: batched_actions(
-                agents,
-                sub,
-                {a: actions[a][k] for a in agents},
-                num_envs,
-                device,
-                relaxed=relaxed,
-                key=k,
-            )
-            for k, sub in space.spaces.items()
-        }
+        return _batched_dict(agents, space, actions, num_envs, device, relaxed)
     expected = (num_envs, *space.shape)
     dims = ", ".join(map(str, space.shape))
+    floats = not isinstance(space, gymnasium.spaces.MultiBinary | gymnasium.spaces.MultiDiscrete)
     parts = []
     for a in agents:
 
@@ -357,6 +384,8 @@ def batched_actions(
         if tuple(t.shape) != expected:
             hint = " (missing the leading num_envs dimension?)" if t.shape == space.shape else ""
             raise fail(f"wrong shape {tuple(t.shape)}{hint}")
+        if floats and not t.is_floating_point():  # before stacking promotes it
+            raise fail(f"expected a floating-point tensor, got dtype {t.dtype}")
         parts.append(t)
     stacked = torch.stack(parts, 1) if len(parts) > 1 else parts[0].unsqueeze(1)
     check_batch_values(agents, space, stacked, relaxed=relaxed, key=key)
@@ -365,6 +394,29 @@ def batched_actions(
 
 def _key(key: str | None) -> str:
     return "" if key is None else f" (key {key!r})"
+
+
+def _check_bits(
+    agents: list[str], space: gymnasium.Space, x: torch.Tensor, relaxed: bool, where: str, fail
+) -> None:
+    """Bits (0/1, or [0, 1] when ``relaxed``) and a ``Selection``'s bound on the ones."""
+    if relaxed:
+        low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
+        if not (0 <= float(low) and float(high) <= 1):
+            raise fail(~((x >= 0) & (x <= 1)), "expected values in [0, 1]")
+    else:
+        bad = (x != 0) & (x != 1)  # NaN is neither
+        if bool(bad.any()):
+            raise fail(bad, "expected bits, 0 or 1")
+    if isinstance(space, Selection):
+        count = x.reshape(*x.shape[:2], -1).sum(-1)
+        if bool((count > space.max_selected).any()):
+            env, i = (int(v) for v in (count > space.max_selected).nonzero()[0])
+            raise ValueError(
+                f"invalid action for agent {agents[i]!r}{where}: the selection picks too "
+                f"many samples; expected at most {space.max_selected} ones in {space}, "
+                f"got {int(count[env, i])} in env {env}"
+            )
 
 
 def check_batch_values(
@@ -377,8 +429,6 @@ def check_batch_values(
 ) -> None:
     """Raise ``ValueError`` naming the first agent whose slice of ``x`` ``(num_envs,
     len(agents), *space.shape)`` is outside ``space`` (NaN and inf are always outside)."""
-    from commenv.spaces import Selection, Simplex, check_distributions
-
     where = _key(key)
 
     def fail(bad: torch.Tensor, why: str) -> ValueError:
@@ -394,23 +444,7 @@ def check_batch_values(
             f"{space}, got dtype {x.dtype}"
         )
     if isinstance(space, gymnasium.spaces.MultiBinary):
-        if relaxed:
-            low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
-            if not (0 <= float(low) and float(high) <= 1):
-                raise fail(~((x >= 0) & (x <= 1)), "expected values in [0, 1]")
-        else:
-            bad = (x != 0) & (x != 1)  # NaN is neither
-            if bool(bad.any()):
-                raise fail(bad, "expected bits, 0 or 1")
-        if isinstance(space, Selection):
-            count = x.reshape(*x.shape[:2], -1).sum(-1)
-            if bool((count > space.max_selected).any()):
-                env, i = (int(v) for v in (count > space.max_selected).nonzero()[0])
-                raise ValueError(
-                    f"invalid action for agent {agents[i]!r}{where}: the selection picks too "
-                    f"many samples; expected at most {space.max_selected} ones in {space}, "
-                    f"got {int(count[env, i])} in env {env}"
-                )
+        _check_bits(agents, space, x, relaxed, where, fail)
         return
     if not x.is_floating_point():
         raise ValueError(
@@ -511,7 +545,7 @@ class BatchedEnv(ABC):
         return gen
 
 
-def _to_numpy(value: Any) -> Any:
+def to_numpy(value: Any) -> Any:
     """First world of a batched value, as numpy (0-d tensors become Python scalars)."""
     if isinstance(value, torch.Tensor):
         first = value[0].detach().cpu() if value.ndim else value
@@ -521,8 +555,11 @@ def _to_numpy(value: Any) -> Any:
         if len(scalars) == len(value) and len({v.dtype for v in scalars}) == 1:
             # the common case, one scalar per world per key: a single host transfer
             return dict(zip(value, torch.stack(scalars)[:, 0].tolist(), strict=True))
-        return {k: _to_numpy(v) for k, v in value.items()}
+        return {k: to_numpy(v) for k, v in value.items()}
     return value
+
+
+_to_numpy = to_numpy  # the old private name, kept for other branches
 
 
 def _to_batched(arr: np.ndarray | dict, device: torch.device) -> torch.Tensor | TensorDict:
@@ -545,6 +582,7 @@ class GameFace:
         return self.game.render(0)
 
     def close(self) -> None:
+        self.agents = []
         self.game.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -590,7 +628,7 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         for a in self.agents:
             key = id(infos[a])
             if key not in converted:
-                converted[key] = _to_numpy(infos[a])
+                converted[key] = to_numpy(infos[a])
             out[a] = dict(converted[key])
         return out
 

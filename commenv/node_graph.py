@@ -59,28 +59,58 @@ is :mod:`commenv.evaluation`. ``r_i = -bit_cost * (bits node i sent this step)``
 so an RL agent can be asked to pay for bandwidth.
 
 **Bandwidth** is counted exactly in bits per edge a message is put on: images cost
-``M * D * image_bits`` per minibatch (``image_bits=8``: the uint8 pixels), payloads
-``M * ceil(log2 C)`` bits for labels and ``M * P * float_bits`` for logits/features. Below 32,
-``float_bits`` is also what arrives: 16 rounds to IEEE half, 1..15 sends each sample's vector as
-``2**float_bits`` levels between its min and max (plus those two as fp32, 64 bits per sample;
-``commenv.channel.quantize``). Totals are in
-``env.bandwidth()`` and per node (cumulative) in ``infos[agent]["bits_images"]`` /
-``["bits_payload"]``.
+``M * D * image_bits`` per minibatch, payloads ``M * ceil(log2 C)`` bits for labels and
+``M * P * float_bits`` for logits/features (plus 64 bits per sample below 16 bits; see
+``float_bits`` under Arguments). Totals are in ``env.bandwidth()`` and per node (cumulative) in
+``infos[agent]["bits_images"]`` / ``["bits_payload"]``.
 
 **Infos** (ground truth for benchmarks and tests, never in observations): ``indices`` (the
 training-set indices of the current minibatch), ``true_labels``, ``sender`` (-1 for local
 data), ``inbox_count``, ``dropped``, ``bits_images``, ``bits_payload``.
 
-**Arguments** (``commenv.node_graph_v0(n_nodes=10, graph="ring", k=None, content="labels",
-dataset="digits", batch_size=32, consumption_prob=0.5, inbox_capacity=16,
-overflow="drop_oldest", feature_dim=64, partition="iid", dirichlet_alpha=0.5,
-partition_seed=0, train_size=None, image_bits=8, float_bits=32, bit_cost=0.0, max_cycles=5000,
-data_seed=0, data_root=None, render_mode=None)``). ``train_size=n`` partitions only a random
-``n`` of the training samples (drawn from ``partition_seed``; the rest belong to no node): nodes
-as data-starved as the thesis' CIFAR-10 nodes on an easier dataset. ``consumption_prob=0.5``
-is the thesis' choice: one local sample for each sample consumed from the network. With
-``n_nodes=1`` there is no channel (the single broadcast bit is ignored): the thesis' single-node
-baseline.
+**Arguments** (``commenv.node_graph_v0(**kwargs)``; ``.batched(num_envs, device, **kwargs)``
+for the tensor face). Each is checked at construction: a wrong type or a value out of range
+raises ``ValueError`` naming the argument (``docs/bad_input.md``).
+
+- ``n_nodes=10``: number of nodes, an integer >= 1; with 1 there is no channel (the single
+  broadcast bit is ignored): the thesis' single-node baseline.
+- ``graph="ring"``: the directed graph: ``"ring"``, ``"one_way"``, ``"two_way"``,
+  ``"all_to_all"``, an ``(N, N)`` 0/1 matrix ``[sender, receiver]`` or a list of
+  ``(sender, receiver)`` edges (``commenv.channel.make_adjacency``).
+- ``k=None``: neighbours per node of ``graph="ring"`` (1 <= k <= n_nodes - 1; ``None`` is
+  ``n_nodes - 1``, fully connected); must stay ``None`` with any other graph.
+- ``content="labels"``: what travels with the images: ``"labels"``, ``"logits"`` or
+  ``"features"``.
+- ``dataset="digits"``: image dataset, one of ``commenv.DATASETS``.
+- ``batch_size=32``: minibatch size ``M``, an integer >= 1.
+- ``consumption_prob=0.5``: probability of drawing the next minibatch from a non-empty inbox, in
+  [0, 1]; 0.5 is the thesis' choice (one local sample per sample consumed from the network).
+- ``inbox_capacity=16``: minibatches an inbox holds, an integer >= 1.
+- ``overflow="drop_oldest"``: what a full inbox does, ``"drop_oldest"`` or ``"drop_newest"``.
+- ``feature_dim=64``: payload width ``P`` for ``content="features"``, an integer >= 1.
+- ``partition="iid"``: how the training split is cut, ``"iid"`` or ``"dirichlet"``.
+- ``dirichlet_alpha=0.5``: concentration of the Dirichlet partition, a number > 0.
+- ``partition_seed=0``: seed of the partition (and of ``train_size``'s subset), an integer in
+  [0, 2**63 - 1].
+- ``train_size=None``: partition only a random ``train_size`` of the training samples (the
+  rest belong to no node), an integer in [n_nodes, training samples], or ``None`` for all.
+- ``image_bits=8``: bits per pixel on the wire, an integer >= 1 (8: the uint8 pixels).
+- ``float_bits=32``: precision of logits/features on the wire: 32 or 64 (sent as is), 16 (IEEE
+  half precision), or 1..15 (each sample's vector sent as ``2**float_bits`` levels between its
+  min and max, plus those two as fp32, 64 bits per sample; ``commenv.channel.quantize``);
+  below 32 it is also what arrives. Any other value (e.g. 33) raises.
+- ``bit_cost=0.0``: reward per bit sent, ``r_i = -bit_cost * bits``, a finite number >= 0.
+- ``max_cycles=5000``: steps per episode (then truncated), an integer >= 1.
+- ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
+- ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
+  directory that does not exist raises.
+- ``render_mode=None``: ``None``, ``"human"``, ``"rgb_array"`` or ``"ansi"``.
+- ``num_envs=1``: worlds of the batched face, an integer >= 1 (the PettingZoo faces use 1).
+- ``device="cpu"``: torch device of the batched face; one this machine has (``"cuda"``
+  without CUDA raises).
+- ``validate=True``: check every batched action (``False`` skips the checks for speed), a bool.
+- ``allow_large=False``: accept configurations whose observations and inboxes need more than
+  ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
 
 **Version history.** v0: first release.
 """
@@ -162,6 +192,12 @@ def partition_indices(
         f"could not draw a Dirichlet({alpha}) partition leaving no node empty; "
         "use a larger dirichlet_alpha or fewer nodes"
     )
+
+
+def _layout(sizes: dict[str, int]) -> dict[str, slice]:
+    """Consecutive slices of the given sizes, in order."""
+    ends = np.cumsum(list(sizes.values()))
+    return {k: slice(int(e - n), int(e)) for (k, n), e in zip(sizes.items(), ends, strict=True)}
 
 
 class NodeGraphGame(BatchedEnv):
@@ -351,12 +387,18 @@ class NodeGraphGame(BatchedEnv):
             "from_inbox": 1,
             "inbox_fill": 1,
         }
-        self.obs_layout: dict[str, slice] = {}
-        start = 0
-        for key, size in sizes.items():
-            self.obs_layout[key] = slice(start, start + size)
-            start += size
-        check_memory("observations and inboxes", self._memory_bytes(), allow_large)
+        self.obs_layout = _layout(sizes)
+        start = self.obs_layout["inbox_fill"].stop
+        check_memory(
+            "observations and inboxes",
+            self._memory_bytes(),
+            allow_large,
+            num_envs=self.num_envs,
+            n_nodes=self.n_nodes,
+            batch_size=M,
+            inbox_capacity=self.inbox_capacity,
+            feature_dim=self.feature_dim,
+        )
         low = np.zeros(start, np.float32)
         high = np.ones(start, np.float32)
         low[self.obs_layout["payload"]], high[self.obs_layout["payload"]] = -np.inf, np.inf
@@ -499,6 +541,8 @@ class NodeGraphGame(BatchedEnv):
 
     # -- step ----------------------------------------------------------------------------
     def step(self, actions: TensorDict):
+        if not self._state:
+            raise ValueError("step() called before reset(); call reset() first")
         agents = self.possible_agents
         check_action_keys(actions, agents, agents)
         if self.validate:

@@ -56,11 +56,42 @@ differentiable in the messages.
 Ground truth (``label``, ``world_index`` of ``x_t``, ``target`` position of ``x_{t-1}`` among
 the candidates, ``prev_label``) is in ``infos[agent]``, never in observations.
 
-**Arguments** (``commenv.partial_obs_v0(n_agents=2, graph="two_way", level="both",
-dataset="digits", split="train", message_bits=32, noise=0.3, num_candidates=4,
-info_weight=1.0, likelihood_weight=0.5, flip_prob=0.0, drop_prob=0.0, k=None,
-max_cycles=25, mask_seed=0, data_seed=0, data_root=None, render_mode=None)``).
-Noise 0.3 and the reward weights are our choices: the thesis' text lost its noise level.
+**Arguments** (``commenv.partial_obs_v0(**kwargs)``; ``.batched(num_envs, device, **kwargs)``
+for the tensor face). Each is checked at construction: a wrong type or a value out of range
+raises ``ValueError`` naming the argument (``docs/bad_input.md``).
+
+- ``n_agents=2``: number of agents, an integer >= 2.
+- ``graph="two_way"``: who hears whom: ``"one_way"``, ``"two_way"``, ``"all_to_all"``,
+  ``"ring"``, an ``(n, n)`` 0/1 matrix ``[sender, receiver]`` or a list of
+  ``(sender, receiver)`` edges (``commenv.channel.make_adjacency``).
+- ``level="both"``: communication level, ``"none"``, ``"receive"``, ``"feedback"`` or
+  ``"both"`` (``"both"`` needs a symmetric graph).
+- ``dataset="digits"``: image dataset, one of ``commenv.DATASETS``.
+- ``split="train"``: the split the worlds are drawn from, ``"train"``, ``"val"`` or ``"test"``.
+- ``message_bits=32``: bits per message ``L``, an integer >= 1.
+- ``noise=0.3``: probability that a pixel is inverted in an agent's mask, in [0, 1] (our
+  choice: the thesis' text lost its noise level).
+- ``num_candidates=4``: candidates ``K`` of the discrimination game, 0 (no discrimination) or
+  an integer >= 2, not 1: with a single candidate the choice is always right and the reward
+  says nothing.
+- ``info_weight=1.0``: weight of the discrimination reward, a finite number.
+- ``likelihood_weight=0.5``: weight of the likelihood reward, a finite number.
+- ``flip_prob=0.0``: probability that the channel flips each delivered bit, in [0, 1].
+- ``drop_prob=0.0``: probability that the channel loses each message, in [0, 1].
+- ``k=None``: neighbours per agent for ``graph="ring"`` (1 <= k <= n_agents - 1); must stay
+  ``None`` with any other graph.
+- ``max_cycles=25``: steps per episode (then truncated), an integer >= 1.
+- ``mask_seed=0``: seed of the noise masks, an integer in [0, 2**63 - 1].
+- ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
+- ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
+  directory that does not exist raises.
+- ``render_mode=None``: ``None``, ``"human"``, ``"rgb_array"`` or ``"ansi"``.
+- ``num_envs=1``: worlds of the batched face, an integer >= 1 (the PettingZoo faces use 1).
+- ``device="cpu"``: torch device of the batched face; one this machine has (``"cuda"``
+  without CUDA raises).
+- ``validate=True``: check every batched action (``False`` skips the checks for speed), a bool.
+- ``allow_large=False``: accept configurations whose observations need more than
+  ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
 
 **Version history.** v0: first release.
 """
@@ -228,7 +259,15 @@ class PartialObsGame(BatchedEnv):
         obs_dim = self.obs_layout["candidates"].stop
         obs_bytes = 4 * self.num_envs * self.n_agents * obs_dim
         draw_bytes = 8 * self._DRAW_CHUNK * self.num_envs * max(K, 1)
-        check_memory("observations", obs_bytes + draw_bytes, allow_large)
+        check_memory(
+            "observations",
+            obs_bytes + draw_bytes,
+            allow_large,
+            num_envs=self.num_envs,
+            n_agents=self.n_agents,
+            message_bits=L,
+            num_candidates=K,
+        )
         self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
         self._act_space = gymnasium.spaces.MultiBinary(L + K)
 

@@ -60,15 +60,34 @@ is scheduled); terminated when an exam reaches ``target_accuracy`` (if given). I
 all worlds share the clock: a world that terminated keeps ``terminated`` True and keeps running
 until ``reset``.
 
-**Arguments** (``commenv.quiz_v0.env(dataset="digits", stack_size=2, batch_size=32,
-exam_every=10, exam_size=None, max_lessons=100, target_accuracy=None, data_seed=0,
-data_root=None, render_mode=None)``); ``exam_size=None`` uses the whole validation split
-(1/6 of the official training set: 10,000 of 60,000 for (Fashion-)MNIST). The batched face adds
-``num_envs``, ``device`` and ``validate=True`` (``False`` skips the action checks). PettingZoo's
+**Arguments** (``commenv.quiz_v0.env(**kwargs)``; ``.batched(num_envs, device, **kwargs)``
+for the tensor face). Each is checked at construction: a wrong type or a value out of range
+raises ``ValueError`` naming the argument (``docs/bad_input.md``). PettingZoo's
 ``max_cycles_test`` does not apply: the episode length is ``max_lessons`` lessons, not cycles.
 
+- ``dataset="digits"``: image dataset, one of ``commenv.DATASETS``.
+- ``stack_size=2``: quizzes ``S`` per lesson, an integer >= 1.
+- ``batch_size=32``: rows ``B`` of a quiz, a lesson and an exam turn, an integer in
+  [1, training samples].
+- ``exam_every=10``: lessons between exams, an integer >= 1.
+- ``exam_size=None``: exam samples, an integer in [1, validation samples]; ``None`` uses the
+  whole validation split (1/6 of the official training set: 10,000 of 60,000 for
+  (Fashion-)MNIST).
+- ``max_lessons=100``: lessons per episode (then truncated), an integer >= 1.
+- ``target_accuracy=None``: exam accuracy that terminates the episode, in (0, 1], or ``None``.
+- ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
+- ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
+  directory that does not exist raises.
+- ``render_mode=None``: ``None``, ``"human"``, ``"rgb_array"`` or ``"ansi"``.
+- ``num_envs=1``: worlds of the batched face, an integer >= 1 (the PettingZoo faces use 1).
+- ``device="cpu"``: torch device of the batched face; one this machine has (``"cuda"``
+  without CUDA raises).
+- ``validate=True``: check every batched action (``False`` skips the checks for speed), a bool.
+- ``allow_large=False``: accept configurations whose observations need more than
+  ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
+
 Reference agents and the table 3.1 benchmark: ``agents/teacher.py``, ``agents/quiz_runner.py``,
-``examples/bench_quiz.py``; the teacher's single-agent Gymnasium view:
+``commenv/bench/quiz.py``; the teacher's single-agent Gymnasium view:
 :mod:`commenv.quiz_teacher` (``commenv/QuizTeacher-v0``).
 
 **Version history.** v0: first release.
@@ -92,7 +111,6 @@ from commenv.core import (
     GameFace,
     OrderedAECEnv,
     TensorDict,
-    _to_numpy,
     batched_actions,
     check_choice,
     check_data_root,
@@ -101,6 +119,7 @@ from commenv.core import (
     check_memory,
     check_seed,
     describe,
+    to_numpy,
     validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
@@ -211,7 +230,14 @@ class QuizGame(BatchedEnv):
         """Observation layouts of both agents and the four spaces, within the memory bound."""
         B, S, C, D = self.batch_size, self.stack_size, self.num_classes, self.num_features
         obs_floats = 3 + B * (D + C + 1) + S * B * (2 * C + D)
-        check_memory("observations", 4 * self.num_envs * obs_floats, allow_large)
+        check_memory(
+            "observations",
+            4 * self.num_envs * obs_floats,
+            allow_large,
+            num_envs=self.num_envs,
+            stack_size=S,
+            batch_size=B,
+        )
         self.obs_layout = {
             "phase": slice(0, 3),
             "images": slice(3, 3 + B * D),
@@ -376,7 +402,7 @@ class QuizGame(BatchedEnv):
         agent = self.agent_selection
         if not isinstance(actions, dict):
             raise TypeError(
-                f"step() takes a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
+                f"step() expected a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
             )
         unknown = [a for a in actions if a not in self.possible_agents]
         if unknown:
@@ -600,7 +626,7 @@ class QuizAECEnv(GameFace, AECEnv):
 
     def _store(self, obs: TensorDict, infos: dict[str, dict]) -> None:
         self._obs = {a: obs[a][0].cpu().numpy().copy() for a in self.possible_agents}
-        self.infos = {a: _to_numpy(infos[a]) for a in self.agents}
+        self.infos = {a: to_numpy(infos[a]) for a in self.agents}
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
         obs, infos = self.game.reset(seed=seed)
@@ -656,7 +682,7 @@ class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
         active = self.aec_env.agent_selection
         if not isinstance(actions, dict):
             raise TypeError(
-                f"step() takes a dict {{agent: action}} with the action of {active!r}, "
+                f"step() expected a dict {{agent: action}} with the action of {active!r}, "
                 f"got {describe(actions)}"
             )
         unknown = [a for a in actions if a not in self.possible_agents]
@@ -665,7 +691,8 @@ class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
         if active not in actions:
             raise ValueError(
                 f"missing the action of {active!r}, whose turn it is "
-                f"({self.aec_env.unwrapped.game.phase!r} turn); got keys {sorted(actions)}"
+                f"({self.aec_env.unwrapped.game.phase!r} turn); expected a key {active!r}, "
+                f"got keys {sorted(actions)}"
             )
         return super().step(actions)
 

@@ -33,11 +33,25 @@ terminated when an exam reaches ``target_accuracy``; truncated after ``max_lesso
 ``info`` holds ``backward_passes``, ``forward_passes``, ``lessons``, ``exam_accuracy``,
 ``overflow``.
 
-**Arguments** (``gymnasium.make("commenv/QuizTeacher-v0", dataset="digits", stack_size=2,
-batch_size=32, targets="soft", exam_every=10, exam_size=None, max_lessons=300,
-target_accuracy=0.9, overflow="sample", overflow_penalty=0.01, teacher_model=None,
-data_root=None, render_mode=None)``). ``teacher_model`` defaults to the cached reference teacher
-of ``dataset`` (trained on first use).
+**Arguments** (``gymnasium.make("commenv/QuizTeacher-v0", **kwargs)``), checked at
+construction (``docs/bad_input.md``):
+
+- ``dataset="digits"``: image dataset, one of ``commenv.DATASETS``.
+- ``stack_size=2``: quizzes ``S`` per lesson, an integer >= 1.
+- ``batch_size=32``: rows ``B`` of a quiz and a lesson, an integer >= 1.
+- ``targets="soft"``: what the lesson teaches, ``"soft"`` (the teacher network's soft labels)
+  or ``"true"`` (one-hot true labels).
+- ``exam_every=10``: lessons between exams, an integer >= 1.
+- ``exam_size=None``: exam samples, an integer >= 1, or ``None`` for the validation split.
+- ``max_lessons=300``: lessons per episode (then truncated), an integer >= 1.
+- ``target_accuracy=0.9``: exam accuracy that terminates the episode, in (0, 1], or ``None``.
+- ``overflow="sample"``: a selection of more than ``B`` samples, ``"sample"`` or ``"error"``.
+- ``overflow_penalty=0.01``: reward subtracted per excess sample / ``B``, a number >= 0.
+- ``teacher_model=None``: the teacher network; ``None`` is the cached reference teacher of
+  ``dataset`` (trained on first use).
+- ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
+  directory that does not exist raises.
+- ``render_mode=None``: ``None`` or ``"ansi"``.
 """
 
 from __future__ import annotations
@@ -49,7 +63,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from commenv.core import check_choice, validate_action
+from commenv.core import check_choice, check_float, validate_action
 from commenv.quiz import QuizGame
 
 FEATURES = 5
@@ -93,7 +107,7 @@ class QuizTeacherEnv(gymnasium.Env):
             data_root=data_root,
         )
         self.targets, self.overflow = targets, overflow
-        self.overflow_penalty = float(overflow_penalty)
+        self.overflow_penalty = check_float("overflow_penalty", overflow_penalty, 0.0)
         self.render_mode = render_mode
         model = teacher_model or teacher_for(dataset, data_root=data_root, show_progress=False)
         self.teacher_probs = predict_probs(model, self.game.train_x)

@@ -34,3 +34,24 @@ def test_shared_arguments_are_set(family):
         False,
     )
     assert type(game.num_envs) is int
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("validate", ["yes", 1, None])
+def test_bad_validate(family, validate):
+    with pytest.raises(ValueError, match="validate must be True or False"):
+        family.batched(validate=validate)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("device", ["tpu", 3.5, "cuda:99"])
+def test_bad_device_names_device(family, device):
+    with pytest.raises(ValueError, match="device must be a device this machine has"):
+        family.batched(device=device)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_allow_large_is_a_shared_argument(family):
+    assert family.defaults()["allow_large"] is False
+    with pytest.raises(ValueError, match="allow_large must be True or False"):
+        family.batched(num_envs=2**20, allow_large="yes")

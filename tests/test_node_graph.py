@@ -283,3 +283,33 @@ def test_rgb_render_and_bit_cost():
     assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
     expected = -1e-3 * 2 * (2 * 64 * 8 + 2 * 4)
     assert torch.allclose(rewards, torch.full((1, 3), expected))
+
+
+def test_doc_page_matches_the_code():
+    """Arguments one per line with the real defaults; the summary table's spaces are real."""
+    import gymnasium
+
+    from commenv.testing import check_documented_arguments
+
+    check_documented_arguments(commenv.node_graph_v0)
+    doc = commenv.node_graph_v0.__doc__
+    assert (
+        "| Action space | ``MultiBinary(K)`` (labels) or "
+        "``Dict(broadcast=MultiBinary(K), payload=Box)`` |" in doc
+    )
+    assert "| Observation space | ``Box((M*D + M*C + M*P + 2,), float32)``" in doc
+    for content, P in (("labels", 0), ("logits", None), ("features", 5)):
+        game = NodeGraphGame(
+            n_nodes=4, graph="ring", k=2, batch_size=3, content=content, feature_dim=5
+        )
+        M, C, D, K = 3, game.num_classes, game.num_features, 2
+        P = C if P is None else P
+        assert game.observation_space("node_0").shape == (M * D + M * C + M * P + 2,)
+        assert game.observation_space("node_0").dtype == np.float32
+        act = game.action_space("node_0")
+        if content == "labels":
+            assert act == gymnasium.spaces.MultiBinary(K)
+        else:
+            assert act["broadcast"] == gymnasium.spaces.MultiBinary(K)
+            assert act["payload"].shape == (M, P)
+        assert game.action_space("node_1") is act

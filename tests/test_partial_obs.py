@@ -223,19 +223,11 @@ def test_rgb_render_draws_world_views_and_bits():
 
 
 def test_doc_page_matches_the_code():
-    import ast
-    import inspect
-    import re
+    from commenv.testing import check_documented_arguments, documented_arguments
 
     doc = commenv.partial_obs.__doc__
-    call = re.search(r"``(commenv\.partial_obs_v0\(.*?\))``", doc, flags=re.S).group(1)
-    documented = {
-        kw.arg: ast.literal_eval(kw.value)
-        for kw in ast.parse(call.replace("\n", " ")).body[0].value.keywords
-    }
-    signature = inspect.signature(PartialObsGame).parameters
-    for name, value in documented.items():
-        assert signature[name].default == value, name
+    check_documented_arguments(commenv.partial_obs_v0)
+    documented = documented_arguments(doc)
     env = commenv.partial_obs_v0()
     bits, k = documented["message_bits"], documented["num_candidates"]
     assert env.action_space("agent_0") == __import__("gymnasium").spaces.MultiBinary(bits + k)

@@ -327,3 +327,31 @@ def test_spaces_sample_valid_actions():
         assert sim.contains(sim.sample()) and sel.contains(sel.sample())
     assert not sim.contains(np.zeros((6, 4), np.float32))
     assert not sel.contains(np.ones(20, np.int8))
+
+
+def test_doc_page_matches_the_code():
+    """Arguments one per line with the real defaults; the summary table names the spaces
+    ``test_docstring_table_matches_spaces`` checks."""
+    from commenv.testing import check_documented_arguments
+
+    check_documented_arguments(commenv.quiz_v0)
+    doc = commenv.quiz_v0.__doc__
+    for row in (
+        "| Student action | ``Simplex(B, C)``",
+        "| Teacher action | ``Dict(select=Selection(S * B, at most B ones), "
+        "targets=Simplex(S * B, C))``",
+        "| Student observation | ``Box(0, 1, (3 + B * (D + C + 1),), float32)``",
+        "| Teacher observation | ``Box(0, 1, (S * B * (2 * C + D),), float32)``",
+    ):
+        assert row in doc, row
+
+
+def test_quiz_teacher_doc_lists_every_argument():
+    import inspect
+
+    import commenv.quiz_teacher as view
+    from commenv.testing import documented_arguments
+
+    params = inspect.signature(view.QuizTeacherEnv.__init__).parameters
+    real = {n: p.default for n, p in params.items() if n != "self"}
+    assert documented_arguments(view.__doc__) == real
