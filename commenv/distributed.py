@@ -969,7 +969,7 @@ def simulate(args: GraphArgs, share: str, device: torch.device | str = "cpu") ->
         "per_node": last["per_node"],
         "bits_images": last["bits_images"],
         "bits_payload": last["bits_payload"],
-        "dropped": None,
+        "dropped": int(game.infos_all()["dropped"].sum()),
     }
 
 
@@ -1269,7 +1269,7 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
         png = _plot(rows, Path(args.out_dir) / "distributed.png", args, rt.world)
         print(f"\nwrote {json_path}, {csv_path}, {png}", flush=True)
     dist.barrier()
-    dist.destroy_process_group()
+    _shutdown()
     return rows
 
 
@@ -1407,6 +1407,13 @@ def cmd_project(argv: Sequence[str]) -> list[dict[str, Any]]:
     png = save_figure(fig, Path(out_dir) / "projection.png")
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return rows
+
+
+def _shutdown() -> None:
+    """Leave the process group once every rank is done (all ranks destroy together; gloo
+    aborts a process whose pairs are torn down while a peer still sends)."""
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 COMMANDS = {"graph": cmd_graph, "project": cmd_project}
