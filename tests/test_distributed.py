@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -256,3 +257,25 @@ def test_one_cuda_process_matches_the_cuda_simulation(tmp_path):
     sim = simulate(small_args("--device", "cuda"), "labels", device="cuda")
     diffs = [abs(a - b) for a, b in zip(row["per_node"], sim["per_node"], strict=True)]
     assert max(diffs) <= 1.0  # GPU kernels may reorder sums with fewer models per batch
+
+
+def test_docs_page_python_blocks_run(monkeypatch, capsys):
+    root = Path(__file__).resolve().parent.parent
+    page = root / "docs" / "distributed.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(root)
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {})
+    assert "output sharing (labels)" in capsys.readouterr().out
+
+
+def test_graph_help_lists_the_options(capsys):
+    from commenv.distributed import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["graph", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--content", "--sync-sgd", "--exchange", "--timeout", "--check-simulation"):
+        assert option in out
