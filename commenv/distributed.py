@@ -64,7 +64,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from commenv.channel import GRAPHS, Channel, check_float_bits, float_message_bits
+from commenv.channel import GRAPHS, Channel, check_float_bits, float_message_bits, make_adjacency
 from commenv.core import check_choice, check_int
 from commenv.datasets import DATASETS, load_dataset
 from commenv.evaluation import evaluate
@@ -559,7 +559,6 @@ class ShardGame:
     def __init__(
         self, kw: dict[str, Any], nodes: np.ndarray, wire: Wire, owner_rank: torch.Tensor
     ) -> None:
-        from commenv.channel import make_adjacency
 
         dev = wire.device
         self.wire, self.device = wire, dev

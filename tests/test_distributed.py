@@ -36,8 +36,8 @@ from tests.conftest import requires_cuda
 SMALL = [
     "--quick",
     "--n-nodes", "4",
-    "--steps", "40",
-    "--eval-every", "20",
+    "--steps", "20",
+    "--eval-every", "10",
     "--hidden", "32",
     "--feature-dim", "16",
     "--batch-size", "16",
@@ -206,7 +206,7 @@ def test_four_processes_all_gather_match_simulation(tmp_path):
 
 def test_mismatched_configs_stop_every_rank(tmp_path):
     results = launch(
-        2, SMALL, out_dir=tmp_path, per_rank=lambda r: ["--steps", str(40 + r)], wait=60
+        2, SMALL, out_dir=tmp_path, per_rank=lambda r: ["--steps", str(20 + r)], wait=60
     )
     for rc, err in results:
         assert rc == 2
@@ -229,7 +229,8 @@ def _wait_for(path: Path, seconds: float) -> None:
     time.sleep(1.0)  # well into the training loop
 
 
-@pytest.mark.parametrize("fault", ["kill", "hang"])
+# The hung peer (SIGSTOP: only the timeout can tell) is the slow variant; the killed one runs by default.
+@pytest.mark.parametrize("fault", ["kill", pytest.param("hang", marks=pytest.mark.slow)])
 def test_a_dead_or_hung_peer_stops_the_other_with_a_clear_error(tmp_path, fault):
     argv = [*SMALL, "--steps", "1000000", "--eval-every", "1000000", "--timeout", "3"]
 
