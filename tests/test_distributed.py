@@ -229,7 +229,7 @@ def _wait_for(path: Path, seconds: float) -> None:
     time.sleep(1.0)  # well into the training loop
 
 
-# The hung peer (SIGSTOP: only the timeout can tell) is the slow variant; the killed one runs by default.
+# The hung peer (SIGSTOP: only the timeout tells) is the slow variant; the killed one is default.
 @pytest.mark.parametrize("fault", ["kill", pytest.param("hang", marks=pytest.mark.slow)])
 def test_a_dead_or_hung_peer_stops_the_other_with_a_clear_error(tmp_path, fault):
     argv = [*SMALL, "--steps", "1000000", "--eval-every", "1000000", "--timeout", "3"]
