@@ -169,15 +169,24 @@ def _check_against_simulation(row, sim):
     assert row["message_bytes_handed"] == row["channel_bytes"]
 
 
-def test_two_processes_match_simulation_and_run_ddp(tmp_path):
-    extra = ["--content", "labels,logits", "--sync-sgd", "allreduce,fp16,powersgd"]
+def test_two_uneven_processes_match_simulation_and_run_ddp(tmp_path):
+    # 5 nodes on 2 processes: uneven shards (3, 2)
+    extra = [
+        "--n-nodes",
+        "5",
+        "--content",
+        "labels,logits",
+        "--sync-sgd",
+        "allreduce,fp16,powersgd",
+    ]
     results = launch(2, [*SMALL, *extra, "--exchange", "all_to_all"], out_dir=tmp_path)
     assert [rc for rc, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
     rows = _rows(tmp_path)
     for share in ("labels", "logits"):
         row = rows[f"output sharing ({share})"]
         assert row["processes"] == 2 and row["exchange"] == "all_to_all"
-        _check_against_simulation(row, simulate(small_args("--content", share), share))
+        sim = simulate(small_args("--n-nodes", "5", "--content", share), share)
+        _check_against_simulation(row, sim)
     params = rows["DDP (allreduce)"]["params_per_node"]
     assert rows["DDP (allreduce)"]["bytes_per_node_step"] == 4 * params
     assert rows["DDP (fp16)"]["bytes_per_node_step"] == 2 * params
