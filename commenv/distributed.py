@@ -26,7 +26,8 @@ for consumption, ``(N, K)`` broadcast bits, the ``N``-model initialisation) from
 and keeps its own nodes' rows, so a node's randomness is a function of its id, never of the
 sharding. The cost is ``O(N*M)`` uniforms per step on every rank, nothing beside a training
 step. Per-node arithmetic is the same batched kernels on fewer models; on CPU the result is
-bit-identical (``tests/test_distributed.py`` checks every node's accuracy for P = 1, 2, 4).
+bit-identical (``tests/test_distributed.py`` checks every node's accuracy for P = 2 and 4;
+``--check-simulation`` records the largest per-node difference of a run).
 
 **Faults.** Every collective runs under ``--timeout`` seconds; a peer that dies or hangs makes
 the others stop with an error naming the rank, the step and the timeout, and no result file is
@@ -910,6 +911,12 @@ def run_output_sharing(args: GraphArgs, rt: Runtime, share: str, progress_every:
         ]
     )
     handed, message, on_wire, control, bits_i, bits_p, dropped = totals
+    bill = game.codec.image_bits + game.codec.payload_bits
+    if message != (bits_i + bits_p) / bill * game.codec.message_bytes:
+        raise RuntimeError(
+            f"accounting mismatch: the Channel billed {bits_i + bits_p:.0f} bits for "
+            f"{bill}-bit messages, but {message:.0f} message bytes were handed to the collectives"
+        )
     # Medians over steps (robust to other jobs' bursts on shared cores), then mean over ranks.
     steps_a, comm_a = np.array(step_times), np.array(comm_times)
     timing = wire.all_sum(
