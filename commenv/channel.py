@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from commenv.core import check_choice, check_int, check_probability, describe
+from commenv.core import check_choice, check_int, check_memory, check_probability, describe
 
 GRAPHS: tuple[str, ...] = ("one_way", "two_way", "all_to_all", "ring")
 """Named graphs accepted by :func:`make_adjacency` (any user graph is accepted too)."""
@@ -160,6 +160,21 @@ def _try(build, graph, n: int) -> torch.Tensor | None:
 FLOAT_BITS: tuple[int, ...] = (*range(1, 17), 32, 64)
 """Valid float payload precisions: 32 or 64 (sent as is), 16 (IEEE half) or 1..15 (uniform
 levels); anything else (e.g. 33) raises."""
+
+
+def check_channel_memory(
+    n_agents: int, adjacency: torch.Tensor | None, allow_large: bool, name: str = "n_agents"
+) -> None:
+    """The channel's tables within :data:`commenv.core.MEMORY_LIMIT_BYTES`: the ``(n, n)``
+    adjacency before it is built (``adjacency=None``), then the routing tables, which grow as
+    ``n * max_in_degree * n`` (e.g. 4 GB for 1,000 fully connected agents)."""
+    if adjacency is None:
+        check_memory("adjacency", n_agents * n_agents, allow_large, **{name: n_agents})
+        return
+    max_in = int(adjacency.sum(0).max())
+    nbytes = 4 * n_agents * max_in * n_agents + 24 * n_agents * max_in
+    sizes = {name: n_agents, "max_in_degree": max_in}
+    check_memory("channel routing tables", nbytes, allow_large, **sizes)
 
 
 def check_float_bits(bits: int) -> int:

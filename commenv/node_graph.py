@@ -127,6 +127,7 @@ import torch
 from commenv.channel import (
     Channel,
     GraphSpec,
+    check_channel_memory,
     check_float_bits,
     float_message_bits,
     make_adjacency,
@@ -251,7 +252,7 @@ class NodeGraphGame(BatchedEnv):
         self._build_partitions(
             data, dataset, partition, dirichlet_alpha, partition_seed, train_size
         )
-        self._build_graph(graph, k)
+        self._build_graph(graph, k, allow_large)
         self._build_spaces(allow_large)
         self._gen = self._seed_generator(None)
         self._state: dict[str, torch.Tensor] = {}
@@ -337,7 +338,7 @@ class NodeGraphGame(BatchedEnv):
         self.owner = owner.to(self.device)
         """``owner[j]``: the node whose partition holds training sample ``j``."""
 
-    def _build_graph(self, graph: GraphSpec, k: int | None) -> None:
+    def _build_graph(self, graph: GraphSpec, k: int | None, allow_large: bool) -> None:
         """The channel (none for a single node) and each node's out-neighbour table."""
         N = self.n_nodes
         if N == 1:
@@ -346,7 +347,9 @@ class NodeGraphGame(BatchedEnv):
         else:
             if isinstance(graph, str) and graph == "ring" and k is None:
                 k = N - 1
+            check_channel_memory(N, None, allow_large, "n_nodes")
             self.adjacency = make_adjacency(graph, N, k)
+            check_channel_memory(N, self.adjacency, allow_large, "n_nodes")
             self.channel = Channel(self.adjacency, device=self.device)
         out_deg = self.adjacency.sum(1)
         self.max_out = K = max(1, int(out_deg.max()))

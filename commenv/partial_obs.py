@@ -104,7 +104,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from commenv.channel import Channel, GraphSpec, make_adjacency
+from commenv.channel import Channel, GraphSpec, check_channel_memory, make_adjacency
 from commenv.core import (
     BatchedEnv,
     TensorDict,
@@ -174,7 +174,7 @@ class PartialObsGame(BatchedEnv):
         )
         self.max_cycles = check_int("max_cycles", max_cycles)
         self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
-        self._build_channel(graph, k, flip_prob, drop_prob)
+        self._build_channel(graph, k, flip_prob, drop_prob, allow_large)
         self._build_world(dataset, split, noise, mask_seed, data_seed, data_root)
         self._build_spaces(allow_large)
         self._gen = self._seed_generator(None)
@@ -205,10 +205,17 @@ class PartialObsGame(BatchedEnv):
         self.likelihood_weight = check_float("likelihood_weight", likelihood_weight)
 
     def _build_channel(
-        self, graph: GraphSpec, k: int | None, flip_prob: float, drop_prob: float
+        self,
+        graph: GraphSpec,
+        k: int | None,
+        flip_prob: float,
+        drop_prob: float,
+        allow_large: bool,
     ) -> None:
         """The channel over ``graph`` and the gradient mask ``level`` opens on it."""
+        check_channel_memory(self.n_agents, None, allow_large)
         adjacency = make_adjacency(graph, self.n_agents, k)
+        check_channel_memory(self.n_agents, adjacency, allow_large)
         if self.level == "both" and not torch.equal(adjacency, adjacency.T):
             raise ValueError(
                 "level='both' needs a symmetric graph (every listener also speaks back), "
