@@ -9,9 +9,10 @@ Datasets (see :data:`DATASETS`):
 * ``digits`` -- scikit-learn's 8x8 handwritten digits (1,797 real images), embedded in the
   package, so it always works offline. It has no official test split: a fixed stratified 20 %
   test split is used (the same for every ``seed``, so test scores are comparable across seeds).
-* ``fashion-mnist`` / ``mnist`` -- the IDX files (raw or ``.gz``), searched for in ``root=``,
-  ``$COMMENV_DATA/<name>``, ``$COMMENV_DATA``, ``~/.cache/commenv`` and, for Fashion-MNIST,
-  Debian's ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``).
+* ``fashion-mnist`` / ``mnist`` -- the IDX files (raw or ``.gz``), searched for in ``root=``
+  only when it is given (never anywhere else), otherwise in ``$COMMENV_DATA/<name>``,
+  ``$COMMENV_DATA``, ``~/.cache/commenv`` and, for Fashion-MNIST, Debian's
+  ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``).
   The torchvision layout ``<dir>/FashionMNIST/raw`` / ``<dir>/MNIST/raw`` is accepted too.
 * ``cifar10`` -- the "CIFAR-10 binary version" (``cifar-10-batches-bin``) or the python version
   (``cifar-10-batches-py``); the pickles are read with a restricted unpickler that can only
@@ -320,22 +321,25 @@ def _default_root() -> Path:
 def _candidate_dirs(name: str, root: str | os.PathLike[str] | None) -> list[Path]:
     """Directories searched for ``name``, in order."""
     bases: list[Path] = []
-    if root is not None:
+    explicit = root is not None  # a root the user named is the only place looked in
+    if explicit:
         r = Path(root).expanduser()
         bases += [r, r / name]
     env = os.environ.get("COMMENV_DATA")
-    if env:
+    if env and not explicit:
         e = Path(env).expanduser()
         bases += [e / name, e]
-    d = _default_root()
-    bases += [d / name, d]
+    if not explicit:
+        d = _default_root()
+        bases += [d / name, d]
     dirs: list[Path] = []
     for b in bases:
         if name in _TORCHVISION_DIR:
             dirs += [b, b / _TORCHVISION_DIR[name] / "raw"]
         else:  # cifar10
             dirs += [b / _CIFAR_BIN_DIR, b / _CIFAR_PY_DIR, b]
-    dirs += list(_SYSTEM_DIRS.get(name, ()))
+    if not explicit:
+        dirs += list(_SYSTEM_DIRS.get(name, ()))
     unique: list[Path] = []
     for p in dirs:
         if p not in unique:

@@ -441,14 +441,29 @@ def no_system_dirs(monkeypatch, tmp_path):
 def test_missing_files_message(tmp_path, monkeypatch, no_system_dirs, name):
     monkeypatch.setenv("COMMENV_DATA", str(tmp_path / "env"))
     with pytest.raises(FileNotFoundError) as err:
-        load_dataset(name, root=tmp_path / "mine")
+        load_dataset(name)
     msg = str(err.value)
-    assert str(tmp_path / "mine") in msg and str(tmp_path / "env") in msg
+    assert str(tmp_path / "env") in msg
     assert "root=" in msg and "COMMENV_DATA" in msg and "download=True" in msg
     assert "torchvision" in msg
     if name == "fashion-mnist":
         assert "apt-get install dataset-fashion-mnist" in msg
         assert str(tmp_path / "no-such-dir") in msg
+    # a root the user names is the only place searched: the message lists it alone
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset(name, root=tmp_path / "mine")
+    msg = str(err.value)
+    assert str(tmp_path / "mine") in msg and str(tmp_path / "env") not in msg
+    assert str(tmp_path / "no-such-dir") not in msg
+
+
+def test_a_named_root_without_the_files_never_falls_back(tmp_path, monkeypatch, no_system_dirs):
+    make_idx_dir(tmp_path / "env" / "mnist")
+    monkeypatch.setenv("COMMENV_DATA", str(tmp_path / "env"))
+    assert len(load_dataset("mnist").train.y) > 0  # found through COMMENV_DATA
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(FileNotFoundError, match="mine"):
+        load_dataset("mnist", root=tmp_path / "mine")
 
 
 def test_incomplete_idx_dir_is_missing(tmp_path, no_system_dirs):
