@@ -30,6 +30,7 @@ import torch
 import commenv
 from commenv.bench.graph import speed_rows as graph_speed_rows
 from commenv.bench.quiz import speed_rows as quiz_speed_rows
+from commenv.bench.vmas_rows import speed_rows as vmas_speed_rows
 from commenv.bench.tools import (
     RunStore,
     markdown_table,
@@ -114,6 +115,7 @@ SECTIONS: dict[str, str] = {
     "environments": "every face beside MPE2 (agent-steps/s)",
     "node_graph population": "batched population vs the sequential per-node loop",
     "quiz agents": "quiz_v0 lessons/s: env alone, student step, full loop",
+    "vmas": "VMAS simple_speaker_listener beside the batched face (and the TorchRL route)",
 }
 """The benchmark's runs (``--runs``): each is measured, recorded and resumed as a whole."""
 
@@ -130,7 +132,7 @@ class Args:
     """interleaved rounds (median taken)"""
     runs: str = "all"
     """comma-separated sections by name or slug: environments, node-graph-population,
-    quiz-agents"""
+    quiz-agents, vmas (VMAS rows need `pip install vmas`; without it they are skipped)"""
     device: str = "auto"
     """device of the batched core and population: auto (CUDA when present) | cpu | cuda"""
     threads: int = 1
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "environments": lambda: env_rows(args, device),
         "node_graph population": lambda: graph_speed_rows(args.quick, device=device),
         "quiz agents": lambda: quiz_speed_rows(args.quick),
+        "vmas": lambda: vmas_speed_rows(args.quick, device=str(device)),
     }
     print(
         f"bench speed: torch threads {torch.get_num_threads()}, device {device}, median of "

@@ -76,11 +76,12 @@ def vmas_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper |
 def torchrl_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper | None:
     """Random bits in batched partial_obs_v0 through the TorchRL adapter, the way a TorchRL
     collector steps it (``step_and_maybe_reset``), or ``None`` without ``torchrl``."""
+    from commenv.torchrl_env import make_torchrl_env
+
     try:
-        from commenv.torchrl_env import make_torchrl_env
-    except ImportError:
+        env = make_torchrl_env("partial_obs_v0", num_envs=num_envs, device=device)
+    except ImportError:  # the adapter imports without torchrl and says so when built
         return None
-    env = make_torchrl_env("partial_obs_v0", num_envs=num_envs, device=device)
     env.set_seed(seed)
     td = env.reset()
     spec = env.full_action_spec
