@@ -30,7 +30,6 @@ import torch
 import commenv
 from commenv.bench.graph import speed_rows as graph_speed_rows
 from commenv.bench.quiz import speed_rows as quiz_speed_rows
-from commenv.bench.vmas_rows import speed_rows as vmas_speed_rows
 from commenv.bench.tools import (
     RunStore,
     markdown_table,
@@ -42,6 +41,7 @@ from commenv.bench.tools import (
     select_runs,
     verdict,
 )
+from commenv.bench.vmas_rows import speed_rows as vmas_speed_rows
 
 Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
 
