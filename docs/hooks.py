@@ -20,7 +20,7 @@ def _prune(items: list[Any], docs_dir: Path) -> list[Any]:
     kept = []
     for item in items:
         if isinstance(item, dict):
-            (title, value), = item.items()
+            ((title, value),) = item.items()
             if isinstance(value, list):
                 value = _prune(value, docs_dir)
                 if value:
