@@ -2,6 +2,8 @@
 
 - ``on_config``: drops nav entries whose page does not exist yet (feature pages that other
   branches add), so the site builds, with no dead link, before and after they land.
+- ``on_page_content``: drops the Sphinx roles (``:class:``, ``:func:``, ...) that some
+  docstrings use, which Markdown would print literally; the name stays as code.
 - ``on_page_markdown``: replaces ``<!-- commenv:spaces GAME -->`` with a table of the spaces
   that ``commenv.GAME()`` really declares with its default arguments, so each game page shows
   its docstring's summary table beside what the code builds.
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SPACES = re.compile(r"<!-- commenv:spaces (\w+) -->")
+SPHINX_ROLE = re.compile(r":(?:mod|class|func|meth|attr|data|obj|exc):(<code>)~?")
 
 
 def _prune(items: list[Any], docs_dir: Path) -> list[Any]:
@@ -75,3 +78,7 @@ def _fmt_slice(value: Any) -> str:
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
     return SPACES.sub(lambda m: spaces_table(m.group(1)), markdown)
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    return SPHINX_ROLE.sub(r"\1", html)
