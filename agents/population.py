@@ -198,7 +198,8 @@ class OutputSharingPopulation:
         broadcast_prob: probability of sending the current minibatch on each out-edge.
         temperature: softening of received logits.
         feature_weight: weight of the feature MSE.
-        hidden, feature_dim: layer widths (``feature_dim`` must match the env's).
+        hidden: width of the hidden layers.
+        feature_dim: width of the top-level features (must match the env's).
         lr: Adam learning rate (the thesis: Adam with defaults).
         device: ``"cpu"`` or ``"cuda"``: same code.
         seed: initialisation and broadcast sampling seed.

@@ -1,0 +1,413 @@
+"""Regenerate the results pages and the README's headline tables from committed result files.
+
+Every reported run lives in ``docs/results/<bench>/<label>/`` as the files its benchmark wrote
+(JSON with commit, arguments, seed, versions and machine; CSV; PNG). This script reads them and
+rewrites ``docs/results/<bench>.md``, ``docs/results/index.md`` and the blocks of ``README.md``
+between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``; nothing else writes a number into
+the docs. ``--check`` rewrites nothing and fails when any generated text differs from what the
+files give (``tests/test_docs.py`` runs it).
+
+Usage::
+
+    python -m commenv.bench.report            # rewrite the pages and README blocks
+    python -m commenv.bench.report --check    # exit 1 if anything is stale
+
+A run listed in :data:`RUNS` whose folder is missing is shown as "not yet run" with its command
+and no number; a results folder not listed in :data:`RUNS` is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from commenv.bench.tools import atomic_write, markdown_table
+
+
+@dataclass(frozen=True)
+class Run:
+    """One reported run: ``python -m commenv.bench.<bench> <argv> --out-dir <folder>``."""
+
+    bench: str
+    label: str
+    argv: tuple[str, ...]
+    title: str
+
+    @property
+    def folder(self) -> str:
+        return f"docs/results/{self.bench}/{self.label}"
+
+    @property
+    def command(self) -> str:
+        out = "--out" if self.bench == "speed" else "--out-dir"
+        return shlex.join(
+            ["python", "-m", f"commenv.bench.{self.bench}", *self.argv, out, self.folder]
+        )
+
+
+QUIZ_THESIS_ROWS = (
+    "baseline,stack 2 CE soft,stack 2 CE true,stack 2 Euclid soft,stack 2 random soft,"
+    "stack 5 CE soft,stack 5 CE true"
+)
+RUNS: tuple[Run, ...] = (
+    Run("graph", "quick", ("--quick", "--threads", "1"), "Quick preset: digits, 1,000 steps"),
+    Run(
+        "graph",
+        "fashion-mnist-mlp-20k-seed0",
+        ("--threads", "1", "--arch", "mlp", "--train-size", "20000", "--seed", "0"),
+        "Fashion-MNIST, MLP nodes, 20,000 partitioned samples, 5,000 steps, seed 0",
+    ),
+    Run(
+        "graph",
+        "fashion-mnist-cnn-20k-seed0",
+        ("--threads", "1", "--arch", "cnn", "--train-size", "20000", "--seed", "0"),
+        "Fashion-MNIST, CNN nodes, 20,000 partitioned samples, 5,000 steps, seed 0",
+    ),
+    Run(
+        "quiz", "quick", ("--quick", "--threads", "1"), "Quick preset: digits, every configuration"
+    ),
+    Run(
+        "quiz",
+        "fashion-mnist-seed0",
+        ("--threads", "1", "--resume", "--configs", QUIZ_THESIS_ROWS),
+        "Fashion-MNIST, the thesis' rows, seed 0 (three students per row)",
+    ),
+    Run(
+        "language",
+        "quick",
+        ("--quick", "--threads", "1"),
+        "Quick preset: digits, 2 seeds x 600 steps",
+    ),
+    Run(
+        "language",
+        "fashion-mnist-contrastive",
+        ("--threads", "1", "--kinds", "", "--remedies", "", "--ours", "contrastive"),
+        "Fashion-MNIST, Gumbel speakers with the contrastive likelihood, 5 seeds x 3,000 steps",
+    ),
+    Run(
+        "language",
+        "fashion-mnist-thesis-objective",
+        ("--threads", "1", "--kinds", "gumbel,reinforce", "--remedies", "", "--ours", ""),
+        "Fashion-MNIST, the thesis' objective (Gumbel and REINFORCE), 5 seeds x 3,000 steps",
+    ),
+    Run("speed", "quick", ("--quick", "--threads", "1"), "Quick preset: 3 rounds of short windows"),
+)
+
+BENCH_TITLES = {
+    "graph": "Table 2.2: nodes sharing outputs (`node_graph_v0`)",
+    "quiz": "Table 3.1: the hardness-selecting teacher (`quiz_v0`)",
+    "language": "Table 4.1: speakers at four communication levels (`partial_obs_v0`)",
+    "speed": "Speed: agent-steps per second beside MPE2",
+}
+BENCH_INTROS = {
+    "graph": (
+        "Average and collective (entropy-weighted) test accuracy after the step budget, steps "
+        "to the target accuracy (the single node's final accuracy, rounded down) and the payload "
+        "bits beside synchronous SGD's. The thesis' numbers are on CIFAR-10."
+    ),
+    "quiz": (
+        "Student test accuracy at its best-validation checkpoint (mean and std over the "
+        "students trained side by side), backward passes (bp) at that checkpoint and to the "
+        "baseline's accuracy, and the speed-ups in backward passes. The thesis' numbers are on "
+        "MNIST."
+    ),
+    "language": (
+        "The student's linear-probe test accuracy (%) at its best validation checkpoint, mean "
+        "and std over seeds, beside the thesis' MNIST numbers; peak and final validation "
+        "accuracy show the fall as the Gumbel temperature anneals."
+    ),
+    "speed": (
+        "Agent-steps per second with random actions, median of interleaved rounds, beside "
+        "PettingZoo's MPE2 reference measured in the same run; then the reference agents' "
+        "training speed. Machine-dependent: read them as ratios."
+    ),
+}
+HEADLINE = {"graph": "Table 2.2", "quiz": "Table 3.1", "language": "Table 4.1"}
+
+
+# -- tables ---------------------------------------------------------------------------------
+def _renamed(rows: list[dict[str, Any]], columns: dict[str, str]) -> list[dict[str, Any]]:
+    return [{title: row.get(key) for key, title in columns.items()} for row in rows]
+
+
+def _table(rows: list[dict[str, Any]], columns: dict[str, str], digits: int = 1) -> str:
+    return markdown_table(_renamed(rows, columns), list(columns.values()), digits=digits)
+
+
+GRAPH_COLUMNS = {
+    "configuration": "configuration",
+    "thesis_avg": "thesis avg",
+    "thesis_coll": "thesis coll",
+    "avg_acc": "avg",
+    "coll_acc": "coll",
+    "thesis_steps_to_85": "thesis steps to 85 %",
+    "steps_to_target": "steps to target",
+    "payload_vs_sgd": "payload / sync SGD",
+}
+QUIZ_COLUMNS = {
+    "config": "configuration",
+    "thesis acc": "thesis acc",
+    "thesis bp": "thesis bp",
+    "test acc": "test acc",
+    "±": "±",
+    "bp @best": "bp @ best val",
+    "bp to base": "bp to baseline",
+    "speed-up": "speed-up",
+    "speed-up -0.5": "speed-up -0.5",
+}
+LANGUAGE_COLUMNS = {
+    "speaker": "speaker",
+    "level": "level",
+    "thesis (MNIST)": "thesis (MNIST)",
+    "ours": "ours",
+    "± std": "± std",
+    "peak val": "peak val",
+    "final val": "final val",
+    "seeds": "seeds",
+}
+
+
+def _claims(data: dict[str, Any]) -> list[str]:
+    """One line per thesis claim the files can judge."""
+    claims = data.get("thesis_claims")
+    if claims:
+        return [f"- {claim}: {'holds' if ok else 'FAILS'}" for claim, ok in claims.items()]
+    rows = data["rows"]
+    if rows and "level" in rows[0]:  # language: the ordering per speaker
+        lines = []
+        for speaker in dict.fromkeys(r["speaker"] for r in rows):
+            acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == speaker}
+            if {"none", "receive", "feedback", "both"} <= set(acc):
+                ok = acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
+                lines.append(
+                    f"- {speaker}: both > feedback > receive > none: {'holds' if ok else 'FAILS'}"
+                )
+        return lines
+    return []
+
+
+def run_table(bench: str, data: dict[str, Any]) -> str:
+    """The markdown table of one result file, as its results page shows it."""
+    rows = data["rows"]
+    if bench == "graph":
+        return _table(rows, GRAPH_COLUMNS)
+    if bench == "quiz":
+        return _table(rows, QUIZ_COLUMNS)
+    if bench == "language":
+        return _table(rows, LANGUAGE_COLUMNS)
+    if bench == "speed":
+        env_rows = [r for r in rows if "benchmark" in r]
+        agent_rows = [r for r in rows if "name" in r]
+        parts = [markdown_table(env_rows, ["benchmark", "agent-steps/s", "x MPE2"], digits=2)]
+        if agent_rows:
+            parts.append(markdown_table(agent_rows, ["name", "steps_per_s", "note"], digits=0))
+        return "\n\n".join(parts)
+    raise ValueError(f"no table for benchmark {bench!r}; valid choices: {list(BENCH_TITLES)}")
+
+
+def language_pivot(data: dict[str, Any]) -> str:
+    """Table 4.1 compact: one row per level, one ``mean ± std`` column per speaker."""
+    rows = data["rows"]
+    speakers = list(dict.fromkeys(r["speaker"] for r in rows))
+    out = []
+    for level in dict.fromkeys(r["level"] for r in rows):
+        row: dict[str, Any] = {"level": level}
+        for r in rows:
+            if r["level"] == level:
+                row["thesis (MNIST)"] = r["thesis (MNIST)"]
+                row[r["speaker"]] = f"{r['ours']:.1f} ± {r['± std']:.1f}"
+        out.append(row)
+    return markdown_table(out, ["level", "thesis (MNIST)", *speakers])
+
+
+# -- reading the files ----------------------------------------------------------------------
+def result_file(root: Path, run: Run) -> Path | None:
+    """The JSON result file of ``run`` (None when the run has not been committed yet)."""
+    folder = root / run.folder
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if len(files) > 1:
+        raise ValueError(f"{folder} holds {len(files)} JSON files; expected one result file")
+    return files[0] if files else None
+
+
+def unlisted_folders(root: Path) -> list[str]:
+    """Result folders under ``docs/results`` that :data:`RUNS` does not list."""
+    known = {run.folder for run in RUNS}
+    base = root / "docs" / "results"
+    found = {p.parent.relative_to(root).as_posix() for p in base.glob("*/*/*.json")}
+    return sorted(found - known)
+
+
+def _meta_line(data: dict[str, Any]) -> str:
+    meta = data["meta"]
+    seed = meta.get("args", {}).get("seed")
+    parts = [
+        f"commit `{meta.get('commit')}`",
+        f"seed {seed}" if seed is not None else None,
+        f"torch {meta.get('torch')}",
+        f"python {meta.get('python')}",
+        f"{meta.get('machine')}, {meta.get('cpu_threads')} torch thread(s)",
+        f"finished {meta.get('time')}",
+    ]
+    return "Recorded in the result file: " + ", ".join(p for p in parts if p) + "."
+
+
+def _files_line(root: Path, run: Run) -> str:
+    folder = root / run.folder
+    links = [
+        f"[`{p.name}`]({run.bench}/{run.label}/{p.name})"
+        for p in sorted(folder.iterdir())
+        if p.suffix in {".json", ".csv", ".png"}
+    ]
+    return "Result files: " + ", ".join(links) + "."
+
+
+# -- pages ----------------------------------------------------------------------------------
+GENERATED = (
+    "<!-- generated by `python -m commenv.bench.report` from the result files: do not edit -->"
+)
+
+
+def run_section(root: Path, run: Run, level: str = "##") -> str:
+    path = result_file(root, run)
+    lines = [f"{level} {run.title}", "", "```bash", run.command, "```", ""]
+    if path is None:
+        lines.append(
+            "**Not yet run.** The command above writes its result files; then rerun "
+            "`python -m commenv.bench.report`."
+        )
+        return "\n".join(lines)
+    data = json.loads(path.read_text())
+    lines += [_meta_line(data), "", run_table(run.bench, data), ""]
+    claims = _claims(data)
+    if claims:
+        lines += ["Thesis claims on this run:", "", *claims, ""]
+    lines.append(_files_line(root, run))
+    pngs = sorted((root / run.folder).glob("*.png"))
+    for png in pngs:
+        lines += ["", f"![{run.title}]({run.bench}/{run.label}/{png.name})"]
+    return "\n".join(lines)
+
+
+def bench_page(root: Path, bench: str) -> str:
+    sections = [run_section(root, run) for run in RUNS if run.bench == bench]
+    head = [GENERATED, "", f"# {BENCH_TITLES[bench]}", "", BENCH_INTROS[bench], ""]
+    return "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
+
+
+def headline(root: Path, bench: str) -> str:
+    """The README/overview table of one thesis table: its fullest committed run."""
+    runs = [run for run in RUNS if run.bench == bench]
+    done = [run for run in runs if result_file(root, run) is not None]
+    full = [run for run in done if run.label != "quick"]
+    pending = [run for run in runs if run not in done]
+    lines = []
+    if full or done:
+        run = (full or done)[0]
+        data = json.loads(result_file(root, run).read_text())  # type: ignore[union-attr]
+        table = language_pivot(data) if bench == "language" else run_table(bench, data)
+        lines += [f"{run.title} (`{run.folder}/`):", "", table]
+        claims = _claims(data)
+        if claims:
+            lines += ["", *claims]
+    for run in pending:
+        lines += ["", f"Not yet run: {run.title} (its command is on the {bench} results page)."]
+    return "\n".join(lines)
+
+
+def index_page(root: Path) -> str:
+    lines = [
+        GENERATED,
+        "",
+        "# Results",
+        "",
+        "Every number on these pages is read from a result file committed under "
+        "`docs/results/<bench>/<label>/` (JSON with the commit, arguments, seed, versions and "
+        "machine; CSV; PNG), exactly as the benchmark wrote it. One page per benchmark: "
+        "[table 2.2](graph.md), [table 3.1](quiz.md), [table 4.1](language.md), "
+        "[speed](speed.md).",
+        "",
+        "| benchmark | run | status |",
+        "|---|---|---|",
+    ]
+    for run in RUNS:
+        status = "committed" if result_file(root, run) else "not yet run"
+        lines.append(f"| [{run.bench}]({run.bench}.md) | {run.title} | {status} |")
+    for bench, name in HEADLINE.items():
+        lines += ["", f"## {name}", "", headline(root, bench)]
+    return "\n".join(lines) + "\n"
+
+
+def expected_files(root: Path) -> dict[Path, str]:
+    """Every fully generated page and its text."""
+    pages = {root / "docs" / "results" / "index.md": index_page(root)}
+    for bench in BENCH_TITLES:
+        pages[root / "docs" / "results" / f"{bench}.md"] = bench_page(root, bench)
+    return pages
+
+
+BLOCK = re.compile(r"(<!-- report:([\w-]+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
+
+
+def fill_blocks(root: Path, text: str) -> str:
+    """``text`` with every ``<!-- report:BENCH -->`` block replaced by that headline table."""
+
+    def replace(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in HEADLINE:
+            raise ValueError(f"unknown report block {name!r}; valid choices: {list(HEADLINE)}")
+        return f"{m.group(1)}{headline(root, name)}\n{m.group(4)}"
+
+    return BLOCK.sub(replace, text)
+
+
+def generated(root: Path) -> dict[Path, str]:
+    """Every generated file (pages and README) and the text it must hold."""
+    unlisted = unlisted_folders(root)
+    if unlisted:
+        raise ValueError(f"result folders not listed in commenv.bench.report.RUNS: {unlisted}")
+    files = expected_files(root)
+    readme = root / "README.md"
+    if readme.is_file():
+        files[readme] = fill_blocks(root, readme.read_text())
+    return files
+
+
+def stale(root: Path) -> list[Path]:
+    """Generated files whose text differs from what the result files give."""
+    return [p for p, text in generated(root).items() if not p.is_file() or p.read_text() != text]
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default=".", help="repository root (holds README.md and docs/)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
+    args = p.parse_args(argv)
+    root = Path(args.root)
+    if not (root / "docs" / "results").is_dir():
+        raise ValueError(f"--root {root} has no docs/results folder; run from the repository root")
+    if args.check:
+        out = stale(root)
+        for path in out:
+            print(f"stale: {path} (run python -m commenv.bench.report)")
+        if out:
+            sys.exit(1)
+        print("every generated table matches its result files")
+        return out
+    written = []
+    for path, text in generated(root).items():
+        if not path.is_file() or path.read_text() != text:
+            atomic_write(path, text)
+            written.append(path)
+    print("wrote " + (", ".join(map(str, written)) if written else "nothing (up to date)"))
+    return written
+
+
+if __name__ == "__main__":
+    main()
