@@ -28,6 +28,7 @@ from commenv.bench import BENCHMARKS, report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+OPTIONAL_MODULES = ("torchrl", "tensordict", "vmas")
 PAGES = sorted(p for p in DOCS.rglob("*.md"))
 PYTHON = re.compile(r"```python\n(.*?)```", re.S)
 SHELL = re.compile(r"```bash\n(.*?)```", re.S)
@@ -41,8 +42,10 @@ def shell_commands(path: Path) -> list[list[str]]:
     """Each command line of the page's bash blocks, split on ``&&``, comments dropped."""
     commands = []
     for block in SHELL.findall(path.read_text()):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # join continued lines
             line = line.split("  #")[0].strip()
+            if line.startswith("#"):
+                continue
             for part in line.split("&&"):
                 if part.strip():
                     commands.append(shlex.split(part))
@@ -70,6 +73,12 @@ def test_docs_build_strict(tmp_path):
     "page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.relative_to(DOCS).as_posix()
 )
 def test_page_python_blocks_run(page, monkeypatch, tmp_path):
+    for module in OPTIONAL_MODULES:  # a page about an optional extra runs where it is installed
+        if re.search(rf"^\s*(import|from) {module}\b", page.read_text(), re.M):
+            pytest.importorskip(module, reason=f"the page needs the optional {module}")
+    # Blocks run as a reader runs them from the repository root (they may read the committed
+    # docs/results), but in a scratch folder so whatever they write lands there.
+    (tmp_path / "docs").symlink_to(DOCS)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
     with contextlib.redirect_stdout(io.StringIO()):

@@ -45,9 +45,8 @@ class Run:
 
     @property
     def command(self) -> str:
-        out = "--out" if self.bench == "speed" else "--out-dir"
         return shlex.join(
-            ["python", "-m", f"commenv.bench.{self.bench}", *self.argv, out, self.folder]
+            ["python", "-m", f"commenv.bench.{self.bench}", *self.argv, "--out-dir", self.folder]
         )
 
 
@@ -75,7 +74,7 @@ RUNS: tuple[Run, ...] = (
     Run(
         "quiz",
         "fashion-mnist-seed0",
-        ("--threads", "1", "--resume", "--configs", QUIZ_THESIS_ROWS),
+        ("--threads", "1", "--resume", "--runs", QUIZ_THESIS_ROWS),
         "Fashion-MNIST, the thesis' rows, seed 0 (three students per row)",
     ),
     Run(
@@ -237,10 +236,15 @@ def result_file(root: Path, run: Run) -> Path | None:
 
 
 def unlisted_folders(root: Path) -> list[str]:
-    """Result folders under ``docs/results`` that :data:`RUNS` does not list."""
+    """Result folders of the reported benchmarks that :data:`RUNS` does not list (feature
+    pages such as distributed.md read their own folders)."""
     known = {run.folder for run in RUNS}
     base = root / "docs" / "results"
-    found = {p.parent.relative_to(root).as_posix() for p in base.glob("*/*/*.json")}
+    found = {
+        p.parent.relative_to(root).as_posix()
+        for bench in BENCH_TITLES
+        for p in base.glob(f"{bench}/*/*.json")
+    }
     return sorted(found - known)
 
 
