@@ -275,7 +275,7 @@ class ReplicatedProtocol(CommProtocol):
                 p.copy_(q.reshape(1, -1).expand(n_nodes, -1).reshape(p.shape))
         self.optimizer = make_adam(self.model.parameters(), self.lr)
         self.params = list(self.model.parameters())
-        self.num_params_per_node = P = sum(p.numel() for p in self.params) // n_nodes
+        self.num_params_per_node = sum(p.numel() for p in self.params) // n_nodes
 
     def _bill_init(self) -> None:
         """Node 0's initialisation reaches the others (billed at the first step, after the
@@ -764,8 +764,10 @@ class IndependentSubnets(CommProtocol):
             self._new_round()
         N, M = self.n_nodes, views["images"].shape[1]
         l1, l2, head = self._layers(self.model)
-        h = torch.relu(l1(views["images"].reshape(N, M, -1))) * self.mask1[:, None]
-        h = torch.relu(l2(h)) * self.mask2[:, None]
+        # the kept 1/N of each layer's units, scaled by N as inverted dropout, so that the
+        # full model's pre-activations match a subnet's in expectation
+        h = torch.relu(l1(views["images"].reshape(N, M, -1))) * (N * self.mask1[:, None])
+        h = torch.relu(l2(h)) * (N * self.mask2[:, None])
         logits = head(h)
         loss = node_losses(h, logits, views, "labels", 1.0, 1.0).sum()
         self.optimizer.zero_grad(set_to_none=True)
