@@ -351,3 +351,14 @@ def test_bad_setups_raise(device):
         make_protocol("topk", 4, SHAPE, C, channel=ring, device=device)
     with pytest.raises(ValueError, match="n_nodes must be an integer >= 2"):
         make_protocol("sync_sgd", 1, SHAPE, C)
+
+
+def test_docs_page_example_runs():
+    """The python blocks of docs/frontier.md ("how to add a protocol") run as written."""
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "frontier.md"
+    blocks = page.read_text().split("```python\n")[1:]
+    assert blocks
+    for block in blocks:
+        exec(compile(block.split("```")[0], str(page), "exec"), {})

@@ -332,7 +332,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
         wins = central["total_bits"] <= labels["total_bits"] and (
             central["coll_acc"] >= labels["coll_acc"]
         )
-        out["output sharing (true labels) beats shipping the data to one model"] = (
+        out["output sharing (true labels) is not dominated by shipping the data to one model"] = (
             f"{'FAILS' if wins else 'holds'}: the centralised reference reaches "
             f"{central['coll_acc']:.1f} % with {central['total_bits']:,} bits, labels "
             f"{labels['coll_acc']:.1f} % with {labels['total_bits']:,}"
