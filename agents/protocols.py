@@ -680,9 +680,11 @@ class IndependentSubnets(CommProtocol):
     every ``period`` steps the hidden units of both hidden layers are re-partitioned at random
     among the ``N`` nodes, each node receives its subnet (the weights between its own units,
     the input columns and output rows of its units, the output bias), trains it on its own data
-    for ``period`` steps, and sends it back; node 0 writes each weight back from its owner and
-    averages the output bias. Weights between units of different nodes stay as they are until a
-    later partition puts both ends on one node. All nodes are evaluated as the full model."""
+    for ``period`` steps (its kept activations scaled by ``N``, as inverted dropout, so that the
+    full model's pre-activations match), and sends it back; node 0 writes each weight back from
+    its owner and averages the output bias. Weights between units of different nodes stay as
+    they are until a later partition puts both ends on one node. All nodes are evaluated as the
+    full model."""
 
     def __init__(self, n_nodes, image_shape, num_classes, *, period: int = 10, **common):
         self.period = check_int("period", period, 1)

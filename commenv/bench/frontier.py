@@ -148,7 +148,7 @@ class Args:
     dirichlet_alpha: float = 0.5
     """class concentration of the dirichlet partition"""
     target: float | None = None
-    """target accuracy %% (default: synchronous SGD's final accuracy - 1 point)"""
+    """target accuracy in percent (default: synchronous SGD's final accuracy - 1 point)"""
     agent: str | None = None
     """a user protocol 'module:Class' run beside the others"""
     device: str = "auto"
