@@ -341,11 +341,13 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
         best = max(c["collective"] for c in sync["curve"])
         gap = labels["coll_acc"] - best
         ratio = sync["total_bits"] / max(1, labels["total_bits"])
+        payload_ratio = sync["total_bits"] / max(1, labels.get("bits_payload", 0))
         ok_acc, ok_bits = gap >= -1.0, ratio >= 1000
         out["true labels within 1 point of sync SGD's best accuracy at >= 1,000x fewer bits"] = (
             f"{'holds' if ok_acc and ok_bits else 'FAILS'}: {labels['coll_acc']:.1f} vs "
             f"{best:.1f} % ({gap:+.1f} points, {'ok' if ok_acc else 'too far'}) with "
-            f"{ratio:,.0f}x fewer bits ({'ok' if ok_bits else 'short of 1,000x'})"
+            f"{ratio:,.0f}x fewer bits ({'ok' if ok_bits else 'short of 1,000x'}; the labels "
+            f"alone, without their images, are {payload_ratio:,.0f}x fewer)"
         )
     return out
 
