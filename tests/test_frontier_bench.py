@@ -46,6 +46,9 @@ def test_bench_frontier_end_to_end(bench, tmp_path, monkeypatch, capsys):
     assert len(saved["verdicts"]["iid"]) == 4
     assert (tmp_path / "frontier.csv").exists() and (tmp_path / "frontier.png").exists()
     assert not (tmp_path / "frontier.partial.jsonl").exists()  # a clean finish
+    (tmp_path / "frontier.png").unlink()
+    assert bench.replot(tmp_path / "frontier.json") == tmp_path / "frontier.png"
+    assert (tmp_path / "frontier.png").exists()
 
 
 def test_bench_frontier_resumes_finished_runs(bench, tmp_path, monkeypatch):

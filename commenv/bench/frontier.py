@@ -373,7 +373,8 @@ def draw(groups: dict[str, list[dict[str, Any]]], args: Args) -> Path:
                 )
             x = max(row["total_bits"], floor)
             ax.scatter([x], [row["coll_acc"]], color=color, marker=marker, label=row["protocol"])
-        front = sorted((max(r["total_bits"], floor), r["coll_acc"]) for r in rows if r["pareto"])
+        on_front = [r for r in rows if r["pareto"] == "yes"]  # the reference is left out
+        front = sorted((max(r["total_bits"], floor), r["coll_acc"]) for r in on_front)
         if front:
             ax.step(
                 *zip(*front, strict=True),
@@ -388,6 +389,20 @@ def draw(groups: dict[str, list[dict[str, Any]]], args: Args) -> Path:
         ax.set_title(f"{args.dataset}, {args.n_nodes} nodes, {partition}, {args.steps} steps")
         ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, Path(args.out_dir) / f"{NAME}.png")
+
+
+def replot(json_path: str | Path) -> Path:
+    """Draw ``frontier.png`` again beside a ``frontier.json`` (from its rows and arguments)."""
+    import json
+    from types import SimpleNamespace
+
+    path = Path(json_path)
+    saved = json.loads(path.read_text())
+    args = SimpleNamespace(**{**saved["meta"]["args"], "out_dir": str(path.parent)})
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in saved["rows"]:
+        groups.setdefault(row["partition"], []).append(row)
+    return draw(groups, args)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
