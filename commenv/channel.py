@@ -455,6 +455,36 @@ class Channel:
             }
         return self._dynamic[tag]
 
+    def account(
+        self,
+        tag: str,
+        bits_sent: int | Sequence[int] | torch.Tensor,
+        bits_received: int | Sequence[int] | torch.Tensor | None = None,
+        messages: int | Sequence[int] | torch.Tensor = 0,
+    ) -> None:
+        """Count traffic that a collective moves without :meth:`route` (e.g. a ring all-reduce
+        whose chunks the caller sums in-process), in the same per-tag counters.
+
+        ``bits_sent`` / ``bits_received`` / ``messages`` are per agent (``(n,)``) or one number
+        for every agent; ``bits_received`` defaults to ``bits_sent`` (a symmetric collective).
+        """
+        counters = self._counters(tag)
+        received = bits_sent if bits_received is None else bits_received
+        for name, value in (
+            ("bits_sent", bits_sent),
+            ("bits_received", received),
+            ("messages_sent", messages),
+        ):
+            row = torch.as_tensor(value, dtype=torch.int64, device=self.device)
+            if row.ndim > 1 or (row.ndim == 1 and row.shape[0] != self.n_agents):
+                raise ValueError(
+                    f"{name} must be one number or ({self.n_agents},) per agent, "
+                    f"got shape {tuple(row.shape)}"
+                )
+            if bool((row < 0).any()):
+                raise ValueError(f"{name} must be >= 0, got {row.tolist()}")
+            counters[name] += row
+
     def _static_rows(self, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-agent bits sent / received / drops of one full-graph delivery (cached)."""
         if bits not in self._static_cache:

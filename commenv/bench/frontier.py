@@ -1,0 +1,464 @@
+"""The bandwidth frontier: output sharing against the gradient-exchange methods it claims to beat.
+
+The thesis argues for exchanging outputs from bandwidth: synchronous SGD "requires a large amount
+of data to be exchanged". This benchmark measures both sides of that trade. Every protocol of
+:mod:`commenv_agents.protocols` trains ``n_nodes`` nodes on node_graph_v0 with the same exclusive
+partitions (IID and/or Dirichlet), the same MLP (or CNN), the same minibatches per node and step
+budget, and is evaluated the same way (:mod:`commenv.evaluation`: average and collective
+accuracy); everything it sends is counted by the game's channel, per tag.
+
+It prints one table per partition (final average and collective accuracy, total bits, bits per
+node-step, bits and steps to reach the target accuracy, compute: forward/backward passes and
+extra model copies), the Pareto front over (total bits, collective accuracy) computed from the
+rows, and verdicts on the issue's targets, one line each; it draws accuracy against bits
+(log axis) with the front, and writes ``frontier.json/.csv/.png``.
+
+Target accuracy: synchronous SGD's final accuracy minus 1 point (``--target`` overrides);
+steps and bits to target are read on the evaluation grid from the collective accuracy.
+
+Usage::
+
+    commenv bench frontier --quick                        # digits, about two minutes
+    commenv bench frontier --partitions iid dirichlet     # Fashion-MNIST, 10 nodes
+    commenv bench frontier --quick --protocols labels sync_sgd topk
+    commenv bench frontier --quick --agent my_module:MyProtocol
+
+A user's protocol (``--agent module:Class``) is built as ``Class(n_nodes, image_shape,
+num_classes, channel=..., arch=..., hidden=..., feature_dim=..., lr=..., device=..., seed=...)``
+and needs ``step(views, out_valid) -> (bits, payload)``, ``predict_proba(x) -> (N, S, C)`` and a
+``compute`` attribute (:class:`commenv_agents.protocols.Compute`); subclassing
+:class:`commenv_agents.protocols.CommProtocol` gives all three (see ``docs/frontier.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from commenv.bench.graph import CONFIGS as GRAPH_CONFIGS
+from commenv.bench.tools import (
+    RunStore,
+    load_object,
+    markdown_table,
+    parse_config,
+    progress,
+    pyplot,
+    save_figure,
+    seed_everything,
+    select_device,
+)
+from commenv.core import check_choice
+from commenv.node_graph import PARTITIONS, NodeGraphGame
+from commenv_agents.protocols import (
+    PROTOCOL_SPECS,
+    PROTOCOLS,
+    CommProtocol,
+    make_protocol,
+    run_protocol,
+)
+
+NAME = "frontier"
+SHARES = ("labels", "logits", "features", "features_8bit")
+# Table 2.2 (CIFAR-10, 10 nodes, 5,000 steps) beside the output-sharing rows.
+THESIS_ROWS = {
+    "isolated": "10 nodes, no sharing",
+    "labels": "10 nodes, true labels",
+    "logits": "10 nodes, logits",
+    "features": "10 nodes, features",
+}
+REFERENCES = ("centralised",)
+"""Rows kept out of the Pareto front: shipping every minibatch to one model is the
+non-distributed reference (its bits are in the table and the verdicts say where it stands)."""
+THESIS = {c[0]: (c[3], c[4]) for c in GRAPH_CONFIGS}
+COLUMNS = [
+    "protocol",
+    "avg_acc",
+    "coll_acc",
+    "thesis_avg",
+    "thesis_coll",
+    "total_bits",
+    "bits_per_node_step",
+    "bits_to_target",
+    "steps_to_target",
+    "forward_passes",
+    "backward_passes",
+    "model_copies",
+    "pass_fraction",
+    "pareto",
+]
+
+
+@dataclass
+class Args:
+    """The bandwidth frontier: every protocol on one node graph, accuracy against bits."""
+
+    quick: bool = False
+    """digits, 400 steps, evaluation every 50 (about two minutes on 2 CPU cores)"""
+    protocols: tuple[str, ...] = PROTOCOLS
+    """protocols to run, by name"""
+    partitions: tuple[str, ...] = ("iid",)
+    """partitions to run every protocol on: iid and/or dirichlet"""
+    dataset: str | None = None
+    """dataset (default fashion-mnist; digits with --quick)"""
+    data_root: str | None = None
+    """directory of the dataset files"""
+    n_nodes: int = 10
+    """nodes N (fully connected)"""
+    steps: int | None = None
+    """parallel training steps per protocol (default 2000; 400 with --quick)"""
+    eval_every: int | None = None
+    """evaluate every this many steps (default 250; 50 with --quick)"""
+    batch_size: int = 32
+    """minibatch of every node at every step"""
+    arch: str = "mlp"
+    """node model: mlp or cnn (ist needs mlp)"""
+    hidden: int = 256
+    """first hidden layer of the MLP"""
+    feature_dim: int = 64
+    """top-level features (the shared features' width)"""
+    lr: float = 1e-3
+    """Adam learning rate of every protocol"""
+    topk_ratio: float = 0.01
+    """top-k: fraction of the gradient entries sent, in (0, 1]"""
+    powersgd_rank: int = 2
+    """PowerSGD: rank of the approximation (>= 1)"""
+    powersgd_start: int = 0
+    """PowerSGD: plain all-reduce before this step (the hook's start_powerSGD_iter)"""
+    int8_bits: int = 8
+    """int8: bits per gradient entry (1-8)"""
+    local_period: int = 10
+    """local SGD: average the parameters every H steps"""
+    codistill_period: int = 50
+    """codistillation: refresh the stale peer copies every H steps"""
+    codistill_weight: float = 1.0
+    """codistillation: weight of the distillation term"""
+    ist_period: int = 10
+    """IST: local steps per subnet round"""
+    consumption_prob: float = 0.5
+    """output sharing: probability of training on the inbox rather than local data"""
+    broadcast_margin: float = 1.5
+    """output sharing: per-edge broadcast probability = margin * consumption_prob / (N - 1)"""
+    temperature: float = 0.5
+    """output sharing: softening of received logits"""
+    dirichlet_alpha: float = 0.5
+    """class concentration of the dirichlet partition"""
+    target: float | None = None
+    """target accuracy in percent (default: synchronous SGD's final accuracy - 1 point)"""
+    agent: str | None = None
+    """a user protocol 'module:Class' run beside the others"""
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    threads: int = 1
+    """torch CPU threads"""
+    seed: int = 0
+    """seed of partitions, models and sampling"""
+    out_dir: Path | None = None
+    """result folder (default results/frontier, results/frontier-quick with --quick)"""
+    resume: bool = False
+    """keep the runs a killed invocation completed"""
+
+
+def resolve(args: Args) -> Args:
+    """Fill the defaults that depend on --quick and check the names."""
+    for name in args.protocols:
+        check_choice("protocol", name, PROTOCOLS)
+    for name in args.partitions:
+        check_choice("partition", name, PARTITIONS)
+    if args.n_nodes < 2:
+        raise ValueError(f"n_nodes must be >= 2 (a frontier needs a channel), got {args.n_nodes}")
+    args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
+    args.steps = args.steps or (400 if args.quick else 2000)
+    args.eval_every = args.eval_every or (50 if args.quick else 250)
+    args.out_dir = args.out_dir or Path("results") / (f"{NAME}-quick" if args.quick else NAME)
+    return args
+
+
+def protocol_options(args: Args) -> dict[str, dict[str, Any]]:
+    q = min(1.0, args.broadcast_margin * args.consumption_prob / (args.n_nodes - 1))
+    share = {"broadcast_prob": q, "temperature": args.temperature}
+    return {
+        "labels": share,
+        "logits": share,
+        "features": share,
+        "features_8bit": share,
+        "topk": {"ratio": args.topk_ratio},
+        "powersgd": {"rank": args.powersgd_rank, "start_iter": args.powersgd_start},
+        "int8": {"bits": args.int8_bits},
+        "local_sgd": {"period": args.local_period},
+        "codistill": {"period": args.codistill_period, "weight": args.codistill_weight},
+        "ist": {"period": args.ist_period},
+    }
+
+
+def run_one(
+    args: Args, partition: str, name: str, device: torch.device, bar: Any, cls: Any = None
+) -> dict[str, Any]:
+    """Train one protocol on one partition and return its row (with its curve)."""
+    spec = PROTOCOL_SPECS.get(name)
+    content = getattr(cls, "content", "labels") if cls else spec.content
+    float_bits = getattr(cls, "float_bits", 32) if cls else spec.float_bits
+    game = NodeGraphGame(
+        n_nodes=args.n_nodes,
+        content=content,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        batch_size=args.batch_size,
+        consumption_prob=args.consumption_prob,
+        feature_dim=args.feature_dim,
+        float_bits=float_bits,
+        partition=partition,
+        dirichlet_alpha=args.dirichlet_alpha,
+        partition_seed=args.seed,
+        device=device,
+        max_cycles=args.steps + 1,
+    )
+    common = dict(
+        channel=game.channel,
+        arch=args.arch,
+        hidden=args.hidden,
+        feature_dim=args.feature_dim,
+        lr=args.lr,
+        device=device,
+        seed=args.seed,
+    )
+    seed_everything(args.seed)
+    if cls is not None:
+        proto = cls(args.n_nodes, game.image_shape, game.num_classes, **common)
+    else:
+        proto = make_protocol(
+            name,
+            args.n_nodes,
+            game.image_shape,
+            game.num_classes,
+            options=protocol_options(args),
+            **common,
+        )
+    start = time.perf_counter()
+    hist = run_protocol(
+        game,
+        proto,
+        args.steps,
+        eval_every=args.eval_every,
+        test=(game.test_images, game.test_labels),
+        seed=args.seed,
+        progress=bar,
+    )
+    last = hist[-1]
+    thesis = THESIS.get(THESIS_ROWS.get(name, ""), (None, None))
+    return {
+        "partition": partition,
+        "protocol": name,
+        "doc": spec.doc if spec else f"user protocol {cls.__name__}",
+        "avg_acc": last["average"],
+        "coll_acc": last["collective"],
+        "thesis_avg": thesis[0],
+        "thesis_coll": thesis[1],
+        "total_bits": last["bits"],
+        "bits_per_node_step": last["bits"] / (args.n_nodes * args.steps),
+        **{f"bits_{tag}": bits for tag, bits in last["bits_by_tag"].items()},
+        **last["compute"],
+        "params_per_node": getattr(proto, "num_params_per_node", None),
+        "seconds": time.perf_counter() - start,
+        "curve": [{k: h[k] for k in ("step", "average", "collective", "bits")} for h in hist],
+    }
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """Which ``(bits, accuracy)`` points no other point dominates (fewer or equal bits and
+    higher or equal accuracy, one of them strictly)."""
+    return [
+        not any(
+            b2 <= b and a2 >= a and (b2 < b or a2 > a)
+            for j, (b2, a2) in enumerate(points)
+            if j != i
+        )
+        for i, (b, a) in enumerate(points)
+    ]
+
+
+def to_target(curve: list[dict[str, Any]], target: float) -> tuple[int | None, int | None]:
+    """(steps, bits) at the first evaluation whose collective accuracy reaches ``target``."""
+    hit = next((c for c in curve if c["collective"] >= target), None)
+    return (hit["step"], hit["bits"]) if hit else (None, None)
+
+
+def annotate(rows: list[dict[str, Any]], target: float | None) -> float | None:
+    """Add target, steps/bits to target and the Pareto flag to one partition's rows."""
+    sync = next((r for r in rows if r["protocol"] == "sync_sgd"), None)
+    if target is None and sync is not None:
+        target = math.floor((sync["coll_acc"] - 1.0) * 10) / 10
+    members = [r for r in rows if r["protocol"] not in REFERENCES]
+    front = pareto_front([(r["total_bits"], r["coll_acc"]) for r in members])
+    on = {id(r) for r, ok in zip(members, front, strict=True) if ok}
+    for row in rows:
+        row["pareto"] = "yes" if id(row) in on else ("ref" if row["protocol"] in REFERENCES else "")
+        row["target"] = target
+        steps, bits = to_target(row["curve"], target) if target is not None else (None, None)
+        row["steps_to_target"], row["bits_to_target"] = steps, bits
+    return target
+
+
+def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The issue's targets judged on one partition's rows (claims without rows are absent)."""
+    by = {r["protocol"]: r for r in rows}
+    out: dict[str, str] = {}
+    sync, central, labels = by.get("sync_sgd"), by.get("centralised"), by.get("labels")
+    if sync and central:
+        gap = sync["coll_acc"] - central["coll_acc"]
+        out["sync SGD matches one model on the combined batch (within 0.5 points)"] = (
+            f"{'holds' if abs(gap) <= 0.5 else 'FAILS'}: {sync['coll_acc']:.1f} vs "
+            f"{central['coll_acc']:.1f} % ({gap:+.1f}) after the same steps"
+        )
+    if labels:
+        out["output sharing (true labels) is on the measured Pareto front"] = (
+            "holds: no other protocol reaches its accuracy with no more bits"
+            if labels["pareto"] == "yes"
+            else "FAILS: "
+            + ", ".join(
+                r["protocol"]
+                for r in rows
+                if r["total_bits"] <= labels["total_bits"]
+                and r["coll_acc"] >= labels["coll_acc"]
+                and r is not labels
+            )
+            + " reach(es) at least its accuracy with no more bits"
+        )
+    if labels and central:
+        wins = central["total_bits"] <= labels["total_bits"] and (
+            central["coll_acc"] >= labels["coll_acc"]
+        )
+        out["output sharing (true labels) is not dominated by shipping the data to one model"] = (
+            f"{'FAILS' if wins else 'holds'}: the centralised reference reaches "
+            f"{central['coll_acc']:.1f} % with {central['total_bits']:,} bits, labels "
+            f"{labels['coll_acc']:.1f} % with {labels['total_bits']:,}"
+        )
+    if sync and labels:
+        best = max(c["collective"] for c in sync["curve"])
+        gap = labels["coll_acc"] - best
+        ratio = sync["total_bits"] / max(1, labels["total_bits"])
+        payload_ratio = sync["total_bits"] / max(1, labels.get("bits_payload", 0))
+        ok_acc, ok_bits = gap >= -1.0, ratio >= 1000
+        out["true labels within 1 point of sync SGD's best accuracy at >= 1,000x fewer bits"] = (
+            f"{'holds' if ok_acc and ok_bits else 'FAILS'}: {labels['coll_acc']:.1f} vs "
+            f"{best:.1f} % ({gap:+.1f} points, {'ok' if ok_acc else 'too far'}) with "
+            f"{ratio:,.0f}x fewer bits ({'ok' if ok_bits else 'short of 1,000x'}; the labels "
+            f"alone, without their images, are {payload_ratio:,.0f}x fewer)"
+        )
+    return out
+
+
+def draw(groups: dict[str, list[dict[str, Any]]], args: Args) -> Path:
+    """Collective accuracy against bits (log x) per partition, the Pareto front drawn."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(7 * len(groups), 5), squeeze=False)
+    for ax, (partition, rows) in zip(axes[0], groups.items(), strict=True):
+        positive = [r["total_bits"] for r in rows if r["total_bits"] > 0]
+        floor = 10 ** math.floor(math.log10(min(positive))) / 10 if positive else 1.0
+        for i, row in enumerate(rows):
+            color = f"C{i % 10}"
+            marker = "os^vD<>ph*"[i // 10 % 10]
+            curve = [c for c in row["curve"] if c["bits"] > 0]
+            if curve:
+                ax.plot(
+                    [c["bits"] for c in curve],
+                    [c["collective"] for c in curve],
+                    color=color,
+                    alpha=0.35,
+                    linewidth=0.8,
+                )
+            x = max(row["total_bits"], floor)
+            ax.scatter([x], [row["coll_acc"]], color=color, marker=marker, label=row["protocol"])
+        on_front = [r for r in rows if r["pareto"] == "yes"]  # the reference is left out
+        front = sorted((max(r["total_bits"], floor), r["coll_acc"]) for r in on_front)
+        if front:
+            ax.step(
+                *zip(*front, strict=True),
+                where="post",
+                color="black",
+                linewidth=1.2,
+                label="Pareto front",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(f"bits communicated (total; 0 bits drawn at {floor:.0e})")
+        ax.set_ylabel("collective test accuracy (%)")
+        ax.set_title(f"{args.dataset}, {args.n_nodes} nodes, {partition}, {args.steps} steps")
+        ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, Path(args.out_dir) / f"{NAME}.png")
+
+
+def replot(json_path: str | Path) -> Path:
+    """Draw ``frontier.png`` again beside a ``frontier.json`` (from its rows and arguments)."""
+    import json
+    from types import SimpleNamespace
+
+    path = Path(json_path)
+    saved = json.loads(path.read_text())
+    args = SimpleNamespace(**{**saved["meta"]["args"], "out_dir": str(path.parent)})
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in saved["rows"]:
+        groups.setdefault(row["partition"], []).append(row)
+    return draw(groups, args)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = resolve(parse_config(Args, argv, description=__doc__.split("\n\n")[0]))
+    device = select_device(args.device)
+    torch.set_num_threads(args.threads)
+    jobs: list[tuple[str, Any]] = [(name, None) for name in args.protocols]
+    if args.agent:
+        cls = load_object(args.agent)
+        if not callable(getattr(cls, "step", None)) or not callable(
+            getattr(cls, "predict_proba", None)
+        ):
+            raise TypeError(
+                f"--agent {args.agent!r} must be a class with step(views, out_valid) and "
+                f"predict_proba(x) (see {CommProtocol.__module__}.CommProtocol), got {cls!r}"
+            )
+        jobs.append((f"agent:{cls.__name__}", cls))
+    store = RunStore(args.out_dir, NAME, resume=args.resume)
+    print(
+        f"bench frontier: {args.dataset}, {args.n_nodes} nodes, {args.steps} steps, "
+        f"arch {args.arch}, device {device}, partitions {list(args.partitions)}, "
+        f"{len(jobs)} protocols" + (f", {len(store.rows)} runs resumed" if store.rows else "")
+    )
+    todo = [(p, n, c) for p in args.partitions for n, c in jobs if f"{p}/{n}" not in store]
+    with progress(total=args.steps * len(todo), desc=NAME) as bar:
+        for partition, name, cls in todo:
+            bar.set_postfix_str(f"{partition}/{name}")
+            store.add(f"{partition}/{name}", run_one(args, partition, name, device, bar, cls))
+
+    groups = {p: [dict(store.rows[f"{p}/{n}"]) for n, _ in jobs] for p in args.partitions}
+    rows, extra = [], {"targets": {}, "verdicts": {}}
+    for partition, group in groups.items():
+        target = annotate(group, args.target)
+        claims = verdicts(group)
+        extra["targets"][partition], extra["verdicts"][partition] = target, claims
+        rows += group
+        print(
+            f"\n{partition} partition, {args.dataset}, {args.steps} steps; target accuracy "
+            f"{target} % (sync SGD's final collective accuracy - 1 point unless --target); "
+            "thesis columns: table 2.2 (CIFAR-10, 5,000 steps)\n"
+        )
+        print(markdown_table(group, COLUMNS))
+        ordered = sorted(group, key=lambda r: r["total_bits"])
+        front = [r["protocol"] for r in ordered if r["pareto"] == "yes"]
+        print(
+            "\nPareto front over (total bits, collective accuracy), the centralised reference "
+            f"left out: {', '.join(front)}"
+        )
+        if claims:
+            print(f"\nThe issue's targets on this run ({args.dataset}, {partition}, one seed):\n")
+            print("\n".join(f"- {claim}: {verdict}" for claim, verdict in claims.items()))
+    png = draw(groups, args)
+    json_path, csv_path = store.finish(rows, args, extra)
+    print(f"\nwrote {json_path}, {csv_path}, {png}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
