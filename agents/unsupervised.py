@@ -102,9 +102,11 @@ def info_nce(codes: torch.Tensor, targets: torch.Tensor, temperature: float) -> 
     ``M`` targets of its group by cosine similarity / ``temperature``."""
     sim = F.normalize(codes, dim=-1) @ F.normalize(targets, dim=-1).transpose(-1, -2)
     labels = torch.arange(codes.shape[1], device=codes.device).expand(codes.shape[0], -1)
-    return F.cross_entropy(
-        (sim / temperature).flatten(0, 1), labels.flatten(), reduction="none"
-    ).view(codes.shape[:2]).mean(-1)
+    return (
+        F.cross_entropy((sim / temperature).flatten(0, 1), labels.flatten(), reduction="none")
+        .view(codes.shape[:2])
+        .mean(-1)
+    )
 
 
 def broadcast_bits(out_valid: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
@@ -363,7 +365,10 @@ class VAEPopulation(_Population):
     @torch.no_grad()
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
         return torch.cat(
-            [self.gaussian(self._batched_input(x[s : s + chunk]))[0] for s in range(0, len(x), chunk)],
+            [
+                self.gaussian(self._batched_input(x[s : s + chunk]))[0]
+                for s in range(0, len(x), chunk)
+            ],
             1,
         )
 
@@ -411,10 +416,9 @@ class BiGANPopulation(_Population):
         )
         d_real = self.discriminator(x_d, codes.detach())
         d_fake = self.discriminator(fake_d.detach(), z)
-        loss_d = (
-            bce(d_real, torch.full_like(d_real, 0.9), reduction="none").mean(-1)
-            + bce(d_fake, torch.zeros_like(d_fake), reduction="none").mean(-1)
-        )
+        loss_d = bce(d_real, torch.full_like(d_real, 0.9), reduction="none").mean(-1) + bce(
+            d_fake, torch.zeros_like(d_fake), reduction="none"
+        ).mean(-1)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.sum().backward()
         self.opt_d.step()
