@@ -6,7 +6,9 @@ for conv layers, ``BatchNorm2d`` over the ``G * c`` channels is per-node batch n
 training step has no Python loop over nodes; one optimiser over the stacked parameters is
 exactly ``N`` independent ones (Adam is per-coordinate and the loss is a sum of per-node losses).
 Nodes never see a label: they train on the images of their minibatch (``views["images"]``) and,
-for a minibatch that came from the inbox, on the sender's codes (``views["payload"]``).
+for a minibatch that came from the inbox, on the sender's codes (``views["payload"]``). The
+payload a node broadcasts is its codes of the current minibatch from the training forward pass
+(before the update), as the supervised population sends its logits.
 
 **VAE nodes** (:class:`VAEPopulation`, env ``content="gaussian_codes"``). Encoder ``q(z|x) =
 N(mu, diag(exp(logvar)))``, decoder ``p(x|z)`` Bernoulli over pixels. Every minibatch, local or
@@ -107,6 +109,15 @@ def info_nce(codes: torch.Tensor, targets: torch.Tensor, temperature: float) -> 
         .view(codes.shape[:2])
         .mean(-1)
     )
+
+
+def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has it for these tensors, plain Adam otherwise."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True, **kw)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, **kw)
 
 
 def broadcast_bits(out_valid: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
@@ -324,7 +335,7 @@ class VAEPopulation(_Population):
             self.n_nodes, self.feature_dim, self.image_shape, self.arch, hidden
         ).to(self.device)
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.optimizer = make_adam(params, lr)
         self.num_params_per_node = sum(p.numel() for p in params) // self.n_nodes
 
     def gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,6 +361,7 @@ class VAEPopulation(_Population):
             mu_s, lv_s = received.chunk(2, -1)
             kl = gaussian_kl(mu_s, lv_s, mu, logvar).mean(-1)
         share = self._share_term(mu, received, inbox, kl)
+        self._code = torch.cat([mu, logvar], -1).detach()  # what this forward pass broadcasts
         return {"rec": rec, "prior_kl": prior_kl, "share": share, "total": rec + prior_kl + share}
 
     def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
@@ -358,9 +370,7 @@ class VAEPopulation(_Population):
         terms["total"].sum().backward()
         self.optimizer.step()
         self.last_losses = {k: v.detach() for k, v in terms.items()}
-        with torch.no_grad():
-            mu, logvar = self.gaussian(views["images"].to(self.device))
-        return self._bits(out_valid), torch.cat([mu, logvar], -1)
+        return self._bits(out_valid), self._code
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
@@ -394,8 +404,8 @@ class BiGANPopulation(_Population):
             self.device
         )
         ge = [*self.encoder.parameters(), *self.generator.parameters()]
-        self.opt_ge = torch.optim.Adam(ge, lr=lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.opt_ge = make_adam(ge, lr, betas=(0.5, 0.999))
+        self.opt_d = make_adam(self.discriminator.parameters(), lr, betas=(0.5, 0.999))
         self.num_params_per_node = (
             sum(p.numel() for p in ge) + sum(p.numel() for p in self.discriminator.parameters())
         ) // N

@@ -127,10 +127,10 @@ def test_claims_are_judged_on_the_rows():
 
 
 def test_speed_rows():
-    rows = bench.speed_rows(quick=True)
+    rows = bench.speed_rows(quick=True, hiddens=(16,))
     assert [r["name"] for r in rows] == [
-        "unsupervised VAE population N=10 batched",
-        "unsupervised VAE population N=10 sequential",
+        "unsupervised VAE population N=10 hidden=16 batched",
+        "unsupervised VAE population N=10 hidden=16 sequential",
     ]
     assert all(r["steps_per_s"] > 0 for r in rows)
     assert "x the sequential loop" in rows[0]["note"]

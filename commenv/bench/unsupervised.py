@@ -463,14 +463,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def speed_rows(quick: bool, n_nodes: int = 10) -> list[dict[str, Any]]:
+def speed_rows(
+    quick: bool, n_nodes: int = 10, hiddens: tuple[int, ...] = (64, 256)
+) -> list[dict[str, Any]]:
     """Node-steps per second of the batched VAE population vs a sequential per-node loop.
 
     Both drive node_graph_v0 (digits, 32-sample minibatches, ``n_nodes`` fully connected nodes
-    sharing Gaussian codes, MLP VAE 64-256-2x32 / 32-256-64, one torch thread), timed in
-    alternating rounds so load from other processes hits both alike. Rows: ``name``,
-    ``steps_per_s`` (node-steps/s), ``note``.
+    sharing Gaussian codes, MLP VAE ``64-hidden-2x32`` / ``32-hidden-64`` for each of
+    ``hiddens``, one torch thread), timed in alternating rounds so load from other processes
+    hits both alike. Rows: ``name``, ``steps_per_s`` (node-steps/s), ``note``. Small models are
+    where the per-node loop's overhead dominates; at the benchmark's width (256) both become
+    compute-bound and the ratio shrinks.
     """
+    rows: list[dict[str, Any]] = []
+    for hidden in hiddens:
+        rows += _speed_pair(quick, n_nodes, hidden)
+    return rows
+
+
+def _speed_pair(quick: bool, n_nodes: int, hidden: int) -> list[dict[str, Any]]:
     rounds, steps_b, steps_s = (2, 10, 3) if quick else (3, 40, 10)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -478,7 +489,9 @@ def speed_rows(quick: bool, n_nodes: int = 10) -> list[dict[str, Any]]:
         runs = {}
         for label in ("batched", "sequential"):
             game = NodeGraphGame(n_nodes=n_nodes, content="gaussian_codes", feature_dim=32)
-            kw = dict(share="match", broadcast_prob=0.75 / (n_nodes - 1), feature_dim=32)
+            kw = dict(
+                share="match", broadcast_prob=0.75 / (n_nodes - 1), feature_dim=32, hidden=hidden
+            )
             if label == "batched":
                 pop: Any = VAEPopulation(n_nodes, game.image_shape, **kw)
             else:
@@ -495,15 +508,15 @@ def speed_rows(quick: bool, n_nodes: int = 10) -> list[dict[str, Any]]:
         torch.set_num_threads(threads)
     rate = {k: n_nodes * r[2] * rounds / r[3] for k, r in runs.items()}
     ratio = rate["batched"] / rate["sequential"]
-    model = "MLP VAE 64-256-2x32, 1 thread"
+    model = f"MLP VAE 64-{hidden}-2x32, 1 thread"
     return [
         {
-            "name": f"unsupervised VAE population N={n_nodes} batched",
+            "name": f"unsupervised VAE population N={n_nodes} hidden={hidden} batched",
             "steps_per_s": rate["batched"],
             "note": f"{model}; {ratio:.1f}x the sequential loop",
         },
         {
-            "name": f"unsupervised VAE population N={n_nodes} sequential",
+            "name": f"unsupervised VAE population N={n_nodes} hidden={hidden} sequential",
             "steps_per_s": rate["sequential"],
             "note": f"{model}; the per-node loop",
         },
