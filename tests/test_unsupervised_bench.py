@@ -91,7 +91,7 @@ def test_user_agent_joins_the_table(tmp_path):
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="unknown run.*valid choices"):
         bench.main([*TINY, "--runs", "vae-2"])
-    with pytest.raises(ValueError, match="agent_family"):
+    with pytest.raises(SystemExit):  # tyro lists the valid choices
         bench.main([*TINY, "--agent-family", "gan"])
 
 

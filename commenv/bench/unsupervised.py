@@ -22,7 +22,7 @@ no-communication collective for at least one family.
 
 Usage::
 
-    commenv bench unsupervised --quick               # digits, about two minutes on 2 CPU cores
+    commenv bench unsupervised --quick               # digits, under a minute on 2 CPU cores
     commenv bench unsupervised                       # Fashion-MNIST, MLP nodes
     commenv bench unsupervised --arch cnn --device cuda
     commenv bench unsupervised --runs vae-1 vae-10-none --resume
@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -74,7 +74,7 @@ class Args:
     """Table 2.3: VAE and BiGAN nodes sharing features on node_graph_v0 (linear-probe accuracy)."""
 
     quick: bool = False
-    """digits, 300 steps, 2 stages, hidden 128 (about two minutes on 2 CPU cores)"""
+    """digits, 300 steps, 2 stages, hidden 128 (under a minute on 2 CPU cores)"""
     dataset: str | None = None
     """digits | fashion-mnist | mnist | cifar10 | synthetic (default fashion-mnist; digits quick)"""
     data_root: str | None = None
@@ -85,7 +85,7 @@ class Args:
     """evenly spaced probe evaluations, the last at the end (default 4; 2 with --quick)"""
     runs: tuple[str, ...] = ()
     """run names (default all): vae-1 vae-10-none vae-10-match vae-10-contrastive, bigan-1 ..."""
-    arch: str = "mlp"
+    arch: Literal["mlp", "cnn"] = "mlp"
     """node networks: mlp, or cnn (DCGAN-style strided convolutions)"""
     batch_size: int = 32
     """minibatch size of every node"""
@@ -114,7 +114,7 @@ class Args:
     """early stopping: stop a probe after this many epochs without a better validation score"""
     agent: str | None = None
     """a user population 'module:Class' run on 10 fully connected nodes"""
-    agent_family: str = "vae"
+    agent_family: Literal["vae", "bigan"] = "vae"
     """payload of the --agent population: vae (mean, log-variance) or bigan (codes)"""
     device: str = "auto"
     """auto | cpu | cuda"""
