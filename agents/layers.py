@@ -107,6 +107,39 @@ class BatchedConv2d(nn.Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
 
 
+class BatchedConvTranspose2d(nn.Module):
+    """``G`` independent transposed convolutions as one grouped transposed convolution.
+
+    Same layout as :class:`BatchedConv2d`: ``(M, G * c_in, H, W) -> (M, G * c_out, H', W')``,
+    model ``g`` owning channels ``[g * c, (g + 1) * c)``. With ``kernel=4, stride=2,
+    padding=1`` it doubles the spatial size (the DCGAN generator's up-sampling step).
+    """
+
+    def __init__(
+        self,
+        groups: int,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(c_out * kernel * kernel)  # nn.ConvTranspose2d's fan-in
+        self.weight = nn.Parameter(torch.empty(groups * c_in, c_out, kernel, kernel))
+        self.bias = nn.Parameter(torch.empty(groups * c_out))
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound, generator=generator)
+            self.bias.uniform_(-bound, bound, generator=generator)
+        self.groups, self.stride, self.padding = groups, stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(
+            x, self.weight, self.bias, self.stride, self.padding, groups=self.groups
+        )
+
+
 def conv_out(size: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> int:
     """Spatial size after one strided convolution."""
     return (size + 2 * padding - kernel) // stride + 1

@@ -11,7 +11,8 @@
 
 ``M`` = ``batch_size``, ``D`` = pixels per image, ``C`` = classes, ``K`` = the largest
 out-degree of the graph, ``P`` = payload width (``C`` for logits, ``feature_dim`` for
-features, 0 in the observation for labels).
+features, 0 in the observation for labels; ``feature_dim`` for ``"codes"``, ``2 * feature_dim``
+for ``"gaussian_codes"``).
 
 **World.** The training split of ``dataset`` is cut into ``n_nodes`` exclusive partitions
 (``partition="iid"``: a random, class-independent split into near-equal parts, as in the
@@ -43,6 +44,16 @@ payloads (never copies of images).
 
 A node therefore never sees a sample of another node's partition unless some node broadcast it
 to it (``tests/test_node_graph.py`` proves it).
+
+**Label-free contents** (unsupervised nodes, thesis 2.2.4, table 2.3). ``content="codes"``:
+the payload is the sender's feature vector per sample (``(M, feature_dim)``, e.g. a BiGAN
+encoder's); ``content="gaussian_codes"``: its Gaussian code, mean then log-variance
+(``(M, 2 * feature_dim)``, a VAE encoder's). Labels never leave a node and are not even in its
+own observation (the ``labels`` block is all zeros), so no label reaches an unsupervised
+agent's training step (``tests/test_unsupervised.py`` proves it). An integer payload (it looks
+like labels), a ``"labels"`` entry in the action, a wrong width or NaN/inf raise ``ValueError``
+naming the node, and nothing is enqueued. Gaussian codes are quantized (``float_bits < 32``) and
+billed as two vectors per sample, mean and log-variance, each with its own range.
 
 **Observation** of node ``i`` (flat; ``env.split_obs(obs)`` reshapes it):
 
@@ -150,7 +161,9 @@ from commenv.core import (
 )
 from commenv.datasets import DATASETS, load_dataset
 
-CONTENTS: tuple[str, ...] = ("labels", "logits", "features")
+CONTENTS: tuple[str, ...] = ("labels", "logits", "features", "codes", "gaussian_codes")
+LABEL_FREE: tuple[str, ...] = ("codes", "gaussian_codes")
+"""Unsupervised contents: no label ever leaves a node, and observations carry no labels."""
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet")
 OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest")
 
@@ -375,7 +388,13 @@ class NodeGraphGame(BatchedEnv):
     def _build_spaces(self, allow_large: bool) -> None:
         """Payload width, bits per message, the observation layout and the spaces."""
         M, C, D, K = self.batch_size, self.num_classes, self.num_features, self.max_out
-        P = {"labels": 1, "logits": C, "features": self.feature_dim}[self.content]
+        P = {
+            "labels": 1,
+            "logits": C,
+            "features": self.feature_dim,
+            "codes": self.feature_dim,
+            "gaussian_codes": 2 * self.feature_dim,  # [mean, log-variance] per sample
+        }[self.content]
         self.payload_dim = P
         label_bits = max(1, math.ceil(math.log2(C)))
         self.bits_per_image_message = M * D * self.image_bits
@@ -383,6 +402,8 @@ class NodeGraphGame(BatchedEnv):
         self.bits_per_payload_message = (
             M * label_bits if labels else float_message_bits(M, P, self.float_bits)
         )
+        if self.content == "gaussian_codes":  # mean and log-variance are quantized apart
+            self.bits_per_payload_message = float_message_bits(2 * M, P // 2, self.float_bits)
         sizes = {
             "images": M * D,
             "labels": M * C,
@@ -510,6 +531,8 @@ class NodeGraphGame(BatchedEnv):
             parts = [images.reshape(B, N, -1), labels.reshape(B, N, -1).float()]
         else:
             labels = own * (~from_inbox)[..., None, None]
+            if self.content in LABEL_FREE:  # unsupervised nodes see no label, not even their own
+                labels = torch.zeros_like(own)
             payload = st["payload"] * from_inbox[..., None, None]
             parts = [
                 images.reshape(B, N, -1),
@@ -549,6 +572,9 @@ class NodeGraphGame(BatchedEnv):
         agents = self.possible_agents
         check_action_keys(actions, agents, agents)
         if self.validate:
+            if self.content in LABEL_FREE:
+                for a in agents:
+                    self._check_label_free_action(a, actions[a])
             act = batched_actions(agents, self._act_space, actions, self.num_envs, self.device)
         else:
             act = self._stack_unchecked(actions)
@@ -592,7 +618,48 @@ class NodeGraphGame(BatchedEnv):
                 f"content={self.content!r} needs a payload tensor (num_envs, n_nodes, "
                 f"batch_size, {self.payload_dim}) = {expected}, got {describe(payload)}"
             )
+        if self.content in LABEL_FREE and not payload.is_floating_point():
+            raise ValueError(
+                f"invalid action for every agent (node_0 first): content={self.content!r} "
+                f"is label-free and needs float codes, got dtype {payload.dtype} "
+                "(integer payloads look like labels)"
+            )
         check_batch_values(self.possible_agents, space["payload"], payload)
+
+    def _check_label_free_action(self, agent: str, action: Any) -> None:
+        """One node's batched action under a label-free content: ``{"broadcast", "payload"}``
+        with a finite float ``(num_envs, batch_size, P)`` payload of codes, and no labels."""
+        M, P = self.batch_size, self.payload_dim
+        what = (
+            f"(batch_size, feature_dim) = {(M, P)} codes"
+            if self.content == "codes"
+            else f"(batch_size, 2 * feature_dim) = {(M, P)} [mean, log-variance] codes"
+        )
+        if isinstance(action, dict) and "labels" in action:
+            raise ValueError(
+                f"invalid action for agent {agent!r}: content={self.content!r} is label-free, "
+                f"labels never leave a node; expected keys ['broadcast', 'payload'] with a "
+                f"{what} payload, got keys {sorted(action)}"
+            )
+        if not isinstance(action, dict) or "payload" not in action:
+            return  # the generic check below names what is missing
+        payload = torch.as_tensor(action["payload"])
+        if not payload.is_floating_point():
+            raise ValueError(
+                f"invalid action for agent {agent!r}: content={self.content!r} needs a float "
+                f"{what} payload, got dtype {payload.dtype} (integer payloads look like labels)"
+            )
+        if tuple(payload.shape) != (self.num_envs, M, P):
+            raise ValueError(
+                f"invalid action for agent {agent!r}: content={self.content!r} needs a {what} "
+                f"payload per world, (num_envs, M, P) = {(self.num_envs, M, P)}, got shape "
+                f"{tuple(payload.shape)}"
+            )
+        if not bool(torch.isfinite(payload).all()):
+            raise ValueError(
+                f"invalid action for agent {agent!r}: payload contains NaN or inf "
+                f"(expected finite {what})"
+            )
 
     def step_tensors(
         self, bits: torch.Tensor, payload: torch.Tensor | None = None
@@ -635,7 +702,9 @@ class NodeGraphGame(BatchedEnv):
                 "with the bits; got payload=None"
             )
         payload = payload.to(torch.float32)
-        if self.content != "labels":  # what the receivers get is what float_bits can carry
+        if self.content == "gaussian_codes":  # mean and log-variance quantized apart
+            payload = quantize(payload.unflatten(-1, (2, -1)), self.float_bits).flatten(-2)
+        elif self.content != "labels":  # what the receivers get is what float_bits can carry
             payload = quantize(payload, self.float_bits)
 
         if self.channel is not None:

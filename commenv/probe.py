@@ -113,20 +113,34 @@ class LinearProbe(nn.Module):
 
 @dataclass
 class BestValidation:
-    """Per-probe test accuracy at the best validation accuracy seen so far."""
+    """Per-probe test accuracy at the best validation accuracy seen so far.
+
+    Also used across *stages* of a model's training (the unsupervised benchmark keeps, per
+    node, the stage whose probe validates best); pass ``test_probs`` ``(P, S, C)`` to keep each
+    probe's test distributions at its best checkpoint too (``probs_at_best``), e.g. for the
+    collective decision of :mod:`commenv.evaluation`.
+    """
 
     num_probes: int
     best_val: torch.Tensor = field(init=False)
     test_at_best: torch.Tensor = field(init=False)
     best_step: torch.Tensor = field(init=False)
+    probs_at_best: torch.Tensor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.best_val = torch.full((self.num_probes,), -1.0)
         self.test_at_best = torch.full((self.num_probes,), float("nan"))
         self.best_step = torch.full((self.num_probes,), -1, dtype=torch.long)
 
-    def update(self, step: int, val_acc: torch.Tensor, test_acc: torch.Tensor) -> None:
-        """Record a checkpoint; a probe keeps the first checkpoint among ties."""
+    def update(
+        self,
+        step: int,
+        val_acc: torch.Tensor,
+        test_acc: torch.Tensor,
+        test_probs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Record a checkpoint; a probe keeps the first checkpoint among ties. Returns which
+        probes improved ``(P,)`` bool."""
         val_acc, test_acc = val_acc.detach().cpu().float(), test_acc.detach().cpu().float()
         if val_acc.shape != (self.num_probes,) or test_acc.shape != (self.num_probes,):
             raise ValueError(
@@ -137,6 +151,15 @@ class BestValidation:
         self.best_val = torch.where(better, val_acc, self.best_val)
         self.test_at_best = torch.where(better, test_acc, self.test_at_best)
         self.best_step = torch.where(better, torch.tensor(step), self.best_step)
+        if test_probs is not None:
+            test_probs = test_probs.detach().cpu().float()
+            if self.probs_at_best is None:
+                self.probs_at_best = test_probs.clone()
+            else:
+                self.probs_at_best = torch.where(
+                    better[:, None, None], test_probs, self.probs_at_best
+                )
+        return better
 
 
 @dataclass
@@ -147,7 +170,9 @@ class ProbeResult:
     test_acc: torch.Tensor
     best_epoch: torch.Tensor
     val_curve: torch.Tensor
-    """``(epochs, P)`` validation accuracy after each epoch."""
+    """``(epochs run, P)`` validation accuracy after each epoch."""
+    test_probs: torch.Tensor | None = None
+    """``(P, S_test, C)`` test distributions at each probe's best epoch (``keep_probs=True``)."""
 
 
 def fit_linear_probe(
@@ -163,11 +188,16 @@ def fit_linear_probe(
     batch_size: int = 256,
     lr: float = 1e-2,
     seed: int = 0,
+    patience: int | None = None,
+    keep_probs: bool = False,
 ) -> ProbeResult:
     """Fit linear probes on frozen features; report test accuracy at the best validation epoch.
 
     Features are ``(N, P, H)`` or ``(N, H)``; they are detached (the probed model is frozen).
-    Same ``seed`` and inputs give the same result.
+    Same ``seed`` and inputs give the same result. ``patience=k``: early stopping, training
+    stops once no probe's validation accuracy has improved for ``k`` epochs (at most
+    ``epochs``); either way each probe is scored at its own best validation epoch.
+    ``keep_probs``: also return the test distributions at that epoch (``test_probs``).
     """
     train_x = _as_probe_batch(train_x, "train_x")
     val_x, test_x = _as_probe_batch(val_x, "val_x"), _as_probe_batch(test_x, "test_x")
@@ -178,6 +208,8 @@ def fit_linear_probe(
         )
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1 or None, got {patience!r}")
     _check_labels(train_y, train_x.shape[0], num_classes)
     device = train_x.device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -186,12 +218,22 @@ def fit_linear_probe(
         probe = LinearProbe(train_x.shape[1], train_x.shape[2], num_classes, lr=lr).to(device)
     best = BestValidation(train_x.shape[1])
     curve = []
+    since_better = 0
     for epoch in range(epochs):
         order = torch.randperm(train_x.shape[0], generator=gen).to(device)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             probe.update(train_x[idx], train_y[idx])
         val_acc = probe.accuracy(val_x, val_y)
-        best.update(epoch, val_acc, probe.accuracy(test_x, test_y))
+        probs = None
+        if keep_probs:
+            with torch.no_grad():
+                probs = probe(test_x).softmax(-1).transpose(0, 1)
+        better = best.update(epoch, val_acc, probe.accuracy(test_x, test_y), probs)
         curve.append(val_acc.cpu())
-    return ProbeResult(best.best_val, best.test_at_best, best.best_step, torch.stack(curve))
+        since_better = 0 if bool(better.any()) else since_better + 1
+        if patience is not None and since_better >= patience:
+            break
+    return ProbeResult(
+        best.best_val, best.test_at_best, best.best_step, torch.stack(curve), best.probs_at_best
+    )
