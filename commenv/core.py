@@ -72,7 +72,8 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
     except TypeError:  # unhashable or array-like: never a choice
         ok = False
     if not ok:
-        raise ValueError(f"unknown {name} {describe(value)}; valid choices: {list(choices)}")
+        got = repr(value) if isinstance(value, str) else describe(value)  # a str speaks for itself
+        raise ValueError(f"unknown {name} {got}; valid choices: {list(choices)}")
 
 
 def check_int(
