@@ -41,6 +41,7 @@ from commenv.bench.tools import (
     select_runs,
     verdict,
 )
+from commenv.bench.unsupervised import speed_rows as unsupervised_speed_rows
 from commenv.bench.vmas_rows import speed_rows as vmas_speed_rows
 
 Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
@@ -115,6 +116,7 @@ SECTIONS: dict[str, str] = {
     "environments": "every face beside MPE2 (agent-steps/s)",
     "node_graph population": "batched population vs the sequential per-node loop",
     "quiz agents": "quiz_v0 lessons/s: env alone, student step, full loop",
+    "unsupervised population": "batched VAE/BiGAN population vs the sequential per-node loop",
     "vmas": "VMAS simple_speaker_listener beside the batched face (and the TorchRL route)",
 }
 """The benchmark's runs (``--runs``): each is measured, recorded and resumed as a whole."""
@@ -132,7 +134,8 @@ class Args:
     """interleaved rounds (median taken)"""
     runs: str = "all"
     """comma-separated sections by name or slug: environments, node-graph-population,
-    quiz-agents, vmas (VMAS rows need `pip install vmas`; without it they are skipped)"""
+    quiz-agents, unsupervised-population, vmas (VMAS rows need `pip install vmas`; without
+    it only our rows are timed)"""
     device: str = "auto"
     """device of the batched core and population: auto (CUDA when present) | cpu | cuda"""
     threads: int = 1
@@ -190,6 +193,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "environments": lambda: env_rows(args, device),
         "node_graph population": lambda: graph_speed_rows(args.quick, device=device),
         "quiz agents": lambda: quiz_speed_rows(args.quick),
+        "unsupervised population": lambda: unsupervised_speed_rows(args.quick),
         "vmas": lambda: vmas_speed_rows(args.quick, device=str(device)),
     }
     print(
