@@ -24,6 +24,7 @@ that it needs and the two methods of :class:`NodePopulation`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -335,11 +336,13 @@ def run_population(
     seed: int = 0,
     progress: Any = None,
     weighting: str = "softmax",
+    extra: Callable[[], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``population`` against ``game`` (``num_envs=1``) for ``steps`` parallel steps.
 
     Evaluates on ``test`` (images, labels) every ``eval_every`` steps and at the end; returns
-    the history ``[{"step", "average", "collective", "per_node", "bits_*"}, ...]``.
+    the history ``[{"step", "average", "collective", "per_node", "bits_*"}, ...]``, each entry
+    updated with ``extra()`` when given (e.g. a protocol's per-tag bits and compute).
     """
     if game.num_envs != 1:
         raise ValueError(f"run_population drives one world (num_envs=1), got {game.num_envs}")
@@ -355,7 +358,13 @@ def run_population(
         ev = evaluate(probs.cpu(), test[1], weighting)
         bw = game.bandwidth()
         history.append(
-            {"step": step, **ev, "bits_images": bw["images"], "bits_payload": bw["payload"]}
+            {
+                "step": step,
+                **ev,
+                "bits_images": bw["images"],
+                "bits_payload": bw["payload"],
+                **(extra() if extra is not None else {}),
+            }
         )
 
     for t in range(1, steps + 1):

@@ -48,7 +48,6 @@ import torch
 
 from commenv.channel import Channel, make_adjacency
 from commenv.core import check_int
-from commenv.evaluation import evaluate
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.layers import BatchedConv2d, BatchedLinear
 from commenv_agents.population import (
@@ -56,6 +55,7 @@ from commenv_agents.population import (
     OutputSharingPopulation,
     make_adam,
     node_losses,
+    run_population,
 )
 
 FLOAT_BITS = 32
@@ -921,33 +921,22 @@ def run_protocol(
         raise ValueError("run_protocol drives one world (num_envs=1) of at least 2 nodes")
     if protocol.channel is not game.channel:
         raise ValueError("build the protocol with channel=game.channel: one accounting")
-    game.reset(seed=seed)
-    obs_all = game.observe_all()
-    out_valid = game._out_valid
-    history: list[dict[str, Any]] = []
 
-    def record(step: int) -> None:
-        if test is None:
-            return
-        ev = evaluate(protocol.predict_proba(test[0]).cpu(), test[1])
+    def extra() -> dict[str, Any]:
         by_tag = {t: int(c["bits_sent"].sum()) for t, c in game.channel.counters.items()}
-        history.append(
-            {
-                "step": step,
-                **ev,
-                "bits": sum(by_tag.values()),
-                "bits_by_tag": by_tag,
-                "compute": protocol.compute.as_dict(),
-            }
-        )
+        return {
+            "bits": sum(by_tag.values()),
+            "bits_by_tag": by_tag,
+            "compute": protocol.compute.as_dict(),
+        }
 
-    for t in range(1, steps + 1):
-        views = game.split_obs(obs_all[0])
-        bits, payload = protocol.step(views, out_valid)
-        obs_all, _, _, _ = game.step_tensors(bits[None], None if payload is None else payload[None])
-        if eval_every and t % eval_every == 0 and t != steps:
-            record(t)
-        if progress is not None:
-            progress.update(1)
-    record(steps)
-    return history
+    return run_population(
+        game,
+        protocol,
+        steps,
+        eval_every=eval_every,
+        test=test,
+        seed=seed,
+        progress=progress,
+        extra=extra,
+    )
