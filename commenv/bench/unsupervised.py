@@ -226,7 +226,7 @@ def train_and_probe(
     curve: list[dict[str, Any]] = []
     game.reset(seed=args.seed)
     obs = game.observe_all()
-    out_valid = game._out_valid
+    out_valid = game.out_valid
     for t in range(1, args.steps + 1):
         bits, payload = pop.step(game.split_obs(obs[0]), out_valid)
         obs, _, _, _ = game.step_tensors(bits[None], None if payload is None else payload[None])
@@ -528,7 +528,7 @@ def _speed_pair(quick: bool, n_nodes: int, hidden: int) -> list[dict[str, Any]]:
 def _drive(game: NodeGraphGame, pop: Any, steps: int) -> None:
     obs = game.observe_all()
     for _ in range(steps):
-        bits, payload = pop.step(game.split_obs(obs[0]), game._out_valid)
+        bits, payload = pop.step(game.split_obs(obs[0]), game.out_valid)
         obs, _, _, _ = game.step_tensors(bits[None], payload[None])
 
 
