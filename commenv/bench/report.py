@@ -54,6 +54,7 @@ QUIZ_THESIS_ROWS = (
     "baseline,stack 2 CE soft,stack 2 CE true,stack 2 Euclid soft,stack 2 random soft,"
     "stack 5 CE soft,stack 5 CE true"
 )
+FRONTIER_FULL = ("--steps", "1000", "--eval-every", "200")
 RUNS: tuple[Run, ...] = (
     Run("graph", "quick", ("--quick", "--threads", "1"), "Quick preset: digits, 1,000 steps"),
     Run(
@@ -96,6 +97,46 @@ RUNS: tuple[Run, ...] = (
         "Fashion-MNIST, the thesis' objective (Gumbel and REINFORCE), 5 seeds x 3,000 steps",
     ),
     Run("speed", "quick", ("--quick", "--threads", "1"), "Quick preset: 3 rounds of short windows"),
+    Run(
+        "unsupervised",
+        "digits-quick-seed0",
+        ("--quick", "--seed", "0"),
+        "Quick preset: digits, 300 steps, 2 probe stages, seed 0",
+    ),
+    *(
+        Run(
+            "unsupervised",
+            f"fashion-mnist-mlp-2000-seed{seed}",
+            ("--steps", "2000", "--seed", str(seed)),
+            f"Fashion-MNIST, MLP nodes, 2,000 steps, 4 probe stages, seed {seed}",
+        )
+        for seed in (0, 1, 2)
+    ),
+    Run("frontier", "digits-quick", ("--quick",), "Quick preset: digits, 10 nodes, 400 steps"),
+    *(
+        Run(
+            "frontier",
+            f"fashion-mnist-{part}-seed0",
+            ("--partitions", part, *FRONTIER_FULL, "--seed", "0"),
+            f"Fashion-MNIST, 10 nodes, {part} partition, 1,000 steps, seed 0",
+        )
+        for part in ("iid", "dirichlet")
+    ),
+    Run(
+        "frontier",
+        "fashion-mnist-seed1",
+        ("--partitions", "iid", "dirichlet", *FRONTIER_FULL, "--seed", "1"),
+        "Fashion-MNIST, 10 nodes, both partitions, 1,000 steps, seed 1",
+    ),
+    Run(
+        "frontier",
+        "fashion-mnist-subset-seed2",
+        (
+            *("--protocols", "isolated", "labels", "sync_sgd", "powersgd", "local_sgd"),
+            *("centralised", "--partitions", "iid", "dirichlet", *FRONTIER_FULL, "--seed", "2"),
+        ),
+        "Fashion-MNIST, both partitions, the targets' protocols only, 1,000 steps, seed 2",
+    ),
 )
 
 BENCH_TITLES = {
@@ -103,6 +144,8 @@ BENCH_TITLES = {
     "quiz": "Table 3.1: the hardness-selecting teacher (`quiz_v0`)",
     "language": "Table 4.1: speakers at four communication levels (`partial_obs_v0`)",
     "speed": "Speed: agent-steps per second beside MPE2",
+    "unsupervised": "Table 2.3: unsupervised VAE and BiGAN nodes sharing features",
+    "frontier": "The bandwidth frontier: accuracy against bits communicated",
 }
 BENCH_INTROS = {
     "graph": (
@@ -125,6 +168,18 @@ BENCH_INTROS = {
         "Agent-steps per second with random actions, median of interleaved rounds, beside "
         "PettingZoo's MPE2 reference measured in the same run; then the reference agents' "
         "training speed. Machine-dependent: read them as ratios."
+    ),
+    "unsupervised": (
+        "Linear-probe test accuracy (%) on each node's encoder at its best validation stage: "
+        "average, and collective for populations, beside the thesis' CIFAR-10 numbers; "
+        "best_stage_step is the unsupervised step of the best stage (see "
+        "[unsupervised nodes](../unsupervised.md))."
+    ),
+    "frontier": (
+        "Every protocol on the same partitions, models and step budget: final average and "
+        "collective accuracy, total bits through `commenv.Channel`, bits per node-step, steps "
+        "and bits to the target accuracy, compute (forward/backward passes) and whether the "
+        "run is on the measured Pareto front (see [the bandwidth frontier](../frontier.md))."
     ),
 }
 HEADLINE = {"graph": "Table 2.2", "quiz": "Table 3.1", "language": "Table 4.1"}
@@ -160,6 +215,27 @@ QUIZ_COLUMNS = {
     "speed-up": "speed-up",
     "speed-up -0.5": "speed-up -0.5",
 }
+UNSUPERVISED_COLUMNS = {
+    "configuration": "configuration",
+    "thesis_avg": "thesis avg",
+    "thesis_coll": "thesis coll",
+    "avg_acc": "avg",
+    "coll_acc": "coll",
+    "best_stage_step": "best stage (step)",
+}
+FRONTIER_COLUMNS = {
+    "partition": "partition",
+    "protocol": "protocol",
+    "avg_acc": "avg",
+    "coll_acc": "coll",
+    "total_bits": "bits",
+    "bits_per_node_step": "bits / node-step",
+    "steps_to_target": "steps to target",
+    "bits_to_target": "bits to target",
+    "forward_passes": "forward passes",
+    "backward_passes": "backward passes",
+    "pareto": "Pareto front",
+}
 LANGUAGE_COLUMNS = {
     "speaker": "speaker",
     "level": "level",
@@ -176,7 +252,12 @@ def _claims(data: dict[str, Any]) -> list[str]:
     """One line per thesis claim the files can judge."""
     claims = data.get("thesis_claims")
     if claims:
-        return [f"- {claim}: {'holds' if ok else 'FAILS'}" for claim, ok in claims.items()]
+        return [f"- {claim}: {_verdict(ok)}" for claim, ok in claims.items()]
+    verdicts = data.get("verdicts")  # frontier: per partition, claim -> "holds: why"
+    if verdicts:
+        return [
+            f"- {part}, {claim}: {v}" for part, vs in verdicts.items() for claim, v in vs.items()
+        ]
     rows = data["rows"]
     if rows and "level" in rows[0]:  # language: the ordering per speaker
         lines = []
@@ -191,6 +272,13 @@ def _claims(data: dict[str, Any]) -> list[str]:
     return []
 
 
+def _verdict(ok: Any) -> str:
+    """``True``/``False``, or ``{"holds": bool, "verdict": why}`` (unsupervised)."""
+    if isinstance(ok, dict):
+        return f"{'holds' if ok['holds'] else 'FAILS'} ({ok['verdict']})"
+    return "holds" if ok else "FAILS"
+
+
 def run_table(bench: str, data: dict[str, Any]) -> str:
     """The markdown table of one result file, as its results page shows it."""
     rows = data["rows"]
@@ -200,6 +288,10 @@ def run_table(bench: str, data: dict[str, Any]) -> str:
         return _table(rows, QUIZ_COLUMNS)
     if bench == "language":
         return _table(rows, LANGUAGE_COLUMNS)
+    if bench == "unsupervised":
+        return _table(rows, UNSUPERVISED_COLUMNS)
+    if bench == "frontier":
+        return _table(rows, FRONTIER_COLUMNS, digits=2)
     if bench == "speed":
         env_rows = [r for r in rows if "benchmark" in r]
         agent_rows = [r for r in rows if "name" in r]
@@ -291,7 +383,7 @@ def run_section(root: Path, run: Run, level: str = "##") -> str:
     lines += [_meta_line(data), "", run_table(run.bench, data), ""]
     claims = _claims(data)
     if claims:
-        lines += ["Thesis claims on this run:", "", *claims, ""]
+        lines += ["Claims judged on this run:", "", *claims, ""]
     lines.append(_files_line(root, run))
     pngs = sorted((root / run.folder).glob("*.png"))
     for png in pngs:
@@ -335,7 +427,7 @@ def index_page(root: Path) -> str:
         "`docs/results/<bench>/<label>/` (JSON with the commit, arguments, seed, versions and "
         "machine; CSV; PNG), exactly as the benchmark wrote it. One page per benchmark: "
         "[table 2.2](graph.md), [table 3.1](quiz.md), [table 4.1](language.md), "
-        "[speed](speed.md).",
+        "[speed](speed.md), [table 2.3](unsupervised.md), [the frontier](frontier.md).",
         "",
         "| benchmark | run | status |",
         "|---|---|---|",
