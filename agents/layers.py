@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _init_uniform(bound: float, generator: torch.Generator | None, *params: nn.Parameter) -> None:
+    """``U(-bound, bound)`` in place, in order (torch.nn's default init, drawn per model)."""
+    with torch.no_grad():
+        for param in params:
+            param.uniform_(-bound, bound, generator=generator)
+
+
 class BatchedLinear(nn.Module):
     """``G`` independent dense layers: ``(G, M, d_in) -> (G, M, d_out)`` by one ``baddbmm``.
 
@@ -33,9 +40,7 @@ class BatchedLinear(nn.Module):
         bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default init, per model
         self.weight = nn.Parameter(torch.empty(groups, d_in, d_out))
         self.bias = nn.Parameter(torch.empty(groups, 1, d_out))
-        with torch.no_grad():
-            self.weight.uniform_(-bound, bound, generator=generator)
-            self.bias.uniform_(-bound, bound, generator=generator)
+        _init_uniform(bound, generator, self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
@@ -98,9 +103,7 @@ class BatchedConv2d(nn.Module):
         bound = 1.0 / math.sqrt(c_in * kernel * kernel)
         self.weight = nn.Parameter(torch.empty(groups * c_out, c_in, kernel, kernel))
         self.bias = nn.Parameter(torch.empty(groups * c_out))
-        with torch.no_grad():
-            self.weight.uniform_(-bound, bound, generator=generator)
-            self.bias.uniform_(-bound, bound, generator=generator)
+        _init_uniform(bound, generator, self.weight, self.bias)
         self.groups, self.stride, self.padding = groups, stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,9 +132,7 @@ class BatchedConvTranspose2d(nn.Module):
         bound = 1.0 / math.sqrt(c_out * kernel * kernel)  # nn.ConvTranspose2d's fan-in
         self.weight = nn.Parameter(torch.empty(groups * c_in, c_out, kernel, kernel))
         self.bias = nn.Parameter(torch.empty(groups * c_out))
-        with torch.no_grad():
-            self.weight.uniform_(-bound, bound, generator=generator)
-            self.bias.uniform_(-bound, bound, generator=generator)
+        _init_uniform(bound, generator, self.weight, self.bias)
         self.groups, self.stride, self.padding = groups, stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
