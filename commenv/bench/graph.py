@@ -292,7 +292,7 @@ def thesis_claims(rows: list[dict[str, Any]]) -> dict[str, bool]:
 THESIS_REGIME = (
     "the thesis' regime (CIFAR-10, CNNs, little data per node) is closest to "
     "`commenv bench graph --arch cnn --train-size 20000` (Fashion-MNIST, 2,000 samples per "
-    "node), whose results the README's table 2.2 reports"
+    "node); the committed runs are on the table 2.2 results page (docs/results/graph.md)"
 )
 
 
