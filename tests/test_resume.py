@@ -1,6 +1,6 @@
 """Long runs lose nothing: every benchmark killed mid-run resumes with ``--resume``.
 
-Each test starts a tiny ``--quick`` run in a subprocess, kills it (SIGKILL; SIGTERM once) as
+Each test (graph, quiz, language, speed, unsupervised, frontier) starts a tiny ``--quick`` run in a subprocess, kills it (SIGKILL; SIGTERM once) as
 soon as its first run is recorded in the partial file, reruns it with ``--resume`` and checks
 that the finished rows are every run exactly once and that the first run was not recomputed:
 its recorded timing (which a recomputation could not repeat to the last digit) is in the result.
@@ -152,3 +152,42 @@ def test_resume_under_other_options_refuses_to_mix_rows(tmp_path):
     store = RunStore(tmp_path, "graph", config={})
     store.finish([{"a": 1}], {"steps": 20})
     assert not store.path.exists() and (tmp_path / "graph.json").exists()
+
+
+# The two benchmarks of this wave, same contract: (extra argv, run keys as the partial file
+# names them, the result row's key for a run).
+WAVE = {
+    "unsupervised": (
+        [*("--steps", "40", "--stages", "1", "--hidden", "16", "--feature-dim", "4")],
+        [*("--probe-epochs", "2", "--runs", "vae-1", "vae-10-none", "bigan-1")],
+        lambda r: f"{r['run']}@0",
+    ),
+    "frontier": (
+        [*("--steps", "60", "--eval-every", "30", "--n-nodes", "3", "--hidden", "32")],
+        [*("--protocols", "isolated", "sync_sgd", "labels")],
+        lambda r: f"{r['partition']}/{r['protocol']}",
+    ),
+}
+
+
+@pytest.mark.parametrize("bench", sorted(WAVE))
+def test_killed_wave_benchmark_resumes_without_repeating_a_run(bench, tmp_path):
+    budget, runs, key = WAVE[bench]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", f"commenv.bench.{bench}", "--quick", *budget, *runs]
+    cmd += ["--out-dir", str(out)]
+    partial = out / f"{bench}.partial.jsonl"
+    before = _kill_after_first_run(cmd, tmp_path, partial, signal.SIGKILL)
+    assert not (out / f"{bench}.json").exists()  # a killed run presents no result file
+    env = {**os.environ, "COMMENV_NO_PROGRESS": "1"}
+    done = subprocess.run(
+        [*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not partial.exists()
+    rows = json.loads((out / f"{bench}.json").read_text())["rows"]
+    keys = [key(r) for r in rows]
+    assert len(keys) == len(set(keys)) == 3  # every run once
+    first = before[0]
+    kept = {key(r): r for r in rows}[first["run"]]
+    assert kept["seconds"] == first["row"]["seconds"]  # resumed, not recomputed
