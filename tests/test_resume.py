@@ -1,7 +1,8 @@
 """Long runs lose nothing: every benchmark killed mid-run resumes with ``--resume``.
 
-Each test (graph, quiz, language, speed, unsupervised, frontier) starts a tiny ``--quick`` run in a subprocess, kills it (SIGKILL; SIGTERM once) as
-soon as its first run is recorded in the partial file, reruns it with ``--resume`` and checks
+Each test (graph, quiz, language, speed, unsupervised, frontier) starts a tiny ``--quick``
+run in a subprocess, kills it (SIGKILL; SIGTERM once) as soon as its first run is recorded in
+the partial file, reruns it with ``--resume`` and checks
 that the finished rows are every run exactly once and that the first run was not recomputed:
 its recorded timing (which a recomputation could not repeat to the last digit) is in the result.
 """
