@@ -244,6 +244,7 @@ WORKER = textwrap.dedent(
         F.cross_entropy(ddp(x), y).backward()
         reduced.append({tuple(p.shape): p.grad.clone() for p in model.parameters()})
     torch.save({"order": order, "local": local, "reduced": reduced}, out)
+    dist.barrier()  # gloo aborts a process whose pairs are torn down while its peer still sends
     dist.destroy_process_group()
     """
 )
