@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name is None or args.name in ("-h", "--help"):
         print(f"usage: commenv bench {{{','.join(names)}}} [options]\n")
         for name in names:
-            print(f"  {name:10s} {BENCHMARKS[name]}")
+            print(f"  {name:13s} {BENCHMARKS[name]}")
         return 0
     if args.name not in names:
         print(f"unknown benchmark {args.name!r}; valid choices: {names}", file=sys.stderr)
