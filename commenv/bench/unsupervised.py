@@ -326,55 +326,44 @@ def judge(rows: list[dict[str, Any]], preset: str) -> dict[str, tuple[bool, str]
                 out.append((fam, ok, f"{fam.upper()} {x} vs {y}" + ("" if ok else " (fails)")))
         return out
 
-    ens = per_family(lambda x, y: x >= y, "10-none", "1", 3.0)
-    if ens:
-        ok = all(o for _, o, _ in ens)
-        claims["10 independent nodes' collective >= 1 node + 3 points"] = (
-            ok,
-            f"{'; '.join(d for *_, d in ens)} on {preset}: "
-            + (
-                "ensembling independent nodes pays as on CIFAR-10"
-                if ok
-                else "where it fails, the ensemble does not make up for 1/10 of the data per node"
-            ),
-        )
-    comm = per_family(lambda x, y: x <= y, "10-match", "10-none", 0.0)
-    if comm:
-        ok = all(o for _, o, _ in comm)
-        claims["full communication does not beat no communication (collective)"] = (
-            ok,
-            f"{'; '.join(d for *_, d in comm)} on {preset}: "
-            + (
-                "matching neighbours' codes brings no gain, as in the thesis"
-                if ok
-                else "where it fails, matching neighbours' codes helps, unlike the thesis"
-            ),
-        )
+    def claim(name: str, found: list, combine, holds: str, fails: str) -> None:
+        """Record ``name`` when its rows are present: the per-family lines and what they mean."""
+        if found:
+            ok = combine(o for _, o, _ in found)
+            lines = "; ".join(d for *_, d in found)
+            claims[name] = (ok, f"{lines} on {preset}: " + (holds if ok else fails))
+
+    claim(
+        "10 independent nodes' collective >= 1 node + 3 points",
+        per_family(lambda x, y: x >= y, "10-none", "1", 3.0),
+        all,
+        "ensembling independent nodes pays as on CIFAR-10",
+        "where it fails, the ensemble does not make up for 1/10 of the data per node",
+    )
+    claim(
+        "full communication does not beat no communication (collective)",
+        per_family(lambda x, y: x <= y, "10-match", "10-none", 0.0),
+        all,
+        "matching neighbours' codes brings no gain, as in the thesis",
+        "where it fails, matching neighbours' codes helps, unlike the thesis",
+    )
     kl, single = _coll(by, "vae-10-match"), _coll(by, "vae-1")
     if kl is not None and single is not None:
-        ok = kl > single
-        claims["VAE + KL collective ends above the single VAE"] = (
-            ok,
-            f"VAE {kl} vs {single} on {preset}: "
-            + (
-                "the KL-sharing group beats one node with all the data"
-                if ok
-                else "one VAE with all the data stays ahead of the KL-sharing group"
-            ),
+        claim(
+            "VAE + KL collective ends above the single VAE",
+            [("vae", kl > single, f"VAE {kl} vs {single}")],
+            all,
+            "the KL-sharing group beats one node with all the data",
+            "one VAE with all the data stays ahead of the KL-sharing group",
         )
-    ours = per_family(lambda x, y: x >= y, "10-contrastive", "10-none", 1.0)
-    if ours:
-        ok = any(o for _, o, _ in ours)
-        claims["ours: contrastive collective >= no communication + 1 point (one family)"] = (
-            ok,
-            f"{'; '.join(d for *_, d in ours)} on {preset}: "
-            + (
-                "a sharing objective collapsed codes cannot meet makes talking pay (for one family"
-                " at least)"
-                if ok
-                else "contrastive sharing does not beat silence here either"
-            ),
-        )
+    claim(
+        "ours: contrastive collective >= no communication + 1 point (one family)",
+        per_family(lambda x, y: x >= y, "10-contrastive", "10-none", 1.0),
+        any,
+        "a sharing objective collapsed codes cannot meet makes talking pay (for one family"
+        " at least)",
+        "contrastive sharing does not beat silence here either",
+    )
     return claims
 
 
