@@ -466,6 +466,48 @@ def check_batch_values(
         raise fail(bad, "NaN, inf or values outside the bounds")
 
 
+def check_env_index(
+    env_index: Any, num_envs: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The worlds a per-world ``reset`` names, as a ``(num_envs,)`` bool mask on ``device``.
+
+    ``env_index`` is an ``int`` in ``[0, num_envs)``, a non-empty sequence or 1-D integer
+    tensor of such indices (repeats allowed), or a ``(num_envs,)`` bool mask (numpy or torch;
+    an all-False mask resets nothing). Anything else raises ``ValueError`` saying what arrived,
+    before any world is touched.
+    """
+
+    def fail(why: str) -> ValueError:
+        return ValueError(
+            f"env_index must be an int in [0, {num_envs - 1}], a sequence of them or a "
+            f"({num_envs},) bool mask; {why}"
+        )
+
+    if isinstance(env_index, bool | np.bool_):
+        raise fail(f"got {describe(env_index)}")
+    if isinstance(env_index, int | np.integer):
+        idx = torch.tensor([int(env_index)])
+    else:
+        try:
+            idx = torch.as_tensor(
+                np.asarray(env_index) if not isinstance(env_index, torch.Tensor) else env_index
+            )
+        except (TypeError, ValueError, RuntimeError):
+            raise fail(f"got {describe(env_index)}") from None
+        if idx.dtype == torch.bool:
+            if idx.shape != (num_envs,):
+                raise fail(f"got a bool mask of shape {tuple(idx.shape)}")
+            return idx.to(device)
+        if idx.ndim != 1 or idx.numel() == 0 or idx.dtype.is_floating_point or idx.is_complex():
+            raise fail(f"got {describe(env_index)}")
+        idx = idx.long()
+    if bool(((idx < 0) | (idx >= num_envs)).any()):
+        raise fail(f"got {idx.tolist()}")
+    mask = torch.zeros(num_envs, dtype=torch.bool)
+    mask[idx.cpu()] = True
+    return mask.to(device)
+
+
 class BatchedEnv(ABC):
     """A game over ``num_envs`` worlds at once, as torch tensors on ``device``.
 
@@ -479,7 +521,12 @@ class BatchedEnv(ABC):
     - ``observation_space(agent)`` / ``action_space(agent)``: the spaces of *one* env, the
       same object on every call.
 
-    All worlds of a batch share the episode clock; ``reset`` resets them all.
+    - ``reset(seed, env_index=...)`` restarts only the chosen worlds (an ``int``, a sequence
+      or 1-D integer tensor of indices, or a ``(num_envs,)`` bool mask; see
+      :func:`check_env_index`): their clocks go back to 0 and they draw a fresh episode, the
+      other worlds are untouched, and the returned ``obs``/``infos`` cover the whole batch.
+      A batched training loop resets the worlds that finished and never the whole batch
+      (VMAS' ``reset_at``; TorchRL's ``_reset`` mask).
     """
 
     metadata: ClassVar[dict[str, Any]] = {}
@@ -493,8 +540,10 @@ class BatchedEnv(ABC):
     validate: bool = True
 
     @abstractmethod
-    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
-        """Start a new episode in every world."""
+    def reset(
+        self, seed: int | None = None, env_index: Any = None
+    ) -> tuple[TensorDict, dict[str, dict]]:
+        """Start a new episode in every world, or only in the worlds ``env_index`` names."""
 
     @abstractmethod
     def step(
