@@ -98,6 +98,13 @@ RUNS: tuple[Run, ...] = (
     ),
     Run("speed", "quick", ("--quick", "--threads", "1"), "Quick preset: 3 rounds of short windows"),
     Run(
+        "speed",
+        "before-issue18",
+        ("--threads", "1"),
+        "Before issue 18: the full preset on the code before the speed wave (the '2x before' "
+        "targets' reference)",
+    ),
+    Run(
         "unsupervised",
         "digits-quick-seed0",
         ("--quick", "--seed", "0"),
@@ -160,7 +167,8 @@ BENCH_INTROS = {
     ),
     "speed": (
         "Agent-steps per second with random actions, median of interleaved rounds, beside "
-        "PettingZoo's MPE2 reference measured in the same run; then the reference agents' "
+        "PettingZoo's MPE2 reference and VMAS measured in the same run, resident memory per "
+        "world, and issue 18's targets judged on each run; then the reference agents' "
         "training speed. Machine-dependent: read them as ratios."
     ),
     "unsupervised": (
@@ -230,6 +238,16 @@ FRONTIER_COLUMNS = {
     "backward_passes": "backward passes",
     "pareto": "Pareto front",
 }
+SPEED_COLUMNS = (
+    "benchmark",
+    "agent-steps/s",
+    "x MPE2",
+    "world-steps/s",
+    "ratio",
+    "KiB/world",
+    "note",
+)
+"""The speed env table's columns (those no row fills are left out: older result files)."""
 LANGUAGE_COLUMNS = {
     "speaker": "speaker",
     "level": "level",
@@ -244,6 +262,8 @@ LANGUAGE_COLUMNS = {
 
 def _claims(data: dict[str, Any]) -> list[str]:
     """One line per thesis claim the files can judge."""
+    if data.get("verdict_lines"):  # speed: the issue-18 targets, as the run judged them
+        return list(data["verdict_lines"])
     claims = data.get("thesis_claims")
     if claims:
         return [f"- {claim}: {_verdict(ok)}" for claim, ok in claims.items()]
@@ -289,7 +309,8 @@ def run_table(bench: str, data: dict[str, Any]) -> str:
     if bench == "speed":
         env_rows = [r for r in rows if "benchmark" in r]
         agent_rows = [r for r in rows if "name" in r]
-        parts = [markdown_table(env_rows, ["benchmark", "agent-steps/s", "x MPE2"], digits=2)]
+        columns = [c for c in SPEED_COLUMNS if any(r.get(c) is not None for r in env_rows)]
+        parts = [markdown_table(env_rows, columns, digits=2)]
         if agent_rows:
             parts.append(markdown_table(agent_rows, ["name", "steps_per_s", "note"], digits=0))
         return "\n\n".join(parts)

@@ -1,29 +1,48 @@
-"""Agent-steps per second of the commenv games beside PettingZoo's MPE2 reference.
+"""Agent-steps per second of the commenv games beside PettingZoo's MPE2 reference (issue 18).
 
-Measured in one run, in interleaved rounds (median of ``--rounds``), so the ratios hold on a
-shared, noisy machine:
+Measured in one run, in interleaved rounds (median of ``--rounds``, one torch thread), so the
+ratios hold on a shared, noisy machine. The ``environments`` section times, round after round:
 
-- the batched core of partial_obs_v0 at ``num_envs`` 1, 256 and 4096 (tensor face);
-- its PettingZoo ParallelEnv face (numpy in/out, validated actions);
-- MPE2 ``simple_speaker_listener_v4`` (random actions), the reference.
+- MPE2 ``simple_speaker_listener_v4`` (random actions), the yardstick of every ``x MPE2``;
+- the PettingZoo faces: ``partial_obs_v0`` and ``node_graph_v0`` (parallel), ``quiz_v0`` (AEC:
+  the quiz is turn-based), random valid actions;
+- batched ``partial_obs_v0`` at 1, 256, 4,096, 16,384 and 32,768 worlds (``--quick``: up to
+  16,384), and the throughput ratio of the largest size to 4,096;
+- VMAS ``simple_speaker_listener`` at 4,096 worlds and the ratio ours / VMAS (``pip install
+  vmas``; rows absent with a note without it);
+- batched ``partial_obs_v0`` at 4,096 worlds stepped as a training loop does, resetting only
+  the finished worlds (``reset(env_index=mask)``; "not available" when the game lacks it);
+- the same through the TorchRL adapter (frames/s; absent without ``torchrl``);
+- ``node_graph_v0`` at ``n_nodes=100`` on 1 and 64 worlds (world-steps/s) and their ratio.
 
-Targets: batched >= 100x MPE2, PettingZoo face >= 1x MPE2. Then each game's agent rows:
-node-steps/s of node_graph_v0's batched population vs the sequential per-node loop, and
-quiz_v0's lessons/s (env alone on 1 and 16 worlds, the student's training step alone, the full
-loop with the reference agents).
+The ``memory`` section measures resident memory per world of batched ``partial_obs_v0`` and of
+VMAS the same way: the growth of process RSS over building, resetting and stepping the game,
+in a fresh subprocess per size (so no allocator cache carries over), between two sizes,
+divided by the difference in worlds. The other sections time the reference agents (node_graph
+population, quiz agents, unsupervised population) and VMAS beside us at several sizes.
 
-    commenv bench speed            # about a minute
-    commenv bench speed --quick    # a few seconds
+The issue-18 targets are judged by the run itself, one line each (:data:`TARGETS`); two of
+them compare with ``docs/results/speed/before-issue18/`` (the same rows, measured on the code
+before issue 18) as a ratio of ratios.
+
+    commenv bench speed            # a few minutes
+    commenv bench speed --quick    # about a minute
     commenv bench speed --runs environments --device cuda
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,6 +50,7 @@ import commenv
 from commenv.bench.graph import speed_rows as graph_speed_rows
 from commenv.bench.quiz import speed_rows as quiz_speed_rows
 from commenv.bench.tools import (
+    RUN_OPTIONS,
     RunStore,
     markdown_table,
     parse_config,
@@ -42,11 +62,13 @@ from commenv.bench.tools import (
     verdict,
 )
 from commenv.bench.unsupervised import speed_rows as unsupervised_speed_rows
+from commenv.bench.vmas_rows import optional_torchrl_stepper, vmas_stepper
 from commenv.bench.vmas_rows import speed_rows as vmas_speed_rows
 
-Stepper = Callable[[], int]  # one call = some steps; returns agent-steps done
+Stepper = Callable[[], int]  # one call = some steps; returns the units done (agent- or world-steps)
 
 
+# -- steppers -------------------------------------------------------------------------------
 def random_play(env, seed: int = 0) -> Stepper:
     """Random actions in a PettingZoo ParallelEnv, resetting when the episode ends."""
     env.reset(seed=seed)
@@ -64,6 +86,25 @@ def random_play(env, seed: int = 0) -> Stepper:
     return step
 
 
+def aec_play(env, seed: int = 0) -> Stepper:
+    """Random valid actions in a PettingZoo AEC env, one agent-step (the selected agent's
+    turn) per call, resetting when the episode ends."""
+    env.reset(seed=seed)
+    spaces = {a: env.action_space(a) for a in env.possible_agents}
+    for space in spaces.values():
+        space.seed(seed)
+
+    def step() -> int:
+        agent = env.agent_selection
+        if env.terminations[agent] or env.truncations[agent]:
+            env.reset()
+            agent = env.agent_selection
+        env.step(spaces[agent].sample())
+        return 1
+
+    return step
+
+
 def mpe2_stepper(seed: int = 0) -> Stepper | None:
     """Random play in MPE2's simple_speaker_listener_v4, the reference."""
     try:
@@ -73,53 +114,119 @@ def mpe2_stepper(seed: int = 0) -> Stepper | None:
     return random_play(simple_speaker_listener_v4.parallel_env(max_cycles=25), seed)
 
 
-def batched_stepper(num_envs: int, device: str = "cpu", seed: int = 0, **config) -> Stepper:
-    """Random bit actions in ``num_envs`` worlds of the batched core."""
-    game = commenv.partial_obs_v0.batched(num_envs=num_envs, device=device, **config)
-    game.reset(seed=seed)
+def random_bits(game, seed: int = 0) -> Callable[[], dict[str, torch.Tensor]]:
+    """A draw of random bit actions ``{agent: (num_envs, n)}`` for a MultiBinary game."""
+    device, num_envs, agents = game.device, game.num_envs, game.possible_agents
     gen = torch.Generator(device=device).manual_seed(seed)
-    n_act = game.action_space(game.possible_agents[0]).n
-    agents = game.possible_agents
-
+    n_act = game.action_space(agents[0]).n
     shifts = torch.arange(8, device=device, dtype=torch.uint8)
     n_bytes = (n_act + 7) // 8
 
-    def step() -> int:
+    def draw() -> dict[str, torch.Tensor]:
         # Random bits from random bytes: 8x fewer RNG draws than one randint per bit.
         octets = torch.randint(
-            0,
-            256,
-            (num_envs, len(agents), n_bytes, 1),
-            generator=gen,
-            device=device,
+            0, 256, (num_envs, len(agents), n_bytes, 1), generator=gen, device=device,
             dtype=torch.uint8,
-        )
+        )  # fmt: skip
         bits = ((octets >> shifts) & 1).flatten(-2)[..., :n_act]
-        _, _, _, trunc, _ = game.step({a: bits[:, i] for i, a in enumerate(agents)})
-        if bool(trunc[agents[0]][0]):
+        return {a: bits[:, i] for i, a in enumerate(agents)}
+
+    return draw
+
+
+def batched_stepper(num_envs: int, device: str = "cpu", seed: int = 0, **config) -> Stepper:
+    """Random bit actions in ``num_envs`` worlds of the batched core; all worlds restart
+    together when the (shared) episode ends."""
+    game = commenv.partial_obs_v0.batched(num_envs=num_envs, device=device, **config)
+    game.reset(seed=seed)
+    draw, agent = random_bits(game, seed), game.possible_agents[0]
+
+    def step() -> int:
+        _, _, _, trunc, _ = game.step(draw())
+        if bool(trunc[agent][0]):
             game.reset()
-        return num_envs * len(agents)
+        return num_envs * len(game.possible_agents)
+
+    return step
+
+
+def accepts_env_index(game) -> bool:
+    """Whether ``game.reset`` takes ``env_index`` (the per-world reset of issue 18)."""
+    try:
+        return "env_index" in inspect.signature(game.reset).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def per_world_reset_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper | str:
+    """Random bits in ``num_envs`` worlds stepped as a batched training loop does: after each
+    step only the worlds that finished restart (``reset(env_index=done)``). The worlds' clocks
+    are staggered first (world ``i`` restarts at step ``i % max_cycles``), the steady state of
+    such a loop, so about ``num_envs / max_cycles`` worlds restart at every step.
+
+    Returns a string saying why when the game has no per-world reset (feature detection)."""
+    game = commenv.partial_obs_v0.batched(num_envs=num_envs, device=device)
+    if not accepts_env_index(game):
+        return "not available: partial_obs_v0's batched reset() takes no env_index on this commit"
+    game.reset(seed=seed)
+    draw, agent = random_bits(game, seed), game.possible_agents[0]
+    phase = torch.arange(num_envs, device=game.device) % game.max_cycles
+    try:
+        for k in range(game.max_cycles):
+            game.step(draw())
+            game.reset(env_index=phase == k)
+    except (NotImplementedError, TypeError) as exc:
+        return f"not available: reset(env_index=mask) raised {type(exc).__name__}: {exc}"
+
+    def step() -> int:
+        _, _, term, trunc, _ = game.step(draw())
+        done = term[agent] | trunc[agent]
+        if bool(done.any()):
+            game.reset(env_index=done)
+        return num_envs * len(game.possible_agents)
+
+    return step
+
+
+def node_graph_stepper(num_envs: int, n_nodes: int = 100, device: str = "cpu", seed: int = 0):
+    """Random broadcast bits in ``num_envs`` worlds of batched ``node_graph_v0`` (labels,
+    fully connected) through its fast path ``step_tensors``; returns world-steps done."""
+    game = commenv.node_graph_v0.batched(num_envs=num_envs, device=device, n_nodes=n_nodes)
+    game.reset(seed=seed)
+    gen = torch.Generator(device=game.device).manual_seed(seed)
+    shape = (num_envs, n_nodes, game.max_out)
+
+    def step() -> int:
+        bits = torch.randint(0, 2, shape, generator=gen, device=game.device, dtype=torch.int8)
+        _, _, trunc, _ = game.step_tensors(bits)
+        if bool(trunc[0]):
+            game.reset()
+        return num_envs
 
     return step
 
 
 def rate(step: Stepper, seconds: float) -> float:
-    """Agent-steps per second of ``step`` over about ``seconds``."""
+    """Units per second of ``step`` over about ``seconds`` (at least one timed call)."""
     step()  # warm-up
     done, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
+    while (elapsed := time.perf_counter() - start) < seconds or done == 0:
         done += step()
     return done / elapsed
 
 
 SECTIONS: dict[str, str] = {
-    "environments": "every face beside MPE2 (agent-steps/s)",
+    "environments": "every face beside MPE2 and VMAS, one interleaved run (agent-steps/s)",
+    "memory": "resident memory per world (RSS growth, a fresh subprocess per size)",
     "node_graph population": "batched population vs the sequential per-node loop",
     "quiz agents": "quiz_v0 lessons/s: env alone, student step, full loop",
     "unsupervised population": "batched VAE/BiGAN population vs the sequential per-node loop",
-    "vmas": "VMAS simple_speaker_listener beside the batched face (and the TorchRL route)",
+    "vmas": "VMAS simple_speaker_listener beside the batched face at several sizes",
 }
 """The benchmark's runs (``--runs``): each is measured, recorded and resumed as a whole."""
+
+BEFORE = Path("docs/results/speed/before-issue18/speed.json")
+"""The rows measured on the code before issue 18 (relative to the repository root)."""
 
 
 @dataclass
@@ -127,59 +234,419 @@ class Args:
     """Agent-steps per second of the commenv games beside PettingZoo's MPE2 reference."""
 
     quick: bool = False
-    """quick preset: short measurement windows (a few seconds)"""
+    """quick preset: short measurement windows, batched sizes up to 16,384, memory between
+    1,024 and 8,192 worlds"""
     seconds: float = 2.0
     """measurement window per row and round"""
     rounds: int = 3
     """interleaved rounds (median taken)"""
     runs: str = "all"
-    """comma-separated sections by name or slug: environments, node-graph-population,
+    """comma-separated sections by name or slug: environments, memory, node-graph-population,
     quiz-agents, unsupervised-population, vmas (VMAS rows need `pip install vmas`; without
     it only our rows are timed)"""
     device: str = "auto"
-    """device of the batched core and population: auto (CUDA when present) | cpu | cuda"""
+    """device of the batched games and populations: auto (CUDA when present) | cpu | cuda
+    (memory is always measured on the CPU)"""
     threads: int = 1
     """torch CPU threads (default 1: MPE2 uses one core too; 0 = torch default)"""
     seed: int = 0
     """seed of the random actions"""
+    sizes: tuple[int, ...] = (1, 256, 4096, 16384, 32768)
+    """worlds of the batched partial_obs_v0 rows (4,096 is the reference size of the targets)"""
+    memory_sizes: tuple[int, int] = (4096, 32768)
+    """the two sizes whose RSS difference gives the memory per world"""
     out_dir: Path = Path("results/speed")
     """where JSON/CSV/PNG go (results/speed-quick with --quick)"""
+    before: Path = BEFORE
+    """result file of the rows before issue 18 (judges the '>= 2x before' targets; relative
+    paths are looked up from the working directory, then from the repository root)"""
     resume: bool = False
     """keep the sections a killed run finished (its partial file) and measure only the others"""
 
 
-QUICK: dict = dict(seconds=0.3, out_dir=Path("results/speed-quick"))
+QUICK: dict = dict(
+    seconds=0.3,
+    sizes=(1, 256, 4096, 16384),
+    memory_sizes=(1024, 8192),
+    out_dir=Path("results/speed-quick"),
+)
 """What ``--quick`` changes."""
+
+REFERENCE = "MPE2 simple_speaker_listener_v4 (reference)"
+PO_PZ = "partial_obs_v0 PettingZoo parallel face"
+NG_PZ = "node_graph_v0 PettingZoo parallel face"
+QUIZ_AEC = "quiz_v0 PettingZoo AEC face"
+VMAS_4096 = "VMAS simple_speaker_listener, num_envs=4096"
+RESET_4096 = "partial_obs_v0 batched, num_envs=4096, per-world reset"
+TORCHRL_4096 = "partial_obs_v0 batched via TorchRL, num_envs=4096"
+NG_WORLDS = (1, 64)
+SCALE_RATIO = "ratio: partial_obs_v0 batched, largest size / 4,096 worlds"
+VMAS_RATIO = "ratio: partial_obs_v0 batched / VMAS at 4,096 worlds"
+NG_RATIO = "ratio: node_graph_v0 n_nodes=100, 64 worlds / 1 world"
+MEM_OURS = "memory: partial_obs_v0 batched (KiB/world)"
+MEM_VMAS = "memory: VMAS simple_speaker_listener (KiB/world)"
+
+
+def batched_name(n: int) -> str:
+    return f"partial_obs_v0 batched, num_envs={n}"
+
+
+def node_graph_name(n: int) -> str:
+    return f"node_graph_v0 batched, n_nodes=100, num_envs={n}"
+
+
+@dataclass
+class Spec:
+    """One timed row: its stepper (or why it has none), the unit the stepper counts and the
+    agents per world (to turn world-steps into agent-steps)."""
+
+    stepper: Stepper | None
+    unit: str = "agent"  # "agent": the stepper counts agent-steps; "world": world-steps
+    agents_per_world: int = 2
+    note: str = ""
+
+
+def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
+    """Every row of the interleaved run, in table order."""
+    dev, seed = str(device), args.seed
+    ref = mpe2_stepper(seed)
+    specs: dict[str, Spec] = {
+        REFERENCE: Spec(ref, note="" if ref else "not available: pip install mpe2"),
+        PO_PZ: Spec(random_play(commenv.partial_obs_v0(), seed)),
+        NG_PZ: Spec(random_play(commenv.node_graph_v0(), seed), note="n_nodes=10"),
+        QUIZ_AEC: Spec(aec_play(commenv.quiz_v0.env(), seed), note="one turn per agent-step"),
+    }
+    for n in args.sizes:
+        specs[batched_name(n)] = Spec(batched_stepper(n, dev, seed))
+    vm = vmas_stepper(4096, dev, seed)
+    specs[VMAS_4096] = Spec(vm, note="" if vm else "not available: pip install vmas")
+    reset = per_world_reset_stepper(4096, dev, seed)
+    specs[RESET_4096] = Spec(
+        None if isinstance(reset, str) else reset,
+        note=reset if isinstance(reset, str) else "reset(env_index=done) of finished worlds",
+    )
+    via_torchrl = optional_torchrl_stepper(4096, dev, seed)
+    if via_torchrl is not None:  # None: torchrl not installed, the row is left out
+        specs[TORCHRL_4096] = Spec(
+            None if isinstance(via_torchrl, str) else via_torchrl,
+            note=via_torchrl if isinstance(via_torchrl, str) else "step_and_maybe_reset",
+        )
+    for n in NG_WORLDS:
+        specs[node_graph_name(n)] = Spec(
+            node_graph_stepper(n, 100, dev, seed), unit="world", agents_per_world=100
+        )
+    return specs
+
+
+def interleaved(specs: dict[str, Spec], rounds: int, seconds: float) -> dict[str, float]:
+    """Median rate of every spec with a stepper over ``rounds`` interleaved rounds."""
+    samples: dict[str, list[float]] = {name: [] for name, s in specs.items() if s.stepper}
+    for _ in range(rounds):
+        for name in samples:
+            samples[name].append(rate(specs[name].stepper, seconds))  # type: ignore[arg-type]
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or not den else num / den
 
 
 def env_rows(args: Args, device: torch.device) -> list[dict]:
-    """The interleaved env table: agent-steps/s of every face and ``x MPE2``."""
-    rows_spec: dict[str, Stepper | None] = {
-        "MPE2 simple_speaker_listener_v4 (reference)": mpe2_stepper(args.seed),
-        "partial_obs_v0 PettingZoo parallel face": random_play(commenv.partial_obs_v0(), args.seed),
-    }
-    for n in (1, 256, 4096):
-        rows_spec[f"partial_obs_v0 batched, num_envs={n}"] = batched_stepper(
-            n, str(device), args.seed
-        )
-    samples: dict[str, list[float]] = {name: [] for name in rows_spec}
-    for _ in range(args.rounds):
-        for name, step in rows_spec.items():
-            if step is not None:
-                samples[name].append(rate(step, args.seconds))
-    reference = samples[next(iter(rows_spec))]
-    ref = statistics.median(reference) if reference else float("nan")
-    rows = []
-    for name, values in samples.items():
-        med = statistics.median(values) if values else None
+    """The interleaved env table: agent-steps/s (world-steps/s where it means more) of every
+    face, ``x MPE2``, and the ratios the targets read."""
+    specs = env_specs(args, device)
+    medians = interleaved(specs, args.rounds, args.seconds)
+    ref = medians.get(REFERENCE)
+    rows, agent_rate, world_rate = [], {}, {}
+    for name, spec in specs.items():
+        med = medians.get(name)
+        agents = world = None
+        if med is not None:
+            agents = med * spec.agents_per_world if spec.unit == "world" else med
+            world = med if spec.unit == "world" else None
+        if name in (TORCHRL_4096, VMAS_4096, RESET_4096) or name.startswith("partial_obs_v0 b"):
+            world = None if agents is None else agents / 2  # two agents per world
+        agent_rate[name], world_rate[name] = agents, world
         rows.append(
             {
                 "benchmark": name,
-                "agent-steps/s": None if med is None else int(med),
-                "x MPE2": None if med is None else med / ref,
+                "agent-steps/s": None if agents is None else int(agents),
+                "x MPE2": _ratio(agents, ref),
+                "world-steps/s": None if world is None else int(world),
+                "note": spec.note,
             }
         )
+    largest = max(args.sizes)
+    scale = _ratio(agent_rate.get(batched_name(largest)), agent_rate.get(batched_name(4096)))
+    ratios = {
+        SCALE_RATIO: (
+            scale if largest > 4096 else None,
+            f"agent-steps/s at {largest:,} / at 4,096 worlds"
+            if largest > 4096 and 4096 in args.sizes
+            else "not available: --sizes needs 4096 and a larger size",
+        ),
+        VMAS_RATIO: (
+            _ratio(agent_rate.get(batched_name(4096)), agent_rate.get(VMAS_4096)),
+            "agent-steps/s, ours / VMAS, same run",
+        ),
+        NG_RATIO: (
+            _ratio(world_rate.get(node_graph_name(64)), world_rate.get(node_graph_name(1))),
+            "world-steps/s",
+        ),
+    }
+    for name, (value, note) in ratios.items():
+        rows.append({"benchmark": name, "ratio": value, "note": note})
     return rows
+
+
+# -- memory ---------------------------------------------------------------------------------
+def rss_bytes() -> int:
+    """Resident set size of this process now (psutil when installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return psutil.Process().memory_info().rss
+
+
+def memory_probe(engine: str, num_envs: int, steps: int = 30, seed: int = 0) -> dict[str, int]:
+    """RSS (bytes) of this process before building ``engine`` (``"partial_obs"`` or
+    ``"vmas"``) with ``num_envs`` worlds on the CPU, and its peak over building, resetting and
+    ``steps`` random steps (more than one episode of 25, so a reset is counted too)."""
+    torch.set_num_threads(1)
+    torch.zeros(1).add_(1)  # torch's own lazy start-up, not the game's memory
+    before = rss_bytes()
+    if engine == "partial_obs":
+        step = batched_stepper(num_envs, "cpu", seed)
+    elif engine == "vmas":
+        vm = vmas_stepper(num_envs, "cpu", seed)
+        if vm is None:
+            raise ImportError("the vmas memory probe needs vmas: pip install vmas")
+        step = vm
+    else:
+        raise ValueError(f"unknown engine {engine!r}; valid choices: ['partial_obs', 'vmas']")
+    peak = rss_bytes()
+    for _ in range(steps):
+        step()
+        peak = max(peak, rss_bytes())
+    return {"before": before, "peak": peak}
+
+
+def measured_rss(engine: str, num_envs: int, steps: int = 30) -> dict[str, int]:
+    """:func:`memory_probe` in a fresh Python process (allocator caches do not carry over)."""
+    code = (
+        "import json, sys; from commenv.bench.speed import memory_probe; "
+        f"print('RSS', json.dumps(memory_probe({engine!r}, {int(num_envs)}, {int(steps)})))"
+    )
+    env = {**os.environ, "COMMENV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RSS ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"memory probe of {engine} at {num_envs} worlds failed:\n{out.stderr}")
+    return json.loads(lines[-1][4:])
+
+
+def memory_per_world(engine: str, sizes: tuple[int, int], steps: int = 30) -> float:
+    """KiB per world: the growth of peak RSS over ``sizes[0]`` -> ``sizes[1]`` worlds (each
+    size in its own fresh process, its RSS before building subtracted) over the difference."""
+    small, large = sorted(sizes)
+    if small == large:
+        raise ValueError(f"memory_sizes must be two different sizes, got {sizes}")
+    grown = []
+    for n in (small, large):
+        rss = measured_rss(engine, n, steps)
+        grown.append(rss["peak"] - rss["before"])
+    return (grown[1] - grown[0]) / (large - small) / 1024
+
+
+def memory_rows(args: Args) -> list[dict]:
+    """KiB/world of batched partial_obs_v0 and (when installed) VMAS, by the same method."""
+    small, large = sorted(args.memory_sizes)
+    how = f"peak-RSS growth {small:,} -> {large:,} worlds, fresh process per size, CPU"
+    rows = [{"benchmark": MEM_OURS, "KiB/world": memory_per_world("partial_obs", (small, large))}]
+    rows[0]["note"] = how
+    if vmas_stepper(1) is None:
+        rows.append({"benchmark": MEM_VMAS, "note": "not available: pip install vmas"})
+    else:
+        kib = memory_per_world("vmas", (small, large))
+        rows.append({"benchmark": MEM_VMAS, "KiB/world": kib, "note": how})
+    return rows
+
+
+# -- targets --------------------------------------------------------------------------------
+SPEED_REGIME = (
+    "`commenv bench speed --threads 1` (2-s windows, full sizes) gives the reported figure"
+)
+SAME_RUN = "a machine-dependent ratio, both sides measured in this run under the same load"
+OTHER_DAY = "machine-dependent ratios; the before file was measured on the same machine earlier"
+SAME_METHOD = "a machine-dependent figure (the allocator's too); VMAS is measured the same way"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 18: ``value(rows, before) -> (value, what)`` read from the rows,
+    judged ``value >= bound`` (``<=`` with ``at_most``)."""
+
+    claim: str
+    bound: float
+    meaning: str
+    value: Callable[[dict[str, dict], dict[str, dict] | None], tuple[float | None, str]]
+    at_most: bool = False
+    context: str = SAME_RUN
+
+
+def _read(row_key: str, column: str, fmt: str) -> Callable:
+    def read(by_name: dict[str, dict], before: dict[str, dict] | None):
+        row = by_name.get(row_key)
+        value = None if row is None else row.get(column)
+        if value is None or value != value:  # absent or NaN
+            why = (row or {}).get("note") or "the row was not measured in this run"
+            return None, f"{row_key}: {why}"
+        return value, fmt.format(value)
+
+    return read
+
+
+def _vs_before(row_key: str) -> Callable:
+    """This run's ``x MPE2`` of ``row_key`` over the before file's: a ratio of ratios."""
+
+    def read(by_name: dict[str, dict], before: dict[str, dict] | None):
+        now = (by_name.get(row_key) or {}).get("x MPE2")
+        if now is None:
+            return None, f"{row_key}: not measured in this run (or no MPE2)"
+        if before is None:
+            return None, f"no before-issue18 result file ({BEFORE})"
+        then = (before.get(row_key) or {}).get("x MPE2")
+        if not then:
+            return None, f"the before-issue18 file has no {row_key!r} row"
+        return now / then, (
+            f"{now:.3f}x MPE2 now / {then:.3f}x MPE2 before issue 18 = {now / then:.2f}x, "
+            "a ratio of ratios"
+        )
+
+    return read
+
+
+def _scaling(by_name: dict[str, dict], before: dict[str, dict] | None):
+    value, what = _read(SCALE_RATIO, "ratio", "{:.2f}x")(by_name, before)
+    note = (by_name.get(SCALE_RATIO) or {}).get("note", "")
+    if value is not None and "32,768" not in note:
+        what += f", {note}: this run's largest size, not 32,768"
+    return value, what
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "PettingZoo face of partial_obs_v0 >= 1.5x MPE2",
+        1.5,
+        "one world through the PettingZoo API steps faster than MPE2's speaker-listener",
+        _read(PO_PZ, "x MPE2", "{:.2f}x MPE2"),
+    ),
+    Target(
+        "node_graph_v0 PettingZoo face >= 2x its throughput before issue 18",
+        2.0,
+        "x MPE2 today over x MPE2 in the before-issue18 file, so each day's load cancels",
+        _vs_before(NG_PZ),
+        context=OTHER_DAY,
+    ),
+    Target(
+        "quiz_v0 PettingZoo (AEC) face >= 2x its throughput before issue 18",
+        2.0,
+        "x MPE2 today over x MPE2 in the before-issue18 file, so each day's load cancels",
+        _vs_before(QUIZ_AEC),
+        context=OTHER_DAY,
+    ),
+    Target(
+        "batched partial_obs_v0 >= 150x MPE2 at 4,096 worlds",
+        150.0,
+        "4,096 batched worlds on one thread do that many times MPE2's agent-steps",
+        _read(batched_name(4096), "x MPE2", "{:.1f}x MPE2"),
+    ),
+    Target(
+        "batched partial_obs_v0 >= 1x VMAS simple_speaker_listener at 4,096 worlds",
+        1.0,
+        "our batched game does at least VMAS' agent-steps/s at the same size",
+        _read(VMAS_RATIO, "ratio", "{:.2f}x VMAS"),
+    ),
+    Target(
+        "batched partial_obs_v0 at 32,768 worlds >= 0.9x its throughput at 4,096",
+        0.9,
+        "agent-steps/s stay flat as the batch grows past 4,096 worlds",
+        _scaling,
+    ),
+    Target(
+        "batched partial_obs_v0 <= 3 KiB resident per world",
+        3.0,
+        "peak RSS grows by at most 3 KiB per added world",
+        _read(MEM_OURS, "KiB/world", "{:.2f} KiB/world"),
+        at_most=True,
+        context=SAME_METHOD,
+    ),
+    Target(
+        "node_graph_v0 at n_nodes=100: 64 worlds >= 20x one world's world-steps/s",
+        20.0,
+        "batching 64 worlds of 100 nodes pays at least 20x over one",
+        _read(NG_RATIO, "ratio", "{:.2f}x"),
+    ),
+)
+"""The targets of issue 18, judged on every run."""
+
+
+def judge(rows: list[dict], before: list[dict] | None = None) -> list[dict[str, Any]]:
+    """Each target: ``claim``, ``value``, ``ok`` (``None``: not judged) and ``what`` (the
+    figure, or why it is missing)."""
+    by_name = {r["benchmark"]: r for r in rows if "benchmark" in r}
+    before_by = None if before is None else {r["benchmark"]: r for r in before if "benchmark" in r}
+    out = []
+    for t in TARGETS:
+        value, what = t.value(by_name, before_by)
+        ok = None if value is None else (value <= t.bound if t.at_most else value >= t.bound)
+        out.append({"claim": t.claim, "value": value, "ok": ok, "what": what})
+    return out
+
+
+def targets(rows: list[dict], before: list[dict] | None = None) -> dict[str, bool]:
+    """Which targets the rows meet (the targets they cannot judge are absent)."""
+    return {j["claim"]: j["ok"] for j in judge(rows, before) if j["ok"] is not None}
+
+
+def verdict_lines(rows: list[dict], before: list[dict] | None, device: Any) -> list[str]:
+    """One line per target: the verdict, the measured figure, what it means on this run, and
+    what to run for the reported figure; a target the rows cannot judge says why."""
+    meanings = {t.claim: f"{t.meaning}; {t.context}" for t in TARGETS}
+    lines = []
+    for j in judge(rows, before):
+        if j["ok"] is None:
+            lines.append(f"- {j['claim']}: not judged — {j['what']}")
+            continue
+        meaning = f"{meanings[j['claim']]} (on {device})"
+        lines.append(verdict(j["claim"], j["ok"], f"this run ({j['what']})", meaning, SPEED_REGIME))
+    return lines
+
+
+def load_before(path: Path) -> list[dict] | None:
+    """The rows of the before-issue18 result file, looked up from the working directory and
+    then from the repository root (``None`` when neither has it)."""
+    root = Path(__file__).resolve().parents[2]
+    for candidate in (path, root / path):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())["rows"]
+    return None
+
+
+# -- the run --------------------------------------------------------------------------------
+ENV_COLUMNS = [
+    "benchmark",
+    "agent-steps/s",
+    "x MPE2",
+    "world-steps/s",
+    "ratio",
+    "KiB/world",
+    "note",
+]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -188,9 +655,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     chosen = select_runs(args.runs, list(SECTIONS))
-    store = RunStore(args.out_dir, "speed", args.resume, result_options(args))
+    config = result_options(args, ignore=(*RUN_OPTIONS, "before"))
+    store = RunStore(args.out_dir, "speed", args.resume, config)
     measure = {
         "environments": lambda: env_rows(args, device),
+        "memory": lambda: memory_rows(args),
         "node_graph population": lambda: graph_speed_rows(args.quick, device=device),
         "quiz agents": lambda: quiz_speed_rows(args.quick),
         "unsupervised population": lambda: unsupervised_speed_rows(args.quick),
@@ -205,64 +674,40 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for section in chosen:
         if section not in store:
             store.add(section, {"rows": measure[section]()})
-    env = store.rows["environments"]["rows"] if "environments" in chosen else []
-    agents = [row for s in chosen if s != "environments" for row in store.rows[s]["rows"]]
+    table = ("environments", "memory")
+    env = [row for s in chosen if s in table for row in store.rows[s]["rows"]]
+    agents = [row for s in chosen if s not in table for row in store.rows[s]["rows"]]
+    before = load_before(args.before)
+    lines = verdict_lines(env, before, device) if env else []
     if env:
-        print(markdown_table(env, ["benchmark", "agent-steps/s", "x MPE2"], digits=2))
-        print("\n".join(verdict_lines(env, args, device)))
+        print(markdown_table(env, ENV_COLUMNS, digits=2))
+        print("\nTargets of issue 18, judged on this run:\n" + "\n".join(lines))
     if agents:
         print(markdown_table(agents, ["name", "steps_per_s", "note"], digits=0))
-    json_path, csv_path = store.finish(env + agents, args, {"targets": targets(env)})
+    extra = {"targets": targets(env, before), "verdict_lines": lines}
+    json_path, csv_path = store.finish(env + agents, args, extra)
     png = plot(env, agents, Path(args.out_dir) / "speed.png")
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return env + agents
 
 
-SPEED_REGIME = "`commenv bench speed --threads 1` (2-s windows) gives the README's figure"
-TARGETS = {
-    "partial_obs_v0 batched, num_envs=4096": (100.0, "the batched core >= 100x MPE2"),
-    "partial_obs_v0 PettingZoo parallel face": (1.0, "the PettingZoo face >= 1x MPE2"),
-}
-
-
-def targets(env: list[dict]) -> dict[str, bool]:
-    """Which speed targets the env rows meet (absent without MPE2 or the row)."""
-    by_name = {r["benchmark"]: r["x MPE2"] for r in env}
-    return {
-        claim: by_name[row] >= bound
-        for row, (bound, claim) in TARGETS.items()
-        if by_name.get(row) is not None and by_name[row] == by_name[row]  # not NaN
-    }
-
-
-def verdict_lines(env: list[dict], args: Args, device: torch.device) -> list[str]:
-    """One line per target: verdict, the measured ratio, what it means on this run and what to
-    run for the reported figure."""
-    by_name = {r["benchmark"]: r["x MPE2"] for r in env}
-    lines = []
-    for row, (_, claim) in TARGETS.items():
-        ok = targets(env).get(claim)
-        if ok is None:
-            continue
-        where = f"this machine ({by_name[row]:.2f}x MPE2, {args.seconds:g}-s windows)"
-        meaning = f"one run on {device}, both sides measured under the same load"
-        lines.append(verdict(claim, ok, where, meaning, SPEED_REGIME))
-    return lines
-
-
 def plot(env: list[dict], agents: list[dict], path: Path) -> Path:
-    """Bar charts (log scale): agent-steps/s of the env rows, steps/s of the agent rows."""
+    """Bar charts (log scale): agent-steps/s of the env rows, KiB/world of the memory rows,
+    steps/s of the agent rows."""
     plt = pyplot()
     panels = [
-        (env, "benchmark", "agent-steps/s", "environments"),
+        (env, "benchmark", "agent-steps/s", "environments (one interleaved run)"),
+        (env, "benchmark", "KiB/world", "resident memory per world"),
         (agents, "name", "steps_per_s", "reference agents"),
     ]
-    panels = [p for p in panels if p[0]]
+    panels = [(rows, *rest) for rows, *rest in panels if any(r.get(rest[1]) for r in rows)]
+    panels = panels or [([], "benchmark", "agent-steps/s", "no timed rows")]
+    heights = [sum(1 for r in rows if r.get(value)) for rows, _, value, _ in panels]
     fig, axes = plt.subplots(
-        len(panels), 1, figsize=(8, 1.2 + 0.35 * sum(len(p[0]) for p in panels)), squeeze=False
+        len(panels), 1, figsize=(8, 1.2 + 0.35 * sum(heights) + 0.4 * len(panels)), squeeze=False
     )
     for ax, (rows, label, value, title) in zip(axes[:, 0], panels, strict=True):
-        rows = [r for r in rows if r[value]]
+        rows = [r for r in rows if r.get(value)]
         ax.barh([r[label] for r in rows], [r[value] for r in rows], color="C0")
         ax.set_xscale("log")
         ax.invert_yaxis()

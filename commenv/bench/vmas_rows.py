@@ -96,6 +96,18 @@ def torchrl_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Steppe
     return step
 
 
+def optional_torchrl_stepper(
+    num_envs: int, device: str = "cpu", seed: int = 0
+) -> Stepper | str | None:
+    """:func:`torchrl_stepper`, or ``None`` without ``torchrl``, or a string saying why the
+    adapter could not be built on this commit ("not available: ..."), so that a broken adapter
+    costs its row, not the run."""
+    try:
+        return torchrl_stepper(num_envs, device, seed)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        return f"not available: the TorchRL adapter raised {type(exc).__name__}: {exc}"
+
+
 def _rate(step: Stepper, seconds: float) -> float:
     """Agent-steps per second of ``step`` over about ``seconds`` (at least one timed step)."""
     step()  # warm-up, not timed
@@ -129,13 +141,16 @@ def speed_rows(
     torch.set_num_threads(1)
     try:
         steppers: dict[tuple[str, int], Stepper] = {}
+        broken: dict[int, str] = {}  # size -> why the TorchRL row is not available
         for n in sizes:
             vm = vmas_stepper(n, device)
             if vm is not None:
                 steppers["vmas", n] = vm
             steppers["commenv", n] = batched_stepper(n, device)
-            via_torchrl = torchrl_stepper(n, device)
-            if via_torchrl is not None:
+            via_torchrl = optional_torchrl_stepper(n, device)
+            if isinstance(via_torchrl, str):
+                broken[n] = via_torchrl
+            elif via_torchrl is not None:
                 steppers["torchrl", n] = via_torchrl
         samples: dict[tuple[str, int], list[float]] = {key: [] for key in steppers}
         for _ in range(rounds):
@@ -153,6 +168,18 @@ def speed_rows(
             ("commenv", "partial_obs_v0 batched"),
             ("torchrl", "partial_obs_v0 batched via TorchRL EnvBase"),
         ):
+            if engine == "torchrl" and n in broken:
+                rows.append(
+                    {
+                        "name": f"{label}, num_envs={n}",
+                        "steps_per_s": None,
+                        "note": broken[n],
+                        "engine": engine,
+                        "num_envs": n,
+                        "x_vmas": None,
+                    }
+                )
+                continue
             if (engine, n) not in medians:
                 continue
             ours = medians[engine, n]

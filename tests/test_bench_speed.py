@@ -1,0 +1,129 @@
+"""The speed benchmark of issue 18: its targets judged on hand-built rows, the memory
+measurement, the per-world reset row's feature detection and the interleaved table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from commenv.bench import speed
+
+
+def _rows(**over) -> list[dict]:
+    """Hand-built rows that meet every target (``over``: row name -> changed fields)."""
+    rows = {
+        speed.REFERENCE: {"agent-steps/s": 10_000, "x MPE2": 1.0},
+        speed.PO_PZ: {"x MPE2": 1.6},
+        speed.NG_PZ: {"x MPE2": 1.0},
+        speed.QUIZ_AEC: {"x MPE2": 0.5},
+        speed.batched_name(4096): {"x MPE2": 200.0},
+        speed.SCALE_RATIO: {"ratio": 0.95, "note": "agent-steps/s at 32,768 / at 4,096 worlds"},
+        speed.VMAS_RATIO: {"ratio": 1.2},
+        speed.NG_RATIO: {"ratio": 25.0},
+        speed.MEM_OURS: {"KiB/world": 2.5},
+    }
+    for name, fields in over.items():
+        rows[name] = {**rows.get(name, {}), **fields}
+    return [{"benchmark": name, **fields} for name, fields in rows.items()]
+
+
+BEFORE = [
+    {"benchmark": speed.NG_PZ, "x MPE2": 0.4},
+    {"benchmark": speed.QUIZ_AEC, "x MPE2": 0.2},
+]
+
+
+def test_every_target_holds_on_rows_that_meet_it():
+    judged = speed.targets(_rows(), BEFORE)
+    assert judged == {t.claim: True for t in speed.TARGETS}
+    lines = speed.verdict_lines(_rows(), BEFORE, "cpu")
+    assert len(lines) == len(speed.TARGETS) and all(": holds on this run (" in x for x in lines)
+    ng = next(x for x in lines if x.startswith("- node_graph_v0 PettingZoo"))
+    assert "1.000x MPE2 now / 0.400x MPE2 before issue 18 = 2.50x, a ratio of ratios" in ng
+    assert all("machine-dependent" in x for x in lines)
+
+
+@pytest.mark.parametrize(
+    ("row", "fields", "claim"),
+    [
+        (speed.PO_PZ, {"x MPE2": 1.4}, "PettingZoo face of partial_obs_v0 >= 1.5x MPE2"),
+        (speed.NG_PZ, {"x MPE2": 0.7}, "node_graph_v0 PettingZoo face >= 2x its throughput"),
+        (speed.QUIZ_AEC, {"x MPE2": 0.3}, "quiz_v0 PettingZoo (AEC) face >= 2x"),
+        (speed.batched_name(4096), {"x MPE2": 149.0}, "batched partial_obs_v0 >= 150x MPE2"),
+        (speed.VMAS_RATIO, {"ratio": 0.99}, "batched partial_obs_v0 >= 1x VMAS"),
+        (speed.SCALE_RATIO, {"ratio": 0.5}, "batched partial_obs_v0 at 32,768 worlds"),
+        (speed.MEM_OURS, {"KiB/world": 3.5}, "batched partial_obs_v0 <= 3 KiB"),
+        (speed.NG_RATIO, {"ratio": 19.0}, "node_graph_v0 at n_nodes=100: 64 worlds"),
+    ],
+)
+def test_a_target_fails_alone_when_its_row_misses_it(row, fields, claim):
+    judged = speed.targets(_rows(**{row: fields}), BEFORE)
+    failed = [c for c, ok in judged.items() if not ok]
+    assert len(failed) == 1 and failed[0].startswith(claim)
+    line = next(x for x in speed.verdict_lines(_rows(**{row: fields}), BEFORE, "cpu") if claim in x)
+    assert ": FAILS on this run (" in line
+
+
+def test_missing_rows_and_before_file_are_not_judged_and_say_why():
+    rows = [r for r in _rows() if r["benchmark"] != speed.MEM_OURS]
+    rows.append({"benchmark": speed.VMAS_RATIO, "ratio": None})  # VMAS not installed
+    rows = [r for r in rows if r["benchmark"] != speed.VMAS_RATIO or r["ratio"] is None]
+    judged = speed.targets(rows, before=None)
+    assert not any("before issue 18" in c for c in judged)  # no before file: not judged
+    assert not any("VMAS" in c or "KiB" in c for c in judged)
+    lines = speed.verdict_lines(rows, None, "cpu")
+    assert len(lines) == len(speed.TARGETS)
+    missing = [x for x in lines if ": not judged — " in x]
+    assert len(missing) == 4
+    assert any("no before-issue18 result file" in x for x in missing)
+    assert any("the row was not measured in this run" in x for x in missing)
+
+
+def test_scaling_verdict_names_the_size_it_used():
+    rows = _rows(**{speed.SCALE_RATIO: {"note": "agent-steps/s at 16,384 / at 4,096 worlds"}})
+    line = next(x for x in speed.verdict_lines(rows, BEFORE, "cpu") if "32,768 worlds >=" in x)
+    assert "this run's largest size, not 32,768" in line and "16,384" in line
+
+
+def test_memory_per_world_is_a_positive_figure():
+    kib = speed.memory_per_world("partial_obs", (16, 2048), steps=3)
+    assert 0 < kib < 1024
+    with pytest.raises(ValueError, match="two different sizes"):
+        speed.memory_per_world("partial_obs", (16, 16))
+
+
+def test_per_world_reset_row_is_feature_detected(device):
+    class Old:
+        def reset(self, seed=None): ...
+
+    class New:
+        def reset(self, seed=None, env_index=None): ...
+
+    assert not speed.accepts_env_index(Old()) and speed.accepts_env_index(New())
+    step = speed.per_world_reset_stepper(64, str(device))
+    if isinstance(step, str):  # the game of this commit has no per-world reset
+        assert step.startswith("not available")
+    else:
+        assert all(step() == 128 for _ in range(30))
+
+
+def test_environments_section_writes_rows_ratios_and_verdicts(tmp_path, device):
+    argv = ["--runs", "environments", "--seconds", "0.01", "--rounds", "1"]
+    argv += ["--sizes", "1", "4096", "--device", str(device), "--out-dir", str(tmp_path)]
+    rows = speed.main(argv)
+    by_name = {r["benchmark"]: r for r in rows}
+    assert next(iter(by_name)) == speed.REFERENCE
+    ours = by_name[speed.batched_name(4096)]["agent-steps/s"]
+    assert by_name[speed.SCALE_RATIO]["ratio"] is None  # no size above 4,096: not judged
+    ng = [by_name[speed.node_graph_name(n)]["world-steps/s"] for n in speed.NG_WORLDS]
+    assert by_name[speed.NG_RATIO]["ratio"] == pytest.approx(ng[1] / ng[0], rel=0.02)
+    if by_name[speed.VMAS_4096]["agent-steps/s"]:
+        vmas = by_name[speed.VMAS_4096]["agent-steps/s"]
+        assert by_name[speed.VMAS_RATIO]["ratio"] == pytest.approx(ours / vmas, rel=0.02)
+    data = json.loads((tmp_path / "speed.json").read_text())
+    assert len(data["verdict_lines"]) == len(speed.TARGETS)
+    assert set(data["targets"]) <= {t.claim for t in speed.TARGETS}
+    assert (tmp_path / "speed.png").is_file()
+    assert torch.get_num_threads() >= 1
