@@ -127,3 +127,17 @@ def test_environments_section_writes_rows_ratios_and_verdicts(tmp_path, device):
     assert set(data["targets"]) <= {t.claim for t in speed.TARGETS}
     assert (tmp_path / "speed.png").is_file()
     assert torch.get_num_threads() >= 1
+
+
+def test_self_report_collects_the_games_own_memory_methods():
+    class Game:
+        def memory_per_world(self):
+            return 2048
+
+        def memory_of(self, n):  # needs an argument: not a report
+            return n
+
+        def step(self): ...
+
+    assert speed.self_report(Game()) == {"memory_per_world": 2048}
+    assert speed.self_report(None) == {}

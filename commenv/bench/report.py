@@ -166,10 +166,16 @@ BENCH_INTROS = {
         "accuracy show the fall as the Gumbel temperature anneals."
     ),
     "speed": (
-        "Agent-steps per second with random actions, median of interleaved rounds, beside "
-        "PettingZoo's MPE2 reference and VMAS measured in the same run, resident memory per "
-        "world, and issue 18's targets judged on each run; then the reference agents' "
-        "training speed. Machine-dependent: read them as ratios."
+        "Agent-steps per second with random valid actions, median of interleaved rounds on one "
+        "torch thread, beside PettingZoo's MPE2 reference (`x MPE2`) and VMAS measured in the "
+        "same run; world-steps/s where a world holds many agents (node_graph_v0 at 100 nodes; "
+        "TorchRL frames/s). Resident memory per world (`KiB/world`) is the growth of peak RSS "
+        "over building, resetting and stepping the game, each size in a fresh process, between "
+        "two sizes, divided by the difference in worlds; VMAS is measured the same way. Issue "
+        "18's targets are judged by the run itself; the two '2x before issue 18' targets divide "
+        "this run's `x MPE2` by the before-issue18 run's (a ratio of ratios, so each day's load "
+        "cancels). Then the reference agents' training speed. Machine-dependent: read them as "
+        "ratios."
     ),
     "unsupervised": (
         "Linear-probe test accuracy (%) on each node's encoder at its best validation stage: "

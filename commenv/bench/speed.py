@@ -147,6 +147,7 @@ def batched_stepper(num_envs: int, device: str = "cpu", seed: int = 0, **config)
             game.reset()
         return num_envs * len(game.possible_agents)
 
+    step.game = game  # type: ignore[attr-defined]  # the memory probe asks it for its own report
     return step
 
 
@@ -430,7 +431,28 @@ def memory_probe(engine: str, num_envs: int, steps: int = 30, seed: int = 0) -> 
     for _ in range(steps):
         step()
         peak = max(peak, rss_bytes())
-    return {"before": before, "peak": peak}
+    return {"before": before, "peak": peak, "self_report": self_report(getattr(step, "game", None))}
+
+
+def self_report(game: Any) -> dict[str, Any]:
+    """What the game says of its own memory: every public method with ``memory`` in its name
+    that takes no argument, and what it returns (JSON-able, else its repr). Printed beside the
+    RSS figure, never instead of it."""
+    out: dict[str, Any] = {}
+    for name in dir(type(game)) if game is not None else ():
+        method = getattr(game, name, None)
+        if name.startswith("_") or "memory" not in name.lower() or not callable(method):
+            continue
+        try:
+            value = method()
+        except TypeError:  # needs arguments: not a report
+            continue
+        try:
+            json.dumps(value)
+        except TypeError:
+            value = repr(value)[:300]
+        out[name] = value
+    return out
 
 
 def measured_rss(engine: str, num_envs: int, steps: int = 30) -> dict[str, int]:
@@ -452,22 +474,34 @@ def measured_rss(engine: str, num_envs: int, steps: int = 30) -> dict[str, int]:
 def memory_per_world(engine: str, sizes: tuple[int, int], steps: int = 30) -> float:
     """KiB per world: the growth of peak RSS over ``sizes[0]`` -> ``sizes[1]`` worlds (each
     size in its own fresh process, its RSS before building subtracted) over the difference."""
+    return memory_measurement(engine, sizes, steps)[0]
+
+
+def memory_measurement(
+    engine: str, sizes: tuple[int, int], steps: int = 30
+) -> tuple[float, dict[str, Any]]:
+    """:func:`memory_per_world` and the game's own report at the larger size (``{}`` when it
+    has none)."""
     small, large = sorted(sizes)
     if small == large:
         raise ValueError(f"memory_sizes must be two different sizes, got {sizes}")
-    grown = []
+    grown, report = [], {}
     for n in (small, large):
         rss = measured_rss(engine, n, steps)
         grown.append(rss["peak"] - rss["before"])
-    return (grown[1] - grown[0]) / (large - small) / 1024
+        report = rss.get("self_report") or {}
+    return (grown[1] - grown[0]) / (large - small) / 1024, report
 
 
 def memory_rows(args: Args) -> list[dict]:
     """KiB/world of batched partial_obs_v0 and (when installed) VMAS, by the same method."""
     small, large = sorted(args.memory_sizes)
     how = f"peak-RSS growth {small:,} -> {large:,} worlds, fresh process per size, CPU"
-    rows = [{"benchmark": MEM_OURS, "KiB/world": memory_per_world("partial_obs", (small, large))}]
-    rows[0]["note"] = how
+    kib, report = memory_measurement("partial_obs", (small, large))
+    note = how if not report else f"{how}; the game's own report at {large:,} worlds: {report}"
+    rows = [{"benchmark": MEM_OURS, "KiB/world": kib, "note": note[:400]}]
+    if report:
+        rows[0]["self_report"] = report
     if vmas_stepper(1) is None:
         rows.append({"benchmark": MEM_VMAS, "note": "not available: pip install vmas"})
     else:
