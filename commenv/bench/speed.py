@@ -736,14 +736,19 @@ def plot(env: list[dict], agents: list[dict], path: Path) -> Path:
     ]
     panels = [(rows, *rest) for rows, *rest in panels if any(r.get(rest[1]) for r in rows)]
     panels = panels or [([], "benchmark", "agent-steps/s", "no timed rows")]
-    heights = [sum(1 for r in rows if r.get(value)) for rows, _, value, _ in panels]
+    heights = [1 + sum(1 for r in rows if r.get(value)) for rows, _, value, _ in panels]
     fig, axes = plt.subplots(
-        len(panels), 1, figsize=(8, 1.2 + 0.35 * sum(heights) + 0.4 * len(panels)), squeeze=False
+        len(panels),
+        1,
+        figsize=(8, 0.8 + 0.35 * sum(heights)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
     )
     for ax, (rows, label, value, title) in zip(axes[:, 0], panels, strict=True):
         rows = [r for r in rows if r.get(value)]
         ax.barh([r[label] for r in rows], [r[value] for r in rows], color="C0")
-        ax.set_xscale("log")
+        if value != "KiB/world":  # rates span decades; memory per world does not
+            ax.set_xscale("log")
         ax.invert_yaxis()
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
