@@ -77,7 +77,7 @@ def test_missing_rows_and_before_file_are_not_judged_and_say_why():
     assert len(lines) == len(speed.TARGETS)
     missing = [x for x in lines if ": not judged — " in x]
     assert len(missing) == 4
-    assert any("no before-issue18 result file" in x for x in missing)
+    assert any("no before-issue18 rows to compare with" in x for x in missing)
     assert any("the row was not measured in this run" in x for x in missing)
 
 
@@ -141,3 +141,11 @@ def test_self_report_collects_the_games_own_memory_methods():
 
     assert speed.self_report(Game()) == {"memory_per_world": 2048}
     assert speed.self_report(None) == {}
+
+
+def test_the_before_file_is_not_judged_against_itself(tmp_path):
+    before = tmp_path / "speed.json"
+    before.write_text(json.dumps({"rows": BEFORE}))
+    assert speed.load_before(before) == BEFORE
+    assert speed.load_before(before, this_run=tmp_path / "." / "speed.json") is None
+    assert speed.load_before(tmp_path / "absent.json") is None
