@@ -149,3 +149,34 @@ def test_the_before_file_is_not_judged_against_itself(tmp_path):
     assert speed.load_before(before) == BEFORE
     assert speed.load_before(before, this_run=tmp_path / "." / "speed.json") is None
     assert speed.load_before(tmp_path / "absent.json") is None
+
+
+def test_per_world_reset_row_resets_only_the_finished_worlds(monkeypatch, device):
+    """With a game that takes ``env_index`` (here a stand-in that records the masks), the
+    row staggers the clocks once and then restarts the worlds that finished, never all."""
+    import commenv
+
+    game_cls = commenv.partial_obs_v0.game_cls
+    masks: list[torch.Tensor] = []
+
+    class PerWorld(game_cls):
+        def reset(self, seed=None, env_index=None):
+            if env_index is not None:
+                masks.append(torch.as_tensor(env_index).clone())
+            return super().reset(seed=seed)
+
+        def step(self, actions):  # world i finishes at the step after its clock's restart
+            obs, rew, term, trunc, infos = super().step(actions)
+            done = (torch.arange(self.num_envs, device=self.device) % 5) == len(masks) % 5
+            return obs, rew, term, dict.fromkeys(trunc, done), infos
+
+    monkeypatch.setattr(
+        commenv.partial_obs_v0, "batched", lambda num_envs, device, **kw: PerWorld(
+            num_envs=num_envs, device=device, **kw
+        ),
+    )  # fmt: skip
+    step = speed.per_world_reset_stepper(10, str(device))
+    assert callable(step) and len(masks) == 25  # the staggering: one mask per cycle
+    masks.clear()
+    assert all(step() == 20 for _ in range(3))
+    assert len(masks) == 3 and all(int(m.sum()) == 2 for m in masks)  # 2 of 10 worlds each
