@@ -329,7 +329,9 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
     if via_torchrl is not None:  # None: torchrl not installed, the row is left out
         specs[TORCHRL_4096] = Spec(
             None if isinstance(via_torchrl, str) else via_torchrl,
-            note=via_torchrl if isinstance(via_torchrl, str) else "step_and_maybe_reset",
+            note=via_torchrl
+            if isinstance(via_torchrl, str)
+            else "frames/s = world-steps/s; step_and_maybe_reset",
         )
     for n in NG_WORLDS:
         specs[node_graph_name(n)] = Spec(
