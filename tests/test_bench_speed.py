@@ -180,3 +180,17 @@ def test_per_world_reset_row_resets_only_the_finished_worlds(monkeypatch, device
     masks.clear()
     assert all(step() == 20 for _ in range(3))
     assert len(masks) == 3 and all(int(m.sum()) == 2 for m in masks)  # 2 of 10 worlds each
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--sizes"], "--sizes needs at least one"),
+        (["--sizes", "0"], "sizes"),
+        (["--memory-sizes", "64", "64"], "two different sizes"),
+    ],
+)
+def test_sizes_that_cannot_be_measured_raise_before_any_run(argv, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        speed.main([*argv, "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written

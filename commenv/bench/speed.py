@@ -64,6 +64,7 @@ from commenv.bench.tools import (
 from commenv.bench.unsupervised import speed_rows as unsupervised_speed_rows
 from commenv.bench.vmas_rows import optional_torchrl_stepper, vmas_stepper
 from commenv.bench.vmas_rows import speed_rows as vmas_speed_rows
+from commenv.core import check_int
 
 Stepper = Callable[[], int]  # one call = some steps; returns the units done (agent- or world-steps)
 
@@ -297,13 +298,15 @@ def node_graph_name(n: int) -> str:
 
 @dataclass
 class Spec:
-    """One timed row: its stepper (or why it has none), the unit the stepper counts and the
-    agents per world (to turn world-steps into agent-steps)."""
+    """One timed row: its stepper (or why it has none, in ``note``), the unit the stepper
+    counts, the agents per world (world-steps <-> agent-steps) and whether the row shows
+    world-steps/s (not for the one-world PettingZoo faces)."""
 
     stepper: Stepper | None
     unit: str = "agent"  # "agent": the stepper counts agent-steps; "world": world-steps
     agents_per_world: int = 2
     note: str = ""
+    worlds: bool = True
 
 
 def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
@@ -311,10 +314,12 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
     dev, seed = str(device), args.seed
     ref = mpe2_stepper(seed)
     specs: dict[str, Spec] = {
-        REFERENCE: Spec(ref, note="" if ref else "not available: pip install mpe2"),
-        PO_PZ: Spec(random_play(commenv.partial_obs_v0(), seed)),
-        NG_PZ: Spec(random_play(commenv.node_graph_v0(), seed), note="n_nodes=10"),
-        QUIZ_AEC: Spec(aec_play(commenv.quiz_v0.env(), seed), note="one turn per agent-step"),
+        REFERENCE: Spec(ref, note="" if ref else "not available: pip install mpe2", worlds=False),
+        PO_PZ: Spec(random_play(commenv.partial_obs_v0(), seed), worlds=False),
+        NG_PZ: Spec(random_play(commenv.node_graph_v0(), seed), note="n_nodes=10", worlds=False),
+        QUIZ_AEC: Spec(
+            aec_play(commenv.quiz_v0.env(), seed), note="one turn per agent-step", worlds=False
+        ),
     }
     for n in args.sizes:
         specs[batched_name(n)] = Spec(batched_stepper(n, dev, seed))
@@ -365,9 +370,7 @@ def env_rows(args: Args, device: torch.device) -> list[dict]:
         agents = world = None
         if med is not None:
             agents = med * spec.agents_per_world if spec.unit == "world" else med
-            world = med if spec.unit == "world" else None
-        if name in (TORCHRL_4096, VMAS_4096, RESET_4096) or name.startswith("partial_obs_v0 b"):
-            world = None if agents is None else agents / 2  # two agents per world
+            world = agents / spec.agents_per_world if spec.worlds else None
         agent_rate[name], world_rate[name] = agents, world
         rows.append(
             {
@@ -741,8 +744,19 @@ ENV_COLUMNS = [
 ]
 
 
+def check_args(args: Args) -> None:
+    """``ValueError`` naming the option for sizes that cannot be measured."""
+    if not args.sizes:
+        raise ValueError("--sizes needs at least one number of worlds, got none")
+    for n in (*args.sizes, *args.memory_sizes):
+        check_int("sizes", n)
+    if len(set(args.memory_sizes)) != 2:
+        raise ValueError(f"--memory-sizes needs two different sizes, got {args.memory_sizes}")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
