@@ -32,6 +32,7 @@ before issue 18) as a ratio of ratios.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
@@ -546,7 +547,7 @@ def memory_rows(args: Args) -> list[dict]:
     rows = [{"benchmark": MEM_OURS, "KiB/world": kib, "note": note[:400]}]
     if report:
         rows[0]["self_report"] = report
-    if vmas_stepper(1) is None:
+    if importlib.util.find_spec("vmas") is None:
         rows.append({"benchmark": MEM_VMAS, "note": "not available: pip install vmas"})
     else:
         kib, report = memory_measurement("vmas", (small, large))
