@@ -114,6 +114,7 @@ from commenv.core import (
     batched_actions,
     check_choice,
     check_data_root,
+    check_env_index,
     check_float,
     check_int,
     check_memory,
@@ -175,7 +176,7 @@ class QuizGame(BatchedEnv):
         # Both agents hold the dataset: a sample travels as its index plus a distribution.
         index_bits = math.ceil(math.log2(max(2, len(self.train_y))))
         self.bits_per_sample = index_bits + 32 * self.num_classes
-        self._gen = self._seed_generator(None)
+        self._seed_streams(None)
         self._started = False
 
     # -- construction ----------------------------------------------------------------------
@@ -268,15 +269,22 @@ class QuizGame(BatchedEnv):
 
     @property
     def agent_selection(self) -> str:
-        """The agent whose turn it is."""
+        """The agent whose turn it is (the same in every world: the worlds share the turns)."""
         if not self._started:
             raise ValueError("no agent's turn before reset(); call reset() first")
         return "teacher" if self.phase == "lesson" else "student"
 
     @property
     def lessons(self) -> int:
-        """Lessons given since the last reset (all worlds share the clock)."""
-        return self._lessons if self._started else 0
+        """Lessons of the batch's clock: rounds played since the last full reset. A world that a
+        partial reset restarted counts its own lessons (``infos[agent]["lessons"]``)."""
+        return self._round_lessons if self._started else 0
+
+    @property
+    def can_reset_worlds(self) -> bool:
+        """Whether ``reset(env_index=...)`` may restart some worlds now: at the start of a round
+        whose exam schedule a fresh episode shares (see :meth:`reset`)."""
+        return self._started and self._partial_reset_refusal() is None
 
     def close(self) -> None:
         """End the episode; ``reset`` starts a new one."""
@@ -303,24 +311,69 @@ class QuizGame(BatchedEnv):
         }
 
     # -- reset -----------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
+    def reset(
+        self, seed: int | None = None, env_index: Any = None
+    ) -> tuple[TensorDict, dict[str, dict]]:
+        """Start a new episode in every world, or only in the worlds ``env_index`` names.
+
+        ``reset(seed)`` reseeds (``None`` continues the stream) and restarts every world.
+        ``reset(env_index=...)`` (an int, indices or a ``(num_envs,)`` bool mask,
+        :func:`commenv.core.check_env_index`) restarts only those worlds at their first turn;
+        the other worlds are untouched, bit for bit, and ``obs``/``infos`` cover the batch.
+
+        The worlds share one turn order (``agent_selection`` and ``phase`` are the batch's), so
+        a world can restart only where a fresh episode's turns are the batch's turns: at the
+        start of a round (``phase == "quiz"``, no quiz of it answered) whose lesson count is a
+        multiple of ``exam_every``, so that the restarted world sits its exams with the others.
+        That is every round start after an exam, the moment an exam ends a world by
+        ``target_accuracy``, and the truncation of a world when ``max_lessons`` is a multiple
+        of ``exam_every``. Elsewhere a partial reset raises ``ValueError`` (nothing changes);
+        :attr:`can_reset_worlds` says whether one is allowed now. Restarted worlds draw their
+        epochs from a second stream of the seed, so the other worlds' epochs are exactly those
+        they would have drawn without the reset. A mask naming every world is ``reset()``.
+        """
+        if env_index is None:
+            return self._reset_all(seed)
+        if seed is not None:
+            raise ValueError(
+                "reset(seed=..., env_index=...): a partial reset continues the generator's "
+                f"stream, reseeding part of a batch has no meaning; got seed={seed!r}. Call "
+                "reset(seed=...) to reseed and restart every world, or reset(env_index=...)"
+            )
+        mask = check_env_index(env_index, self.num_envs, "cpu").numpy()
+        if bool(mask.all()):
+            return self._reset_all(None)
+        if not self._started:
+            raise ValueError(
+                "reset(env_index=...) before the first reset(): there is no episode to keep in "
+                "the other worlds; call reset() first"
+            )
+        if mask.any():
+            if (why := self._partial_reset_refusal()) is not None:
+                raise ValueError(why)
+            self._reset_worlds(mask)
+        return self._observations(), self._infos()
+
+    def _reset_all(self, seed: int | None) -> tuple[TensorDict, dict[str, dict]]:
         if seed is not None or not self._started:
-            self._gen = self._seed_generator(seed)
+            self._seed_streams(seed)
         self._started = True
         N, B, S, C = self.num_envs, self.batch_size, self.stack_size, self.num_classes
         dev = self.device
         self.channel.reset_counters()
         self.phase = "quiz"
         self._turn_in_phase = 0
-        self._cursor = 0
-        self._epoch = 0
-        self._lessons = 0
+        self._round_lessons = 0
+        self._cursor = np.zeros(N, np.int64)
+        self._epoch = np.zeros(N, np.int64)
+        self._lessons = np.zeros(N, np.int64)
+        self._own_stream = np.zeros(N, bool)  # worlds a partial reset restarted
         self._const = self._constants()
         self._counts = {
             "lessons": torch.zeros(N, dtype=torch.long, device=dev),
             "epoch": torch.zeros(N, dtype=torch.long, device=dev),
         }
-        self._perm = self._new_permutation()
+        self._perm = self._new_permutation(self._gen, N)
         zeros_long = torch.zeros(N, dtype=torch.long, device=dev)
         self._forward = zeros_long.clone()
         self._backward = zeros_long.clone()
@@ -341,22 +394,117 @@ class QuizGame(BatchedEnv):
         self._show_quiz()
         return self._observations(), self._infos()
 
-    def _new_permutation(self) -> torch.Tensor:
+    def _seed_streams(self, seed: int | None) -> None:
+        """The episode stream (every full reset and epoch) and the stream of the worlds that
+        partial resets restart, both from ``seed``."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) % 2**63
+        self._gen = self._seed_generator(seed)
+        second = np.random.SeedSequence([int(seed), 1]).generate_state(2, np.uint32)
+        self._reset_gen = self._seed_generator(int(second[0]) << 31 | int(second[1]) >> 1)
+
+    def _partial_reset_refusal(self) -> str | None:
+        """Why a partial reset would break the shared turn order now (``None``: it would not)."""
+        e, lessons = self.exam_every, self._round_lessons
+        if self.phase == "quiz" and self._turn_in_phase == 0 and lessons % e == 0:
+            return None
+        wait = (-lessons) % e or (e if self.phase != "quiz" or self._turn_in_phase else 0)
+        return (
+            "reset(env_index=...) restarts a world at its first turn, and the worlds share one "
+            "turn order: a partial reset is allowed only at the start of a round whose lesson "
+            f"count is a multiple of exam_every={e} (phase 'quiz', no quiz of the round "
+            f"answered), where a fresh episode's turns and exams are the batch's; now: phase "
+            f"{self.phase!r}, {self._turn_in_phase} turn(s) of it done, {lessons} lessons. "
+            f"Reset these worlds at the round start after {lessons + wait} lessons (check "
+            "can_reset_worlds), or restart every world with reset()"
+        )
+
+    def _reset_worlds(self, mask: np.ndarray) -> None:
+        """Restart the worlds of ``mask`` at the first quiz of their first epoch (a round
+        start: every world shows a quiz, so only the images and the clocks differ)."""
+        dev, B, C = self.device, self.batch_size, self.num_classes
+        idx = torch.from_numpy(np.flatnonzero(mask)).to(dev)
+        keep = torch.from_numpy(~mask).to(dev)
+        self._cursor[mask], self._epoch[mask], self._lessons[mask] = B, 1, 0
+        self._own_stream[mask] = True
+        self._counts = self._clock_tensors()
+        perm = self._new_permutation(self._reset_gen, len(idx))
+        self._perm = self._perm.index_copy(0, idx, perm)
+        self._rows = self._rows.index_copy(0, idx, perm[:, :B])
+        k, const = len(idx), self._const
+        first = [const["phase_onehot"][0][:k], self.train_x[perm[:, :B]].reshape(k, -1)]
+        rows = torch.cat([*first, const["no_targets"][:k], const["all_rows"][:k]], 1)
+        self._student_obs = self._student_obs.index_copy(0, idx, rows)
+
+        def restart(value: torch.Tensor, fresh: float | int | bool) -> torch.Tensor:
+            shape = (-1,) + (1,) * (value.ndim - 1)
+            return torch.where(keep.view(shape), value, torch.full_like(value, fresh))
+
+        self._forward, self._backward = restart(self._forward, 0), restart(self._backward, 0)
+        self._exam_correct = restart(self._exam_correct, 0)
+        self._exam_acc, self._prev_acc = (
+            restart(self._exam_acc, -1.0),
+            restart(self._prev_acc, 1 / C),
+        )
+        self._exam_done = restart(self._exam_done, False)
+        self._terminated, self._truncated = (
+            restart(self._terminated, False),
+            restart(self._truncated, False),
+        )
+        self._teacher_obs = restart(self._teacher_obs, 0.0)
+        self._shown_stack = restart(self._shown_stack, 0)
+        self._shown_labels = torch.where(keep[:, None], self._shown_labels, self.train_y[0])
+        self._lesson_idx = restart(self._lesson_idx, 0)
+        self._lesson_targets = restart(self._lesson_targets, 0.0)
+        self._lesson_mask = restart(self._lesson_mask, False)
+
+    def _clock_tensors(self) -> dict[str, torch.Tensor]:
+        """The per-world lesson and epoch counts of the infos, from their host copies."""
+        return {
+            "lessons": torch.from_numpy(self._lessons.copy()).to(self.device),
+            "epoch": torch.from_numpy(self._epoch.copy()).to(self.device),
+        }
+
+    def _new_permutation(self, gen: torch.Generator, rows: int) -> torch.Tensor:
         n = len(self.train_y)
-        keys = torch.rand(self.num_envs, n, generator=self._gen, device=self.device)
+        keys = torch.rand(rows, n, generator=gen, device=self.device)
         return keys.argsort(1)
 
     # -- what the student is shown ---------------------------------------------------------
     def _show_quiz(self) -> None:
-        B = self.batch_size
-        if self._cursor + B > len(self.train_y):  # drop-last epochs
-            self._perm, self._cursor = self._new_permutation(), 0
-        if self._cursor == 0:
-            self._epoch += 1
-            self._counts["epoch"] = torch.full_like(self._counts["epoch"], self._epoch)
-        self._rows = self._perm[:, self._cursor : self._cursor + B]
-        self._cursor += B
+        B, n = self.batch_size, len(self.train_y)
+        roll = self._cursor + B > n  # drop-last epochs, world by world
+        if roll.any():
+            self._new_epochs(roll)
+        fresh = self._cursor == 0
+        if fresh.any():
+            self._epoch += fresh
+            self._counts["epoch"] = self._clock_tensors()["epoch"]
+        c = self._cursor
+        if (c == c[0]).all():  # the worlds read the same positions (no partial reset)
+            self._rows = self._perm[:, int(c[0]) : int(c[0]) + B]
+        else:
+            start = torch.from_numpy(c).to(self.device)[:, None]
+            self._rows = self._perm.gather(1, start + self._const["arange_b"])
+        self._cursor = c + B
         self._student_view(self.train_x[self._rows], None, None, 0)
+
+    def _new_epochs(self, roll: np.ndarray) -> None:
+        """New permutations for the worlds of ``roll``: the batch's worlds from the episode
+        stream (one draw for the whole batch, as at reset), restarted worlds from theirs."""
+        main, own = roll & ~self._own_stream, roll & self._own_stream
+        perm = self._perm
+        if main.any():
+            drawn = self._new_permutation(self._gen, self.num_envs)
+            perm = drawn if main.all() else torch.where(self._world_mask(main), drawn, perm)
+        if own.any():
+            idx = torch.from_numpy(np.flatnonzero(own)).to(self.device)
+            perm = perm.index_copy(0, idx, self._new_permutation(self._reset_gen, len(idx)))
+        self._perm = perm
+        self._cursor = np.where(roll, 0, self._cursor)
+
+    def _world_mask(self, mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(mask).to(self.device)[:, None]
 
     def _show_exam(self) -> None:
         B, start = self.batch_size, self._turn_in_phase * self.batch_size
@@ -390,6 +538,7 @@ class QuizGame(BatchedEnv):
             "phase_onehot": [eye[p].expand(N, 3) for p in range(3)],
             "no_targets": torch.zeros(N, B * C, device=dev),
             "all_rows": torch.ones(N, B, device=dev),
+            "arange_b": torch.arange(B, device=dev),
             "phase_code": {
                 p: torch.full((N,), i, dtype=torch.long, device=dev) for i, p in enumerate(PHASES)
             },
@@ -483,7 +632,7 @@ class QuizGame(BatchedEnv):
         # Stable sort puts the selected samples first, in stack order: a batched compaction.
         order = (~select).to(torch.int8).argsort(dim=1, stable=True)[:, :B]
         count = select.sum(1)
-        self._lesson_mask = torch.arange(B, device=self.device) < count[:, None]
+        self._lesson_mask = self._const["arange_b"] < count[:, None]
         self._lesson_idx = self._stack_idx.gather(1, order)
         payload = torch.zeros(N * B, 2, C, device=self.device)
         payload[:, 1] = targets.gather(1, order[..., None].expand(N, B, C)).reshape(N * B, C)
@@ -501,12 +650,13 @@ class QuizGame(BatchedEnv):
         self._student_view(images, self._lesson_targets, self._lesson_mask, 1)
         self._lesson_has_rows = count > 0
         self._lessons += 1
-        self._counts["lessons"] = torch.full_like(self._counts["lessons"], self._lessons)
+        self._round_lessons += 1
+        self._counts["lessons"] = self._clock_tensors()["lessons"]
         self.phase = "study"
 
     def _study(self) -> None:
         self._backward = self._backward + self._lesson_has_rows.long()
-        if self._lessons % self.exam_every == 0:
+        if self._round_lessons % self.exam_every == 0:  # every world's count, modulo exam_every
             self.phase, self._turn_in_phase = "exam", 0
             self._exam_correct = torch.zeros_like(self._exam_correct)
             self._show_exam()
@@ -514,8 +664,9 @@ class QuizGame(BatchedEnv):
             self._next_round()
 
     def _next_round(self) -> None:
-        if self._lessons >= self.max_lessons:
-            self._truncated[:] = True
+        over = self._lessons >= self.max_lessons  # each world after its own max_lessons
+        if over.any():
+            self._truncated = self._truncated | torch.from_numpy(over).to(self.device)
         self.phase, self._turn_in_phase = "quiz", 0
         self._show_quiz()
 
@@ -533,7 +684,7 @@ class QuizGame(BatchedEnv):
         self._exam_acc = acc
         self._exam_done = torch.ones_like(self._exam_done)
         if self.target_accuracy is not None:
-            self._terminated |= acc >= self.target_accuracy
+            self._terminated = self._terminated | (acc >= self.target_accuracy)
         self._next_round()
         return rewards
 
@@ -585,8 +736,9 @@ class QuizGame(BatchedEnv):
             text = (
                 f"quiz_v0 {self.phase} turn ({self.agent_selection}): "
                 f"forward passes {int(self._forward[env_index])}, "
-                f"backward passes {int(self._backward[env_index])}, lessons {self._lessons}, "
-                f"epoch {self._epoch}, last exam accuracy "
+                f"backward passes {int(self._backward[env_index])}, "
+                f"lessons {int(self._lessons[env_index])}, "
+                f"epoch {int(self._epoch[env_index])}, last exam accuracy "
                 + ("–" if acc < 0 else f"{100 * acc:.1f}%")
             )
             if self.render_mode == "human":
@@ -595,9 +747,9 @@ class QuizGame(BatchedEnv):
             return text
         from commenv.render import bits_image, image_row
 
-        parts = self.unpack_student(self._student_obs[env_index : env_index + 1])
-        shown = parts["images"][0, :8].cpu()
-        top = image_row(list(shown), self.image_shape)
+        shown = torch.as_tensor(self._student_obs[env_index]).reshape(1, -1)
+        parts = self.unpack_student(shown)
+        top = image_row(list(parts["images"][0, :8].cpu()), self.image_shape)
         bits = bits_image(parts["mask"][0, None].float().cpu(), width=top.shape[1])
         return np.concatenate([top, bits], 0)
 
