@@ -120,7 +120,6 @@ from commenv.core import (
     check_memory,
     check_seed,
     describe,
-    to_numpy,
     validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
@@ -546,18 +545,7 @@ class QuizGame(BatchedEnv):
 
     # -- step ------------------------------------------------------------------------------
     def step(self, actions: dict[str, Any]):
-        if not self._started:
-            raise ValueError("step() called before reset(); call reset() first")
-        agent = self.agent_selection
-        if not isinstance(actions, dict):
-            raise TypeError(
-                f"step() expected a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
-            )
-        unknown = [a for a in actions if a not in self.possible_agents]
-        if unknown:
-            raise ValueError(f"unknown agent key(s) {unknown!r}; valid agents: {list(AGENTS)}")
-        if set(actions) != {agent}:
-            raise ValueError(self._turn_error(sorted(actions)))
+        agent = self._turn_agent(actions)
         checked = self._check_action(agent, actions[agent])  # nothing changes before this
         self._exam_done = torch.zeros_like(self._exam_done)
         rewards = torch.zeros(self.num_envs, device=self.device)
@@ -577,6 +565,22 @@ class QuizGame(BatchedEnv):
             dict.fromkeys(self.possible_agents, self._truncated.clone()),
             infos,
         )
+
+    def _turn_agent(self, actions: Any) -> str:
+        """The agent whose turn it is, once ``actions`` holds exactly its action."""
+        if not self._started:
+            raise ValueError("step() called before reset(); call reset() first")
+        agent = self.agent_selection
+        if not isinstance(actions, dict):
+            raise TypeError(
+                f"step() expected a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
+            )
+        unknown = [a for a in actions if a not in self.possible_agents]
+        if unknown:
+            raise ValueError(f"unknown agent key(s) {unknown!r}; valid agents: {list(AGENTS)}")
+        if set(actions) != {agent}:
+            raise ValueError(self._turn_error(sorted(actions)))
+        return agent
 
     def _turn_error(self, keys: list[str]) -> str:
         agent = self.agent_selection
@@ -732,13 +736,12 @@ class QuizGame(BatchedEnv):
         if self.render_mode is None or not self._started:
             return None
         if self.render_mode in ("ansi", "human"):
-            acc = float(self._exam_acc[env_index])
+            counts = self._render_counts(env_index)
+            acc = counts.pop("acc")
             text = (
                 f"quiz_v0 {self.phase} turn ({self.agent_selection}): "
-                f"forward passes {int(self._forward[env_index])}, "
-                f"backward passes {int(self._backward[env_index])}, "
-                f"lessons {int(self._lessons[env_index])}, "
-                f"epoch {int(self._epoch[env_index])}, last exam accuracy "
+                + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+                + ", last exam accuracy "
                 + ("–" if acc < 0 else f"{100 * acc:.1f}%")
             )
             if self.render_mode == "human":
@@ -747,22 +750,282 @@ class QuizGame(BatchedEnv):
             return text
         from commenv.render import bits_image, image_row
 
-        shown = torch.as_tensor(self._student_obs[env_index]).reshape(1, -1)
-        parts = self.unpack_student(shown)
+        shown = torch.as_tensor(self._observations()["student"]).reshape(
+            -1, self.obs_layout["mask"].stop
+        )
+        parts = self.unpack_student(shown[env_index : env_index + 1])
         top = image_row(list(parts["images"][0, :8].cpu()), self.image_shape)
         bits = bits_image(parts["mask"][0, None].float().cpu(), width=top.shape[1])
         return np.concatenate([top, bits], 0)
 
+    def _render_counts(self, env_index: int) -> dict[str, Any]:
+        return {
+            "forward_passes": int(self._forward[env_index]),
+            "backward_passes": int(self._backward[env_index]),
+            "lessons": int(self._lessons[env_index]),
+            "epoch": int(self._epoch[env_index]),
+            "acc": float(self._exam_acc[env_index]),
+        }
+
+
+# -- one world in numpy: the engine of the PettingZoo faces ----------------------------------
+FAST_SUM_ATOL = SUM_ATOL / 2
+"""Row-sum tolerance of the one-world fast check: an action inside it is inside
+:func:`commenv.core.validate_action`'s :data:`commenv.spaces.SUM_ATOL` whatever the float
+rounding; anything else is decided by ``validate_action`` itself (same errors, same verdict)."""
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class QuizWorld(QuizGame):
+    """One world of quiz_v0 in numpy: the engine behind the PettingZoo faces.
+
+    The same rules, random streams and episodes as ``QuizGame(num_envs=1)``, bit for bit, for
+    the same seed (``tests/test_quiz_faces.py`` compares them over many configurations); a turn
+    is a handful of numpy operations instead of about 140 tensor operations, and an action is
+    checked once, in numpy (a fast check for well-formed arrays, else
+    :func:`commenv.core.validate_action` with its errors). One world, no leading ``num_envs``:
+    ``reset(seed)`` -> ``(obs, infos)`` and ``step({agent_selection: action})`` ->
+    ``(obs, rewards, terminations, truncations, infos)`` with numpy arrays, Python floats and
+    bools; the faces call :meth:`check_world_action` and :meth:`play` directly. Arrays handed
+    out are never written to afterwards. The channel is noise-free here, so a delivery is a
+    copy; :meth:`commenv.channel.Channel.account` counts its traffic as routing would.
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(num_envs=1, device="cpu", **config)
+        B, C = self.batch_size, self.num_classes
+        self._x, self._y = self.train_x.numpy(), self.train_y.numpy()
+        self._vx, self._vy = self.val_x.numpy(), self.val_y.numpy()
+        self._eye = np.eye(C, dtype=np.float32)
+        self._phase_rows = np.eye(3, dtype=np.float32)
+        self._no_targets = np.zeros(B * C, np.float32)
+        self._all_rows = np.ones(B, np.float32)
+        self._arange_b = np.arange(B)
+        self._codes = {p: i for i, p in enumerate(PHASES)}
+
+    # -- reset ------------------------------------------------------------------------------
+    def _reset_all(self, seed: int | None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        if seed is not None or not self._started:
+            self._seed_streams(seed)
+        self._started = True
+        M, C = self.stack_size * self.batch_size, self.num_classes
+        self.channel.reset_counters()
+        self.phase, self._turn_in_phase = "quiz", 0
+        self._round_lessons = self._lessons = self._cursor = self._epoch = 0
+        self._perm = self._new_permutation(self._gen, 1)[0].numpy()
+        self._forward = self._backward = self._exam_correct = 0
+        self._stack_idx = np.zeros(M, np.int64)
+        self._answers = np.zeros((M, C), np.float32)
+        self._shown_stack, self._shown_labels = self._stack_idx, self._y[self._stack_idx]
+        self._exam_acc, self._prev_acc = np.float32(-1.0), np.float32(1.0 / C)
+        self._exam_done = self._terminated = self._truncated = False
+        self._teacher_obs = np.zeros(self._spaces["obs"]["teacher"].shape, np.float32)
+        self._show_quiz()
+        return self._observations(), self._infos()
+
+    # -- what the student is shown ----------------------------------------------------------
+    def _show_quiz(self) -> None:
+        B = self.batch_size
+        if self._cursor + B > len(self._y):  # drop-last epochs
+            self._perm, self._cursor = self._new_permutation(self._gen, 1)[0].numpy(), 0
+        if self._cursor == 0:
+            self._epoch += 1
+        self._rows = self._perm[self._cursor : self._cursor + B]
+        self._cursor += B
+        self._view(0, self._x[self._rows], self._no_targets, self._all_rows)
+
+    def _show_exam(self) -> None:
+        B, start = self.batch_size, self._turn_in_phase * self.batch_size
+        if start + B <= self.exam_size:  # a full turn: x * 1 is x, no mask to apply
+            self._rows, self._exam_mask = np.arange(start, start + B), np.ones(B, bool)
+            self._view(2, self._vx[start : start + B], self._no_targets, self._all_rows)
+            return
+        idx = np.arange(start, start + B)
+        self._exam_mask = idx < self.exam_size
+        self._rows = np.minimum(idx, self.exam_size - 1)
+        mask = self._exam_mask.astype(np.float32)
+        self._view(2, self._vx[self._rows] * mask[:, None], self._no_targets, mask)
+
+    def _view(self, phase: int, images: np.ndarray, targets: np.ndarray, mask: np.ndarray):
+        parts = (self._phase_rows[phase], images.ravel(), targets.ravel(), mask)
+        self._student_obs = np.concatenate(parts)
+
+    # -- step -------------------------------------------------------------------------------
+    def step(self, actions: dict[str, Any]):
+        agent = self._turn_agent(actions)
+        reward, term, trunc = self.play(agent, self.check_world_action(agent, actions[agent]))
+        agents = self.possible_agents
+        return (
+            self._observations(),
+            dict.fromkeys(agents, reward),
+            dict.fromkeys(agents, term),
+            dict.fromkeys(agents, trunc),
+            self._infos(),
+        )
+
+    def check_world_action(self, agent: str, action: Any) -> Any:
+        """One world's action of ``agent`` as the engine takes it (float32 answers, or a bool
+        selection and float32 targets), or ``ValueError`` exactly as ``validate_action``."""
+        B, M = self.batch_size, self.stack_size * self.batch_size
+        if agent == "student":
+            fast = self._fast_simplex(action, B)
+            if fast is not None:
+                return fast
+            return validate_action(agent, self._spaces["act"][agent], action).astype(np.float32)
+        if type(action) is dict and len(action) == 2 and "select" in action:
+            select, targets = action["select"], self._fast_simplex(action.get("targets"), M)
+            fast = type(select) is np.ndarray and select.shape == (M,) and targets is not None
+            if fast and select.dtype.kind in "biu":
+                bits = select if select.dtype.kind == "b" else (select == 0) | (select == 1)
+                if bits.all() and np.count_nonzero(select) <= B:
+                    return select != 0, targets
+        checked = validate_action(agent, self._spaces["act"][agent], action)
+        return checked["select"] != 0, checked["targets"].astype(np.float32)
+
+    def _fast_simplex(self, x: Any, rows: int) -> np.ndarray | None:
+        """``x`` as float32 when it is plainly a ``(rows, C)`` array of distributions."""
+        if type(x) is not np.ndarray or x.dtype not in _FLOATS:
+            return None
+        if x.shape != (rows, self.num_classes) or not (x.min() >= 0 and x.max() <= 1):
+            return None  # NaN fails both comparisons
+        if np.abs(x.sum(-1, dtype=np.float64) - 1.0).max() > FAST_SUM_ATOL:
+            return None
+        return x.astype(np.float32, copy=False)
+
+    def play(self, agent: str, action: Any) -> tuple[float, bool, bool]:
+        """Play the turn of ``agent`` (``agent_selection``) with a checked action (see
+        :meth:`check_world_action`); returns ``(reward, terminated, truncated)``."""
+        if not self._started:
+            raise ValueError("step() called before reset(); call reset() first")
+        if agent != self.agent_selection:
+            raise ValueError(self._turn_error([agent]))
+        self._exam_done = False
+        reward = 0.0
+        if self.phase == "quiz":
+            self._quiz(action)
+        elif self.phase == "lesson":
+            self._lesson(*action)
+        elif self.phase == "study":
+            self._study()
+        else:
+            reward = self._exam(action)
+        return reward, self._terminated, self._truncated
+
+    def _quiz(self, answers: np.ndarray) -> None:
+        B, M, k = self.batch_size, self.stack_size * self.batch_size, self._turn_in_phase
+        if k == 0:  # a fresh stack: what the teacher was shown stays as it was
+            self._stack_idx = np.empty(M, np.int64)
+            self._answers = np.empty((M, self.num_classes), np.float32)
+        self._stack_idx[k * B : (k + 1) * B] = self._rows
+        self._answers[k * B : (k + 1) * B] = answers
+        self._forward += 1
+        self._turn_in_phase += 1
+        if self._turn_in_phase < self.stack_size:
+            self._show_quiz()
+            return
+        stack, labels = self._stack_idx, self._y[self._stack_idx]
+        parts = (self._answers.ravel(), self._eye[labels].ravel(), self._x[stack].ravel())
+        self._teacher_obs = np.concatenate(parts)
+        self._shown_stack, self._shown_labels = stack, labels
+        self._account("answers", 0, M)
+        self.phase, self._turn_in_phase = "lesson", 0
+
+    def _lesson(self, select: np.ndarray, targets: np.ndarray) -> None:
+        order = np.argsort(~select, kind="stable")[: self.batch_size]  # selected first
+        count = int(np.count_nonzero(select))
+        mask = (self._arange_b < count).astype(np.float32)
+        self._rows = self._stack_idx[order]
+        # multiplied, as routing zeroes what was not sent: the same bits as the batched face
+        lesson_targets = targets[order] * mask[:, None]
+        self._view(1, self._x[self._rows] * mask[:, None], lesson_targets, mask)
+        self._lesson_has_rows = count > 0
+        self._lessons += 1
+        self._round_lessons += 1
+        self._account("lesson", 1, count)
+        self.phase = "study"
+
+    def _account(self, tag: str, sender: int, count: int) -> None:
+        """``count`` samples from ``sender`` to the other agent, as ``Channel.route`` counts."""
+        sent, received, messages = [0, 0], [0, 0], [0, 0]
+        sent[sender] = received[1 - sender] = count * self.bits_per_sample
+        messages[sender] = count
+        self.channel.account(tag, sent, received, messages)
+
+    def _study(self) -> None:
+        self._backward += int(self._lesson_has_rows)
+        if self._round_lessons % self.exam_every == 0:
+            self.phase, self._turn_in_phase, self._exam_correct = "exam", 0, 0
+            self._show_exam()
+        else:
+            self._next_round()
+
+    def _next_round(self) -> None:
+        if self._lessons >= self.max_lessons:
+            self._truncated = True
+        self.phase, self._turn_in_phase = "quiz", 0
+        self._show_quiz()
+
+    def _exam(self, answers: np.ndarray) -> float:
+        correct = (answers.argmax(-1) == self._vy[self._rows]) & self._exam_mask
+        self._exam_correct += int(np.count_nonzero(correct))
+        self._turn_in_phase += 1
+        if self._turn_in_phase < self.exam_turns:
+            self._show_exam()
+            return 0.0
+        # the batched face's float32 arithmetic, on one value (once per exam)
+        acc = torch.tensor([self._exam_correct]).float() / self.exam_size
+        if self.target_accuracy is not None:
+            self._terminated = self._terminated or bool(acc >= self.target_accuracy)
+        acc = acc.numpy()[0]
+        reward = acc - self._prev_acc
+        self._prev_acc = self._exam_acc = acc
+        self._exam_done = True
+        self._next_round()
+        return float(reward)
+
+    # -- outputs ----------------------------------------------------------------------------
+    def _observations(self) -> dict[str, np.ndarray]:
+        return {"student": self._student_obs, "teacher": self._teacher_obs}
+
+    def observation(self, agent: str) -> np.ndarray:
+        """The current observation of ``agent`` (an array never written to again)."""
+        return self._student_obs if agent == "student" else self._teacher_obs
+
+    def _infos(self) -> dict[str, dict]:
+        common = {
+            "phase": self._codes[self.phase],
+            "forward_passes": self._forward,
+            "backward_passes": self._backward,
+            "lessons": self._lessons,
+            "epoch": self._epoch,
+            "exam_accuracy": float(self._exam_acc),
+            "exam_done": self._exam_done,
+        }
+        labels = self._vy if self.phase == "exam" else self._y
+        student = {**common, "indices": self._rows, "labels": labels[self._rows]}
+        teacher = {**common, "stack_indices": self._shown_stack, "stack_labels": self._shown_labels}
+        return {"student": student, "teacher": teacher}
+
+    def _render_counts(self, env_index: int) -> dict[str, Any]:
+        return {
+            "forward_passes": self._forward,
+            "backward_passes": self._backward,
+            "lessons": self._lessons,
+            "epoch": self._epoch,
+            "acc": float(self._exam_acc),
+        }
+
 
 # -- PettingZoo faces ------------------------------------------------------------------------
 class QuizAECEnv(GameFace, AECEnv):
-    """Native AEC face of a :class:`QuizGame` with ``num_envs=1`` (numpy in, numpy out)."""
+    """Native AEC face of one world (numpy in, numpy out), played by a :class:`QuizWorld`."""
 
     metadata = QuizGame.metadata
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        self.game = QuizGame(num_envs=1, device="cpu", **config)
+        self.game = QuizWorld(**config)
         self.possible_agents = list(self.game.possible_agents)
         self.agents: list[str] = []
         self.render_mode = self.game.render_mode
@@ -774,20 +1037,15 @@ class QuizAECEnv(GameFace, AECEnv):
         return self.game.action_space(agent)
 
     def observe(self, agent: str) -> np.ndarray:
-        return self._obs[agent]
-
-    def _store(self, obs: TensorDict, infos: dict[str, dict]) -> None:
-        self._obs = {a: obs[a][0].cpu().numpy().copy() for a in self.possible_agents}
-        self.infos = {a: to_numpy(infos[a]) for a in self.agents}
+        return self.game.observation(agent)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
-        obs, infos = self.game.reset(seed=seed)
+        _, self.infos = self.game.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self.rewards = dict.fromkeys(self.agents, 0.0)
         self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
         self.terminations = dict.fromkeys(self.agents, False)
         self.truncations = dict.fromkeys(self.agents, False)
-        self._store(obs, infos)
         self.agent_selection = self.game.agent_selection
 
     def step(self, action: Any) -> None:
@@ -795,26 +1053,19 @@ class QuizAECEnv(GameFace, AECEnv):
         if self.terminations[agent] or self.truncations[agent]:
             self._was_dead_step(action)
             return
-        action = validate_action(agent, self.action_space(agent), action)  # at its own turn
-        obs, rew, term, trunc, infos = self.game.step({agent: _batched(agent, action)})
+        checked = self.game.check_world_action(agent, action)  # at its own turn
+        reward, term, trunc = self.game.play(agent, checked)
         self._cumulative_rewards[agent] = 0.0
-        self._store(obs, infos)
+        self.infos = self.game._infos()
         for a in self.agents:
-            self.rewards[a] = float(rew[a][0])
-            self.terminations[a] = bool(term[a][0])
-            self.truncations[a] = bool(trunc[a][0])
+            self.rewards[a] = reward
+            self.terminations[a] = term
+            self.truncations[a] = trunc
         self._accumulate_rewards()
-        if any(self.terminations.values()) or any(self.truncations.values()):
+        if term or trunc:
             self.agent_selection = self.agents[0]  # each finished agent then steps None
         else:
             self.agent_selection = self.game.agent_selection
-
-
-def _batched(agent: str, action: Any) -> Any:
-    """One env's checked numpy action as the batched game's tensors (leading dimension 1)."""
-    if isinstance(action, dict):
-        return {k: _batched(agent, v) for k, v in action.items()}
-    return torch.from_numpy(np.ascontiguousarray(action)).unsqueeze(0)
 
 
 class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
