@@ -57,8 +57,32 @@ for training) and the teacher's ``stack_indices``/``stack_labels``.
 
 **Episode end.** Truncated after ``max_lessons`` lessons (and the exam that follows it, when one
 is scheduled); terminated when an exam reaches ``target_accuracy`` (if given). In the batched face
-all worlds share the clock: a world that terminated keeps ``terminated`` True and keeps running
-until ``reset``.
+each world keeps its own clocks (lessons, epochs, forward and backward passes, truncation); a
+world that ended keeps its flag True and keeps playing until it is reset.
+
+**Per-world reset** (batched face). ``reset(env_index=i)`` (an int, indices or a
+``(num_envs,)`` bool mask) restarts only those worlds; the others are untouched, bit for bit.
+The worlds share one turn order (``agent_selection`` and ``phase`` are the batch's, so one
+action tensor serves every world), and a restarted world begins at its first turn, the first
+quiz of its first round. A partial reset is therefore allowed only where a fresh episode's
+turns *are* the batch's turns: at the start of a round (``phase == "quiz"``, no quiz of the round
+answered) whose lesson count is a multiple of ``exam_every``, so that the restarted world sits
+its exams with the others. That is each round start after an exam: right after an exam ends a
+world by ``target_accuracy``, and right after a world's truncation when ``max_lessons`` is a
+multiple of ``exam_every`` (otherwise the truncated world waits, flag set, for the next exam).
+Elsewhere ``reset(env_index=...)`` raises ``ValueError`` saying when it will be allowed, and
+nothing changes; ``game.can_reset_worlds`` says whether it is allowed now. A mask naming every
+world is ``reset()`` (allowed at any time), an all-False mask resets nothing, and
+``reset(seed=..., env_index=...)`` raises. Restarted worlds draw their shuffles from a second
+stream of the seed, so the other worlds' epochs are exactly those they would have drawn
+without the reset; the same seed and the same resets give the same episodes. The channel's
+counters are batch totals and keep counting. ``game.lessons`` is the batch's clock (rounds
+since the last full reset); each world's own count is ``infos[agent]["lessons"]``.
+
+**Speed.** The PettingZoo faces play one world in numpy (:class:`QuizWorld`): the same episode
+as ``batched(1)`` for the same seed, bit for bit, with each action checked once (a numpy fast
+path for well-formed arrays, else :func:`commenv.core.validate_action` and its errors): a few
+numpy operations per turn where the tensor game pays a graph of small tensor operations.
 
 **Arguments** (``commenv.quiz_v0.env(**kwargs)``; ``.batched(num_envs, device, **kwargs)``
 for the tensor face). Each is checked at construction: a wrong type or a value out of range
@@ -90,7 +114,8 @@ Reference agents and the table 3.1 benchmark: ``agents/teacher.py``, ``agents/qu
 ``commenv/bench/quiz.py``; the teacher's single-agent Gymnasium view:
 :mod:`commenv.quiz_teacher` (``commenv/QuizTeacher-v0``).
 
-**Version history.** v0: first release.
+**Version history.** v0: first release; per-world reset on the batched face and a numpy engine
+for the PettingZoo faces, with the same episodes for the same seed.
 """
 
 from __future__ import annotations
@@ -134,8 +159,10 @@ STUDENT_PHASES: tuple[str, ...] = ("quiz", "study", "exam")
 class QuizGame(BatchedEnv):
     """Batched quiz_v0 (see the module docstring for the rules).
 
-    Turn-based: ``agent_selection`` names the agent to act and ``phase`` its kind of turn;
-    :meth:`step` takes ``{agent_selection: action}`` only. The student's action is a
+    Turn-based: ``agent_selection`` names the agent to act and ``phase`` its kind of turn, the
+    same in every world; :meth:`step` takes ``{agent_selection: action}`` only, and
+    :meth:`reset` restarts every world or, at round starts the shared turn order allows
+    (:attr:`can_reset_worlds`), only some. The student's action is a
     ``(num_envs, B, C)`` tensor; the teacher's a dict ``{"select": (num_envs, S * B) 0/1,
     "targets": (num_envs, S * B, C)}``.
     """
