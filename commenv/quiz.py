@@ -394,6 +394,7 @@ class QuizGame(BatchedEnv):
         self._epoch = np.zeros(N, np.int64)
         self._lessons = np.zeros(N, np.int64)
         self._own_stream = np.zeros(N, bool)  # worlds a partial reset restarted
+        self._synced = True  # every world at the same place of the same epochs' clock
         self._const = self._constants()
         self._counts = {
             "lessons": torch.zeros(N, dtype=torch.long, device=dev),
@@ -453,7 +454,8 @@ class QuizGame(BatchedEnv):
         keep = torch.from_numpy(~mask).to(dev)
         self._cursor[mask], self._epoch[mask], self._lessons[mask] = B, 1, 0
         self._own_stream[mask] = True
-        self._counts = self._clock_tensors()
+        self._counts = {"lessons": self._clock("lessons"), "epoch": self._clock("epoch")}
+        self._synced = False
         perm = self._new_permutation(self._reset_gen, len(idx))
         self._perm = self._perm.index_copy(0, idx, perm)
         self._rows = self._rows.index_copy(0, idx, perm[:, :B])
@@ -484,12 +486,9 @@ class QuizGame(BatchedEnv):
         self._lesson_targets = restart(self._lesson_targets, 0.0)
         self._lesson_mask = restart(self._lesson_mask, False)
 
-    def _clock_tensors(self) -> dict[str, torch.Tensor]:
-        """The per-world lesson and epoch counts of the infos, from their host copies."""
-        return {
-            "lessons": torch.from_numpy(self._lessons.copy()).to(self.device),
-            "epoch": torch.from_numpy(self._epoch.copy()).to(self.device),
-        }
+    def _clock(self, name: str) -> torch.Tensor:
+        """A per-world count of the infos (``lessons`` or ``epoch``), from its host copy."""
+        return torch.from_numpy(getattr(self, f"_{name}").copy()).to(self.device)
 
     def _new_permutation(self, gen: torch.Generator, rows: int) -> torch.Tensor:
         n = len(self.train_y)
@@ -499,21 +498,31 @@ class QuizGame(BatchedEnv):
     # -- what the student is shown ---------------------------------------------------------
     def _show_quiz(self) -> None:
         B, n = self.batch_size, len(self.train_y)
+        if self._synced:  # no partial reset since the last reset(): one cursor for all worlds
+            c = int(self._cursor[0])
+            if c + B > n:  # drop-last epochs
+                self._perm, c = self._new_permutation(self._gen, self.num_envs), 0
+            if c == 0:
+                self._epoch += 1
+                self._counts["epoch"] = self._clock("epoch")
+            self._rows = self._perm[:, c : c + B]
+            self._cursor[:] = c + B
+        else:
+            self._show_quiz_per_world()
+        self._student_view(self.train_x[self._rows], None, None, 0)
+
+    def _show_quiz_per_world(self) -> None:
+        B, n = self.batch_size, len(self.train_y)
         roll = self._cursor + B > n  # drop-last epochs, world by world
         if roll.any():
             self._new_epochs(roll)
         fresh = self._cursor == 0
         if fresh.any():
             self._epoch += fresh
-            self._counts["epoch"] = self._clock_tensors()["epoch"]
-        c = self._cursor
-        if (c == c[0]).all():  # the worlds read the same positions (no partial reset)
-            self._rows = self._perm[:, int(c[0]) : int(c[0]) + B]
-        else:
-            start = torch.from_numpy(c).to(self.device)[:, None]
-            self._rows = self._perm.gather(1, start + self._const["arange_b"])
-        self._cursor = c + B
-        self._student_view(self.train_x[self._rows], None, None, 0)
+            self._counts["epoch"] = self._clock("epoch")
+        start = torch.from_numpy(self._cursor).to(self.device)[:, None]
+        self._rows = self._perm.gather(1, start + self._const["arange_b"])
+        self._cursor = self._cursor + B
 
     def _new_epochs(self, roll: np.ndarray) -> None:
         """New permutations for the worlds of ``roll``: the batch's worlds from the episode
@@ -682,7 +691,7 @@ class QuizGame(BatchedEnv):
         self._lesson_has_rows = count > 0
         self._lessons += 1
         self._round_lessons += 1
-        self._counts["lessons"] = self._clock_tensors()["lessons"]
+        self._counts["lessons"] = self._clock("lessons")
         self.phase = "study"
 
     def _study(self) -> None:
