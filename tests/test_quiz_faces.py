@@ -228,3 +228,27 @@ def test_fast_action_check_agrees_with_validate_action():
             sel, tgt = world.check_world_action("teacher", action)
             assert_same(sel, checked["select"] != 0, "select")
             assert_same(tgt, checked["targets"].astype(np.float32), "targets")
+
+
+def test_the_engine_own_step_and_its_turn_checks():
+    config = CONFIGS[0]
+    world, game = QuizWorld(**config), FAMILY.batched(1, "cpu", **config)
+    rng = np.random.default_rng(3)
+    obs, infos = world.reset(seed=4)
+    bobs, binfos = game.reset(seed=4)
+    with pytest.raises(ValueError, match="lesson out of turn"):
+        world.step({"teacher": world.action_space("teacher").sample()})
+    with pytest.raises(ValueError, match="unknown agent"):
+        world.step({"coach": 0})
+    for turn in range(40):
+        agent = world.agent_selection
+        assert_same(obs[agent], bobs[agent][0].numpy(), f"obs turn {turn}")
+        assert_same(infos[agent], to_numpy(binfos[agent]), f"infos turn {turn}")
+        action = sampled(world, agent, rng)
+        obs, rew, term, trunc, infos = world.step({agent: action})
+        bobs, brew, bterm, btrunc, binfos = game.step({agent: as_batch(action)})
+        assert rew["student"] == float(brew["student"][0])
+        assert (term["teacher"], trunc["teacher"]) == (
+            bool(bterm["teacher"]),
+            bool(btrunc["teacher"]),
+        )
