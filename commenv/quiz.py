@@ -57,8 +57,32 @@ for training) and the teacher's ``stack_indices``/``stack_labels``.
 
 **Episode end.** Truncated after ``max_lessons`` lessons (and the exam that follows it, when one
 is scheduled); terminated when an exam reaches ``target_accuracy`` (if given). In the batched face
-all worlds share the clock: a world that terminated keeps ``terminated`` True and keeps running
-until ``reset``.
+each world keeps its own clocks (lessons, epochs, forward and backward passes, truncation); a
+world that ended keeps its flag True and keeps playing until it is reset.
+
+**Per-world reset** (batched face). ``reset(env_index=i)`` (an int, indices or a
+``(num_envs,)`` bool mask) restarts only those worlds; the others are untouched, bit for bit.
+The worlds share one turn order (``agent_selection`` and ``phase`` are the batch's, so one
+action tensor serves every world), and a restarted world begins at its first turn, the first
+quiz of its first round. A partial reset is therefore allowed only where a fresh episode's
+turns *are* the batch's turns: at the start of a round (``phase == "quiz"``, no quiz of the round
+answered) whose lesson count is a multiple of ``exam_every``, so that the restarted world sits
+its exams with the others. That is each round start after an exam: right after an exam ends a
+world by ``target_accuracy``, and right after a world's truncation when ``max_lessons`` is a
+multiple of ``exam_every`` (otherwise the truncated world waits, flag set, for the next exam).
+Elsewhere ``reset(env_index=...)`` raises ``ValueError`` saying when it will be allowed, and
+nothing changes; ``game.can_reset_worlds`` says whether it is allowed now. A mask naming every
+world is ``reset()`` (allowed at any time), an all-False mask resets nothing, and
+``reset(seed=..., env_index=...)`` raises. Restarted worlds draw their shuffles from a second
+stream of the seed, so the other worlds' epochs are exactly those they would have drawn
+without the reset; the same seed and the same resets give the same episodes. The channel's
+counters are batch totals and keep counting. ``game.lessons`` is the batch's clock (rounds
+since the last full reset); each world's own count is ``infos[agent]["lessons"]``.
+
+**Speed.** The PettingZoo faces play one world in numpy (:class:`QuizWorld`): the same episode
+as ``batched(1)`` for the same seed, bit for bit, with each action checked once (a numpy fast
+path for well-formed arrays, else :func:`commenv.core.validate_action` and its errors): a few
+numpy operations per turn where the tensor game pays a graph of small tensor operations.
 
 **Arguments** (``commenv.quiz_v0.env(**kwargs)``; ``.batched(num_envs, device, **kwargs)``
 for the tensor face). Each is checked at construction: a wrong type or a value out of range
@@ -90,7 +114,8 @@ Reference agents and the table 3.1 benchmark: ``agents/teacher.py``, ``agents/qu
 ``commenv/bench/quiz.py``; the teacher's single-agent Gymnasium view:
 :mod:`commenv.quiz_teacher` (``commenv/QuizTeacher-v0``).
 
-**Version history.** v0: first release.
+**Version history.** v0: first release; per-world reset on the batched face and a numpy engine
+for the PettingZoo faces, with the same episodes for the same seed.
 """
 
 from __future__ import annotations
@@ -114,12 +139,12 @@ from commenv.core import (
     batched_actions,
     check_choice,
     check_data_root,
+    check_env_index,
     check_float,
     check_int,
     check_memory,
     check_seed,
     describe,
-    to_numpy,
     validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
@@ -134,8 +159,10 @@ STUDENT_PHASES: tuple[str, ...] = ("quiz", "study", "exam")
 class QuizGame(BatchedEnv):
     """Batched quiz_v0 (see the module docstring for the rules).
 
-    Turn-based: ``agent_selection`` names the agent to act and ``phase`` its kind of turn;
-    :meth:`step` takes ``{agent_selection: action}`` only. The student's action is a
+    Turn-based: ``agent_selection`` names the agent to act and ``phase`` its kind of turn, the
+    same in every world; :meth:`step` takes ``{agent_selection: action}`` only, and
+    :meth:`reset` restarts every world or, at round starts the shared turn order allows
+    (:attr:`can_reset_worlds`), only some. The student's action is a
     ``(num_envs, B, C)`` tensor; the teacher's a dict ``{"select": (num_envs, S * B) 0/1,
     "targets": (num_envs, S * B, C)}``.
     """
@@ -175,7 +202,7 @@ class QuizGame(BatchedEnv):
         # Both agents hold the dataset: a sample travels as its index plus a distribution.
         index_bits = math.ceil(math.log2(max(2, len(self.train_y))))
         self.bits_per_sample = index_bits + 32 * self.num_classes
-        self._gen = self._seed_generator(None)
+        self._seed_streams(None)
         self._started = False
 
     # -- construction ----------------------------------------------------------------------
@@ -268,15 +295,22 @@ class QuizGame(BatchedEnv):
 
     @property
     def agent_selection(self) -> str:
-        """The agent whose turn it is."""
+        """The agent whose turn it is (the same in every world: the worlds share the turns)."""
         if not self._started:
             raise ValueError("no agent's turn before reset(); call reset() first")
         return "teacher" if self.phase == "lesson" else "student"
 
     @property
     def lessons(self) -> int:
-        """Lessons given since the last reset (all worlds share the clock)."""
-        return self._lessons if self._started else 0
+        """Lessons of the batch's clock: rounds played since the last full reset. A world that a
+        partial reset restarted counts its own lessons (``infos[agent]["lessons"]``)."""
+        return self._round_lessons if self._started else 0
+
+    @property
+    def can_reset_worlds(self) -> bool:
+        """Whether ``reset(env_index=...)`` may restart some worlds now: at the start of a round
+        whose exam schedule a fresh episode shares (see :meth:`reset`)."""
+        return self._started and self._partial_reset_refusal() is None
 
     def close(self) -> None:
         """End the episode; ``reset`` starts a new one."""
@@ -303,24 +337,70 @@ class QuizGame(BatchedEnv):
         }
 
     # -- reset -----------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
+    def reset(
+        self, seed: int | None = None, env_index: Any = None
+    ) -> tuple[TensorDict, dict[str, dict]]:
+        """Start a new episode in every world, or only in the worlds ``env_index`` names.
+
+        ``reset(seed)`` reseeds (``None`` continues the stream) and restarts every world.
+        ``reset(env_index=...)`` (an int, indices or a ``(num_envs,)`` bool mask,
+        :func:`commenv.core.check_env_index`) restarts only those worlds at their first turn;
+        the other worlds are untouched, bit for bit, and ``obs``/``infos`` cover the batch.
+
+        The worlds share one turn order (``agent_selection`` and ``phase`` are the batch's), so
+        a world can restart only where a fresh episode's turns are the batch's turns: at the
+        start of a round (``phase == "quiz"``, no quiz of it answered) whose lesson count is a
+        multiple of ``exam_every``, so that the restarted world sits its exams with the others.
+        That is every round start after an exam, the moment an exam ends a world by
+        ``target_accuracy``, and the truncation of a world when ``max_lessons`` is a multiple
+        of ``exam_every``. Elsewhere a partial reset raises ``ValueError`` (nothing changes);
+        :attr:`can_reset_worlds` says whether one is allowed now. Restarted worlds draw their
+        epochs from a second stream of the seed, so the other worlds' epochs are exactly those
+        they would have drawn without the reset. A mask naming every world is ``reset()``.
+        """
+        if env_index is None:
+            return self._reset_all(seed)
+        if seed is not None:
+            raise ValueError(
+                "reset(seed=..., env_index=...): a partial reset continues the generator's "
+                f"stream, reseeding part of a batch has no meaning; got seed={seed!r}. Call "
+                "reset(seed=...) to reseed and restart every world, or reset(env_index=...)"
+            )
+        mask = check_env_index(env_index, self.num_envs, "cpu").numpy()
+        if bool(mask.all()):
+            return self._reset_all(None)
+        if not self._started:
+            raise ValueError(
+                "reset(env_index=...) before the first reset(): there is no episode to keep in "
+                "the other worlds; call reset() first"
+            )
+        if mask.any():
+            if (why := self._partial_reset_refusal()) is not None:
+                raise ValueError(why)
+            self._reset_worlds(mask)
+        return self._observations(), self._infos()
+
+    def _reset_all(self, seed: int | None) -> tuple[TensorDict, dict[str, dict]]:
         if seed is not None or not self._started:
-            self._gen = self._seed_generator(seed)
+            self._seed_streams(seed)
         self._started = True
         N, B, S, C = self.num_envs, self.batch_size, self.stack_size, self.num_classes
         dev = self.device
         self.channel.reset_counters()
         self.phase = "quiz"
         self._turn_in_phase = 0
-        self._cursor = 0
-        self._epoch = 0
-        self._lessons = 0
+        self._round_lessons = 0
+        self._cursor = np.zeros(N, np.int64)
+        self._epoch = np.zeros(N, np.int64)
+        self._lessons = np.zeros(N, np.int64)
+        self._own_stream = np.zeros(N, bool)  # worlds a partial reset restarted
+        self._synced = True  # every world at the same place of the same epochs' clock
         self._const = self._constants()
         self._counts = {
             "lessons": torch.zeros(N, dtype=torch.long, device=dev),
             "epoch": torch.zeros(N, dtype=torch.long, device=dev),
         }
-        self._perm = self._new_permutation()
+        self._perm = self._new_permutation(self._gen, N)
         zeros_long = torch.zeros(N, dtype=torch.long, device=dev)
         self._forward = zeros_long.clone()
         self._backward = zeros_long.clone()
@@ -341,22 +421,125 @@ class QuizGame(BatchedEnv):
         self._show_quiz()
         return self._observations(), self._infos()
 
-    def _new_permutation(self) -> torch.Tensor:
+    def _seed_streams(self, seed: int | None) -> None:
+        """The episode stream (every full reset and epoch) and the stream of the worlds that
+        partial resets restart, both from ``seed``."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) % 2**63
+        self._gen = self._seed_generator(seed)
+        second = np.random.SeedSequence([int(seed), 1]).generate_state(2, np.uint32)
+        self._reset_gen = self._seed_generator(int(second[0]) << 31 | int(second[1]) >> 1)
+
+    def _partial_reset_refusal(self) -> str | None:
+        """Why a partial reset would break the shared turn order now (``None``: it would not)."""
+        e, lessons = self.exam_every, self._round_lessons
+        if self.phase == "quiz" and self._turn_in_phase == 0 and lessons % e == 0:
+            return None
+        wait = (-lessons) % e or (e if self.phase != "quiz" or self._turn_in_phase else 0)
+        return (
+            "reset(env_index=...) restarts a world at its first turn, and the worlds share one "
+            "turn order: a partial reset is allowed only at the start of a round whose lesson "
+            f"count is a multiple of exam_every={e} (phase 'quiz', no quiz of the round "
+            f"answered), where a fresh episode's turns and exams are the batch's; now: phase "
+            f"{self.phase!r}, {self._turn_in_phase} turn(s) of it done, {lessons} lessons. "
+            f"Reset these worlds at the round start after {lessons + wait} lessons (check "
+            "can_reset_worlds), or restart every world with reset()"
+        )
+
+    def _reset_worlds(self, mask: np.ndarray) -> None:
+        """Restart the worlds of ``mask`` at the first quiz of their first epoch (a round
+        start: every world shows a quiz, so only the images and the clocks differ)."""
+        dev, B, C = self.device, self.batch_size, self.num_classes
+        idx = torch.from_numpy(np.flatnonzero(mask)).to(dev)
+        keep = torch.from_numpy(~mask).to(dev)
+        self._cursor[mask], self._epoch[mask], self._lessons[mask] = B, 1, 0
+        self._own_stream[mask] = True
+        self._counts = {"lessons": self._clock("lessons"), "epoch": self._clock("epoch")}
+        self._synced = False
+        perm = self._new_permutation(self._reset_gen, len(idx))
+        self._perm = self._perm.index_copy(0, idx, perm)
+        self._rows = self._rows.index_copy(0, idx, perm[:, :B])
+        k, const = len(idx), self._const
+        first = [const["phase_onehot"][0][:k], self.train_x[perm[:, :B]].reshape(k, -1)]
+        rows = torch.cat([*first, const["no_targets"][:k], const["all_rows"][:k]], 1)
+        self._student_obs = self._student_obs.index_copy(0, idx, rows)
+
+        def restart(value: torch.Tensor, fresh: float | int | bool) -> torch.Tensor:
+            shape = (-1,) + (1,) * (value.ndim - 1)
+            return torch.where(keep.view(shape), value, torch.full_like(value, fresh))
+
+        self._forward, self._backward = restart(self._forward, 0), restart(self._backward, 0)
+        self._exam_correct = restart(self._exam_correct, 0)
+        self._exam_acc, self._prev_acc = (
+            restart(self._exam_acc, -1.0),
+            restart(self._prev_acc, 1 / C),
+        )
+        self._exam_done = restart(self._exam_done, False)
+        self._terminated, self._truncated = (
+            restart(self._terminated, False),
+            restart(self._truncated, False),
+        )
+        self._teacher_obs = restart(self._teacher_obs, 0.0)
+        self._shown_stack = restart(self._shown_stack, 0)
+        self._shown_labels = torch.where(keep[:, None], self._shown_labels, self.train_y[0])
+        self._lesson_idx = restart(self._lesson_idx, 0)
+        self._lesson_targets = restart(self._lesson_targets, 0.0)
+        self._lesson_mask = restart(self._lesson_mask, False)
+
+    def _clock(self, name: str) -> torch.Tensor:
+        """A per-world count of the infos (``lessons`` or ``epoch``), from its host copy."""
+        return torch.from_numpy(getattr(self, f"_{name}").copy()).to(self.device)
+
+    def _new_permutation(self, gen: torch.Generator, rows: int) -> torch.Tensor:
         n = len(self.train_y)
-        keys = torch.rand(self.num_envs, n, generator=self._gen, device=self.device)
+        keys = torch.rand(rows, n, generator=gen, device=self.device)
         return keys.argsort(1)
 
     # -- what the student is shown ---------------------------------------------------------
     def _show_quiz(self) -> None:
-        B = self.batch_size
-        if self._cursor + B > len(self.train_y):  # drop-last epochs
-            self._perm, self._cursor = self._new_permutation(), 0
-        if self._cursor == 0:
-            self._epoch += 1
-            self._counts["epoch"] = torch.full_like(self._counts["epoch"], self._epoch)
-        self._rows = self._perm[:, self._cursor : self._cursor + B]
-        self._cursor += B
+        B, n = self.batch_size, len(self.train_y)
+        if self._synced:  # no partial reset since the last reset(): one cursor for all worlds
+            c = int(self._cursor[0])
+            if c + B > n:  # drop-last epochs
+                self._perm, c = self._new_permutation(self._gen, self.num_envs), 0
+            if c == 0:
+                self._epoch += 1
+                self._counts["epoch"] = self._clock("epoch")
+            self._rows = self._perm[:, c : c + B]
+            self._cursor[:] = c + B
+        else:
+            self._show_quiz_per_world()
         self._student_view(self.train_x[self._rows], None, None, 0)
+
+    def _show_quiz_per_world(self) -> None:
+        B, n = self.batch_size, len(self.train_y)
+        roll = self._cursor + B > n  # drop-last epochs, world by world
+        if roll.any():
+            self._new_epochs(roll)
+        fresh = self._cursor == 0
+        if fresh.any():
+            self._epoch += fresh
+            self._counts["epoch"] = self._clock("epoch")
+        start = torch.from_numpy(self._cursor).to(self.device)[:, None]
+        self._rows = self._perm.gather(1, start + self._const["arange_b"])
+        self._cursor = self._cursor + B
+
+    def _new_epochs(self, roll: np.ndarray) -> None:
+        """New permutations for the worlds of ``roll``: the batch's worlds from the episode
+        stream (one draw for the whole batch, as at reset), restarted worlds from theirs."""
+        main, own = roll & ~self._own_stream, roll & self._own_stream
+        perm = self._perm
+        if main.any():
+            drawn = self._new_permutation(self._gen, self.num_envs)
+            perm = drawn if main.all() else torch.where(self._world_mask(main), drawn, perm)
+        if own.any():
+            idx = torch.from_numpy(np.flatnonzero(own)).to(self.device)
+            perm = perm.index_copy(0, idx, self._new_permutation(self._reset_gen, len(idx)))
+        self._perm = perm
+        self._cursor = np.where(roll, 0, self._cursor)
+
+    def _world_mask(self, mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(mask).to(self.device)[:, None]
 
     def _show_exam(self) -> None:
         B, start = self.batch_size, self._turn_in_phase * self.batch_size
@@ -390,6 +573,7 @@ class QuizGame(BatchedEnv):
             "phase_onehot": [eye[p].expand(N, 3) for p in range(3)],
             "no_targets": torch.zeros(N, B * C, device=dev),
             "all_rows": torch.ones(N, B, device=dev),
+            "arange_b": torch.arange(B, device=dev),
             "phase_code": {
                 p: torch.full((N,), i, dtype=torch.long, device=dev) for i, p in enumerate(PHASES)
             },
@@ -397,18 +581,7 @@ class QuizGame(BatchedEnv):
 
     # -- step ------------------------------------------------------------------------------
     def step(self, actions: dict[str, Any]):
-        if not self._started:
-            raise ValueError("step() called before reset(); call reset() first")
-        agent = self.agent_selection
-        if not isinstance(actions, dict):
-            raise TypeError(
-                f"step() expected a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
-            )
-        unknown = [a for a in actions if a not in self.possible_agents]
-        if unknown:
-            raise ValueError(f"unknown agent key(s) {unknown!r}; valid agents: {list(AGENTS)}")
-        if set(actions) != {agent}:
-            raise ValueError(self._turn_error(sorted(actions)))
+        agent = self._turn_agent(actions)
         checked = self._check_action(agent, actions[agent])  # nothing changes before this
         self._exam_done = torch.zeros_like(self._exam_done)
         rewards = torch.zeros(self.num_envs, device=self.device)
@@ -428,6 +601,22 @@ class QuizGame(BatchedEnv):
             dict.fromkeys(self.possible_agents, self._truncated.clone()),
             infos,
         )
+
+    def _turn_agent(self, actions: Any) -> str:
+        """The agent whose turn it is, once ``actions`` holds exactly its action."""
+        if not self._started:
+            raise ValueError("step() called before reset(); call reset() first")
+        agent = self.agent_selection
+        if not isinstance(actions, dict):
+            raise TypeError(
+                f"step() expected a dict {{agent: action}} for [{agent!r}], got {describe(actions)}"
+            )
+        unknown = [a for a in actions if a not in self.possible_agents]
+        if unknown:
+            raise ValueError(f"unknown agent key(s) {unknown!r}; valid agents: {list(AGENTS)}")
+        if set(actions) != {agent}:
+            raise ValueError(self._turn_error(sorted(actions)))
+        return agent
 
     def _turn_error(self, keys: list[str]) -> str:
         agent = self.agent_selection
@@ -483,7 +672,7 @@ class QuizGame(BatchedEnv):
         # Stable sort puts the selected samples first, in stack order: a batched compaction.
         order = (~select).to(torch.int8).argsort(dim=1, stable=True)[:, :B]
         count = select.sum(1)
-        self._lesson_mask = torch.arange(B, device=self.device) < count[:, None]
+        self._lesson_mask = self._const["arange_b"] < count[:, None]
         self._lesson_idx = self._stack_idx.gather(1, order)
         payload = torch.zeros(N * B, 2, C, device=self.device)
         payload[:, 1] = targets.gather(1, order[..., None].expand(N, B, C)).reshape(N * B, C)
@@ -501,12 +690,13 @@ class QuizGame(BatchedEnv):
         self._student_view(images, self._lesson_targets, self._lesson_mask, 1)
         self._lesson_has_rows = count > 0
         self._lessons += 1
-        self._counts["lessons"] = torch.full_like(self._counts["lessons"], self._lessons)
+        self._round_lessons += 1
+        self._counts["lessons"] = self._clock("lessons")
         self.phase = "study"
 
     def _study(self) -> None:
         self._backward = self._backward + self._lesson_has_rows.long()
-        if self._lessons % self.exam_every == 0:
+        if self._round_lessons % self.exam_every == 0:  # every world's count, modulo exam_every
             self.phase, self._turn_in_phase = "exam", 0
             self._exam_correct = torch.zeros_like(self._exam_correct)
             self._show_exam()
@@ -514,8 +704,9 @@ class QuizGame(BatchedEnv):
             self._next_round()
 
     def _next_round(self) -> None:
-        if self._lessons >= self.max_lessons:
-            self._truncated[:] = True
+        over = self._lessons >= self.max_lessons  # each world after its own max_lessons
+        if over.any():
+            self._truncated = self._truncated | torch.from_numpy(over).to(self.device)
         self.phase, self._turn_in_phase = "quiz", 0
         self._show_quiz()
 
@@ -533,7 +724,7 @@ class QuizGame(BatchedEnv):
         self._exam_acc = acc
         self._exam_done = torch.ones_like(self._exam_done)
         if self.target_accuracy is not None:
-            self._terminated |= acc >= self.target_accuracy
+            self._terminated = self._terminated | (acc >= self.target_accuracy)
         self._next_round()
         return rewards
 
@@ -581,12 +772,12 @@ class QuizGame(BatchedEnv):
         if self.render_mode is None or not self._started:
             return None
         if self.render_mode in ("ansi", "human"):
-            acc = float(self._exam_acc[env_index])
+            counts = self._render_counts(env_index)
+            acc = counts.pop("acc")
             text = (
                 f"quiz_v0 {self.phase} turn ({self.agent_selection}): "
-                f"forward passes {int(self._forward[env_index])}, "
-                f"backward passes {int(self._backward[env_index])}, lessons {self._lessons}, "
-                f"epoch {self._epoch}, last exam accuracy "
+                + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+                + ", last exam accuracy "
                 + ("–" if acc < 0 else f"{100 * acc:.1f}%")
             )
             if self.render_mode == "human":
@@ -595,22 +786,282 @@ class QuizGame(BatchedEnv):
             return text
         from commenv.render import bits_image, image_row
 
-        parts = self.unpack_student(self._student_obs[env_index : env_index + 1])
-        shown = parts["images"][0, :8].cpu()
-        top = image_row(list(shown), self.image_shape)
+        shown = torch.as_tensor(self._observations()["student"]).reshape(
+            -1, self.obs_layout["mask"].stop
+        )
+        parts = self.unpack_student(shown[env_index : env_index + 1])
+        top = image_row(list(parts["images"][0, :8].cpu()), self.image_shape)
         bits = bits_image(parts["mask"][0, None].float().cpu(), width=top.shape[1])
         return np.concatenate([top, bits], 0)
+
+    def _render_counts(self, env_index: int) -> dict[str, Any]:
+        return {
+            "forward_passes": int(self._forward[env_index]),
+            "backward_passes": int(self._backward[env_index]),
+            "lessons": int(self._lessons[env_index]),
+            "epoch": int(self._epoch[env_index]),
+            "acc": float(self._exam_acc[env_index]),
+        }
+
+
+# -- one world in numpy: the engine of the PettingZoo faces ----------------------------------
+FAST_SUM_ATOL = SUM_ATOL / 2
+"""Row-sum tolerance of the one-world fast check: an action inside it is inside
+:func:`commenv.core.validate_action`'s :data:`commenv.spaces.SUM_ATOL` whatever the float
+rounding; anything else is decided by ``validate_action`` itself (same errors, same verdict)."""
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class QuizWorld(QuizGame):
+    """One world of quiz_v0 in numpy: the engine behind the PettingZoo faces.
+
+    The same rules, random streams and episodes as ``QuizGame(num_envs=1)``, bit for bit, for
+    the same seed (``tests/test_quiz_faces.py`` compares them over many configurations); a turn
+    is a handful of numpy operations instead of about 140 tensor operations, and an action is
+    checked once, in numpy (a fast check for well-formed arrays, else
+    :func:`commenv.core.validate_action` with its errors). One world, no leading ``num_envs``:
+    ``reset(seed)`` -> ``(obs, infos)`` and ``step({agent_selection: action})`` ->
+    ``(obs, rewards, terminations, truncations, infos)`` with numpy arrays, Python floats and
+    bools; the faces call :meth:`check_world_action` and :meth:`play` directly. Arrays handed
+    out are never written to afterwards. The channel is noise-free here, so a delivery is a
+    copy; :meth:`commenv.channel.Channel.account` counts its traffic as routing would.
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(num_envs=1, device="cpu", **config)
+        B, C = self.batch_size, self.num_classes
+        self._x, self._y = self.train_x.numpy(), self.train_y.numpy()
+        self._vx, self._vy = self.val_x.numpy(), self.val_y.numpy()
+        self._eye = np.eye(C, dtype=np.float32)
+        self._phase_rows = np.eye(3, dtype=np.float32)
+        self._no_targets = np.zeros(B * C, np.float32)
+        self._all_rows = np.ones(B, np.float32)
+        self._arange_b = np.arange(B)
+        self._codes = {p: i for i, p in enumerate(PHASES)}
+
+    # -- reset ------------------------------------------------------------------------------
+    def _reset_all(self, seed: int | None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        if seed is not None or not self._started:
+            self._seed_streams(seed)
+        self._started = True
+        M, C = self.stack_size * self.batch_size, self.num_classes
+        self.channel.reset_counters()
+        self.phase, self._turn_in_phase = "quiz", 0
+        self._round_lessons = self._lessons = self._cursor = self._epoch = 0
+        self._perm = self._new_permutation(self._gen, 1)[0].numpy()
+        self._forward = self._backward = self._exam_correct = 0
+        self._stack_idx = np.zeros(M, np.int64)
+        self._answers = np.zeros((M, C), np.float32)
+        self._shown_stack, self._shown_labels = self._stack_idx, self._y[self._stack_idx]
+        self._exam_acc, self._prev_acc = np.float32(-1.0), np.float32(1.0 / C)
+        self._exam_done = self._terminated = self._truncated = False
+        self._teacher_obs = np.zeros(self._spaces["obs"]["teacher"].shape, np.float32)
+        self._show_quiz()
+        return self._observations(), self._infos()
+
+    # -- what the student is shown ----------------------------------------------------------
+    def _show_quiz(self) -> None:
+        B = self.batch_size
+        if self._cursor + B > len(self._y):  # drop-last epochs
+            self._perm, self._cursor = self._new_permutation(self._gen, 1)[0].numpy(), 0
+        if self._cursor == 0:
+            self._epoch += 1
+        self._rows = self._perm[self._cursor : self._cursor + B]
+        self._cursor += B
+        self._view(0, self._x[self._rows], self._no_targets, self._all_rows)
+
+    def _show_exam(self) -> None:
+        B, start = self.batch_size, self._turn_in_phase * self.batch_size
+        if start + B <= self.exam_size:  # a full turn: x * 1 is x, no mask to apply
+            self._rows, self._exam_mask = np.arange(start, start + B), np.ones(B, bool)
+            self._view(2, self._vx[start : start + B], self._no_targets, self._all_rows)
+            return
+        idx = np.arange(start, start + B)
+        self._exam_mask = idx < self.exam_size
+        self._rows = np.minimum(idx, self.exam_size - 1)
+        mask = self._exam_mask.astype(np.float32)
+        self._view(2, self._vx[self._rows] * mask[:, None], self._no_targets, mask)
+
+    def _view(self, phase: int, images: np.ndarray, targets: np.ndarray, mask: np.ndarray):
+        parts = (self._phase_rows[phase], images.ravel(), targets.ravel(), mask)
+        self._student_obs = np.concatenate(parts)
+
+    # -- step -------------------------------------------------------------------------------
+    def step(self, actions: dict[str, Any]):
+        agent = self._turn_agent(actions)
+        reward, term, trunc = self.play(agent, self.check_world_action(agent, actions[agent]))
+        agents = self.possible_agents
+        return (
+            self._observations(),
+            dict.fromkeys(agents, reward),
+            dict.fromkeys(agents, term),
+            dict.fromkeys(agents, trunc),
+            self._infos(),
+        )
+
+    def check_world_action(self, agent: str, action: Any) -> Any:
+        """One world's action of ``agent`` as the engine takes it (float32 answers, or a bool
+        selection and float32 targets), or ``ValueError`` exactly as ``validate_action``."""
+        B, M = self.batch_size, self.stack_size * self.batch_size
+        if agent == "student":
+            fast = self._fast_simplex(action, B)
+            if fast is not None:
+                return fast
+            return validate_action(agent, self._spaces["act"][agent], action).astype(np.float32)
+        if type(action) is dict and len(action) == 2 and "select" in action:
+            select, targets = action["select"], self._fast_simplex(action.get("targets"), M)
+            fast = type(select) is np.ndarray and select.shape == (M,) and targets is not None
+            if fast and select.dtype.kind in "biu":
+                bits = select if select.dtype.kind == "b" else (select == 0) | (select == 1)
+                if bits.all() and np.count_nonzero(select) <= B:
+                    return select != 0, targets
+        checked = validate_action(agent, self._spaces["act"][agent], action)
+        return checked["select"] != 0, checked["targets"].astype(np.float32)
+
+    def _fast_simplex(self, x: Any, rows: int) -> np.ndarray | None:
+        """``x`` as float32 when it is plainly a ``(rows, C)`` array of distributions."""
+        if type(x) is not np.ndarray or x.dtype not in _FLOATS:
+            return None
+        if x.shape != (rows, self.num_classes) or not (x.min() >= 0 and x.max() <= 1):
+            return None  # NaN fails both comparisons
+        if np.abs(x.sum(-1, dtype=np.float64) - 1.0).max() > FAST_SUM_ATOL:
+            return None
+        return x.astype(np.float32, copy=False)
+
+    def play(self, agent: str, action: Any) -> tuple[float, bool, bool]:
+        """Play the turn of ``agent`` (``agent_selection``) with a checked action (see
+        :meth:`check_world_action`); returns ``(reward, terminated, truncated)``."""
+        if not self._started:
+            raise ValueError("step() called before reset(); call reset() first")
+        if agent != self.agent_selection:
+            raise ValueError(self._turn_error([agent]))
+        self._exam_done = False
+        reward = 0.0
+        if self.phase == "quiz":
+            self._quiz(action)
+        elif self.phase == "lesson":
+            self._lesson(*action)
+        elif self.phase == "study":
+            self._study()
+        else:
+            reward = self._exam(action)
+        return reward, self._terminated, self._truncated
+
+    def _quiz(self, answers: np.ndarray) -> None:
+        B, M, k = self.batch_size, self.stack_size * self.batch_size, self._turn_in_phase
+        if k == 0:  # a fresh stack: what the teacher was shown stays as it was
+            self._stack_idx = np.empty(M, np.int64)
+            self._answers = np.empty((M, self.num_classes), np.float32)
+        self._stack_idx[k * B : (k + 1) * B] = self._rows
+        self._answers[k * B : (k + 1) * B] = answers
+        self._forward += 1
+        self._turn_in_phase += 1
+        if self._turn_in_phase < self.stack_size:
+            self._show_quiz()
+            return
+        stack, labels = self._stack_idx, self._y[self._stack_idx]
+        parts = (self._answers.ravel(), self._eye[labels].ravel(), self._x[stack].ravel())
+        self._teacher_obs = np.concatenate(parts)
+        self._shown_stack, self._shown_labels = stack, labels
+        self._account("answers", 0, M)
+        self.phase, self._turn_in_phase = "lesson", 0
+
+    def _lesson(self, select: np.ndarray, targets: np.ndarray) -> None:
+        order = np.argsort(~select, kind="stable")[: self.batch_size]  # selected first
+        count = int(np.count_nonzero(select))
+        mask = (self._arange_b < count).astype(np.float32)
+        self._rows = self._stack_idx[order]
+        # multiplied, as routing zeroes what was not sent: the same bits as the batched face
+        lesson_targets = targets[order] * mask[:, None]
+        self._view(1, self._x[self._rows] * mask[:, None], lesson_targets, mask)
+        self._lesson_has_rows = count > 0
+        self._lessons += 1
+        self._round_lessons += 1
+        self._account("lesson", 1, count)
+        self.phase = "study"
+
+    def _account(self, tag: str, sender: int, count: int) -> None:
+        """``count`` samples from ``sender`` to the other agent, as ``Channel.route`` counts."""
+        sent, received, messages = [0, 0], [0, 0], [0, 0]
+        sent[sender] = received[1 - sender] = count * self.bits_per_sample
+        messages[sender] = count
+        self.channel.account(tag, sent, received, messages)
+
+    def _study(self) -> None:
+        self._backward += int(self._lesson_has_rows)
+        if self._round_lessons % self.exam_every == 0:
+            self.phase, self._turn_in_phase, self._exam_correct = "exam", 0, 0
+            self._show_exam()
+        else:
+            self._next_round()
+
+    def _next_round(self) -> None:
+        if self._lessons >= self.max_lessons:
+            self._truncated = True
+        self.phase, self._turn_in_phase = "quiz", 0
+        self._show_quiz()
+
+    def _exam(self, answers: np.ndarray) -> float:
+        correct = (answers.argmax(-1) == self._vy[self._rows]) & self._exam_mask
+        self._exam_correct += int(np.count_nonzero(correct))
+        self._turn_in_phase += 1
+        if self._turn_in_phase < self.exam_turns:
+            self._show_exam()
+            return 0.0
+        # the batched face's float32 arithmetic, on one value (once per exam)
+        acc = torch.tensor([self._exam_correct]).float() / self.exam_size
+        if self.target_accuracy is not None:
+            self._terminated = self._terminated or bool(acc >= self.target_accuracy)
+        acc = acc.numpy()[0]
+        reward = acc - self._prev_acc
+        self._prev_acc = self._exam_acc = acc
+        self._exam_done = True
+        self._next_round()
+        return float(reward)
+
+    # -- outputs ----------------------------------------------------------------------------
+    def _observations(self) -> dict[str, np.ndarray]:
+        return {"student": self._student_obs, "teacher": self._teacher_obs}
+
+    def observation(self, agent: str) -> np.ndarray:
+        """The current observation of ``agent`` (an array never written to again)."""
+        return self._student_obs if agent == "student" else self._teacher_obs
+
+    def _infos(self) -> dict[str, dict]:
+        common = {
+            "phase": self._codes[self.phase],
+            "forward_passes": self._forward,
+            "backward_passes": self._backward,
+            "lessons": self._lessons,
+            "epoch": self._epoch,
+            "exam_accuracy": float(self._exam_acc),
+            "exam_done": self._exam_done,
+        }
+        labels = self._vy if self.phase == "exam" else self._y
+        student = {**common, "indices": self._rows, "labels": labels[self._rows]}
+        teacher = {**common, "stack_indices": self._shown_stack, "stack_labels": self._shown_labels}
+        return {"student": student, "teacher": teacher}
+
+    def _render_counts(self, env_index: int) -> dict[str, Any]:
+        return {
+            "forward_passes": self._forward,
+            "backward_passes": self._backward,
+            "lessons": self._lessons,
+            "epoch": self._epoch,
+            "acc": float(self._exam_acc),
+        }
 
 
 # -- PettingZoo faces ------------------------------------------------------------------------
 class QuizAECEnv(GameFace, AECEnv):
-    """Native AEC face of a :class:`QuizGame` with ``num_envs=1`` (numpy in, numpy out)."""
+    """Native AEC face of one world (numpy in, numpy out), played by a :class:`QuizWorld`."""
 
     metadata = QuizGame.metadata
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        self.game = QuizGame(num_envs=1, device="cpu", **config)
+        self.game = QuizWorld(**config)
         self.possible_agents = list(self.game.possible_agents)
         self.agents: list[str] = []
         self.render_mode = self.game.render_mode
@@ -622,20 +1073,15 @@ class QuizAECEnv(GameFace, AECEnv):
         return self.game.action_space(agent)
 
     def observe(self, agent: str) -> np.ndarray:
-        return self._obs[agent]
-
-    def _store(self, obs: TensorDict, infos: dict[str, dict]) -> None:
-        self._obs = {a: obs[a][0].cpu().numpy().copy() for a in self.possible_agents}
-        self.infos = {a: to_numpy(infos[a]) for a in self.agents}
+        return self.game.observation(agent)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
-        obs, infos = self.game.reset(seed=seed)
+        _, self.infos = self.game.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self.rewards = dict.fromkeys(self.agents, 0.0)
         self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
         self.terminations = dict.fromkeys(self.agents, False)
         self.truncations = dict.fromkeys(self.agents, False)
-        self._store(obs, infos)
         self.agent_selection = self.game.agent_selection
 
     def step(self, action: Any) -> None:
@@ -643,26 +1089,19 @@ class QuizAECEnv(GameFace, AECEnv):
         if self.terminations[agent] or self.truncations[agent]:
             self._was_dead_step(action)
             return
-        action = validate_action(agent, self.action_space(agent), action)  # at its own turn
-        obs, rew, term, trunc, infos = self.game.step({agent: _batched(agent, action)})
+        checked = self.game.check_world_action(agent, action)  # at its own turn
+        reward, term, trunc = self.game.play(agent, checked)
         self._cumulative_rewards[agent] = 0.0
-        self._store(obs, infos)
+        self.infos = self.game._infos()
         for a in self.agents:
-            self.rewards[a] = float(rew[a][0])
-            self.terminations[a] = bool(term[a][0])
-            self.truncations[a] = bool(trunc[a][0])
+            self.rewards[a] = reward
+            self.terminations[a] = term
+            self.truncations[a] = trunc
         self._accumulate_rewards()
-        if any(self.terminations.values()) or any(self.truncations.values()):
+        if term or trunc:
             self.agent_selection = self.agents[0]  # each finished agent then steps None
         else:
             self.agent_selection = self.game.agent_selection
-
-
-def _batched(agent: str, action: Any) -> Any:
-    """One env's checked numpy action as the batched game's tensors (leading dimension 1)."""
-    if isinstance(action, dict):
-        return {k: _batched(agent, v) for k, v in action.items()}
-    return torch.from_numpy(np.ascontiguousarray(action)).unsqueeze(0)
 
 
 class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
