@@ -84,8 +84,8 @@ def test_flip_noise_rate_and_bits_stay_bits(device):
     assert 0.23 < rate < 0.27
 
 
-def test_flip_noise_refused_for_float_payloads():
-    chan = Channel.from_spec("one_way", 2, flip_prob=0.1)
+def test_flip_noise_refused_for_float_payloads(device):
+    chan = Channel.from_spec("one_way", 2, flip_prob=0.1, device=device)
     with pytest.raises(ValueError, match="binary"):
         chan.route(torch.rand(1, 2, 4), binary=False, bits_per_message=128)
 
@@ -141,12 +141,12 @@ def test_bad_graphs(kwargs, match):
         make_adjacency(kwargs["graph"], 2)
 
 
-def test_bad_probabilities_and_payloads():
+def test_bad_probabilities_and_payloads(device):
     with pytest.raises(ValueError, match="flip_prob"):
-        Channel.from_spec("one_way", 2, flip_prob=1.5)
+        Channel.from_spec("one_way", 2, flip_prob=1.5, device=device)
     with pytest.raises(ValueError, match="drop_prob"):
-        Channel.from_spec("one_way", 2, drop_prob=float("nan"))
-    chan = Channel.from_spec("one_way", 2)
+        Channel.from_spec("one_way", 2, drop_prob=float("nan"), device=device)
+    chan = Channel.from_spec("one_way", 2, device=device)
     with pytest.raises(ValueError, match="payload"):
         chan.route(torch.zeros(1, 3, 4))
     with pytest.raises(ValueError, match="send_mask"):
@@ -155,8 +155,8 @@ def test_bad_probabilities_and_payloads():
         chan.route(torch.zeros(1, 2, 4), binary=False)
 
 
-def test_counters_by_tag():
-    chan = Channel.from_spec("all_to_all", 3)
+def test_counters_by_tag(device):
+    chan = Channel.from_spec("all_to_all", 3, device=device)
     chan.route(torch.zeros(2, 3, 5), tag="a")
     chan.route(torch.zeros(1, 3, 7), binary=False, bits_per_message=32 * 7, tag="b")
     assert chan.total_bits(["a"]) == 2 * 6 * 5

@@ -86,8 +86,7 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(
 ):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     common = ["--quick", "--steps", "4", "--eval-every", "4", "--runs", "10-nodes-features"]
-    common += ["--device", str(device)]
-    full = bench.main([*common, "--out-dir", str(tmp_path / "a")])[0]
+    full = bench.main([*common, "--out-dir", str(tmp_path / "a"), "--device", str(device)])[0]
     built = []
     original = bench.NodeGraphGame
 
@@ -107,6 +106,8 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(
             "500",
             "--out-dir",
             str(tmp_path / "b"),
+            "--device",
+            str(device),
         ]
     )[0]
     assert built[-1]["train_size"] == 500 and built[-1]["partition"] == "dirichlet"

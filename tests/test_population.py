@@ -94,11 +94,11 @@ def test_population_runs_against_the_env(share, content, device):
 def test_population_learns_digits_and_sequential_matches_interface(device):
     game = NodeGraphGame(n_nodes=2, content="labels", batch_size=32, device=device)
     test = (game.test_images, game.test_labels)
-    kw = dict(share="labels", broadcast_prob=0.5, hidden=64, seed=1, device=device)
-    pop = OutputSharingPopulation(2, game.image_shape, game.num_classes, **kw)
+    kw = dict(share="labels", broadcast_prob=0.5, hidden=64, seed=1)
+    pop = OutputSharingPopulation(2, game.image_shape, game.num_classes, device=device, **kw)
     hist = run_population(game, pop, 150, test=test)
     assert hist[-1]["average"] > 70.0  # chance is 10 %
-    seq = SequentialPopulation(2, game.image_shape, game.num_classes, **kw)
+    seq = SequentialPopulation(2, game.image_shape, game.num_classes, device=device, **kw)
     hist = run_population(game, seq, 150, test=test)
     assert hist[-1]["average"] > 70.0
 

@@ -232,15 +232,15 @@ def test_reinforce_trains_through_the_env_rewards(device):
     assert result.val_acc == train_speakers(cfg).val_acc
 
 
-def test_config_errors():
+def test_config_errors(device):
     with pytest.raises(ValueError, match="valid choices"):
-        SpeakerRunConfig(level="loud")
+        SpeakerRunConfig(level="loud", device=str(device))
     with pytest.raises(ValueError, match="valid choices"):
-        SpeakerRunConfig(kind="ppo")
+        SpeakerRunConfig(kind="ppo", device=str(device))
     with pytest.raises(ValueError, match="valid choices"):
-        SpeakerRunConfig(likelihood="telepathy")
+        SpeakerRunConfig(likelihood="telepathy", device=str(device))
     with pytest.raises(ValueError, match="batch_size"):
-        SpeakerRunConfig(batch_size=1)
+        SpeakerRunConfig(batch_size=1, device=str(device))
 
 
 @pytest.mark.parametrize("level", ["receive", "feedback", "both"])  # "none" has no such term

@@ -40,7 +40,7 @@ from commenv_agents.teacher import (
 def tiny_teacher() -> TeacherMLP:
     """A small teacher trained for a few epochs on digits (fast; not the reference size)."""
     data = commenv.load_dataset("digits")
-    model, _ = train_teacher(
+    model, _ = train_teacher(  # device-free: the Gymnasium views (CPU) use it; see teacher_on
         data.train.flat(),
         data.train.y,
         data.val.flat(),
@@ -195,12 +195,12 @@ def test_teacher_save_load_roundtrip(tmp_path: Path, teacher_on: TeacherMLP, dev
     path = save_teacher(tiny_teacher, tmp_path / "t.pt", {"note": "test"})
     blob = torch.load(path, weights_only=True)  # plain tensors and numbers only
     assert blob["extra"] == {"note": "test"}
-    loaded = load_teacher(path, device)
+    loaded = load_teacher(path, device=device)
     x = torch.rand(7, 64)
     assert torch.equal(predict_probs(loaded, x, device), predict_probs(tiny_teacher, x, device))
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a teacher file"):
-        load_teacher(tmp_path / "bad.pt")
+        load_teacher(tmp_path / "bad.pt", device=device)
 
 
 def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path, device):
@@ -221,26 +221,30 @@ def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path, device):
     )
     assert isinstance(model, TeacherCNN) and log["best_val_accuracy"] > 0.8
     path = save_teacher(model, tmp_path / "cnn.pt")
-    loaded = load_teacher(path, device)  # weights_only=True: config and tensors only
+    loaded = load_teacher(path, device=device)  # weights_only=True: config and tensors only
     x = data.test.flat()[:50]
     assert isinstance(loaded, TeacherCNN)
     got, want = predict_probs(loaded, x, device), predict_probs(model, x, device)
     assert torch.allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="needs image_shape"):
-        train_teacher(x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="cnn")
+        train_teacher(
+            x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="cnn", device=device
+        )
     with pytest.raises(ValueError, match="valid choices"):
         build_teacher_model({"arch": "transformer"})
     with pytest.raises(ValueError, match="valid choices"):
-        train_teacher(x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="rnn")
+        train_teacher(
+            x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="rnn", device=device
+        )
     old = {k: v for k, v in TeacherMLP(64, 10, hidden=8).config.items()}  # files without arch
     assert isinstance(build_teacher_model(old), TeacherMLP)
 
 
-def test_reference_architectures():
+def test_reference_architectures(device):
     t = TeacherMLP(784, 10)
     assert [m.out_features for m in t.net if isinstance(m, torch.nn.Linear)] == [1200, 1200, 10]
     assert sum(isinstance(m, torch.nn.Dropout) for m in t.net) == 2
-    s = Student(784, 10)
+    s = Student(784, 10, device=device)
     assert [layer.weight.shape[-1] for layer in s.model.layers] == [32, 32, 10]
 
 

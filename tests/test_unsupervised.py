@@ -27,8 +27,8 @@ M, F_ = 4, 3
 
 
 def game_of(content, device, **kw):
-    config = dict(n_nodes=3, content=content, feature_dim=F_, batch_size=M, device=device)
-    return NodeGraphGame(**{**config, **kw})
+    config = dict(n_nodes=3, content=content, feature_dim=F_, batch_size=M)
+    return NodeGraphGame(**{**config, **kw}, device=device)
 
 
 # -- payloads --------------------------------------------------------------------------------
