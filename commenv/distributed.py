@@ -227,22 +227,13 @@ def game_kwargs(args: GraphArgs, share: str) -> dict[str, Any]:
     """The node_graph_v0 configuration of one row (the same as ``commenv bench graph``'s)."""
     graph = parse_graph(args.graph, args.n_nodes)
     return dict(
+        args.game_config(),
         n_nodes=args.n_nodes,
         graph=graph,
         k=args.k,
         content="labels" if share == "none" else share,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        batch_size=args.batch_size,
-        consumption_prob=args.consumption_prob,
-        inbox_capacity=args.inbox_capacity,
         overflow=args.overflow,
         feature_dim=args.feature_dim,
-        float_bits=args.float_bits,
-        partition=args.partition,
-        dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed,
-        train_size=args.train_size,
         max_cycles=args.steps + 1,
     )
 

@@ -186,17 +186,12 @@ def run_one(
     content = getattr(cls, "content", "labels") if cls else spec.content
     float_bits = getattr(cls, "float_bits", 32) if cls else spec.float_bits
     game = NodeGraphGame(
+        **args.game_config(),
         n_nodes=args.n_nodes,
         content=content,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        batch_size=args.batch_size,
-        consumption_prob=args.consumption_prob,
         feature_dim=args.feature_dim,
         float_bits=float_bits,
         partition=partition,
-        dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed,
         device=device,
         max_cycles=args.steps + 1,
     )

@@ -148,18 +148,9 @@ def run_config(
     """Train one configuration and return its row (with the accuracy curve)."""
     content = "labels" if share == "none" else share
     game = NodeGraphGame(
+        **args.game_config(),
         n_nodes=n_nodes,
         content=content,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        batch_size=args.batch_size,
-        consumption_prob=args.consumption_prob,
-        inbox_capacity=args.inbox_capacity,
-        float_bits=args.float_bits,
-        partition=args.partition,
-        dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed,
-        train_size=args.train_size,
         device=device,
         max_cycles=args.steps + 1,
     )

@@ -325,6 +325,18 @@ class NodeGraphOptions:
     seed: int = 0
     """seed of partitions, models, sampling"""
 
+    def game_config(self) -> dict[str, Any]:
+        """The ``NodeGraphGame`` keyword arguments these options set (the partition drawn from
+        ``seed``); a benchmark adds its nodes, content, device and step budget."""
+        return dict(
+            dataset=self.dataset,
+            data_root=self.data_root,
+            batch_size=self.batch_size,
+            consumption_prob=self.consumption_prob,
+            dirichlet_alpha=self.dirichlet_alpha,
+            partition_seed=self.seed,
+        )
+
 
 @dataclass
 class OutputSharingOptions(NodeGraphOptions):
@@ -344,6 +356,15 @@ class OutputSharingOptions(NodeGraphOptions):
     """inbox size in minibatches"""
     feature_weight: float = 1.0
     """weight of the MSE on shared features"""
+
+    def game_config(self) -> dict[str, Any]:
+        return dict(
+            super().game_config(),
+            partition=self.partition,
+            train_size=self.train_size,
+            float_bits=self.float_bits,
+            inbox_capacity=self.inbox_capacity,
+        )
 
 
 def verdict(claim: str, ok: bool, where: str, meaning: str, regime: str) -> str:
