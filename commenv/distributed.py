@@ -65,6 +65,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from commenv.bench.tools import OutputSharingOptions
 from commenv.channel import GRAPHS, Channel, check_float_bits, float_message_bits, make_adjacency
 from commenv.core import check_choice, check_int
 from commenv.datasets import DATASETS, load_dataset
@@ -79,8 +80,10 @@ PIXEL_SCALE: dict[str, float] = {"digits": 16.0}
 
 
 # -- configuration ------------------------------------------------------------------------------
+# The node-graph options come from OutputSharingOptions (``commenv bench graph``'s too); the
+# ranks' device and threads are redeclared here. The docstring is the --help description.
 @dataclass
-class GraphArgs:
+class GraphArgs(OutputSharingOptions):
     """node_graph_v0 populations sharded over torch.distributed processes (launch with torchrun)."""
 
     content: str = "labels"
@@ -96,10 +99,6 @@ class GraphArgs:
     """ring neighbours (default N-1: fully connected)"""
     quick: bool = False
     """digits, 1000 steps, evaluate every 250 (a minute or two on 2 CPU cores)"""
-    dataset: str | None = None
-    """digits | fashion-mnist | mnist | cifar10 (default fashion-mnist, digits with --quick)"""
-    data_root: str | None = None
-    """directory of the dataset files"""
     steps: int | None = None
     """parallel training steps per row (default 5000; 1000 quick)"""
     eval_every: int | None = None
@@ -110,30 +109,8 @@ class GraphArgs:
     """MLP hidden width"""
     feature_dim: int = 64
     """top-level feature width (the features payload)"""
-    batch_size: int = 32
-    """minibatch size M of every node"""
-    lr: float = 1e-3
-    """Adam learning rate"""
-    temperature: float = 0.5
-    """softening of received logits"""
-    feature_weight: float = 1.0
-    """weight of the MSE on received features"""
-    consumption_prob: float = 0.5
-    """probability of training on the inbox rather than on local data"""
-    broadcast_margin: float = 1.5
-    """per-edge broadcast probability = margin * consumption_prob / (N - 1)"""
-    inbox_capacity: int = 16
-    """inbox size in minibatches"""
     overflow: str = "drop_oldest"
     """full inbox: drop_oldest or drop_newest"""
-    partition: str = "iid"
-    """iid or dirichlet split of the training set among nodes"""
-    dirichlet_alpha: float = 0.5
-    """class concentration of --partition dirichlet"""
-    train_size: int | None = None
-    """partition only this many random training samples (default all)"""
-    float_bits: int = 32
-    """bits per shared logit/feature value: 32, 16 or 1-15"""
     exchange: str = "auto"
     """collective for the records: all_to_all, all_gather (fixed-size padded buffers) or auto"""
     powersgd_rank: int = 2
@@ -149,8 +126,6 @@ class GraphArgs:
     """seconds a collective may wait for a peer before every rank stops with an error"""
     threads: int = 1
     """torch CPU threads per process"""
-    seed: int = 0
-    """seed of partitions, models, sampling"""
     out_dir: Path | None = None
     """where rank 0 writes JSON/CSV/PNG (default results/distributed[-quick])"""
     resume: bool = False
@@ -252,22 +227,13 @@ def game_kwargs(args: GraphArgs, share: str) -> dict[str, Any]:
     """The node_graph_v0 configuration of one row (the same as ``commenv bench graph``'s)."""
     graph = parse_graph(args.graph, args.n_nodes)
     return dict(
+        args.game_config(),
         n_nodes=args.n_nodes,
         graph=graph,
         k=args.k,
         content="labels" if share == "none" else share,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        batch_size=args.batch_size,
-        consumption_prob=args.consumption_prob,
-        inbox_capacity=args.inbox_capacity,
         overflow=args.overflow,
         feature_dim=args.feature_dim,
-        float_bits=args.float_bits,
-        partition=args.partition,
-        dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed,
-        train_size=args.train_size,
         max_cycles=args.steps + 1,
     )
 

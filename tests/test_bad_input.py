@@ -100,8 +100,10 @@ def test_unexpected_keyword_is_an_error():
         commenv.partial_obs_v0(nois=0.2)
 
 
-def test_batched_face_validates_too():
-    game = commenv.partial_obs_v0.batched(num_envs=3, message_bits=4, num_candidates=0)
+def test_batched_face_validates_too(device):
+    game = commenv.partial_obs_v0.batched(
+        num_envs=3, message_bits=4, num_candidates=0, device=device
+    )
     game.reset(seed=0)
     with pytest.raises(ValueError, match="agent_1"):
         game.step({"agent_0": torch.zeros(3, 4), "agent_1": torch.full((3, 4), float("nan"))})
@@ -152,14 +154,16 @@ def test_integer_actions_do_not_wrap_around(value):
         graph.step(acts)
 
 
-def test_complex_actions_are_refused_on_numpy_and_batched_faces():
+def test_complex_actions_are_refused_on_numpy_and_batched_faces(device):
     env = commenv.partial_obs_v0(message_bits=4, num_candidates=2)
     env.reset(seed=0)
     actions = good(env)
     actions["agent_1"] = actions["agent_1"].astype(np.complex128)
     with pytest.raises(ValueError, match="agent_1.*complex"):
         env.step(actions)
-    game = commenv.partial_obs_v0.batched(num_envs=2, message_bits=4, num_candidates=0)
+    game = commenv.partial_obs_v0.batched(
+        num_envs=2, message_bits=4, num_candidates=0, device=device
+    )
     game.reset(seed=0)
     with pytest.raises(ValueError, match="agent_1.*complex"):
         game.step({"agent_0": torch.zeros(2, 4), "agent_1": torch.zeros(2, 4, dtype=torch.cfloat)})
@@ -208,9 +212,9 @@ def test_graph_specs_are_unambiguous():
         (commenv.partial_obs_v0, {"num_candidates": 1}, "single candidate"),
     ],
 )
-def test_configs_are_not_accepted_silently(family, config, match):
+def test_configs_are_not_accepted_silently(family, config, match, device):
     with pytest.raises(ValueError, match=match):
-        family.batched(**config)
+        family.batched(**config, device=device)
 
 
 def test_num_candidates_one_is_documented():
@@ -218,11 +222,11 @@ def test_num_candidates_one_is_documented():
     assert "not 1" in commenv.partial_obs_v0.__doc__
 
 
-def test_memory_bound_raises_with_the_size_unless_allowed():
+def test_memory_bound_raises_with_the_size_unless_allowed(device):
     big = {"num_envs": 2**17, "message_bits": 4, "num_candidates": 2}
     with pytest.raises(ValueError, match=r"num_envs=131072.*needs \d+ MiB.*allow_large=True"):
-        commenv.partial_obs_v0.batched(**big)
-    commenv.partial_obs_v0.batched(**big, allow_large=True)  # opted in: builds
+        commenv.partial_obs_v0.batched(**big, device=device)
+    commenv.partial_obs_v0.batched(**big, allow_large=True, device=device)  # opted in: builds
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -232,8 +236,10 @@ def test_cuda_without_cuda_names_device(family):
         family.batched(device="cuda")
 
 
-def test_batched_face_wrong_num_envs_missing_env_dim_and_none():
-    game = commenv.partial_obs_v0.batched(num_envs=3, message_bits=4, num_candidates=0)
+def test_batched_face_wrong_num_envs_missing_env_dim_and_none(device):
+    game = commenv.partial_obs_v0.batched(
+        num_envs=3, message_bits=4, num_candidates=0, device=device
+    )
     game.reset(seed=0)
     with pytest.raises(ValueError, match=r"agent_1.*wrong shape \(2, 4\).*\(3, 4\)"):
         game.step({"agent_0": torch.zeros(3, 4), "agent_1": torch.zeros(2, 4)})
@@ -247,9 +253,9 @@ def test_batched_face_wrong_num_envs_missing_env_dim_and_none():
         env.step({"agent_0": None, "agent_1": np.zeros(6, np.int8)})
 
 
-def test_quiz_before_reset_and_bad_action_dicts():
+def test_quiz_before_reset_and_bad_action_dicts(device):
     with pytest.raises(ValueError, match=r"before reset\(\)"):
-        commenv.quiz_v0.batched().step({"student": torch.zeros(1)})
+        commenv.quiz_v0.batched(device=device).step({"student": torch.zeros(1)})
     par = commenv.quiz_v0.parallel_env(stack_size=1, batch_size=4)
     with pytest.raises(ValueError, match=r"before reset\(\)"):
         par.step({"student": np.zeros((4, 10))})
@@ -261,8 +267,8 @@ def test_quiz_before_reset_and_bad_action_dicts():
 
 
 @pytest.mark.parametrize("family", [commenv.partial_obs_v0, commenv.node_graph_v0, commenv.quiz_v0])
-def test_close_on_the_batched_face(family):
-    game = family.batched(num_envs=2)
+def test_close_on_the_batched_face(family, device):
+    game = family.batched(num_envs=2, device=device)
     game.reset(seed=0)
     game.close()
     game.reset(seed=0)

@@ -32,20 +32,20 @@ def brute_force_route(adj, payload, send_mask):
 
 @settings(max_examples=60, deadline=None)
 @given(adj=graphs(), num_envs=st.integers(1, 3), bits=st.integers(1, 5), seed=st.integers(0, 99))
-def test_route_matches_brute_force(adj, num_envs, bits, seed):
+def test_route_matches_brute_force(adj, num_envs, bits, seed, device):
     n = adj.shape[0]
-    chan = Channel(torch.as_tensor(adj))
+    chan = Channel(torch.as_tensor(adj), device=device)
     gen = torch.Generator().manual_seed(seed)
     payload = torch.randint(0, 2, (num_envs, n, bits), generator=gen).float()
     send = torch.rand(num_envs, n, n, generator=gen) < 0.7
-    d = chan.route(payload, send_mask=send)
+    d = chan.route(payload.to(device), send_mask=send.to(device))
     expected = brute_force_route(make_adjacency(adj, n), payload, send)
     got = {}
     for env in range(num_envs):
         for r in range(n):
             for j, s in enumerate(chan.senders[r].tolist()):
                 if s >= 0 and d.delivered[env, r, j]:
-                    got[(env, r, s)] = d.inbox[env, r, j]
+                    got[(env, r, s)] = d.inbox[env, r, j].cpu()
                 else:
                     assert torch.all(d.inbox[env, r, j] == 0)
     assert got.keys() == expected.keys()
@@ -55,18 +55,18 @@ def test_route_matches_brute_force(adj, num_envs, bits, seed):
     per_sender = torch.zeros(num_envs, n, dtype=torch.long)
     for env, _, s in expected:
         per_sender[env, s] += bits
-    assert torch.equal(d.bits_sent, per_sender)
-    assert torch.equal(d.bits_received.sum(1), per_sender.sum(1))
+    assert torch.equal(d.bits_sent.cpu(), per_sender)
+    assert torch.equal(d.bits_received.sum(1).cpu(), per_sender.sum(1))
     assert chan.total_bits() == int(per_sender.sum())
 
 
 @settings(max_examples=30, deadline=None)
 @given(adj=graphs(), drop=st.floats(0.0, 1.0), seed=st.integers(0, 99))
-def test_drops_are_counted_and_never_delivered(adj, drop, seed):
+def test_drops_are_counted_and_never_delivered(adj, drop, seed, device):
     n = adj.shape[0]
-    chan = Channel(torch.as_tensor(adj), drop_prob=drop)
-    payload = torch.ones(4, n, 3)
-    d = chan.route(payload, generator=torch.Generator().manual_seed(seed))
+    chan = Channel(torch.as_tensor(adj), drop_prob=drop, device=device)
+    payload = torch.ones(4, n, 3, device=device)
+    d = chan.route(payload, generator=torch.Generator(device).manual_seed(seed))
     sent_edges = int(make_adjacency(adj, n).sum()) * 4
     assert int(d.delivered.sum()) + int(d.dropped.sum()) == sent_edges
     assert int(d.bits_sent.sum()) == sent_edges * 3  # drops still cost the sender
@@ -75,25 +75,25 @@ def test_drops_are_counted_and_never_delivered(adj, drop, seed):
     assert int(chan.counters["message"]["messages_dropped"].sum()) == int(d.dropped.sum())
 
 
-def test_flip_noise_rate_and_bits_stay_bits():
-    chan = Channel.from_spec("all_to_all", 3, flip_prob=0.25)
-    payload = torch.zeros(2000, 3, 16)
-    d = chan.route(payload, generator=torch.Generator().manual_seed(0))
+def test_flip_noise_rate_and_bits_stay_bits(device):
+    chan = Channel.from_spec("all_to_all", 3, flip_prob=0.25, device=device)
+    payload = torch.zeros(2000, 3, 16, device=device)
+    d = chan.route(payload, generator=torch.Generator(device).manual_seed(0))
     assert set(d.inbox.unique().tolist()) <= {0.0, 1.0}
     rate = float(d.inbox.mean())
     assert 0.23 < rate < 0.27
 
 
-def test_flip_noise_refused_for_float_payloads():
-    chan = Channel.from_spec("one_way", 2, flip_prob=0.1)
+def test_flip_noise_refused_for_float_payloads(device):
+    chan = Channel.from_spec("one_way", 2, flip_prob=0.1, device=device)
     with pytest.raises(ValueError, match="binary"):
         chan.route(torch.rand(1, 2, 4), binary=False, bits_per_message=128)
 
 
-def test_gradient_flows_only_on_open_edges():
-    chan = Channel.from_spec("all_to_all", 3)
-    msgs = torch.rand(2, 3, 4, requires_grad=True)
-    grad_mask = torch.zeros(3, 3, dtype=torch.bool)
+def test_gradient_flows_only_on_open_edges(device):
+    chan = Channel.from_spec("all_to_all", 3, device=device)
+    msgs = torch.rand(2, 3, 4, device=device, requires_grad=True)
+    grad_mask = torch.zeros(3, 3, dtype=torch.bool, device=device)
     grad_mask[0, 1] = True  # only agent_1's copy of agent_0's message keeps the graph
     d = chan.route(msgs, grad_mask=grad_mask)
     receiver_1_slot_of_0 = chan.in_neighbours(1).index(0)
@@ -105,13 +105,13 @@ def test_gradient_flows_only_on_open_edges():
     assert d.inbox[:, 1, receiver_1_slot_of_0].requires_grad
 
 
-def test_gradient_through_noisy_channel():
-    chan = Channel.from_spec("one_way", 2, flip_prob=1.0)
-    msgs = torch.full((1, 2, 3), 0.2, requires_grad=True)
-    d = chan.route(msgs, grad_mask=True, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(d.inbox[0, 1, 0], torch.full((3,), 0.8))  # flipped 0.2 -> 0.8
+def test_gradient_through_noisy_channel(device):
+    chan = Channel.from_spec("one_way", 2, flip_prob=1.0, device=device)
+    msgs = torch.full((1, 2, 3), 0.2, device=device, requires_grad=True)
+    d = chan.route(msgs, grad_mask=True, generator=torch.Generator(device).manual_seed(0))
+    assert torch.allclose(d.inbox[0, 1, 0].cpu(), torch.full((3,), 0.8))  # flipped 0.2 -> 0.8
     d.inbox.sum().backward()
-    assert torch.allclose(msgs.grad[0, 0], torch.full((3,), -1.0))  # d(1 - m)/dm
+    assert torch.allclose(msgs.grad[0, 0].cpu(), torch.full((3,), -1.0))  # d(1 - m)/dm
 
 
 def test_named_graphs():
@@ -141,12 +141,12 @@ def test_bad_graphs(kwargs, match):
         make_adjacency(kwargs["graph"], 2)
 
 
-def test_bad_probabilities_and_payloads():
+def test_bad_probabilities_and_payloads(device):
     with pytest.raises(ValueError, match="flip_prob"):
-        Channel.from_spec("one_way", 2, flip_prob=1.5)
+        Channel.from_spec("one_way", 2, flip_prob=1.5, device=device)
     with pytest.raises(ValueError, match="drop_prob"):
-        Channel.from_spec("one_way", 2, drop_prob=float("nan"))
-    chan = Channel.from_spec("one_way", 2)
+        Channel.from_spec("one_way", 2, drop_prob=float("nan"), device=device)
+    chan = Channel.from_spec("one_way", 2, device=device)
     with pytest.raises(ValueError, match="payload"):
         chan.route(torch.zeros(1, 3, 4))
     with pytest.raises(ValueError, match="send_mask"):
@@ -155,8 +155,8 @@ def test_bad_probabilities_and_payloads():
         chan.route(torch.zeros(1, 2, 4), binary=False)
 
 
-def test_counters_by_tag():
-    chan = Channel.from_spec("all_to_all", 3)
+def test_counters_by_tag(device):
+    chan = Channel.from_spec("all_to_all", 3, device=device)
     chan.route(torch.zeros(2, 3, 5), tag="a")
     chan.route(torch.zeros(1, 3, 7), binary=False, bits_per_message=32 * 7, tag="b")
     assert chan.total_bits(["a"]) == 2 * 6 * 5
@@ -168,9 +168,9 @@ def test_counters_by_tag():
 
 @settings(max_examples=30, deadline=None)
 @given(adj=graphs(), seed=st.integers(0, 99))
-def test_sum_to_senders_matches_brute_force(adj, seed):
+def test_sum_to_senders_matches_brute_force(adj, seed, device):
     n = adj.shape[0]
-    chan = Channel(torch.as_tensor(adj))
+    chan = Channel(torch.as_tensor(adj), device=device)
     values = torch.rand(
         3, n, max(chan.max_in_degree, 1), generator=torch.Generator().manual_seed(seed)
     )[..., : chan.max_in_degree]
@@ -179,7 +179,7 @@ def test_sum_to_senders_matches_brute_force(adj, seed):
         for j, s in enumerate(chan.senders[r].tolist()):
             if s >= 0:
                 expected[:, s] += values[:, r, j]
-    assert torch.allclose(chan.sum_to_senders(values), expected, atol=1e-6)
+    assert torch.allclose(chan.sum_to_senders(values.to(device)).cpu(), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("bits", [1, 4, 8, 15])

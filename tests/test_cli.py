@@ -19,7 +19,7 @@ def test_bench_lists_and_rejects_unknown(capsys):
     assert "valid choices" in capsys.readouterr().err
 
 
-def test_bench_speed_runs_and_prints_table(capsys, tmp_path):
+def test_bench_speed_runs_and_prints_table(capsys, tmp_path, device):
     code = cli.main(
         [
             "bench",
@@ -32,6 +32,8 @@ def test_bench_speed_runs_and_prints_table(capsys, tmp_path):
             str(tmp_path),
             "--runs",
             "environments",
+            "--device",
+            str(device),
         ]
     )
     assert code == 0

@@ -44,6 +44,9 @@ SMALL = [
     "--inbox-capacity", "2",
     "--broadcast-margin", "3",
     "--timeout", "60",
+    # gloo ranks on this machine's CPU whatever COMMENV_TEST_DEVICE says: several NCCL ranks
+    # cannot share one GPU; test_one_cuda_process_matches_the_cuda_simulation runs CUDA.
+    "--device", "cpu",
 ]  # fmt: skip
 
 

@@ -22,17 +22,19 @@ def test_every_example_has_help(script):
     assert "--device" in out.stdout and "--threads" in out.stdout  # auto = CUDA; 1 thread on CPU
 
 
-def test_custom_agents_plug_in_and_the_function_agent_beats_random(capsys, example):
-    results = example("custom_agent").main(["--episodes", "3", "--num-envs", "16"])
+def test_custom_agents_plug_in_and_the_function_agent_beats_random(capsys, example, device):
+    argv = ["--episodes", "3", "--num-envs", "16", "--device", str(device)]
+    results = example("custom_agent").main(argv)
     assert results["pixel function"] > results["random"] + 5
     assert "| pixel function |" in capsys.readouterr().out
 
 
-def test_ppo_smoke_trains_and_prints_beside_random(capsys, example):
+def test_ppo_smoke_trains_and_prints_beside_random(capsys, example, device):
     pytest.importorskip("stable_baselines3")
     pytest.importorskip("supersuit")
     results = example("ppo_partial_obs").main(
         ["--timesteps", "1024", "--num-envs", "2", "--eval-episodes", "2", "--max-cycles", "8"]
+        + ["--device", str(device)]
     )
     out = capsys.readouterr().out
     assert "| PPO (shared policy) |" in out and "| random |" in out

@@ -17,9 +17,10 @@ def bench():
 TINY = ["--quick", "--steps", "6", "--eval-every", "3", "--n-nodes", "3", "--hidden", "32"]
 
 
-def test_bench_frontier_end_to_end(bench, tmp_path, monkeypatch, capsys):
+def test_bench_frontier_end_to_end(bench, tmp_path, monkeypatch, capsys, device):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     argv = [*TINY, "--partitions", "iid", "dirichlet", "--out-dir", str(tmp_path)]
+    argv += ["--device", str(device)]
     protocols = ["isolated", "labels", "sync_sgd", "topk", "centralised"]
     rows = bench.main(
         [*argv, "--protocols", *protocols, "--agent", "commenv_agents.protocols:LocalSGD"]
@@ -51,9 +52,10 @@ def test_bench_frontier_end_to_end(bench, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "frontier.png").exists()
 
 
-def test_bench_frontier_resumes_finished_runs(bench, tmp_path, monkeypatch):
+def test_bench_frontier_resumes_finished_runs(bench, tmp_path, monkeypatch, device):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     argv = [*TINY, "--protocols", "isolated", "sync_sgd", "--out-dir", str(tmp_path)]
+    argv += ["--device", str(device)]
     first = bench.main(argv)
     store = RunStore(tmp_path, "frontier")  # a killed run: one finished run on disk
     store.add("iid/sync_sgd", {**first[1], "seconds": -1.0})
@@ -78,11 +80,11 @@ def test_pareto_front(bench):
         (["--local-period", "0"], "period must be an integer >= 1"),
     ],
 )
-def test_bench_frontier_bad_input(bench, tmp_path, monkeypatch, argv, match):
+def test_bench_frontier_bad_input(bench, tmp_path, monkeypatch, argv, match, device):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     protocols = [] if "--protocols" in argv else ["--protocols", "topk", "powersgd", "local_sgd"]
     with pytest.raises(ValueError, match=match):
-        bench.main([*TINY, *protocols, *argv, "--out-dir", str(tmp_path)])
+        bench.main([*TINY, *protocols, *argv, "--out-dir", str(tmp_path), "--device", str(device)])
 
 
 def test_bench_frontier_help(bench, capsys):

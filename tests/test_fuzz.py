@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import commenv
+from tests.conftest import DEVICE, device_problem
 
 STATS: collections.Counter = collections.Counter()
 
@@ -42,9 +42,15 @@ GAMES = {
 }
 FACES = ("parallel", "aec", "batched")
 NUM_ENVS = 2
-DEVICE = os.environ.get("COMMENV_TEST_DEVICE", "cpu")  # the batched face runs there
 CASES = [(g, f) for g in GAMES for f in FACES]
 _ENVS: dict[tuple[str, str, int], object] = {}
+
+
+def batched(family, **cfg):
+    """The batched face on the test device (``COMMENV_TEST_DEVICE``); skips without it."""
+    if device_problem():
+        pytest.skip(device_problem())
+    return family.batched(device=DEVICE, **cfg)
 
 
 def make(game: str, face: str, copy: int = 0):
@@ -57,7 +63,7 @@ def make(game: str, face: str, copy: int = 0):
         elif face == "aec":
             _ENVS[key] = family.env(**cfg)
         else:
-            _ENVS[key] = family.batched(num_envs=NUM_ENVS, device=DEVICE, **cfg)
+            _ENVS[key] = batched(family, num_envs=NUM_ENVS, **cfg)
     return _ENVS[key]
 
 
@@ -364,7 +370,7 @@ def test_step_before_reset_is_a_clear_error(game, face):
     env = {
         "parallel": family.parallel_env,
         "aec": family.env,
-        "batched": lambda **c: family.batched(num_envs=NUM_ENVS, **c),
+        "batched": lambda **c: batched(family, num_envs=NUM_ENVS, **c),
     }[face](**cfg)
     agent = env.possible_agents[0]
     STATS["invalid inputs"] += 1
@@ -378,7 +384,7 @@ def test_step_before_reset_is_a_clear_error(game, face):
 @pytest.mark.parametrize("game", GAMES)
 def test_close_on_every_face(game):
     family, cfg = GAMES[game]
-    for env in (family.parallel_env(**cfg), family.env(**cfg), family.batched(**cfg)):
+    for env in (family.parallel_env(**cfg), family.env(**cfg), batched(family, **cfg)):
         env.reset(seed=0)
         env.close()
         env.reset(seed=0)  # a closed env can start again
@@ -444,12 +450,12 @@ def check_config(game: str, name: str, value) -> None:
     config = {**cfg, name: value}
     num_envs = config.pop("num_envs", 1)
     if is_valid(kind, low, high, value):
-        family.batched(num_envs=num_envs, **config).reset(seed=0)
+        family.batched(num_envs=num_envs, **config).reset(seed=0)  # device-free: a config check
         STATS["valid configs built"] += 1
         return
     STATS["invalid configs"] += 1
     with pytest.raises((ValueError, TypeError)) as err:
-        family.batched(num_envs=num_envs, **config)
+        family.batched(num_envs=num_envs, **config)  # device-free: a config check
     assert_clear(err.value, name)
 
 
@@ -515,7 +521,7 @@ def test_hostile_configs(game, config, name):
     num_envs = config.pop("num_envs", 1)
     STATS["invalid configs"] += 1
     with pytest.raises((ValueError, TypeError)) as err:
-        family.batched(num_envs=num_envs, **config)
+        family.batched(num_envs=num_envs, **config)  # device-free: hostile devices among them
     assert_clear(err.value, name)
 
 
@@ -538,7 +544,7 @@ def test_hostile_graphs(graph, match):
     for family, cfg in (GAMES["partial_obs"], GAMES["node_labels"]):
         n = {"n_agents": 2} if family is commenv.partial_obs_v0 else {"n_nodes": 2}
         with pytest.raises(ValueError, match=match):
-            family.batched(**{**cfg, **n, "graph": graph})
+            family.batched(**{**cfg, **n, "graph": graph})  # device-free: a config check
         STATS["invalid configs"] += 1
         STATS["clear errors"] += 1
 

@@ -52,7 +52,7 @@ def test_registered_and_defaults():
 @pytest.mark.parametrize(
     "content,train_size", [("labels", None), ("logits", None), ("labels", 200)]
 )
-def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_size):
+def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_size, device):
     """Track, outside the env, what each node may legitimately hold: its own partition plus
     every minibatch some node broadcast to it. Every minibatch it trains on must be in there,
     the observed images must be those samples, and the labels it sees must be its own or the
@@ -68,11 +68,12 @@ def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_si
         consumption_prob=0.7,
         num_envs=B,
         train_size=train_size,
+        device=device,
     )
     obs, _ = game.reset(seed=3)
     gen = torch.Generator().manual_seed(0)
     n_train = len(game.labels)
-    holds = torch.zeros(B, N, n_train, dtype=torch.bool)
+    holds = torch.zeros(B, N, n_train, dtype=torch.bool, device=device)
     for i, part in enumerate(game.partitions):
         holds[:, i, torch.from_numpy(part)] = True
     adj = game.adjacency
@@ -85,7 +86,7 @@ def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_si
         views = game.split_obs(obs_all)
         assert torch.equal(views["images"].reshape(B, N, M, -1), game.images[idx])
         from_inbox = infos["sender"] >= 0
-        foreign = game.owner[idx] != torch.arange(N)[None, :, None]
+        foreign = game.owner[idx] != torch.arange(N, device=device)[None, :, None]
         foreign_seen += int(foreign.sum())
         # Local minibatches are all own data.
         assert not bool((foreign & ~from_inbox[..., None]).any())
@@ -94,15 +95,15 @@ def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_si
             assert torch.equal(views["labels"], onehot * (~from_inbox)[..., None, None])
         else:
             assert torch.equal(views["labels"], onehot)
-        bits = (torch.rand(B, N, game.max_out, generator=gen) < 0.5).long()
+        bits = (torch.rand(B, N, game.max_out, generator=gen) < 0.5).long().to(device)
         payload = None
         if content == "logits":
-            payload = torch.randn(B, N, M, game.payload_dim, generator=gen)
-        sent = torch.zeros(B, N, N, dtype=torch.bool)
+            payload = torch.randn(B, N, M, game.payload_dim, generator=gen).to(device)
+        sent = torch.zeros(B, N, N, dtype=torch.bool, device=device)
         for j in range(game.max_out):  # test bookkeeping, not the env
             recv = game._out_table[:, j]
             ok = recv < N
-            sent[:, torch.arange(N)[ok], recv[ok]] |= bits[:, ok, j].bool()
+            sent[:, torch.arange(N, device=device)[ok], recv[ok]] |= bits[:, ok, j].bool()
         assert not bool((sent & ~adj).any())
         # Every receiver of a broadcast may now hold the sender's current samples.
         b, s, r = sent.nonzero(as_tuple=True)
@@ -111,26 +112,31 @@ def test_no_node_trains_on_foreign_data_unless_broadcast_to_it(content, train_si
     assert foreign_seen > 0  # the run did exercise inbox consumption
 
 
-def test_received_payload_is_what_the_sender_sent():
+def test_received_payload_is_what_the_sender_sent(device):
     game = NodeGraphGame(
-        n_nodes=2, content="features", feature_dim=3, batch_size=2, consumption_prob=1.0
+        n_nodes=2,
+        content="features",
+        feature_dim=3,
+        batch_size=2,
+        consumption_prob=1.0,
+        device=device,
     )
     game.reset(seed=0)
     idx0 = game.infos_all()["indices"][0, 0].clone()
-    payload = torch.zeros(1, 2, 2, 3)
+    payload = torch.zeros(1, 2, 2, 3, device=device)
     payload[0, 0] = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
-    bits = torch.tensor([[[1], [0]]])
+    bits = torch.tensor([[[1], [0]]], device=device)
     obs, _, _, infos = game.step_tensors(bits, payload)
     assert int(infos["sender"][0, 1]) == 0
     assert torch.equal(infos["indices"][0, 1], idx0)
     view = game.split_obs(obs)
     assert torch.equal(view["payload"][0, 1], payload[0, 0])
     assert float(view["from_inbox"][0, 1]) == 1.0
-    assert torch.equal(view["labels"][0, 1], torch.zeros(2, game.num_classes))
+    assert torch.equal(view["labels"][0, 1], torch.zeros(2, game.num_classes, device=device))
 
 
 @pytest.mark.parametrize("float_bits", [16, 8, 2])
-def test_quantized_payload_arrives_as_quantized_and_is_billed_so(float_bits):
+def test_quantized_payload_arrives_as_quantized_and_is_billed_so(float_bits, device):
     M, P = 2, 3
     game = NodeGraphGame(
         n_nodes=2,
@@ -139,9 +145,10 @@ def test_quantized_payload_arrives_as_quantized_and_is_billed_so(float_bits):
         batch_size=M,
         consumption_prob=1.0,
         float_bits=float_bits,
+        device=device,
     )
     game.reset(seed=0)
-    payload = torch.zeros(1, 2, M, P)
+    payload = torch.zeros(1, 2, M, P, device=device)
     payload[0, 0] = torch.tensor([[0.1, 0.25, 1.7], [-3.0, 0.3, 0.31]])
     obs, _, _, _ = game.step_tensors(torch.tensor([[[1], [0]]]), payload)
     got = game.split_obs(obs)["payload"][0, 1]
@@ -150,11 +157,11 @@ def test_quantized_payload_arrives_as_quantized_and_is_billed_so(float_bits):
     header = 64 if float_bits < 16 else 0
     assert game.bandwidth()["payload"] == M * (P * float_bits + header)
     with pytest.raises(ValueError, match="float_bits"):
-        NodeGraphGame(n_nodes=2, content="features", float_bits=24)
+        NodeGraphGame(n_nodes=2, content="features", float_bits=24, device=device)
 
 
 @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
-def test_inbox_overflow_policy_and_counters(overflow):
+def test_inbox_overflow_policy_and_counters(overflow, device):
     N, cap = 4, 2
     game = NodeGraphGame(
         n_nodes=N,
@@ -163,6 +170,7 @@ def test_inbox_overflow_policy_and_counters(overflow):
         inbox_capacity=cap,
         consumption_prob=0.0,
         overflow=overflow,
+        device=device,
     )
     game.reset(seed=1)
     ones = torch.ones(1, N, N - 1, dtype=torch.long)
@@ -176,9 +184,9 @@ def test_inbox_overflow_policy_and_counters(overflow):
     assert stored == ([[2, 3]] if overflow == "drop_oldest" else [[1, 2]])
 
 
-def test_bits_are_accounted_exactly():
+def test_bits_are_accounted_exactly(device):
     N, M = 4, 3
-    game = NodeGraphGame(n_nodes=N, content="logits", batch_size=M)
+    game = NodeGraphGame(n_nodes=N, content="logits", batch_size=M, device=device)
     game.reset(seed=0)
     bits = torch.ones(1, N, N - 1, dtype=torch.long)
     bits[0, 0] = 0  # node 0 stays silent
@@ -189,15 +197,15 @@ def test_bits_are_accounted_exactly():
     assert game.bandwidth()["payload"] == edges * M * game.num_classes * 32
     per_node = game.infos_all()["bits_images"][0].tolist()
     assert per_node == [0] + [(N - 1) * M * D * 8] * (N - 1)
-    labels = NodeGraphGame(n_nodes=2, content="labels", batch_size=M)
+    labels = NodeGraphGame(n_nodes=2, content="labels", batch_size=M, device=device)
     labels.reset(seed=0)
     labels.step_tensors(torch.ones(1, 2, 1, dtype=torch.long))
     assert labels.bandwidth()["payload"] == 2 * M * math.ceil(math.log2(10))
 
 
-def test_same_seed_same_episode_and_consumption():
+def test_same_seed_same_episode_and_consumption(device):
     def run(seed):
-        game = NodeGraphGame(n_nodes=3, batch_size=4, num_envs=2)
+        game = NodeGraphGame(n_nodes=3, batch_size=4, num_envs=2, device=device)
         game.reset(seed=seed)
         gen = torch.Generator().manual_seed(5)
         out = []
@@ -209,7 +217,7 @@ def test_same_seed_same_episode_and_consumption():
 
     assert torch.equal(run(7), run(7))
     assert not torch.equal(run(7), run(8))
-    game = NodeGraphGame(n_nodes=2, batch_size=2, consumption_prob=1.0)
+    game = NodeGraphGame(n_nodes=2, batch_size=2, consumption_prob=1.0, device=device)
     game.reset(seed=0)
     _, _, _, infos = game.step_tensors(torch.ones(1, 2, 1, dtype=torch.long))
     assert infos["sender"].tolist() == [[1, 0]]  # always consumes a non-empty inbox
@@ -229,23 +237,23 @@ def test_partitions_are_exclusive_and_cover():
     assert min(classes_per_node) < 10  # non-IID: some node misses classes
 
 
-def test_train_size_partitions_one_subset_for_any_number_of_nodes():
-    one = NodeGraphGame(n_nodes=1, train_size=300, partition_seed=4)
-    ten = NodeGraphGame(n_nodes=10, train_size=300, partition_seed=4)
+def test_train_size_partitions_one_subset_for_any_number_of_nodes(device):
+    one = NodeGraphGame(n_nodes=1, train_size=300, partition_seed=4, device=device)
+    ten = NodeGraphGame(n_nodes=10, train_size=300, partition_seed=4, device=device)
     pool = np.concatenate(ten.partitions)
     assert len(pool) == 300 and len(np.unique(pool)) == 300
     assert np.array_equal(np.sort(pool), one.partitions[0])  # the single node holds the same data
     assert [len(p) for p in ten.partitions] == [30] * 10
     assert int((ten.owner >= 0).sum()) == 300  # the rest belongs to no node
-    other = NodeGraphGame(n_nodes=1, train_size=300, partition_seed=5)
+    other = NodeGraphGame(n_nodes=1, train_size=300, partition_seed=5, device=device)
     assert not np.array_equal(other.partitions[0], one.partitions[0])
     with pytest.raises(ValueError, match="exceeds"):
-        NodeGraphGame(n_nodes=2, train_size=10**6)
+        NodeGraphGame(n_nodes=2, train_size=10**6, device=device)
     with pytest.raises(ValueError, match="train_size"):
-        NodeGraphGame(n_nodes=4, train_size=3)
+        NodeGraphGame(n_nodes=4, train_size=3, device=device)
 
 
-def test_bad_input_is_named():
+def test_bad_input_is_named(device):
     with pytest.raises(ValueError, match="valid choices.*labels"):
         commenv.node_graph_v0(content="gradients")
     with pytest.raises(ValueError, match="valid choices.*drop_oldest"):
@@ -265,7 +273,7 @@ def test_bad_input_is_named():
         env.step(dict(good, node_2={"broadcast": good["node_2"]["broadcast"], "payload": nan}))
     with pytest.raises(ValueError, match="node_0.*keys"):
         env.step(dict(good, node_0=np.array([1, 0])))
-    game = NodeGraphGame(n_nodes=3, content="logits", batch_size=2)
+    game = NodeGraphGame(n_nodes=3, content="logits", batch_size=2, device=device)
     game.reset(seed=0)
     with pytest.raises(ValueError, match="payload"):
         game.step_tensors(torch.ones(1, 3, 2), torch.zeros(1, 3, 2, 4))
@@ -275,17 +283,19 @@ def test_bad_input_is_named():
         game.step_tensors(bits, torch.zeros(1, 3, 2, 10))
 
 
-def test_rgb_render_and_bit_cost():
-    game = NodeGraphGame(n_nodes=3, batch_size=2, render_mode="rgb_array", bit_cost=1e-3)
+def test_rgb_render_and_bit_cost(device):
+    game = NodeGraphGame(
+        n_nodes=3, batch_size=2, render_mode="rgb_array", bit_cost=1e-3, device=device
+    )
     game.reset(seed=0)
     _, rewards, _, _ = game.step_tensors(torch.ones(1, 3, 2, dtype=torch.long))
     frame = game.render()
     assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
     expected = -1e-3 * 2 * (2 * 64 * 8 + 2 * 4)
-    assert torch.allclose(rewards, torch.full((1, 3), expected))
+    assert torch.allclose(rewards, torch.full((1, 3), expected, device=device))
 
 
-def test_doc_page_matches_the_code():
+def test_doc_page_matches_the_code(device):
     """Arguments one per line with the real defaults; the summary table's spaces are real."""
     import gymnasium
 
@@ -300,7 +310,13 @@ def test_doc_page_matches_the_code():
     assert "| Observation space | ``Box((M*D + M*C + M*P + 2,), float32)``" in doc
     for content, P in (("labels", 0), ("logits", None), ("features", 5)):
         game = NodeGraphGame(
-            n_nodes=4, graph="ring", k=2, batch_size=3, content=content, feature_dim=5
+            n_nodes=4,
+            graph="ring",
+            k=2,
+            batch_size=3,
+            content=content,
+            feature_dim=5,
+            device=device,
         )
         M, C, D, K = 3, game.num_classes, game.num_features, 2
         P = C if P is None else P

@@ -11,7 +11,7 @@ def bench():
     return importlib.import_module("commenv.bench.graph")
 
 
-def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
+def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch, device):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     rows = bench.main(
         [
@@ -24,8 +24,12 @@ def test_bench_graph_quick_end_to_end(bench, tmp_path, monkeypatch):
             "1 node,10 nodes, logits,10-nodes-true-labels",
             "--agent",
             "commenv_agents.population:SequentialPopulation",
+            "--arch",  # the user agent's MLP beside the same MLP (auto is cnn on CUDA)
+            "mlp",
             "--out-dir",
             str(tmp_path),
+            "--device",
+            str(device),
         ]
     )
     names = [r["configuration"] for r in rows]
@@ -77,10 +81,12 @@ def test_bench_graph_selects_runs_by_name_and_quick_sets_defaults(bench):
         bench.main(["--quick", "--runs", "10 nodes, gossip"])
 
 
-def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path, monkeypatch):
+def test_bench_graph_passes_partition_and_float_bits_to_the_game(
+    bench, tmp_path, monkeypatch, device
+):
     monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
     common = ["--quick", "--steps", "4", "--eval-every", "4", "--runs", "10-nodes-features"]
-    full = bench.main([*common, "--out-dir", str(tmp_path / "a")])[0]
+    full = bench.main([*common, "--out-dir", str(tmp_path / "a"), "--device", str(device)])[0]
     built = []
     original = bench.NodeGraphGame
 
@@ -100,6 +106,8 @@ def test_bench_graph_passes_partition_and_float_bits_to_the_game(bench, tmp_path
             "500",
             "--out-dir",
             str(tmp_path / "b"),
+            "--device",
+            str(device),
         ]
     )[0]
     assert built[-1]["train_size"] == 500 and built[-1]["partition"] == "dirichlet"

@@ -49,12 +49,12 @@ def test_defaults_and_registry():
     assert isinstance(pettingzoo.make("aec", "commenv/partial_obs-v0"), pettingzoo.AECEnv)
 
 
-def _game(**kw) -> PartialObsGame:
-    return commenv.partial_obs_v0.batched(num_envs=kw.pop("num_envs", 8), **kw)
+def _game(device, **kw) -> PartialObsGame:
+    return commenv.partial_obs_v0.batched(num_envs=kw.pop("num_envs", 8), device=device, **kw)
 
 
-def test_views_are_masked_inversions_and_hide_the_world():
-    game = _game(noise=0.3)
+def test_views_are_masked_inversions_and_hide_the_world(device):
+    game = _game(device, noise=0.3)
     obs, infos = game.reset(seed=1)
     x = game.state()
     layout = game.obs_layout
@@ -70,8 +70,8 @@ def test_views_are_masked_inversions_and_hide_the_world():
     assert torch.equal(infos["agent_0"]["label"], game.labels[infos["agent_0"]["world_index"]])
 
 
-def test_masks_fixed_for_life_and_by_mask_seed():
-    a, b, c = _game(mask_seed=3), _game(mask_seed=3), _game(mask_seed=4)
+def test_masks_fixed_for_life_and_by_mask_seed(device):
+    a, b, c = (_game(device, mask_seed=s) for s in (3, 3, 4))
     m = a.masks.clone()
     a.reset(seed=0)
     a.reset(seed=99)
@@ -79,11 +79,11 @@ def test_masks_fixed_for_life_and_by_mask_seed():
     assert not torch.equal(c.masks, m)
 
 
-def test_messages_arrive_next_step_along_the_graph():
-    game = _game(graph="one_way", level="receive", num_envs=3, message_bits=5)
+def test_messages_arrive_next_step_along_the_graph(device):
+    game = _game(device, graph="one_way", level="receive", num_envs=3, message_bits=5)
     game.reset(seed=0)
     L, K = 5, game.num_candidates
-    act = {a: torch.zeros(3, L + K) for a in game.possible_agents}
+    act = {a: torch.zeros(3, L + K, device=device) for a in game.possible_agents}
     act["agent_0"][:, :L] = torch.tensor([1.0, 0, 1, 1, 0])
     act["agent_1"][:, :L] = 1.0
     obs, *_ = game.step(act)
@@ -94,32 +94,36 @@ def test_messages_arrive_next_step_along_the_graph():
     assert torch.all(obs["agent_0"][:, game.obs_layout["heard"]] == 0)
 
 
-def test_discrimination_reward_and_candidates():
-    game = _game(graph="two_way", level="none", num_envs=16, message_bits=4)
+def test_discrimination_reward_and_candidates(device):
+    game = _game(device, graph="two_way", level="none", num_envs=16, message_bits=4)
     obs, _ = game.reset(seed=0)
     L, K = 4, game.num_candidates
-    zeros = {a: torch.zeros(16, L + K) for a in game.possible_agents}
+    zeros = {a: torch.zeros(16, L + K, device=device) for a in game.possible_agents}
     obs, rew, _, _, infos = game.step(zeros)
     target = infos["agent_0"]["target"]
     # The previous world is among the candidates at the target slot (seen through own mask).
     cands = obs["agent_1"][:, game.obs_layout["candidates"]].view(16, K, -1)
     prev = game.views(infos["agent_1"]["world_index"]).shape  # sanity: views work
     assert prev[-1] == cands.shape[-1]
-    right = {a: torch.zeros(16, L + K) for a in game.possible_agents}
-    right["agent_0"][torch.arange(16), L + target] = 1.0
-    right["agent_1"][torch.arange(16), L + target] = 1.0
+    right = {a: torch.zeros(16, L + K, device=device) for a in game.possible_agents}
+    rows = torch.arange(16, device=device)
+    right["agent_0"][rows, L + target] = 1.0
+    right["agent_1"][rows, L + target] = 1.0
     _, rew, *_ = game.step(right)
     # Both right as listeners (1) and each of their listeners right (1): info reward 2.
-    assert torch.allclose(rew["agent_0"], torch.full((16,), 2.0))
-    wrong = {a: torch.ones(16, L + K) for a in game.possible_agents}  # not one-hot: wrong
+    assert torch.allclose(rew["agent_0"], torch.full((16,), 2.0, device=device))
+    wrong = {
+        a: torch.ones(16, L + K, device=device) for a in game.possible_agents
+    }  # not one-hot: wrong
     _, rew, *_ = game.step(wrong)
     assert torch.all(rew["agent_0"] == 0)
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_likelihood_reward_by_level(level):
+def test_likelihood_reward_by_level(level, device):
     graph = "two_way" if level == "both" else "one_way"
     game = _game(
+        device,
         graph=graph,
         level=level,
         num_candidates=0,
@@ -129,8 +133,8 @@ def test_likelihood_reward_by_level(level):
     )
     game.reset(seed=0)
     act = {
-        "agent_0": torch.tensor([[1.0, 1, 0, 0]] * 2),
-        "agent_1": torch.tensor([[1.0, 0, 0, 0]] * 2),
+        "agent_0": torch.tensor([[1.0, 1, 0, 0]] * 2, device=device),
+        "agent_1": torch.tensor([[1.0, 0, 0, 0]] * 2, device=device),
     }
     _, rew, *_ = game.step(act)
     agreement = 0.75
@@ -153,9 +157,10 @@ def test_likelihood_reward_by_level(level):
         ("both", True),
     ],
 )
-def test_levels_are_made_by_the_differentiable_channel(level, grad_to_speaker):
+def test_levels_are_made_by_the_differentiable_channel(level, grad_to_speaker, device):
     graph = "two_way" if level == "both" else "one_way"
     game = _game(
+        device,
         graph=graph,
         level=level,
         num_candidates=0,
@@ -164,8 +169,8 @@ def test_levels_are_made_by_the_differentiable_channel(level, grad_to_speaker):
         likelihood_weight=1.0,
     )
     game.reset(seed=0)
-    m0 = torch.rand(4, 6, requires_grad=True)
-    m1 = torch.rand(4, 6, requires_grad=True)
+    m0 = torch.rand(4, 6, device=device, requires_grad=True)
+    m1 = torch.rand(4, 6, device=device, requires_grad=True)
     obs, rew, *_ = game.step({"agent_0": m0, "agent_1": m1})
     heard = obs["agent_1"][:, game.obs_layout["heard"]]
     assert heard.requires_grad == grad_to_speaker
@@ -179,10 +184,16 @@ def test_levels_are_made_by_the_differentiable_channel(level, grad_to_speaker):
     assert got == grad_to_speaker
 
 
-def test_same_seed_same_episode_bit_for_bit():
+def test_same_seed_same_episode_bit_for_bit(device):
     def run(seed):
         game = _game(
-            n_agents=3, graph="all_to_all", level="both", drop_prob=0.3, flip_prob=0.1, num_envs=4
+            device,
+            n_agents=3,
+            graph="all_to_all",
+            level="both",
+            drop_prob=0.3,
+            flip_prob=0.1,
+            num_envs=4,
         )
         obs, _ = game.reset(seed=seed)
         gen = torch.Generator().manual_seed(7)
@@ -200,11 +211,11 @@ def test_same_seed_same_episode_bit_for_bit():
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
-def test_batched_face_is_one_world_per_row():
-    game = _game(num_envs=64)
+def test_batched_face_is_one_world_per_row(device):
+    game = _game(device, num_envs=64)
     obs, _ = game.reset(seed=0)
     assert obs["agent_0"].shape == (64, game.observation_space("agent_0").shape[0])
-    act = {a: torch.zeros(64, game.action_space(a).n) for a in game.possible_agents}
+    act = {a: torch.zeros(64, game.action_space(a).n, device=device) for a in game.possible_agents}
     obs, rew, term, trunc, infos = game.step(act)
     assert rew["agent_0"].shape == (64,) and trunc["agent_0"].shape == (64,)
     assert infos["agent_0"]["label"].shape == (64,)

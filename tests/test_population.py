@@ -30,14 +30,14 @@ def _copy_group(batched: BatchedClassifier, single: SingleClassifier, g: int) ->
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_batched_model_is_n_independent_models(arch):
+def test_batched_model_is_n_independent_models(arch, device):
     G, shape = 3, (1, 8, 8)
-    batched = BatchedClassifier(G, shape, 10, arch=arch, hidden=16, feature_dim=8)
-    x = torch.rand(G, 5, *shape)
+    batched = BatchedClassifier(G, shape, 10, arch=arch, hidden=16, feature_dim=8).to(device)
+    x = torch.rand(G, 5, *shape, device=device)
     feats, logits = batched(x)
     assert feats.shape == (G, 5, 8) and logits.shape == (G, 5, 10)
     for g in range(G):
-        single = SingleClassifier(shape, 10, arch=arch, hidden=16, feature_dim=8)
+        single = SingleClassifier(shape, 10, arch=arch, hidden=16, feature_dim=8).to(device)
         _copy_group(batched, single, g)
         f, z = single(x[g])
         assert torch.allclose(f, feats[g], atol=1e-5) and torch.allclose(z, logits[g], atol=1e-5)
@@ -68,8 +68,8 @@ def test_losses_follow_the_shared_content():
     "share,content",
     [("labels", "labels"), ("logits", "logits"), ("features", "features"), ("none", "labels")],
 )
-def test_population_runs_against_the_env(share, content):
-    game = NodeGraphGame(n_nodes=3, content=content, batch_size=8, feature_dim=16)
+def test_population_runs_against_the_env(share, content, device):
+    game = NodeGraphGame(n_nodes=3, content=content, batch_size=8, feature_dim=16, device=device)
     pop = OutputSharingPopulation(
         3,
         game.image_shape,
@@ -78,6 +78,7 @@ def test_population_runs_against_the_env(share, content):
         broadcast_prob=0.5,
         hidden=32,
         feature_dim=16,
+        device=device,
     )
     hist = run_population(
         game, pop, 20, eval_every=10, test=(game.test_images[:50], game.test_labels[:50])
@@ -90,23 +91,20 @@ def test_population_runs_against_the_env(share, content):
         assert game.bandwidth()["images"] > 0 and game.bandwidth()["payload"] > 0
 
 
-def test_population_learns_digits_and_sequential_matches_interface():
-    game = NodeGraphGame(n_nodes=2, content="labels", batch_size=32)
+def test_population_learns_digits_and_sequential_matches_interface(device):
+    game = NodeGraphGame(n_nodes=2, content="labels", batch_size=32, device=device)
     test = (game.test_images, game.test_labels)
-    pop = OutputSharingPopulation(
-        2, game.image_shape, game.num_classes, share="labels", broadcast_prob=0.5, hidden=64, seed=1
-    )
+    kw = dict(share="labels", broadcast_prob=0.5, hidden=64, seed=1)
+    pop = OutputSharingPopulation(2, game.image_shape, game.num_classes, device=device, **kw)
     hist = run_population(game, pop, 150, test=test)
     assert hist[-1]["average"] > 70.0  # chance is 10 %
-    seq = SequentialPopulation(
-        2, game.image_shape, game.num_classes, share="labels", broadcast_prob=0.5, hidden=64, seed=1
-    )
+    seq = SequentialPopulation(2, game.image_shape, game.num_classes, device=device, **kw)
     hist = run_population(game, seq, 150, test=test)
     assert hist[-1]["average"] > 70.0
 
 
-def test_speed_rows_shape():
-    rows = speed_rows(quick=True, sizes=(4,))
+def test_speed_rows_shape(device):
+    rows = speed_rows(quick=True, sizes=(4,), device=device)
     assert [r["name"] for r in rows] == [
         "node_graph population N=4 batched",
         "node_graph population N=4 sequential",
@@ -114,11 +112,11 @@ def test_speed_rows_shape():
     assert all(r["steps_per_s"] > 0 for r in rows) and "x the sequential" in rows[0]["note"]
 
 
-def test_bad_population_config():
+def test_bad_population_config(device):
     with pytest.raises(ValueError, match="valid choices"):
-        OutputSharingPopulation(2, (1, 8, 8), 10, share="gradients")
+        OutputSharingPopulation(2, (1, 8, 8), 10, share="gradients", device=device)
     with pytest.raises(ValueError, match="valid choices"):
-        OutputSharingPopulation(2, (1, 8, 8), 10, arch="resnet")
-    game = NodeGraphGame(n_nodes=2, num_envs=2)
+        OutputSharingPopulation(2, (1, 8, 8), 10, arch="resnet", device=device)
+    game = NodeGraphGame(n_nodes=2, num_envs=2, device=device)
     with pytest.raises(ValueError, match="num_envs=1"):
-        run_population(game, OutputSharingPopulation(2, (1, 8, 8), 10), 1)
+        run_population(game, OutputSharingPopulation(2, (1, 8, 8), 10, device=device), 1)

@@ -13,10 +13,11 @@ def _blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return centres[y] + torch.randn(n, 4, generator=g), y
 
 
-def test_fit_separates_informative_from_noise_features_and_is_seeded():
+def test_fit_separates_informative_from_noise_features_and_is_seeded(device):
     x, y = _blobs(600, 0)
     noise = torch.randn(600, 4, generator=torch.Generator().manual_seed(1))
-    feats = torch.stack([x, noise], 1)  # probe 0 informative, probe 1 pure noise
+    feats = torch.stack([x, noise], 1).to(device)  # probe 0 informative, probe 1 pure noise
+    y = y.to(device)
     split = dict(
         train_x=feats[:400],
         train_y=y[:400],
@@ -37,11 +38,11 @@ def test_fit_separates_informative_from_noise_features_and_is_seeded():
     assert int(a.best_epoch[0]) == int(a.val_curve[:, 0].argmax())
 
 
-def test_online_update_leaves_the_features_graph_alone():
-    x, y = _blobs(256, 2)
-    encoder = torch.nn.Linear(4, 4)
+def test_online_update_leaves_the_features_graph_alone(device):
+    x, y = (t.to(device) for t in _blobs(256, 2))
+    encoder = torch.nn.Linear(4, 4).to(device)
     feats = encoder(x)
-    probe = LinearProbe(1, 4, 3, lr=1e-2)
+    probe = LinearProbe(1, 4, 3, lr=1e-2).to(device)
     before = probe.accuracy(feats, y)
     for _ in range(100):
         probe.update(feats, y)

@@ -341,7 +341,10 @@ def test_every_protocol_learns_digits(name, device):
 )
 def test_bad_input_raises_at_construction(name, options, match, device):
     with pytest.raises(ValueError, match=match):
-        small(name, device, **options) if name != "nope" else make_protocol("nope", N, SHAPE, C)
+        if name == "nope":
+            make_protocol("nope", N, SHAPE, C, device=device)
+        else:
+            small(name, device, **options)
 
 
 def test_bad_setups_raise(device):
@@ -351,7 +354,7 @@ def test_bad_setups_raise(device):
     with pytest.raises(ValueError, match="fully connected channel"):
         make_protocol("topk", 4, SHAPE, C, channel=ring, device=device)
     with pytest.raises(ValueError, match="n_nodes must be an integer >= 2"):
-        make_protocol("sync_sgd", 1, SHAPE, C)
+        make_protocol("sync_sgd", 1, SHAPE, C, device=device)
 
 
 def test_docs_page_example_runs():

@@ -72,8 +72,8 @@ def test_registered_with_pettingzoo_and_collected():
     assert env.agent_selection == "student"
 
 
-def test_docstring_table_matches_spaces():
-    game = FAMILY.batched(stack_size=3, batch_size=8)
+def test_docstring_table_matches_spaces(device):
+    game = FAMILY.batched(stack_size=3, batch_size=8, device=device)
     B, S, C, D = 8, 3, game.num_classes, game.num_features
     assert game.observation_space("student").shape == (3 + B * (D + C + 1),)
     assert game.observation_space("teacher").shape == (S * B * (2 * C + D),)
@@ -85,13 +85,15 @@ def test_docstring_table_matches_spaces():
 
 # -- a scripted game ---------------------------------------------------------------------------
 def uniform(game: QuizGame) -> torch.Tensor:
-    return torch.full((game.num_envs, game.batch_size, game.num_classes), 1 / game.num_classes)
+    shape = (game.num_envs, game.batch_size, game.num_classes)
+    return torch.full(shape, 1 / game.num_classes, device=game.device)
 
 
 def first_k(game: QuizGame, k: int) -> dict[str, torch.Tensor]:
     M = game.stack_size * game.batch_size
-    select = (torch.arange(M) < k).expand(game.num_envs, M)
-    return {"select": select, "targets": torch.full((game.num_envs, M, game.num_classes), 0.1)}
+    select = (torch.arange(M, device=game.device) < k).expand(game.num_envs, M)
+    targets = torch.full((game.num_envs, M, game.num_classes), 0.1, device=game.device)
+    return {"select": select, "targets": targets}
 
 
 def oracle(game: QuizGame) -> torch.Tensor:
@@ -112,8 +114,8 @@ def play_round(game: QuizGame, lesson: dict, answer=None) -> tuple:
     return out
 
 
-def test_turn_order_and_exact_counts():
-    game = FAMILY.batched(2, stack_size=3, batch_size=8, exam_every=2, exam_size=20)
+def test_turn_order_and_exact_counts(device):
+    game = FAMILY.batched(2, stack_size=3, batch_size=8, exam_every=2, exam_size=20, device=device)
     obs, infos = game.reset(seed=0)
     phases = []
     for _ in range(3):
@@ -136,14 +138,15 @@ def test_turn_order_and_exact_counts():
     assert int(game.channel.counters["lesson"]["bits_sent"][1]) == 2 * 8 * per
 
 
-def test_lesson_is_the_selection_in_stack_order():
-    game = FAMILY.batched(3, stack_size=2, batch_size=4)
+def test_lesson_is_the_selection_in_stack_order(device):
+    game = FAMILY.batched(3, stack_size=2, batch_size=4, device=device)
     game.reset(seed=3)
     for _ in range(2):
         game.step({"student": uniform(game)})
     infos = game._infos()["teacher"]
     select = torch.tensor([[1, 0, 0, 1, 0, 1, 0, 0], [0] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]).bool()
-    targets = torch.softmax(torch.randn(3, 8, game.num_classes), -1)
+    select = select.to(device)
+    targets = torch.softmax(torch.randn(3, 8, game.num_classes, device=device), -1)
     obs, *_ = game.step({"teacher": {"select": select, "targets": targets}})
     lesson = game.unpack_student(obs["student"])
     assert lesson["phase"][:, 1].eq(1).all()
@@ -156,8 +159,8 @@ def test_lesson_is_the_selection_in_stack_order():
         assert lesson["images"][env, k:].abs().sum() == 0
 
 
-def test_exam_scores_the_validation_split_and_rewards():
-    game = FAMILY.batched(1, stack_size=1, batch_size=32, exam_every=1, exam_size=50)
+def test_exam_scores_the_validation_split_and_rewards(device):
+    game = FAMILY.batched(1, stack_size=1, batch_size=32, exam_every=1, exam_size=50, device=device)
     game.reset(seed=0)
     C = game.num_classes
     _, rew, *_, infos = play_round(game, first_k(game, 32), answer=oracle)
@@ -169,9 +172,9 @@ def test_exam_scores_the_validation_split_and_rewards():
     assert rew["student"].item() == pytest.approx(expected - 1.0)
 
 
-def test_validation_split_is_deterministic_and_exam_padding_masked():
-    a = FAMILY.batched(stack_size=1, exam_size=40)
-    b = FAMILY.batched(stack_size=1, exam_size=40)
+def test_validation_split_is_deterministic_and_exam_padding_masked(device):
+    a = FAMILY.batched(stack_size=1, exam_size=40, device=device)
+    b = FAMILY.batched(stack_size=1, exam_size=40, device=device)
     assert torch.equal(a.val_x, b.val_x) and torch.equal(a.val_y, b.val_y)
     a.reset(seed=0)
     a.phase, a._turn_in_phase = "exam", 1
@@ -180,7 +183,7 @@ def test_validation_split_is_deterministic_and_exam_padding_masked():
     assert parts["mask"][0].sum() == 8 and parts["phase"][0].tolist() == [0, 0, 1]
 
 
-def test_truncation_and_target_termination():
+def test_truncation_and_target_termination(device):
     env = FAMILY.env(stack_size=1, max_lessons=3, exam_every=100)
     env.reset(seed=0)
     turns = 0
@@ -189,15 +192,19 @@ def test_truncation_and_target_termination():
         env.step(None if term or trunc else env.action_space(agent).sample())
         turns += 1
     assert turns == 3 * 3 + 2  # 3 rounds of quiz/lesson/study, then each agent steps None
-    game = FAMILY.batched(stack_size=1, exam_every=1, exam_size=10, target_accuracy=0.9)
+    game = FAMILY.batched(
+        stack_size=1, exam_every=1, exam_size=10, target_accuracy=0.9, device=device
+    )
     game.reset(seed=0)
     _, _, term, trunc, _ = play_round(game, first_k(game, 32), answer=oracle)
     assert term["teacher"].all() and not trunc["teacher"].any()
 
 
-def test_same_seed_same_episode_bit_for_bit():
+def test_same_seed_same_episode_bit_for_bit(device):
     def episode(seed):
-        game = FAMILY.batched(2, stack_size=2, batch_size=8, exam_every=2, exam_size=16)
+        game = FAMILY.batched(
+            2, stack_size=2, batch_size=8, exam_every=2, exam_size=16, device=device
+        )
         obs, _ = game.reset(seed=seed)
         seen = [obs["student"].clone()]
         for _ in range(3):
@@ -211,8 +218,8 @@ def test_same_seed_same_episode_bit_for_bit():
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
-def test_epochs_cover_the_training_set_without_replacement():
-    game = FAMILY.batched(2, stack_size=1, batch_size=32)
+def test_epochs_cover_the_training_set_without_replacement(device):
+    game = FAMILY.batched(2, stack_size=1, batch_size=32, device=device)
     game.reset(seed=0)
     seen = []
     for _ in range(game.batches_per_epoch):
@@ -225,8 +232,8 @@ def test_epochs_cover_the_training_set_without_replacement():
 
 
 # -- bad input ---------------------------------------------------------------------------------
-def test_bad_answers_raise_clear_errors():
-    game = FAMILY.batched(stack_size=2, batch_size=4)
+def test_bad_answers_raise_clear_errors(device):
+    game = FAMILY.batched(stack_size=2, batch_size=4, device=device)
     game.reset(seed=0)
     good = uniform(game)
     cases = {
@@ -242,8 +249,8 @@ def test_bad_answers_raise_clear_errors():
         game.step({"student": torch.ones(1, 4, game.num_classes, dtype=torch.long)})
 
 
-def test_bad_lessons_and_out_of_turn():
-    game = FAMILY.batched(stack_size=2, batch_size=4)
+def test_bad_lessons_and_out_of_turn(device):
+    game = FAMILY.batched(stack_size=2, batch_size=4, device=device)
     game.reset(seed=0)
     with pytest.raises(ValueError, match="lesson out of turn"):
         game.step({"teacher": first_k(game, 4)})
@@ -311,14 +318,14 @@ def test_parallel_face_uses_only_the_active_agent():
         ({"batch_size": 5000}, "exceeds the training split"),
     ],
 )
-def test_bad_config(kwargs, match):
+def test_bad_config(kwargs, match, device):
     with pytest.raises(ValueError, match=match):
-        FAMILY.batched(**kwargs)
+        FAMILY.batched(**kwargs, device=device)
 
 
-def test_step_before_reset():
+def test_step_before_reset(device):
     with pytest.raises(ValueError, match="before reset"):
-        FAMILY.batched().step({"student": torch.zeros(1)})
+        FAMILY.batched(device=device).step({"student": torch.zeros(1)})
 
 
 def test_spaces_sample_valid_actions():

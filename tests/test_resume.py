@@ -112,10 +112,10 @@ EXPECTED = {
         ("speed", signal.SIGKILL),
     ],
 )
-def test_killed_benchmark_resumes_without_repeating_a_run(bench, sig, tmp_path):
+def test_killed_benchmark_resumes_without_repeating_a_run(bench, sig, tmp_path, device):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", f"commenv.bench.{bench}", "--quick", *TINY[bench]]
-    cmd += ["--out-dir", str(out)]
+    cmd += ["--out-dir", str(out), "--device", str(device)]
     partial = out / f"{bench}.partial.jsonl"
     before = _kill_after_first_run(cmd, tmp_path, partial, sig)
     assert not (out / f"{bench}.json").exists()
@@ -172,11 +172,11 @@ WAVE = {
 
 
 @pytest.mark.parametrize("bench", sorted(WAVE))
-def test_killed_wave_benchmark_resumes_without_repeating_a_run(bench, tmp_path):
+def test_killed_wave_benchmark_resumes_without_repeating_a_run(bench, tmp_path, device):
     budget, runs, key = WAVE[bench]
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", f"commenv.bench.{bench}", "--quick", *budget, *runs]
-    cmd += ["--out-dir", str(out)]
+    cmd += ["--out-dir", str(out), "--device", str(device)]
     partial = out / f"{bench}.partial.jsonl"
     before = _kill_after_first_run(cmd, tmp_path, partial, signal.SIGKILL)
     assert not (out / f"{bench}.json").exists()  # a killed run presents no result file

@@ -22,18 +22,18 @@ from commenv_agents.speakers import (
 )
 
 
-def _game(level: str, num_envs: int = 16):
+def _game(device, level: str, num_envs: int = 16):
     return commenv.partial_obs_v0.batched(
-        num_envs, "cpu", **LEVEL_GAMES[level], num_candidates=0, message_bits=8
+        num_envs, device=device, **LEVEL_GAMES[level], num_candidates=0, message_bits=8
     )
 
 
-def test_speaker_shapes_and_bad_views():
-    speaker = Speaker(2, 64, 32, hidden=(16, 8))
-    logits, feats = speaker(torch.rand(5, 2, 64))
+def test_speaker_shapes_and_bad_views(device):
+    speaker = Speaker(2, 64, 32, hidden=(16, 8)).to(device)
+    logits, feats = speaker(torch.rand(5, 2, 64, device=device))
     assert logits.shape == (5, 2, 32, 2) and feats.shape == (5, 2, 8)
     with pytest.raises(ValueError, match=r"views must be \(batch, n_agents=2, D=64\)"):
-        speaker(torch.rand(5, 64))
+        speaker(torch.rand(5, 64, device=device))
     with pytest.raises(ValueError, match="hidden"):
         Speaker(2, 64, 32, hidden=())
 
@@ -47,9 +47,9 @@ def test_temperature_schedule():
         TemperatureSchedule(every=0)
 
 
-def test_gumbel_bits_relaxed_hard_and_straight_through():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(64, 8, 2, requires_grad=True)
+def test_gumbel_bits_relaxed_hard_and_straight_through(device):
+    g = torch.Generator(device=device).manual_seed(0)
+    logits = torch.randn(64, 8, 2, device=device, requires_grad=True)
     soft = gumbel_softmax_bits(logits, 1.0, generator=g)
     assert soft.shape == (64, 8) and 0 <= soft.min() and soft.max() <= 1
     cold = gumbel_softmax_bits(logits, 0.01, generator=g)
@@ -60,9 +60,9 @@ def test_gumbel_bits_relaxed_hard_and_straight_through():
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
-def test_wrappers_train_vs_eval():
-    speaker = Speaker(2, 10, 6, hidden=(8,))
-    views = torch.rand(4, 2, 10)
+def test_wrappers_train_vs_eval(device):
+    speaker = Speaker(2, 10, 6, hidden=(8,)).to(device)
+    views = torch.rand(4, 2, 10, device=device)
     gs = GumbelSoftmaxWrapper(speaker, schedule=TemperatureSchedule(1.0, 0.5, 1, 0.1))
     assert gs.set_step(3) == pytest.approx(0.125)
     soft = gs(views).message
@@ -72,18 +72,18 @@ def test_wrappers_train_vs_eval():
     assert torch.equal(out.message, (out.logits[..., 1] > out.logits[..., 0]).float())
 
     rf = ReinforceWrapper(speaker)
-    out = rf(views, generator=torch.Generator().manual_seed(0))
+    out = rf(views, generator=torch.Generator(device=device).manual_seed(0))
     p1 = torch.softmax(out.logits, -1)[..., 1]
     bern = torch.distributions.Bernoulli(probs=p1)
     assert torch.allclose(out.log_prob, bern.log_prob(out.message).sum(-1), atol=1e-5)
     assert torch.allclose(out.entropy, bern.entropy().sum(-1), atol=1e-5)
 
 
-def test_mi_discriminator_learns_to_tell_joint_from_marginal_pairs():
+def test_mi_discriminator_learns_to_tell_joint_from_marginal_pairs(device):
     torch.manual_seed(0)
-    views = torch.rand(128, 2, 12)
+    views = torch.rand(128, 2, 12).to(device)
     messages = (views[..., :6] > 0.5).float()  # a message that is a function of the view
-    disc = MIDiscriminator(2, 12, 6, hidden=(32,))
+    disc = MIDiscriminator(2, 12, 6, hidden=(32,)).to(device)
     opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
     first = mi_loss(disc, views, messages)
     assert first.shape == (2,)
@@ -97,16 +97,18 @@ def test_mi_discriminator_learns_to_tell_joint_from_marginal_pairs():
         mi_loss(disc, views[:1], messages[:1])
 
 
-def test_infonce_estimator_learns_and_checks_its_arguments():
+def test_infonce_estimator_learns_and_checks_its_arguments(device):
     torch.manual_seed(0)
-    views = torch.rand(128, 2, 12)
+    views = torch.rand(128, 2, 12).to(device)
     messages = (views[..., :6] > 0.5).float()
-    disc = MIDiscriminator(2, 12, 6, hidden=(32,))
+    disc = MIDiscriminator(2, 12, 6, hidden=(32,)).to(device)
     opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
     kw = {"estimator": "infonce", "negatives": 7}
     first = mi_loss(disc, views, messages, **kw)
     # an untrained critic cannot pick the joint pair among 8: the loss starts near log 8
-    assert first.shape == (2,) and torch.allclose(first, torch.full((2,), math.log(8)), atol=0.3)
+    assert first.shape == (2,) and torch.allclose(
+        first, torch.full((2,), math.log(8), device=device), atol=0.3
+    )
     for _ in range(150):
         opt.zero_grad()
         mi_loss(disc, views, messages, **kw).sum().backward()
@@ -122,12 +124,12 @@ def test_infonce_estimator_learns_and_checks_its_arguments():
 
 @pytest.mark.parametrize("term", [likelihood_loss, contrastive_likelihood_loss])
 @pytest.mark.parametrize("level", list(LEVEL_GAMES))
-def test_levels_come_from_the_channel(level, term):
+def test_levels_come_from_the_channel(level, term, device):
     """The likelihood term's gradient reaches the teacher exactly on feedback/both."""
-    game = _game(level)
+    game = _game(device, level)
     torch.manual_seed(0)
-    speaker = Speaker(2, game.num_features, 8, hidden=(8,))
-    views = game.views(torch.arange(16))
+    speaker = Speaker(2, game.num_features, 8, hidden=(8,)).to(device)
+    views = game.views(torch.arange(16, device=device))
     out = GumbelSoftmaxWrapper(speaker)(views)
     delivery = exchange(out.message, game.channel, game.grad_mask)
     own = torch.softmax(out.logits, -1)[..., 1]
@@ -145,7 +147,8 @@ def test_levels_come_from_the_channel(level, term):
 def _brute_contrastive(own, delivery):
     """Loop-by-loop reference of ``contrastive_likelihood_loss``."""
     B, n, _ = own.shape
-    total, count = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    total = torch.zeros(n, dtype=torch.float64, device=own.device)
+    count = torch.zeros(n, dtype=torch.float64, device=own.device)
     p = own.double().clamp(1e-6, 1 - 1e-6)
     for b in range(B):
         for i in range(n):
@@ -167,11 +170,11 @@ def _brute_contrastive(own, delivery):
     return total / count.clamp(min=1)
 
 
-def test_contrastive_likelihood_matches_brute_force_and_defeats_constant_messages():
-    game = _game("both", 12)
+def test_contrastive_likelihood_matches_brute_force_and_defeats_constant_messages(device):
+    game = _game(device, "both", 12)
     gen = torch.Generator().manual_seed(1)
-    messages = torch.rand(12, 2, 8, generator=gen).round()
-    own = torch.rand(12, 2, 8, generator=gen)
+    messages = torch.rand(12, 2, 8, generator=gen).round().to(device)
+    own = torch.rand(12, 2, 8, generator=gen).to(device)
     delivery = exchange(messages, game.channel, False)
     # drop some deliveries by hand: the loss must average over delivered slots only
     delivery.delivered = delivery.delivered.clone()
@@ -180,19 +183,20 @@ def test_contrastive_likelihood_matches_brute_force_and_defeats_constant_message
     expected = _brute_contrastive(own, delivery)
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
     # every world sends the same message: nothing to identify, the loss is log(#candidates)
-    same = exchange(torch.ones(12, 2, 8), game.channel, False)
-    flat = contrastive_likelihood_loss(torch.full((12, 2, 8), 0.9), same)
-    torch.testing.assert_close(flat, torch.full((2,), math.log(12)))
+    same = exchange(torch.ones(12, 2, 8, device=device), game.channel, False)
+    flat = contrastive_likelihood_loss(torch.full((12, 2, 8), 0.9, device=device), same)
+    torch.testing.assert_close(flat, torch.full((2,), math.log(12), device=device))
     # whereas the thesis' term is nearly satisfied by those constant messages
-    assert (likelihood_loss(torch.full((12, 2, 8), 0.999), same) < 0.01).all()
+    assert (likelihood_loss(torch.full((12, 2, 8), 0.999, device=device), same) < 0.01).all()
     # a listener whose own distribution points at its world's message pays almost nothing
-    distinct = torch.tensor([[int(c) for c in f"{b:08b}"] for b in range(12)], dtype=torch.float)
+    bits = [[int(c) for c in f"{b:08b}"] for b in range(12)]
+    distinct = torch.tensor(bits, dtype=torch.float, device=device)
     sent = exchange(distinct[:, None].expand(12, 2, 8), game.channel, False)
     sharp = distinct[:, None].expand(12, 2, 8) * 0.998 + 0.001
     assert (contrastive_likelihood_loss(sharp, sent) < 0.01).all()
 
 
-def test_train_speakers_is_seeded_and_reports_curves():
+def test_train_speakers_is_seeded_and_reports_curves(device):
     cfg = SpeakerRunConfig(
         level="both",
         steps=30,
@@ -201,6 +205,7 @@ def test_train_speakers_is_seeded_and_reports_curves():
         disc_hidden=(16,),
         batch_size=32,
         message_bits=8,
+        device=str(device),
     )
     a, b = train_speakers(cfg), train_speakers(cfg)
     assert a.steps == [10, 20, 30] and len(a.val_acc) == 3 and len(a.val_acc[0]) == 2
@@ -210,7 +215,7 @@ def test_train_speakers_is_seeded_and_reports_curves():
     assert pf["peak_val"] >= pf["final_val"] and pf["peak_step"] in a.steps
 
 
-def test_reinforce_trains_through_the_env_rewards():
+def test_reinforce_trains_through_the_env_rewards(device):
     cfg = SpeakerRunConfig(
         kind="reinforce",
         level="feedback",
@@ -220,25 +225,26 @@ def test_reinforce_trains_through_the_env_rewards():
         disc_hidden=(16,),
         batch_size=32,
         message_bits=8,
+        device=str(device),
     )
     result = train_speakers(cfg)
     assert len(result.steps) == 2 and all(math.isnan(t) for t in result.temperature)
     assert result.val_acc == train_speakers(cfg).val_acc
 
 
-def test_config_errors():
+def test_config_errors(device):
     with pytest.raises(ValueError, match="valid choices"):
-        SpeakerRunConfig(level="loud")
+        SpeakerRunConfig(level="loud", device=str(device))
     with pytest.raises(ValueError, match="valid choices"):
-        SpeakerRunConfig(kind="ppo")
+        SpeakerRunConfig(kind="ppo", device=str(device))
     with pytest.raises(ValueError, match="valid choices"):
-        SpeakerRunConfig(likelihood="telepathy")
+        SpeakerRunConfig(likelihood="telepathy", device=str(device))
     with pytest.raises(ValueError, match="batch_size"):
-        SpeakerRunConfig(batch_size=1)
+        SpeakerRunConfig(batch_size=1, device=str(device))
 
 
 @pytest.mark.parametrize("level", ["receive", "feedback", "both"])  # "none" has no such term
-def test_reinforce_contrastive_credit_follows_the_feedback_edges(level):
+def test_reinforce_contrastive_credit_follows_the_feedback_edges(level, device):
     from commenv_agents.speaker_training import _contrastive_credit
 
     cfg = SpeakerRunConfig(
@@ -247,12 +253,14 @@ def test_reinforce_contrastive_credit_follows_the_feedback_edges(level):
         likelihood="contrastive",
         likelihood_weight=1.0,
         message_bits=8,
+        device=str(device),
     )
-    game = _game(level)
+    game = _game(device, level)
     torch.manual_seed(0)
-    speaker = Speaker(2, game.num_features, 8, hidden=(8,))
-    out = ReinforceWrapper(speaker)(game.views(torch.arange(16)))
-    loss, credit = _contrastive_credit(cfg, game, out, torch.Generator().manual_seed(0))
+    speaker = Speaker(2, game.num_features, 8, hidden=(8,)).to(device)
+    out = ReinforceWrapper(speaker)(game.views(torch.arange(16, device=device)))
+    gen = torch.Generator(device=device).manual_seed(0)
+    loss, credit = _contrastive_credit(cfg, game, out, gen)
     assert credit.shape == (16, 2) and not credit.requires_grad
     loss.backward()
     head = speaker.head.weight.grad.abs().sum((1, 2))
@@ -263,7 +271,7 @@ def test_reinforce_contrastive_credit_follows_the_feedback_edges(level):
     assert (credit <= 0).all()  # a speaker is paid minus its listeners' cross-entropy
 
 
-def test_reinforce_trains_with_the_contrastive_term():
+def test_reinforce_trains_with_the_contrastive_term(device):
     cfg = SpeakerRunConfig(
         kind="reinforce",
         level="both",
@@ -274,6 +282,7 @@ def test_reinforce_trains_with_the_contrastive_term():
         disc_hidden=(16,),
         batch_size=32,
         message_bits=8,
+        device=str(device),
     )
     result = train_speakers(cfg)
     assert result.val_acc == train_speakers(cfg).val_acc and len(result.steps) == 2

@@ -29,7 +29,7 @@ def test_help_documents_the_options():
         assert option in out
 
 
-def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
+def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language, device):
     rows = bench_language.main(
         [
             "--quick",
@@ -57,6 +57,8 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
             "commenv_agents.speakers:Speaker",
             "--out-dir",
             str(tmp_path),
+            "--device",
+            str(device),
         ]
     )
     speakers = {r["speaker"] for r in rows}
@@ -77,14 +79,18 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language):
     assert (tmp_path / "language.png").stat().st_size > 0
 
 
-def test_unknown_level_or_row_is_a_value_error(tmp_path, bench_language):
+def test_unknown_level_or_row_is_a_value_error(tmp_path, bench_language, device):
     with pytest.raises(ValueError, match="valid choices"):
-        bench_language.main(["--quick", "--levels", "loud", "--out-dir", str(tmp_path)])
+        bench_language.main(
+            ["--quick", "--levels", "loud", "--out-dir", str(tmp_path), "--device", str(device)]
+        )
     with pytest.raises(ValueError, match="--ours"):
-        bench_language.main(["--quick", "--ours", "telepathy", "--out-dir", str(tmp_path)])
+        bench_language.main(
+            ["--quick", "--ours", "telepathy", "--out-dir", str(tmp_path), "--device", str(device)]
+        )
 
 
-def test_infonce_and_untrained_rows(tmp_path, bench_language):
+def test_infonce_and_untrained_rows(tmp_path, bench_language, device):
     rows = bench_language.main(
         [
             "--quick",
@@ -113,6 +119,8 @@ def test_infonce_and_untrained_rows(tmp_path, bench_language):
             "--untrained",
             "--out-dir",
             str(tmp_path),
+            "--device",
+            str(device),
         ]
     )
     levels = {(r["speaker"], r["level"]) for r in rows}

@@ -3,6 +3,7 @@ the Gymnasium teacher view."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import itertools
 import math
@@ -39,7 +40,7 @@ from commenv_agents.teacher import (
 def tiny_teacher() -> TeacherMLP:
     """A small teacher trained for a few epochs on digits (fast; not the reference size)."""
     data = commenv.load_dataset("digits")
-    model, _ = train_teacher(
+    model, _ = train_teacher(  # device-free: the Gymnasium views (CPU) use it; see teacher_on
         data.train.flat(),
         data.train.y,
         data.val.flat(),
@@ -52,6 +53,12 @@ def tiny_teacher() -> TeacherMLP:
         show_progress=False,
     )
     return model
+
+
+@pytest.fixture
+def teacher_on(tiny_teacher, device) -> TeacherMLP:
+    """The tiny teacher on the test device (a copy: the Gymnasium views keep the CPU one)."""
+    return copy.deepcopy(tiny_teacher).to(device)
 
 
 @pytest.fixture
@@ -109,8 +116,9 @@ def test_gumbel_selection_samples_softmax_without_replacement():
     assert float(two[:, 0].float().mean()) == pytest.approx(float(expected), abs=0.01)
 
 
-def test_selection_temperature_keeps_easy_samples_and_checks_its_value(tiny_teacher):
-    game = commenv.quiz_v0.batched(stack_size=5)
+def test_selection_temperature_keeps_easy_samples_and_checks_its_value(teacher_on, device):
+    tiny_teacher = teacher_on
+    game = commenv.quiz_v0.batched(stack_size=5, device=device)
     obs, infos = game.reset(seed=0)
     while game.agent_selection != "teacher":
         obs, _, _, _, infos = game.step({"student": torch.full((1, 32, 10), 0.1)})
@@ -154,44 +162,48 @@ def test_difficulty_formulas():
 
 
 # -- the student -----------------------------------------------------------------------------
-def test_batched_students_train_exactly_like_separate_ones():
+def test_batched_students_train_exactly_like_separate_ones(device):
     torch.manual_seed(0)
-    pair = Student(6, 3, num_envs=2, seed=1)
-    alone = Student(6, 3, num_envs=1, seed=2)
+    pair = Student(6, 3, num_envs=2, seed=1, device=device)
+    alone = Student(6, 3, num_envs=1, seed=2, device=device)
     alone.load_state_dict({k: v[1:].clone() for k, v in pair.state_dict().items()})
-    x = torch.rand(2, 5, 6)
-    y = torch.softmax(torch.randn(2, 5, 3), -1)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    x = torch.rand(2, 5, 6).to(device)
+    y = torch.softmax(torch.randn(2, 5, 3), -1).to(device)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], device=device).bool()
     for _ in range(3):
         pair.study(x, y, mask)
         alone.study(x[1:], y[1:], mask[1:])
     for name, value in pair.state_dict().items():
         assert torch.allclose(value[1:], alone.state_dict()[name], atol=1e-6)
     probs = pair.answer(x)
-    assert probs.shape == (2, 5, 3) and torch.allclose(probs.sum(-1), torch.ones(2, 5))
+    assert probs.shape == (2, 5, 3) and torch.allclose(
+        probs.sum(-1), torch.ones(2, 5, device=device)
+    )
 
 
-def test_empty_lesson_leaves_the_student_unchanged():
-    s = Student(4, 3, seed=0)
+def test_empty_lesson_leaves_the_student_unchanged(device):
+    s = Student(4, 3, seed=0, device=device)
     before = s.state_dict()
-    s.study(torch.rand(1, 2, 4), torch.full((1, 2, 3), 1 / 3), torch.zeros(1, 2, dtype=torch.bool))
+    lesson = torch.rand(1, 2, 4), torch.full((1, 2, 3), 1 / 3), torch.zeros(1, 2, dtype=torch.bool)
+    s.study(*(t.to(device) for t in lesson))
     assert all(torch.equal(before[k], v) for k, v in s.state_dict().items())
 
 
 # -- teacher model I/O -----------------------------------------------------------------------
-def test_teacher_save_load_roundtrip(tmp_path: Path, tiny_teacher: TeacherMLP):
+def test_teacher_save_load_roundtrip(tmp_path: Path, teacher_on: TeacherMLP, device):
+    tiny_teacher = teacher_on
     path = save_teacher(tiny_teacher, tmp_path / "t.pt", {"note": "test"})
     blob = torch.load(path, weights_only=True)  # plain tensors and numbers only
     assert blob["extra"] == {"note": "test"}
-    loaded = load_teacher(path)
+    loaded = load_teacher(path, device=device)
     x = torch.rand(7, 64)
-    assert torch.equal(predict_probs(loaded, x), predict_probs(tiny_teacher, x))
+    assert torch.equal(predict_probs(loaded, x, device), predict_probs(tiny_teacher, x, device))
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a teacher file"):
-        load_teacher(tmp_path / "bad.pt")
+        load_teacher(tmp_path / "bad.pt", device=device)
 
 
-def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path):
+def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path, device):
     data = commenv.load_dataset("digits")
     model, log = train_teacher(
         data.train.flat(),
@@ -205,32 +217,38 @@ def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path):
         max_epochs=5,
         patience=2,
         show_progress=False,
+        device=device,
     )
     assert isinstance(model, TeacherCNN) and log["best_val_accuracy"] > 0.8
     path = save_teacher(model, tmp_path / "cnn.pt")
-    loaded = load_teacher(path)  # weights_only=True: config and tensors only
+    loaded = load_teacher(path, device=device)  # weights_only=True: config and tensors only
     x = data.test.flat()[:50]
     assert isinstance(loaded, TeacherCNN)
-    assert torch.allclose(predict_probs(loaded, x), predict_probs(model, x), atol=1e-6)
+    got, want = predict_probs(loaded, x, device), predict_probs(model, x, device)
+    assert torch.allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="needs image_shape"):
-        train_teacher(x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="cnn")
+        train_teacher(
+            x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="cnn", device=device
+        )
     with pytest.raises(ValueError, match="valid choices"):
         build_teacher_model({"arch": "transformer"})
     with pytest.raises(ValueError, match="valid choices"):
-        train_teacher(x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="rnn")
+        train_teacher(
+            x, data.test.y[:50], x, data.test.y[:50], num_classes=10, arch="rnn", device=device
+        )
     old = {k: v for k, v in TeacherMLP(64, 10, hidden=8).config.items()}  # files without arch
     assert isinstance(build_teacher_model(old), TeacherMLP)
 
 
-def test_reference_architectures():
+def test_reference_architectures(device):
     t = TeacherMLP(784, 10)
     assert [m.out_features for m in t.net if isinstance(m, torch.nn.Linear)] == [1200, 1200, 10]
     assert sum(isinstance(m, torch.nn.Dropout) for m in t.net) == 2
-    s = Student(784, 10)
+    s = Student(784, 10, device=device)
     assert [layer.weight.shape[-1] for layer in s.model.layers] == [32, 32, 10]
 
 
-def test_teacher_training_learns_and_stops_early(tiny_teacher: TeacherMLP):
+def test_teacher_training_learns_and_stops_early(tiny_teacher: TeacherMLP, device):
     data = commenv.load_dataset("digits")
     acc = (predict_probs(tiny_teacher, data.test.flat()).argmax(-1) == data.test.y).float().mean()
     assert acc > 0.85
@@ -246,15 +264,17 @@ def test_teacher_training_learns_and_stops_early(tiny_teacher: TeacherMLP):
         max_epochs=50,
         patience=2,
         show_progress=False,
+        device=device,
     )
     assert log["best_epoch"] == 0 and log["epochs"] == 3
 
 
 # -- teacher agents in the game --------------------------------------------------------------
-def test_hardness_teacher_picks_the_hardest_with_its_targets(tiny_teacher: TeacherMLP):
-    game = commenv.quiz_v0.batched(2, stack_size=3, batch_size=8)
+def test_hardness_teacher_picks_the_hardest_with_its_targets(teacher_on: TeacherMLP, device):
+    tiny_teacher = teacher_on
+    game = commenv.quiz_v0.batched(2, stack_size=3, batch_size=8, device=device)
     obs, infos = game.reset(seed=0)
-    student = Student(game.num_features, game.num_classes, num_envs=2, seed=0)
+    student = Student(game.num_features, game.num_classes, num_envs=2, seed=0, device=device)
     for _ in range(3):
         parts = game.unpack_student(obs["student"])
         obs, _, _, _, infos = game.step({"student": student.answer(parts["images"])})
@@ -262,7 +282,8 @@ def test_hardness_teacher_picks_the_hardest_with_its_targets(tiny_teacher: Teach
         teacher = HardnessTeacher(game, tiny_teacher, measure=measure, targets=targets)
         lesson = teacher.act(obs["teacher"], infos["teacher"])
         parts = game.unpack_teacher(obs["teacher"])
-        p_t = predict_probs(tiny_teacher, parts["images"].reshape(-1, 64)).reshape(2, 24, 10)
+        p_t = predict_probs(tiny_teacher, parts["images"].reshape(-1, 64), device)
+        p_t = p_t.reshape(2, 24, 10)
         # the cached lookup by index equals a forward pass on the observed images
         assert torch.allclose(
             teacher.train_probs[infos["teacher"]["stack_indices"]], p_t, atol=1e-6
@@ -280,10 +301,11 @@ def test_hardness_teacher_picks_the_hardest_with_its_targets(tiny_teacher: Teach
         PassThroughTeacher(game)
 
 
-def test_run_quiz_counts_and_checkpoints(tiny_teacher: TeacherMLP):
-    game = commenv.quiz_v0.batched(1, stack_size=2, batch_size=32, exam_every=5, max_lessons=10**9)
-    student = Student(game.num_features, game.num_classes, seed=0)
-    teacher = HardnessTeacher(game, tiny_teacher)
+def test_run_quiz_counts_and_checkpoints(teacher_on: TeacherMLP, device):
+    config = dict(stack_size=2, batch_size=32, exam_every=5, max_lessons=10**9)
+    game = commenv.quiz_v0.batched(1, device=device, **config)
+    student = Student(game.num_features, game.num_classes, seed=0, device=device)
+    teacher = HardnessTeacher(game, teacher_on)
     data = commenv.load_dataset("digits")
     run = run_quiz(
         game,
@@ -292,7 +314,7 @@ def test_run_quiz_counts_and_checkpoints(tiny_teacher: TeacherMLP):
         patience_epochs=3,
         max_epochs=12,
         show_progress=False,
-        test=(data.test.flat(), data.test.y),
+        test=(data.test.flat().to(device), data.test.y.to(device)),
     )
     bps = [p["backward_passes"][0] for p in run.curve]
     assert bps == list(range(5, 5 * len(bps) + 1, 5))  # an exam every 5 lessons
@@ -349,18 +371,19 @@ def test_gymnasium_teacher_view_passes_checkers(tiny_teacher: TeacherMLP):
         make(targets="logits")
 
 
-def test_bench_takes_a_user_teacher(tiny_teacher: TeacherMLP, bench_quiz):
+def test_bench_takes_a_user_teacher(teacher_on: TeacherMLP, bench_quiz, device):
     args = bench_quiz.parse_args(["--quick", "--teacher", "commenv_agents.teacher:HardnessTeacher"])
-    game = commenv.quiz_v0.batched(stack_size=args.teacher_stack)
-    teacher = bench_quiz.build_teacher(f"user:{args.teacher}", game, tiny_teacher, args)
+    game = commenv.quiz_v0.batched(stack_size=args.teacher_stack, device=device)
+    teacher = bench_quiz.build_teacher(f"user:{args.teacher}", game, teacher_on, args)
     assert isinstance(teacher, HardnessTeacher) and teacher.measure == "ce"
 
 
 def test_bench_held_out_row_scores_with_cross_fitted_teachers(
-    tiny_teacher: TeacherMLP, bench_quiz, monkeypatch
+    teacher_on: TeacherMLP, bench_quiz, monkeypatch, device
 ):
-    game = commenv.quiz_v0.batched(stack_size=5)
-    held_out = torch.full((len(game.train_x), 10), 0.1)
+    tiny_teacher = teacher_on
+    game = commenv.quiz_v0.batched(stack_size=5, device=device)
+    held_out = torch.full((len(game.train_x), 10), 0.1, device=device)
     seen = {}
 
     def fake(dataset, **kwargs):
@@ -373,10 +396,10 @@ def test_bench_held_out_row_scores_with_cross_fitted_teachers(
     assert seen == {"dataset": "digits"} and torch.equal(teacher.train_probs, held_out)
     assert teacher.measure == "rho" and teacher.targets == "true"
     in_sample = bench_quiz.build_teacher("stack 5 RHO true", game, tiny_teacher, args)
-    assert torch.allclose(in_sample.train_probs, predict_probs(tiny_teacher, game.train_x))
+    assert torch.allclose(in_sample.train_probs, predict_probs(tiny_teacher, game.train_x, device))
 
 
-def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz):
+def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz, device):
     rows = bench_quiz.main(
         [
             "--quick",
@@ -389,6 +412,8 @@ def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz)
             "--no-plot",
             "--out-dir",
             str(tmp_path),
+            "--device",
+            str(device),
         ]
     )
     assert [r["config"] for r in rows] == ["baseline", "stack 2 CE soft"]
@@ -488,15 +513,16 @@ def test_out_of_fold_probs_never_predict_a_sample_seen_in_training():
         out_of_fold_probs(x, y, x, y, num_classes=3, folds=1, train_fn=train_fn)
 
 
-def test_hardness_teacher_uses_given_train_probs(tiny_teacher: TeacherMLP):
-    game = commenv.quiz_v0.batched(1, stack_size=2, batch_size=8)
+def test_hardness_teacher_uses_given_train_probs(device):
+    game = commenv.quiz_v0.batched(1, stack_size=2, batch_size=8, device=device)
     obs, infos = game.reset(seed=0)
-    student = Student(game.num_features, game.num_classes, seed=0)
+    student = Student(game.num_features, game.num_classes, seed=0, device=device)
     for _ in range(2):
         parts = game.unpack_student(obs["student"])
         obs, _, _, _, infos = game.step({"student": student.answer(parts["images"])})
     n = len(game.train_x)
     probs = torch.softmax(torch.randn(n, 10, generator=torch.Generator().manual_seed(1)), -1)
+    probs = probs.to(device)
     teacher = HardnessTeacher(game, None, measure="rho", targets="soft", train_probs=probs)
     lesson = teacher.act(obs["teacher"], infos["teacher"])
     assert torch.allclose(lesson["targets"], probs[infos["teacher"]["stack_indices"]])

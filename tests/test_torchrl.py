@@ -114,15 +114,15 @@ def test_without_torchrl_the_module_imports_and_names_the_extra():
     assert "pip install 'commenv[torchrl]'" in out.stdout
 
 
-def test_bad_games_are_named():
+def test_bad_games_are_named(device):
     with pytest.raises(TypeError, match="BatchedEnv"):
         BatchedTorchRLEnv(commenv.partial_obs_v0())
     with pytest.raises(TypeError, match="same spaces for each; agent 'teacher'"):
-        make_torchrl_env("quiz_v0", num_envs=2)
+        make_torchrl_env("quiz_v0", num_envs=2, device=device)
     with pytest.raises(ValueError, match="infos=True copies partial_obs_v0's"):
-        make_torchrl_env("node_graph_v0", num_envs=2, infos=True)
+        make_torchrl_env("node_graph_v0", num_envs=2, infos=True, device=device)
     with pytest.raises(ValueError, match="unknown name"):
-        make_torchrl_env("partial_obs_v1")
+        make_torchrl_env("partial_obs_v1", device=device)
 
 
 def test_ppo_example_beats_random(example, device, tmp_path):
@@ -153,10 +153,10 @@ def test_ppo_example_beats_random(example, device, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vmas") is None, reason="pip install vmas")
-def test_vmas_rows_time_both_engines_at_each_size():
+def test_vmas_rows_time_both_engines_at_each_size(device):
     from commenv.bench.vmas_rows import speed_rows
 
-    rows = speed_rows(quick=True, sizes=(2, 16), seconds=0.01, rounds=1)
+    rows = speed_rows(quick=True, sizes=(2, 16), seconds=0.01, rounds=1, device=str(device))
     engines = ["vmas", "commenv", "torchrl"]
     assert [(r["engine"], r["num_envs"]) for r in rows] == [
         (e, n) for n in (2, 16) for e in engines

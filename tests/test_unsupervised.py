@@ -26,9 +26,9 @@ from commenv_agents.unsupervised import (
 M, F_ = 4, 3
 
 
-def game_of(content, device="cpu", **kw):
-    config = dict(n_nodes=3, content=content, feature_dim=F_, batch_size=M, device=device)
-    return NodeGraphGame(**{**config, **kw})
+def game_of(content, device, **kw):
+    config = dict(n_nodes=3, content=content, feature_dim=F_, batch_size=M)
+    return NodeGraphGame(**{**config, **kw}, device=device)
 
 
 # -- payloads --------------------------------------------------------------------------------
@@ -78,8 +78,8 @@ def _inbox_state(game):
         (lambda p: {"payload": np.where(np.eye(M, 2 * F_) > 0, np.inf, p)}, "node_1.*NaN or inf"),
     ],
 )
-def test_bad_label_free_payload_names_the_node_and_enqueues_nothing(bad, match):
-    game = game_of("gaussian_codes")
+def test_bad_label_free_payload_names_the_node_and_enqueues_nothing(bad, match, device):
+    game = game_of("gaussian_codes", device)
     game.reset(seed=0)
     before = _inbox_state(game)
     good = {
@@ -96,8 +96,8 @@ def test_bad_label_free_payload_names_the_node_and_enqueues_nothing(bad, match):
     game.step(good)  # the env goes on as if the bad call never happened
 
 
-def test_batched_face_rejects_integer_codes():
-    game = game_of("codes")
+def test_batched_face_rejects_integer_codes(device):
+    game = game_of("codes", device)
     game.reset(seed=0)
     with pytest.raises(ValueError, match="label-free.*float"):
         game.step_tensors(torch.ones(1, 3, 2), torch.zeros(1, 3, M, F_, dtype=torch.long))
@@ -278,15 +278,16 @@ def test_sequential_loop_runs_the_same_contract(device):
     assert bits.shape == (3, 2) and payload.shape == (3, M, 2 * F_)
     assert seq.encode(game.test_images[:5]).shape == (3, 5, F_)
     with pytest.raises(ValueError, match="family"):
-        SequentialUnsupervised("gan", 3, game.image_shape)
+        SequentialUnsupervised("gan", 3, game.image_shape, device=device)
 
 
 # -- the probe's early stopping --------------------------------------------------------------
-def test_probe_early_stopping_stops_and_scores_the_best_validation_epoch():
+def test_probe_early_stopping_stops_and_scores_the_best_validation_epoch(device):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 2, 6, generator=g)
     y = (x[:, 0, 0] > 0).long()
     x[:, 1] = torch.randn(600, 6, generator=g)  # probe 1 reads pure noise
+    x, y = x.to(device), y.to(device)
     split = dict(
         train_x=x[:400],
         train_y=y[:400],
@@ -305,7 +306,8 @@ def test_probe_early_stopping_stops_and_scores_the_best_validation_epoch():
     # It stopped exactly `patience` epochs after the last improvement of any probe ...
     curve = early.val_curve
     best_so_far = torch.cummax(curve, 0).values
-    improved = torch.cat([torch.ones(1, 2, dtype=torch.bool), best_so_far[1:] > best_so_far[:-1]])
+    first = torch.ones(1, 2, dtype=torch.bool, device=curve.device)
+    improved = torch.cat([first, best_so_far[1:] > best_so_far[:-1]])
     last = int(improved.any(1).nonzero().max())
     assert len(curve) == last + 1 + 3
     # ... each probe is scored at its first best validation epoch ...

@@ -47,7 +47,7 @@ def test_end_to_end_tiny(tmp_path, capsys, device):
     }
 
 
-def test_resume_skips_finished_runs(tmp_path, monkeypatch):
+def test_resume_skips_finished_runs(tmp_path, monkeypatch, device):
     store = RunStore(tmp_path, "unsupervised")
     done = {
         "run": "vae-1",
@@ -66,12 +66,13 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     )
     rows = bench.main(
         [*TINY, "--runs", "vae-1", "vae-10-none", "--out-dir", str(tmp_path), "--resume"]
+        + ["--device", str(device)]
     )
     assert calls == ["vae-10-none"]
     assert rows[0] == done
 
 
-def test_user_agent_joins_the_table(tmp_path):
+def test_user_agent_joins_the_table(tmp_path, device):
     rows = bench.main(
         [
             *TINY,
@@ -83,6 +84,8 @@ def test_user_agent_joins_the_table(tmp_path):
             "commenv_agents.unsupervised:VAEPopulation",
             "--agent-family",
             "vae",
+            "--device",
+            str(device),
         ]
     )
     assert rows[-1]["run"] == "vae-10-VAEPopulation" and rows[-1]["nodes"] == 10
@@ -127,7 +130,7 @@ def test_claims_are_judged_on_the_rows():
 
 
 def test_speed_rows():
-    rows = bench.speed_rows(quick=True, hiddens=(16,))
+    rows = bench.speed_rows(quick=True, hiddens=(16,))  # device-free: it takes no device (yet)
     assert [r["name"] for r in rows] == [
         "unsupervised VAE population N=10 hidden=16 batched",
         "unsupervised VAE population N=10 hidden=16 sequential",

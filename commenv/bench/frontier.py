@@ -42,6 +42,7 @@ import torch
 
 from commenv.bench.graph import CONFIGS as GRAPH_CONFIGS
 from commenv.bench.tools import (
+    NodeGraphOptions,
     RunStore,
     load_object,
     markdown_table,
@@ -94,35 +95,31 @@ COLUMNS = [
 
 
 @dataclass
-class Args:
-    """The bandwidth frontier: every protocol on one node graph, accuracy against bits."""
+class Args(NodeGraphOptions):
+    """The bandwidth frontier: every protocol on one node graph, accuracy against bits.
+
+    The node-graph options (data, minibatch, sharing, device, seed) come from
+    :class:`~commenv.bench.tools.NodeGraphOptions`; this benchmark's own follow."""
 
     quick: bool = False
     """digits, 400 steps, evaluation every 50 (about two minutes on 2 CPU cores)"""
     protocols: tuple[str, ...] = PROTOCOLS
-    """protocols to run, by name"""
+    """protocols to run, by name (--consumption-prob, --broadcast-margin and --temperature
+    apply to output sharing: labels, logits, features, features_8bit)"""
     partitions: tuple[str, ...] = ("iid",)
     """partitions to run every protocol on: iid and/or dirichlet"""
-    dataset: str | None = None
-    """dataset (default fashion-mnist; digits with --quick)"""
-    data_root: str | None = None
-    """directory of the dataset files"""
     n_nodes: int = 10
     """nodes N (fully connected)"""
     steps: int | None = None
     """parallel training steps per protocol (default 2000; 400 with --quick)"""
     eval_every: int | None = None
     """evaluate every this many steps (default 250; 50 with --quick)"""
-    batch_size: int = 32
-    """minibatch of every node at every step"""
     arch: str = "mlp"
     """node model: mlp or cnn (ist needs mlp)"""
     hidden: int = 256
     """first hidden layer of the MLP"""
     feature_dim: int = 64
     """top-level features (the shared features' width)"""
-    lr: float = 1e-3
-    """Adam learning rate of every protocol"""
     topk_ratio: float = 0.01
     """top-k: fraction of the gradient entries sent, in (0, 1]"""
     powersgd_rank: int = 2
@@ -139,24 +136,10 @@ class Args:
     """codistillation: weight of the distillation term"""
     ist_period: int = 10
     """IST: local steps per subnet round"""
-    consumption_prob: float = 0.5
-    """output sharing: probability of training on the inbox rather than local data"""
-    broadcast_margin: float = 1.5
-    """output sharing: per-edge broadcast probability = margin * consumption_prob / (N - 1)"""
-    temperature: float = 0.5
-    """output sharing: softening of received logits"""
-    dirichlet_alpha: float = 0.5
-    """class concentration of the dirichlet partition"""
     target: float | None = None
     """target accuracy in percent (default: synchronous SGD's final accuracy - 1 point)"""
     agent: str | None = None
     """a user protocol 'module:Class' run beside the others"""
-    device: str = "auto"
-    """auto | cpu | cuda"""
-    threads: int = 1
-    """torch CPU threads"""
-    seed: int = 0
-    """seed of partitions, models and sampling"""
     out_dir: Path | None = None
     """result folder (default results/frontier, results/frontier-quick with --quick)"""
     resume: bool = False
@@ -203,17 +186,12 @@ def run_one(
     content = getattr(cls, "content", "labels") if cls else spec.content
     float_bits = getattr(cls, "float_bits", 32) if cls else spec.float_bits
     game = NodeGraphGame(
+        **args.game_config(),
         n_nodes=args.n_nodes,
         content=content,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        batch_size=args.batch_size,
-        consumption_prob=args.consumption_prob,
         feature_dim=args.feature_dim,
         float_bits=float_bits,
         partition=partition,
-        dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed,
         device=device,
         max_cycles=args.steps + 1,
     )

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 
 from commenv.bench.tools import (
+    OutputSharingOptions,
     RunStore,
     load_object,
     markdown_table,
@@ -59,7 +60,7 @@ from commenv.bench.tools import (
     verdict,
 )
 from commenv.evaluation import WEIGHTINGS
-from commenv.node_graph import CONTENTS, PARTITIONS, NodeGraphGame
+from commenv.node_graph import CONTENTS, NodeGraphGame
 from commenv_agents.population import (
     ARCHS,
     OutputSharingPopulation,
@@ -93,46 +94,22 @@ COLUMNS = [
 
 
 @dataclass
-class Args:
-    """Table 2.2 of the thesis on node_graph_v0: nodes exchanging outputs vs a single node."""
+class Args(OutputSharingOptions):
+    """Table 2.2 of the thesis on node_graph_v0: nodes exchanging outputs vs a single node.
+
+    The node-graph options (data, minibatch, sharing, partition, device, seed) come from
+    :class:`~commenv.bench.tools.OutputSharingOptions`; this benchmark's own follow."""
 
     quick: bool = False
     """quick preset: digits, 1000 steps, eval every 50 (a minute or two on 2 CPU cores)"""
     dataset: str = "fashion-mnist"
     """digits | fashion-mnist | mnist | cifar10 | synthetic"""
-    data_root: str | None = None
-    """directory of the dataset files"""
     steps: int = 5000
     """parallel training steps per configuration"""
     eval_every: int = 250
     """evaluate on the test split every N steps"""
     arch: Literal[("auto", *ARCHS)] = "auto"
     """node model: MLP or DCGAN-style strided CNN (auto: cnn on CUDA, else mlp)"""
-    batch_size: int = 32
-    """minibatch size of every node"""
-    lr: float = 1e-3
-    """Adam learning rate"""
-    temperature: float = 0.5
-    """softening of shared logits (the thesis: lower is better)"""
-    feature_weight: float = 1.0
-    """weight of the MSE on shared features"""
-    consumption_prob: float = 0.5
-    """probability of training on the inbox rather than local data"""
-    broadcast_margin: float = 1.5
-    """per-edge broadcast probability = margin * consumption_prob / (N - 1), so inboxes are fed
-    slightly faster than they are read"""
-    partition: Literal[PARTITIONS] = "iid"
-    """how the training set is split among nodes (exclusive either way)"""
-    dirichlet_alpha: float = 0.5
-    """class concentration of --partition dirichlet (smaller: more skewed)"""
-    train_size: int | None = None
-    """partition only this many random training samples (every configuration the same ones):
-    data-starved nodes; default all"""
-    float_bits: int = 32
-    """bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform levels per sample;
-    what arrives is quantized and billed so)"""
-    inbox_capacity: int = 16
-    """inbox size in minibatches"""
     runs: str = "all"
     """comma-separated configurations by name or slug, e.g. '1-node,10-nodes-logits'
     (choices: 1-node, 10-nodes-no-sharing, 10-nodes-logits, 10-nodes-true-labels,
@@ -141,13 +118,6 @@ class Args:
     """a user population 'module:Class' run on the 10-node configuration"""
     agent_content: Literal[CONTENTS] = "labels"
     """what the --agent population shares"""
-    device: str = "auto"
-    """auto (CUDA when present) | cpu | cuda"""
-    threads: int = 1
-    """torch CPU threads (1 is fastest on a few shared cores: OpenMP threads that wait for each
-    other cost more than they compute)"""
-    seed: int = 0
-    """seed of partitions, models, sampling"""
     out_dir: Path = Path("results/graph")
     """where JSON/CSV/PNG go (results/graph-quick with --quick)"""
     resume: bool = False
@@ -178,18 +148,9 @@ def run_config(
     """Train one configuration and return its row (with the accuracy curve)."""
     content = "labels" if share == "none" else share
     game = NodeGraphGame(
+        **args.game_config(),
         n_nodes=n_nodes,
         content=content,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        batch_size=args.batch_size,
-        consumption_prob=args.consumption_prob,
-        inbox_capacity=args.inbox_capacity,
-        float_bits=args.float_bits,
-        partition=args.partition,
-        dirichlet_alpha=args.dirichlet_alpha,
-        partition_seed=args.seed,
-        train_size=args.train_size,
         device=device,
         max_cycles=args.steps + 1,
     )

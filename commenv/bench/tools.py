@@ -20,10 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
+
+from commenv.node_graph import PARTITIONS
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -281,6 +284,87 @@ def parse_config(
     args = list(sys.argv[1:] if argv is None else argv)
     default = cls(**{"quick": True, **quick}) if quick is not None and "--quick" in args else None
     return tyro.cli(cls, args=args, description=description, default=default)
+
+
+@dataclass
+class NodeGraphOptions:
+    """The node_graph_v0 options every node-graph benchmark shares, written once.
+
+    ``commenv bench graph``, ``commenv bench frontier`` and ``python -m commenv.distributed
+    graph`` inherit them in their config dataclass (each field's docstring is its ``--help``
+    line, its default the only default) and redeclare a field only where their meaning or
+    default really differs (``--quick``'s preset, ``graph``'s resolved dataset, the
+    distributed ranks' device and threads).
+    """
+
+    quick: bool = False
+    """the quick preset: digits, a short budget (a minute or two on 2 CPU cores)"""
+    dataset: str | None = None
+    """digits | fashion-mnist | mnist | cifar10 | synthetic (default fashion-mnist; digits with
+    --quick)"""
+    data_root: str | None = None
+    """directory of the dataset files"""
+    batch_size: int = 32
+    """minibatch size of every node"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    temperature: float = 0.5
+    """softening of shared logits (the thesis: lower is better)"""
+    consumption_prob: float = 0.5
+    """probability of training on the inbox rather than local data"""
+    broadcast_margin: float = 1.5
+    """per-edge broadcast probability = margin * consumption_prob / (N - 1), so inboxes are fed
+    slightly faster than they are read"""
+    dirichlet_alpha: float = 0.5
+    """class concentration of the dirichlet partition (smaller: more skewed)"""
+    device: str = "auto"
+    """auto (CUDA when present) | cpu | cuda"""
+    threads: int = 1
+    """torch CPU threads (1 is fastest on a few shared cores: OpenMP threads that wait for each
+    other cost more than they compute)"""
+    seed: int = 0
+    """seed of partitions, models, sampling"""
+
+    def game_config(self) -> dict[str, Any]:
+        """The ``NodeGraphGame`` keyword arguments these options set (the partition drawn from
+        ``seed``); a benchmark adds its nodes, content, device and step budget."""
+        return dict(
+            dataset=self.dataset,
+            data_root=self.data_root,
+            batch_size=self.batch_size,
+            consumption_prob=self.consumption_prob,
+            dirichlet_alpha=self.dirichlet_alpha,
+            partition_seed=self.seed,
+        )
+
+
+@dataclass
+class OutputSharingOptions(NodeGraphOptions):
+    """:class:`NodeGraphOptions` plus the game's own knobs of the output-sharing runs (``commenv
+    bench graph``, ``python -m commenv.distributed graph``): one partition, the data-starved
+    subset, the payload precision, the inbox size and the features' loss weight."""
+
+    partition: Literal[PARTITIONS] = "iid"
+    """how the training set is split among nodes (exclusive either way)"""
+    train_size: int | None = None
+    """partition only this many random training samples (every configuration the same ones):
+    data-starved nodes; default all"""
+    float_bits: int = 32
+    """bits per shared logit/feature value: 32, 16 (half) or 1-15 (uniform levels per sample;
+    what arrives is quantized and billed so)"""
+    inbox_capacity: int = 16
+    """inbox size in minibatches"""
+    feature_weight: float = 1.0
+    """weight of the MSE on shared features"""
+
+    def game_config(self) -> dict[str, Any]:
+        return dict(
+            super().game_config(),
+            partition=self.partition,
+            train_size=self.train_size,
+            float_bits=self.float_bits,
+            inbox_capacity=self.inbox_capacity,
+        )
 
 
 def verdict(claim: str, ok: bool, where: str, meaning: str, regime: str) -> str:
