@@ -192,5 +192,5 @@ def test_per_world_reset_row_resets_only_the_finished_worlds(monkeypatch, device
 )
 def test_sizes_that_cannot_be_measured_raise_before_any_run(argv, match, tmp_path):
     with pytest.raises(ValueError, match=match):
-        speed.main([*argv, "--out-dir", str(tmp_path)])
+        speed.main([*argv, "--out-dir", str(tmp_path)])  # device-free: raises before any run
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written

@@ -86,9 +86,11 @@ def builder_problems(source: str, filename: str = "<test>") -> list[str]:
             continue  # a local helper or model named so, not ``family.batched``
         where = f"{filename}:{node.lineno} {_name(node.func)}(...)"
         device = [k.value for k in node.keywords if k.arg == "device"]
+        if _exempt(node, lines):  # says why this call needs no device or must be the CPU
+            continue
         if any(_is_cpu(v) for v in device) or any(_is_cpu(a) for a in node.args):
             problems.append(f"{where} hard-codes the CPU; take the `device` fixture")
-        elif not device and not _exempt(node, lines):
+        elif not device:
             problems.append(
                 f"{where} leaves device to its default (cpu); pass device=device, or mark the "
                 f"call `# {EXEMPT} <why>` when no tensor is built"
@@ -98,9 +100,12 @@ def builder_problems(source: str, filename: str = "<test>") -> list[str]:
 
 def main_problems(source: str, filename: str = "<test>") -> list[str]:
     """Benchmark ``main([...])`` calls that write results without ``--device`` or on ``cpu``."""
+    lines = source.splitlines()
     problems = []
     for node in ast.walk(ast.parse(source)):
         if not (isinstance(node, ast.Call) and _name(node.func) == "main" and node.args):
+            continue
+        if _exempt(node, lines):
             continue
         argv = node.args[0]
         if isinstance(argv, ast.BinOp):  # [...] + [...]

@@ -79,7 +79,10 @@ def as_batch(action):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["stack2", "stack3-target", "synthetic", "b500"])
 def test_aec_face_plays_the_batched_episode_bit_for_bit(config):
-    env, game = FAMILY.env(**config), FAMILY.batched(1, "cpu", **config)
+    env, game = (
+        FAMILY.env(**config),
+        FAMILY.batched(1, "cpu", **config),  # device-free: CPU face, CPU generator
+    )
     rng = np.random.default_rng(0)
     for seed in (3, None, 5):  # None: both continue their stream
         env.reset(seed=seed)
@@ -107,7 +110,10 @@ def test_aec_face_plays_the_batched_episode_bit_for_bit(config):
 
 def test_parallel_face_plays_the_batched_episode():
     config = CONFIGS[1]
-    env, game = FAMILY.parallel_env(**config), FAMILY.batched(1, "cpu", **config)
+    env, game = (
+        FAMILY.parallel_env(**config),
+        FAMILY.batched(1, "cpu", **config),  # device-free: CPU face, CPU generator
+    )
     rng = np.random.default_rng(1)
     obs, infos = env.reset(seed=2)
     bobs, binfos = game.reset(seed=2)
@@ -178,7 +184,8 @@ RECORDED = [
 @pytest.mark.parametrize(("num_envs", "config", "seed", "expected"), RECORDED)
 def test_same_seed_same_episodes_as_recorded(num_envs, config, seed, expected):
     """CPU streams: a CUDA generator draws other numbers for the same seed."""
-    assert digest(FAMILY.batched(num_envs, "cpu", **config), 150, seed, reset_at=70) == expected
+    game = FAMILY.batched(num_envs, "cpu", **config)  # device-free: recorded on CPU streams
+    assert digest(game, 150, seed, reset_at=70) == expected
 
 
 def edge_answers(B: int, C: int) -> list:
@@ -232,7 +239,10 @@ def test_fast_action_check_agrees_with_validate_action():
 
 def test_the_engine_own_step_and_its_turn_checks():
     config = CONFIGS[0]
-    world, game = QuizWorld(**config), FAMILY.batched(1, "cpu", **config)
+    world, game = (
+        QuizWorld(**config),
+        FAMILY.batched(1, "cpu", **config),  # device-free: CPU face, CPU generator
+    )
     rng = np.random.default_rng(3)
     obs, infos = world.reset(seed=4)
     bobs, binfos = game.reset(seed=4)

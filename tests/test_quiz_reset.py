@@ -77,7 +77,7 @@ def to_round_start(game, rng, outs=None) -> None:
 
 def scenario(device, resets: dict[int, list[int]], rounds: int = 6, num_envs: int = 4):
     """Play ``rounds`` exam cycles; before cycle ``k`` reset the worlds ``resets[k]``."""
-    game = FAMILY.batched(num_envs, device, **CONFIG)
+    game = FAMILY.batched(num_envs, device=device, **CONFIG)
     rng = torch.Generator().manual_seed(11)
     outs = [game.reset(seed=5)]
     for k in range(rounds):
@@ -106,7 +106,7 @@ def test_untouched_worlds_continue_exactly_as_without_the_reset(device):
 
 
 def test_a_reset_world_plays_a_valid_fresh_episode(device):
-    game = FAMILY.batched(3, device, **CONFIG)
+    game = FAMILY.batched(3, device=device, **CONFIG)
     rng = torch.Generator().manual_seed(0)
     game.reset(seed=1)
     for _ in range(2):
@@ -150,8 +150,8 @@ def test_same_seed_and_resets_same_episodes(device):
 
 
 def test_bad_or_refused_env_index_changes_nothing(device):
-    game = FAMILY.batched(3, device, **CONFIG)
-    twin = FAMILY.batched(3, device, **CONFIG)
+    game = FAMILY.batched(3, device=device, **CONFIG)
+    twin = FAMILY.batched(3, device=device, **CONFIG)
     with pytest.raises(ValueError, match="before the first reset"):
         game.reset(env_index=1)
     rng, rng_twin = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
@@ -177,7 +177,10 @@ def test_bad_or_refused_env_index_changes_nothing(device):
 
 
 def test_a_mask_naming_every_world_is_reset(device):
-    game, twin = FAMILY.batched(2, device, **CONFIG), FAMILY.batched(2, device, **CONFIG)
+    game, twin = (
+        FAMILY.batched(2, device=device, **CONFIG),
+        FAMILY.batched(2, device=device, **CONFIG),
+    )
     rng, rng_twin = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     game.reset(seed=9)
     twin.reset(seed=9)
