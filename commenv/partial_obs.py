@@ -53,6 +53,17 @@ the channel delivers them with gradient on the edges the level opens (``feedback
 ``both``) and detached otherwise (``none``, ``receive``), and the rewards above stay
 differentiable in the messages.
 
+**Episodes and resets.** Every world keeps its own step clock (``game.steps``, ``(num_envs,)``);
+a world's episode is truncated when its clock reaches ``max_cycles`` (never terminated early).
+``reset(seed=s)`` reseeds the game and restarts every world. On the batched face,
+``reset(env_index=...)`` (an index, a list or 1-D tensor of indices, or a ``(num_envs,)`` bool
+mask; ``commenv.core.check_env_index``) restarts only those worlds: their clocks go back to 0,
+they hear nothing and see no candidates, and their first world is drawn from the game's
+restart stream (a second generator seeded from the same seed), so every other world continues
+bit for bit as if nothing had happened; ``obs``/``infos`` cover the whole batch. A seed together
+with ``env_index`` raises ``ValueError`` (a partial reset continues the streams). The same seed
+and the same sequence of actions and resets give the same episodes.
+
 Ground truth (``label``, ``world_index`` of ``x_t``, ``target`` position of ``x_{t-1}`` among
 the candidates, ``prev_label``) is in ``infos[agent]``, never in observations.
 
@@ -112,6 +123,7 @@ from commenv.core import (
     check_action_keys,
     check_choice,
     check_data_root,
+    check_env_index,
     check_float,
     check_int,
     check_memory,
@@ -122,6 +134,7 @@ from commenv.datasets import DATASETS, load_dataset
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+_RESTART_STREAM = 0x9E3779B97F4A7C15  # offset of the partial-reset stream's seed
 
 
 def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> torch.Tensor:
@@ -177,7 +190,7 @@ class PartialObsGame(BatchedEnv):
         self._build_channel(graph, k, flip_prob, drop_prob, allow_large)
         self._build_world(dataset, split, noise, mask_seed, data_seed, data_root)
         self._build_spaces(allow_large)
-        self._gen = self._seed_generator(None)
+        self._seed(None)
         self._state: dict[str, torch.Tensor] = {}
 
     # -- construction ----------------------------------------------------------------------
@@ -329,13 +342,39 @@ class PartialObsGame(BatchedEnv):
         self._draw_i += 1
         return self._draws[0][i], self._draws[1][i], self._draws[2][i]
 
-    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
+    def _seed(self, seed: int | None) -> None:
+        """The game's two generators: the main stream (every full reset's draws, the worlds
+        and candidates of every step, channel noise) and the stream of partial resets, seeded
+        from the same seed, so that restarting some worlds never shifts the others' draws."""
+        self._gen = self._seed_generator(seed)
+        restart_seed = (self._gen.initial_seed() + _RESTART_STREAM) % 2**63
+        self._restart_gen = torch.Generator(device=self.device).manual_seed(restart_seed)
+
+    def reset(
+        self, seed: int | None = None, env_index: Any = None
+    ) -> tuple[TensorDict, dict[str, dict]]:
+        """Start a new episode in every world, or only in the worlds ``env_index`` names.
+
+        ``seed`` reseeds the game (full resets only: a partial reset continues the streams,
+        reseeding part of a batch has no meaning and raises ``ValueError``).
+        """
+        if env_index is not None:
+            if seed is not None:
+                raise ValueError(
+                    f"reset(seed=..., env_index=...) got seed={seed!r}: a partial reset "
+                    f"continues the game's random streams (reseeding part of a batch has no "
+                    f"meaning); expected seed=None with env_index, or reset(seed=...) alone"
+                )
+            mask = check_env_index(env_index, self.num_envs, self.device)
+            if not self._state:
+                raise ValueError("reset(env_index=...) called before reset(); call reset() first")
+            self._restart(mask)
+            return self._observe(), self._infos()
         if seed is not None or not self._state:
-            self._gen = self._seed_generator(seed)
+            self._seed(seed)
         B, n, S, L = self.num_envs, self.n_agents, self.max_in, self.message_bits
         self._refill_draws()
         world = self._next_draw()[0]
-        self._t = 0
         self._state = {
             "world": world,
             "label": self.labels[world],
@@ -345,8 +384,37 @@ class PartialObsGame(BatchedEnv):
             "heard": torch.zeros(B, n, S, L, device=self.device),
             "delivered": torch.zeros(B, n, S, dtype=torch.bool, device=self.device),
             "messages": torch.zeros(B, n, L, device=self.device),
+            "steps": torch.zeros(B, dtype=torch.long, device=self.device),
         }
         return self._observe(), self._infos()
+
+    def _restart(self, mask: torch.Tensor) -> None:
+        """Step 0 of a fresh episode in the worlds of ``mask`` ``(B,)``, the others untouched.
+
+        The new first worlds come from the restart stream (``B`` draws whatever the mask, so
+        the stream does not depend on how many worlds restart and nothing waits on the
+        device); the state tensors are replaced, not written, so tensors returned earlier keep
+        their values.
+        """
+        st = self._state
+        fresh = torch.randint(
+            len(self.images), (self.num_envs,), generator=self._restart_gen, device=self.device
+        )
+        row = mask.view(-1, 1)
+        st["world"] = torch.where(mask, fresh, st["world"])
+        st["label"] = self.labels[st["world"]]
+        st["prev_label"] = st["prev_label"].masked_fill(mask, -1)
+        st["candidates"] = st["candidates"].masked_fill(row, 0)
+        st["target"] = st["target"].masked_fill(mask, 0)
+        st["heard"] = st["heard"].masked_fill(row[..., None, None], 0.0)
+        st["delivered"] = st["delivered"].masked_fill(row[..., None], False)
+        st["messages"] = st["messages"].masked_fill(row[..., None], 0.0)
+        st["steps"] = st["steps"].masked_fill(mask, 0)
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """Each world's step clock ``(num_envs,)`` int64: steps since its last reset."""
+        return self._state["steps"]
 
     def _observe(self) -> TensorDict:
         # Written in place into one fresh buffer: the observation is the step's biggest output.
@@ -355,12 +423,11 @@ class PartialObsGame(BatchedEnv):
         self.views(st["world"], out=obs[..., lay["view"]])
         if self.num_candidates:
             cand = obs[..., lay["candidates"]].unflatten(-1, (self.num_candidates, -1))
-            if self._t == 0:
-                cand.zero_()
-            else:  # (B, K) worlds -> (B, n, K, D) views, written in memory order
-                x = self.images.index_select(0, st["candidates"].reshape(-1))
-                x = x.view(B, 1, self.num_candidates, self.num_features)
-                torch.addcmul(self._mask_f[:, None], x, self._mask_sign[:, None], out=cand)
+            # (B, K) worlds -> (B, n, K, D) views, written in memory order
+            x = self.images.index_select(0, st["candidates"].reshape(-1))
+            x = x.view(B, 1, self.num_candidates, self.num_features)
+            torch.addcmul(self._mask_f[:, None], x, self._mask_sign[:, None], out=cand)
+            cand.masked_fill_((st["steps"] == 0).view(B, 1, 1, 1), 0.0)  # nothing seen yet
         heard = st["heard"]
         if heard.requires_grad:  # relaxed messages keep their graph: no in-place writes
             flags = st["delivered"].unsqueeze(-1).to(heard.dtype)
@@ -408,8 +475,9 @@ class PartialObsGame(BatchedEnv):
         messages, choice = act[..., :L], act[..., L:]
         rewards = torch.zeros(self.num_envs, self.n_agents, device=self.device)
 
-        # Discrimination of last step's world from last step's messages.
-        if K and self._t > 0:
+        # Discrimination of last step's world from last step's messages (a world at step 0
+        # heard nothing, so it earns nothing here).
+        if K:
             onehot = torch.nn.functional.one_hot(st["target"], K).to(choice.dtype)
             correct = (choice == onehot.unsqueeze(1)).all(-1).float()  # (B, n)
             heard_any = st["delivered"].any(-1)
@@ -436,7 +504,7 @@ class PartialObsGame(BatchedEnv):
                 rewards = rewards + self.likelihood_weight * spk / cnt.clamp(min=1)
 
         # Advance the world; this step's messages are heard in the next observation.
-        self._t += 1
+        st["steps"] = st["steps"] + 1
         st["heard"], st["delivered"], st["messages"] = delivery.inbox, delivery.delivered, messages
         world, cands, target = self._next_draw()
         if K:  # the world just described hides among K - 1 distractors
@@ -445,9 +513,7 @@ class PartialObsGame(BatchedEnv):
         st["prev_label"] = st["label"]
         st["world"], st["label"] = world, self.labels[world]
 
-        truncated = torch.full(
-            (self.num_envs,), self._t >= self.max_cycles, dtype=torch.bool, device=self.device
-        )
+        truncated = st["steps"] >= self.max_cycles
         terminated = torch.zeros_like(truncated)
         agents = self.possible_agents
         return (
@@ -465,7 +531,8 @@ class PartialObsGame(BatchedEnv):
         if self.render_mode is None or not self._state:
             return None
         if self.render_mode in ("ansi", "human"):
-            lines = [f"{self.metadata['name']} step {self._t}"]
+            step = int(self._state["steps"][env_index])
+            lines = [f"{self.metadata['name']} step {step}"]
             for i, agent in enumerate(self.possible_agents):
                 bits = self._state["messages"][env_index, i].round().int().tolist()
                 lines.append(f"  {agent} said {''.join(map(str, bits))}")
