@@ -240,6 +240,15 @@ def validate_action(
             f"got {describe(action)}"
         )
 
+    if (  # the common case, checked with three array ops: integer bits of the right shape
+        type(action) is np.ndarray
+        and type(space) is gymnasium.spaces.MultiBinary
+        and action.dtype.kind in "biu"
+        and action.shape == space.shape
+    ):
+        if ((action == 0) | (action == 1)).all():
+            return action.astype(space.dtype)
+        raise fail("values out of the space")
     if isinstance(space, gymnasium.spaces.Dict):
         if not isinstance(action, dict) or set(action) != set(space.spaces):
             raise fail(f"expected a dict with keys {sorted(space.spaces)}")
@@ -660,6 +669,9 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         self.agents: list[str] = []
         self.render_mode = game.render_mode
         self._obs_dtype = {a: game.observation_space(a).dtype for a in self.possible_agents}
+        # A game with a one-world numpy path (reset_one/step_one, the same episodes as its
+        # batched face) runs on it here, without torch on the way.
+        self._one_world = bool(getattr(game, "one_world", False)) and game.device.type == "cpu"
 
     def observation_space(self, agent: str) -> gymnasium.Space:
         return self.game.observation_space(agent)
@@ -686,9 +698,11 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         # inference_mode: no autograd bookkeeping, which dominates tiny one-world steps
+        self.agents = list(self.possible_agents)
+        if self._one_world:  # the game's own one-world numpy path
+            return self.game.reset_one(seed=seed)
         with torch.inference_mode():
             obs, infos = self.game.reset(seed=seed)
-        self.agents = list(self.possible_agents)
         return self._obs(obs), self._infos(infos)
 
     def step(self, actions: dict[str, Any]):
@@ -697,6 +711,11 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
                 "step() called before reset() or on a finished episode; call reset() first"
             )
         check_action_keys(actions, self.agents, self.possible_agents)
+        if self._one_world:
+            checked = {a: validate_action(a, self.action_space(a), actions[a]) for a in self.agents}
+            out = self.game.step_one(checked)
+            self.agents = [a for a in self.agents if not (out[2][a] or out[3][a])]
+            return out
         batched = {}
         for agent in self.agents:
             arr = validate_action(agent, self.action_space(agent), actions[agent])

@@ -137,6 +137,60 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _RESTART_STREAM = 0x9E3779B97F4A7C15  # offset of the partial-reset stream's seed
 
 
+def _sum_last(x):
+    """Sum over the last axis as a left-to-right chain of additions (numpy or torch alike)."""
+    if x.shape[-1] == 0:
+        return x.sum(-1)
+    acc = x[..., 0]
+    for j in range(1, x.shape[-1]):
+        acc = acc + x[..., j]
+    return acc
+
+
+class _TorchOps:
+    """The few operations of the rules that numpy and torch spell differently: torch."""
+
+    @staticmethod
+    def f32(x):
+        return x.to(torch.float32)
+
+    @staticmethod
+    def zeros(shape, like):
+        return torch.zeros(shape, device=like.device)
+
+    @staticmethod
+    def at_least_one(x):
+        return x.clamp(min=1)
+
+    @staticmethod
+    def stack(xs):
+        return torch.stack(xs)
+
+
+class _NumpyOps:
+    """The same operations for numpy arrays (the one-world fast path)."""
+
+    @staticmethod
+    def f32(x):
+        return x.astype(np.float32)
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, np.float32)
+
+    @staticmethod
+    def at_least_one(x):
+        return np.maximum(x, _ONE)
+
+    @staticmethod
+    def stack(xs):
+        return np.array(xs)
+
+
+_TORCH, _NUMPY = _TorchOps(), _NumpyOps()
+_ONE = np.float32(1)
+
+
 def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> torch.Tensor:
     """The fixed per-agent inversion masks ``(n_agents, num_features)`` bool."""
     gen = torch.Generator().manual_seed(int(seed))
@@ -190,6 +244,7 @@ class PartialObsGame(BatchedEnv):
         self._build_channel(graph, k, flip_prob, drop_prob, allow_large)
         self._build_world(dataset, split, noise, mask_seed, data_seed, data_root)
         self._build_spaces(allow_large)
+        self._build_out_slots()
         self._seed(None)
         self._state: dict[str, torch.Tensor] = {}
 
@@ -234,7 +289,7 @@ class PartialObsGame(BatchedEnv):
                 "level='both' needs a symmetric graph (every listener also speaks back), "
                 "e.g. graph='two_way' or 'all_to_all'; use level='feedback' on a one-way graph"
             )
-        self.channel = Channel(
+        self._channel = Channel(
             adjacency, flip_prob=flip_prob, drop_prob=drop_prob, device=self.device
         )
         # Gradient through the channel: open exactly where the speaker gets feedback.
@@ -291,11 +346,18 @@ class PartialObsGame(BatchedEnv):
         self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
         self._act_space = gymnasium.spaces.MultiBinary(L + K)
 
+    @property
+    def channel(self) -> Channel:
+        """The game's :class:`~commenv.channel.Channel` (its counters include every step)."""
+        if getattr(self, "_np_traffic", None) is not None:
+            self._flush_traffic()
+        return self._channel
+
     # -- spaces ----------------------------------------------------------------------------
     @property
     def max_in(self) -> int:
         """Number of heard-message slots in an observation (the graph's max in-degree)."""
-        return self.channel.max_in_degree
+        return self._channel.max_in_degree
 
     def observation_space(self, agent: str) -> gymnasium.Space:
         return self._obs_space
@@ -471,43 +533,26 @@ class PartialObsGame(BatchedEnv):
         if not st:
             raise ValueError("step() called before reset()")
         act = self._stack_actions(actions)
-        L, K = self.message_bits, self.num_candidates
+        L = self.message_bits
         messages, choice = act[..., :L], act[..., L:]
-        rewards = torch.zeros(self.num_envs, self.n_agents, device=self.device)
-
-        # Discrimination of last step's world from last step's messages (a world at step 0
-        # heard nothing, so it earns nothing here).
-        if K:
-            onehot = torch.nn.functional.one_hot(st["target"], K).to(choice.dtype)
-            correct = (choice == onehot.unsqueeze(1)).all(-1).float()  # (B, n)
-            heard_any = st["delivered"].any(-1)
-            g = correct * heard_any
-            rewards = rewards + self.info_weight * g
-            # Each speaker earns the mean success of the listeners it reached.
-            reached = st["delivered"].to(g.dtype)  # (B, recv, slot)
-            speaker_sum = self.channel.sum_to_senders(reached * g.unsqueeze(-1))
-            speaker_cnt = self.channel.sum_to_senders(reached)
-            rewards = rewards + self.info_weight * speaker_sum / speaker_cnt.clamp(min=1)
-
-        delivery = self.channel.route(
+        delivery = self._channel.route(
             messages, grad_mask=self.grad_mask, generator=self._gen, tag="message"
         )
-        if self.level != "none" and self.likelihood_weight:
-            agree = 1.0 - (messages.unsqueeze(2) - delivery.inbox).abs().mean(-1)  # (B, r, s)
-            dl = delivery.delivered.to(agree.dtype)
-            agree = agree * dl
-            listener = agree.sum(-1) / dl.sum(-1).clamp(min=1)
-            rewards = rewards + self.likelihood_weight * listener
-            if self.level in ("feedback", "both"):
-                spk = self.channel.sum_to_senders(agree)
-                cnt = self.channel.sum_to_senders(dl)
-                rewards = rewards + self.likelihood_weight * spk / cnt.clamp(min=1)
+        rewards = self._rewards(
+            _TORCH,
+            choice,
+            st["delivered"],
+            st["target"],
+            messages,
+            delivery.inbox,
+            delivery.delivered,
+        )
 
         # Advance the world; this step's messages are heard in the next observation.
         st["steps"] = st["steps"] + 1
         st["heard"], st["delivered"], st["messages"] = delivery.inbox, delivery.delivered, messages
         world, cands, target = self._next_draw()
-        if K:  # the world just described hides among K - 1 distractors
+        if self.num_candidates:  # the world just described hides among K - 1 distractors
             st["candidates"] = cands.scatter(1, target[:, None], st["world"][:, None])
             st["target"] = target
         st["prev_label"] = st["label"]
@@ -522,6 +567,237 @@ class PartialObsGame(BatchedEnv):
             dict.fromkeys(agents, terminated),
             dict.fromkeys(agents, truncated),
             self._infos(),
+        )
+
+    # -- one world in numpy: the PettingZoo faces' fast path ------------------------------
+    one_world: ClassVar[bool] = True
+    """This game has :meth:`reset_one` / :meth:`step_one`, which the PettingZoo faces use."""
+
+    def reset_one(self, seed: int | None = None) -> tuple[dict, dict]:
+        """:meth:`reset` of a one-world game in numpy: the same episode as the batched face
+        with ``num_envs=1`` and the same seed, bit for bit (same draws from the same
+        generators, the same rules: :meth:`_discrimination`, :meth:`_likelihood`).
+
+        Returns ``obs[agent]`` float32 arrays and ``infos[agent]`` dicts of Python ints.
+        The state lives in numpy arrays that ``self._state`` views as tensors (``state()``,
+        ``render()`` and ``steps`` read it as on the batched face).
+        """
+        if self.num_envs != 1 or self.device.type != "cpu":
+            raise ValueError(
+                f"reset_one() is the one-world numpy path: it needs num_envs=1 on the cpu, "
+                f"got num_envs={self.num_envs} on {self.device}"
+            )
+        if seed is not None or not self._state:
+            self._seed(seed)
+        if not hasattr(self, "_np_images"):
+            self._np_images = self.images.numpy()
+            self._np_labels = self.labels.numpy()
+            self._np_mask_f, self._np_sign = self._mask_f.numpy(), self._mask_sign.numpy()
+            self._np_gather = self._channel.senders.clamp(min=0).numpy()
+            self._np_slot_valid = self._channel.slot_valid.numpy()
+        n, S, L, K = self.n_agents, self.max_in, self.message_bits, self.num_candidates
+        self._np_act = np.zeros((1, n, L + K), np.float32)
+        self._refill_draws()
+        self._np_draws = tuple(d.numpy() for d in self._draws)
+        world = self._np_draws[0][0]
+        self._draw_i = 1
+        np_state = {
+            "world": world.copy(),
+            "label": self._np_labels[world],
+            "prev_label": np.full(1, -1, np.int64),
+            "candidates": np.zeros((1, K), np.int64),
+            "target": np.zeros(1, np.int64),
+            "heard": np.zeros((1, n, S, L), np.float32),
+            "delivered": np.zeros((1, n, S), np.bool_),
+            "messages": np.zeros((1, n, L), np.float32),
+            "steps": np.zeros(1, np.int64),
+        }
+        self._np_state = np_state
+        self._state = {k: torch.from_numpy(v) for k, v in np_state.items()}
+        return self._observe_one(), self._infos_one()
+
+    def step_one(self, actions: dict[str, np.ndarray]):
+        """:meth:`step` of a one-world game in numpy, for actions already checked against the
+        action space (the PettingZoo faces check them): ``(obs, rewards, terminations,
+        truncations, infos)`` with Python floats and bools."""
+        st = self._np_state
+        agents = self.possible_agents
+        act = self._np_act  # (1, n, L+K) float32, written here, read (copied) below
+        for i, a in enumerate(agents):
+            act[0, i] = actions[a]
+        L = self.message_bits
+        messages, choice = act[..., :L], act[..., L:]
+        inbox, delivered = self._route_one(messages)
+        rewards = self._rewards(
+            _NUMPY, choice, st["delivered"], st["target"], messages, inbox, delivered
+        )
+
+        st["steps"] += 1
+        st["heard"][...], st["delivered"][...], st["messages"][...] = inbox, delivered, messages
+        if self._draw_i == self._DRAW_CHUNK:
+            self._refill_draws()
+            self._np_draws = tuple(d.numpy() for d in self._draws)
+        i = self._draw_i
+        self._draw_i += 1
+        world = self._np_draws[0][i]
+        if self.num_candidates:
+            target = self._np_draws[2][i]
+            cands = self._np_draws[1][i].copy()
+            cands[0, target[0]] = st["world"][0]
+            st["candidates"][...], st["target"][...] = cands, target
+        st["prev_label"][...] = st["label"]
+        st["world"][...] = world
+        st["label"][...] = self._np_labels[world]
+
+        truncated = bool(st["steps"][0] >= self.max_cycles)
+        values = rewards[0].tolist()
+        return (
+            self._observe_one(),
+            dict(zip(agents, values, strict=True)),
+            dict.fromkeys(agents, False),
+            dict.fromkeys(agents, truncated),
+            self._infos_one(),
+        )
+
+    def _route_one(self, messages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``Channel.route`` of one world's bits in numpy: the same draws, in the same order,
+        from the same generator (drops, then flips), and the same traffic counters."""
+        ch = self._channel
+        inbox = messages[:, self._np_gather]  # (1, n, S, L)
+        delivered = self._np_slot_valid[None]
+        if ch.drop_prob > 0:
+            keep = torch.rand(delivered.shape, generator=self._gen) >= ch.drop_prob
+            delivered = delivered & keep.numpy()
+        if ch.flip_prob > 0:
+            flips = (torch.rand(inbox.shape, generator=self._gen) < ch.flip_prob).numpy()
+            flips = flips.astype(np.float32)
+            inbox = inbox + flips * (1 - 2 * inbox)
+        if ch.drop_prob > 0 or not self._np_slot_valid.all():
+            inbox = inbox * delivered[..., None].astype(np.float32)
+        self._count_traffic(delivered)
+        return inbox, delivered
+
+    def _count_traffic(self, delivered: np.ndarray) -> None:
+        """The channel's counters for one routed world (what ``Channel.route`` counts)."""
+        pending = getattr(self, "_np_traffic", None)
+        if pending is None:
+            self._np_traffic = pending = np.zeros((2, self.n_agents), np.int64)
+        pending[0] += 1  # one more message put on every edge
+        pending[1] += delivered[0].sum(-1)  # messages that arrived, per receiver
+        if int(pending[0, 0]) >= 1024:
+            self._flush_traffic()
+
+    def _flush_traffic(self) -> None:
+        pending = getattr(self, "_np_traffic", None)
+        if pending is None or not pending[0].any():
+            return
+        ch, L = self._channel, self.message_bits
+        steps = int(pending[0, 0])
+        sent = ch.out_degree.cpu().numpy() * steps
+        arrived = pending[1]
+        ch.account("message", sent * L, arrived * L, sent)
+        if ch.drop_prob > 0:  # lost messages, per receiver
+            lost = ch.in_degree.cpu().numpy() * steps - arrived
+            ch._counters("message")["messages_dropped"] += torch.from_numpy(lost)
+        pending[...] = 0
+
+    def _observe_one(self) -> dict[str, np.ndarray]:
+        st, lay, n = self._np_state, self.obs_layout, self.n_agents
+        obs = np.empty((n, self._obs_space.shape[0]), np.float32)
+        x = self._np_images[st["world"][0]]
+        np.add(self._np_mask_f, x * self._np_sign, out=obs[:, lay["view"]])
+        K, S, L = self.num_candidates, self.max_in, self.message_bits
+        if K:
+            cand = obs[:, lay["candidates"]].reshape(n, K, -1)
+            if st["steps"][0] == 0:
+                cand[...] = 0.0
+            else:
+                x = self._np_images[st["candidates"][0]]  # (K, D)
+                np.add(self._np_mask_f[:, None], x[None] * self._np_sign[:, None], out=cand)
+        slots = obs[:, lay["heard"]].reshape(n, S, 1 + L)
+        slots[..., 0] = st["delivered"][0]
+        slots[..., 1:] = st["heard"][0]
+        return {a: obs[i] for i, a in enumerate(self.possible_agents)}
+
+    def _infos_one(self) -> dict[str, dict]:
+        st = self._np_state
+        info = {
+            "label": int(st["label"][0]),
+            "world_index": int(st["world"][0]),
+            "target": int(st["target"][0]),
+            "prev_label": int(st["prev_label"][0]),
+        }
+        return {a: dict(info) for a in self.possible_agents}
+
+    # -- the rules, once for torch tensors and numpy arrays --------------------------------
+    # Both faces compute the rewards with this one method (``ops`` is _TORCH or _NUMPY).
+    # Every sum over slots or senders is an explicit left-to-right chain of float32 additions,
+    # so that numpy and torch give the same bits (a matmul or a library reduction may add in
+    # another order).
+    def _rewards(self, ops, choice, heard_before, target, messages, inbox, delivered):
+        """``(B, n)`` rewards of one step (the module docstring's rules).
+
+        ``choice`` ``(B, n, K)`` and ``messages`` ``(B, n, L)``: this step's actions;
+        ``heard_before`` ``(B, n, max_in)``: the slots that held a message at ``t - 1`` (all
+        False at a world's step 0, which therefore earns no discrimination reward);
+        ``target`` ``(B,)``: where ``x_{t-1}`` is among the candidates; ``inbox``
+        ``(B, n, max_in, L)`` / ``delivered``: this step's messages as they arrived.
+        """
+        K, L = self.num_candidates, self.message_bits
+        feedback = self.level in ("feedback", "both")
+        likelihood = self.level != "none" and bool(self.likelihood_weight)
+        to_senders = []  # per-slot values credited to each slot's sender
+        if K:
+            onehot = (self._eye_np if ops is _NUMPY else self._eye)[target]
+            correct = ops.f32((choice == onehot[:, None]).all(-1))  # (B, n)
+            g = correct * ops.f32(heard_before.any(-1))
+            reached = ops.f32(heard_before)  # (B, recv, slot)
+            to_senders += [reached * g[..., None], reached]
+        if likelihood:
+            dl = ops.f32(delivered)
+            agree = (1.0 - abs(messages[:, :, None] - inbox).sum(-1) / L) * dl
+            listener = _sum_last(agree) / ops.at_least_one(_sum_last(dl))
+            if feedback:
+                to_senders += [agree, dl]
+        if to_senders:
+            sums = self._to_senders(ops, ops.stack(to_senders))  # (terms, B, n)
+        rewards = ops.zeros(choice.shape[:2], choice)
+        if K:  # the listener's own success, then its speakers' mean success
+            rewards = rewards + self.info_weight * g
+            rewards = rewards + self.info_weight * sums[0] / ops.at_least_one(sums[1])
+        if likelihood:
+            rewards = rewards + self.likelihood_weight * listener
+            if feedback:  # the listeners' mean agreement flows back to the speaker
+                t = 2 if K else 0
+                spk = sums[t] / ops.at_least_one(sums[t + 1])
+                rewards = rewards + self.likelihood_weight * spk
+        return rewards
+
+    def _to_senders(self, ops, per_slot):
+        """Sum receiver-slot values ``(T, B, n, max_in)`` into their senders ``(T, B, n)``."""
+        idx, valid = self._out_slots_np if ops is _NUMPY else self._out_slots
+        flat = per_slot.reshape(*per_slot.shape[:2], -1)
+        return _sum_last(flat[..., idx] * valid)
+
+    def _build_out_slots(self) -> None:
+        """``(n, max_out)`` flat slot indices ``r * max_in + j`` of each sender's out-edges."""
+        senders = self._channel.senders.cpu()
+        n, S = senders.shape
+        out = [
+            [r * S + j for r in range(n) for j in range(S) if senders[r, j] == s] for s in range(n)
+        ]
+        width = max(1, max(map(len, out)))
+        idx = np.zeros((n, width), np.int64)
+        valid = np.zeros((n, width), np.float32)
+        for s, slots in enumerate(out):
+            idx[s, : len(slots)], valid[s, : len(slots)] = slots, 1.0
+        self._out_slots_np = (idx, valid)
+        K = max(self.num_candidates, 1)
+        self._eye_np = np.eye(K, dtype=np.float32)
+        self._eye = torch.eye(K, device=self.device)
+        self._out_slots = (
+            torch.from_numpy(idx).to(self.device),
+            torch.from_numpy(valid).to(self.device),
         )
 
     # -- render ----------------------------------------------------------------------------
