@@ -655,8 +655,11 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
 
     Observations are numpy arrays of exactly the declared spaces; every action is checked by
     :func:`validate_action` before it reaches the game; agents leave ``self.agents`` when
-    their episode ends.
+    their episode ends. A game with a one-world numpy path (``one_world``: ``reset_one`` /
+    ``step_one``, e.g. partial_obs_v0) runs on it, with no torch on the way.
     """
+
+    _prechecked = False  # set by ValidatingAECEnv while it steps with actions it checked
 
     def __init__(self, game: BatchedEnv) -> None:
         if game.num_envs != 1:
@@ -712,7 +715,11 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
             )
         check_action_keys(actions, self.agents, self.possible_agents)
         if self._one_world:
-            checked = {a: validate_action(a, self.action_space(a), actions[a]) for a in self.agents}
+            checked = (
+                actions
+                if self._prechecked
+                else {a: validate_action(a, self.action_space(a), actions[a]) for a in self.agents}
+            )
             out = self.game.step_one(checked)
             self.agents = [a for a in self.agents if not (out[2][a] or out[3][a])]
             return out
@@ -751,15 +758,41 @@ class ValidatingAECEnv(parallel_to_aec_wrapper):
         agent = self.agent_selection
         if not (self.terminations[agent] or self.truncations[agent]):
             action = validate_action(agent, self.action_space(agent), action)
-        super().step(action)
+        face = self.env
+        face._prechecked = True  # every buffered action was checked here: not twice
+        try:
+            super().step(action)
+        finally:
+            face._prechecked = False
 
     def close(self) -> None:
         self.env.close()
 
 
+def _forwarded(name: str, needs_reset: bool) -> property:
+    """An attribute of the wrapped env, read in one hop (PettingZoo's wrappers forward every
+    read through two ``__getattr__`` calls, a cost the AEC loop pays ~20 times a step)."""
+
+    def get(self: OrderedAECEnv) -> Any:
+        if needs_reset and not self._has_reset:
+            raise AttributeError(f"{name} cannot be accessed before reset")
+        return getattr(self.env, name)
+
+    return property(get, doc=f"The wrapped env's ``{name}``.")
+
+
 class OrderedAECEnv(OrderEnforcingWrapper):
     """PettingZoo's order-enforcing wrapper, whose misuse errors are ``ValueError``s (it
     raises ``AssertionError``, which ``python -O`` would not even strip consistently)."""
+
+    agents = _forwarded("agents", True)
+    agent_selection = _forwarded("agent_selection", True)
+    rewards = _forwarded("rewards", True)
+    terminations = _forwarded("terminations", True)
+    truncations = _forwarded("truncations", True)
+    infos = _forwarded("infos", True)
+    _cumulative_rewards = _forwarded("_cumulative_rewards", False)
+    possible_agents = _forwarded("possible_agents", False)
 
     def step(self, action: Any) -> None:
         if not self._has_reset:

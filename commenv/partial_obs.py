@@ -189,6 +189,7 @@ class _NumpyOps:
 
 _TORCH, _NUMPY = _TorchOps(), _NumpyOps()
 _ONE = np.float32(1)
+_VIEW_TABLE_BYTES = 32 * 2**20  # the one-world path precomputes views up to this size
 
 
 def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> torch.Tensor:
@@ -593,6 +594,13 @@ class PartialObsGame(BatchedEnv):
             self._np_images = self.images.numpy()
             self._np_labels = self.labels.numpy()
             self._np_mask_f, self._np_sign = self._mask_f.numpy(), self._mask_sign.numpy()
+            # every agent's view of every image, when small: one row gather per view
+            table_bytes = 4 * len(self._np_images) * self.n_agents * self.num_features
+            self._np_views = (
+                np.add(self._np_mask_f, self._np_images[:, None] * self._np_sign)
+                if table_bytes <= _VIEW_TABLE_BYTES
+                else None
+            )
             self._np_gather = self._channel.senders.clamp(min=0).numpy()
             self._np_slot_valid = self._channel.slot_valid.numpy()
         n, S, L, K = self.n_agents, self.max_in, self.message_bits, self.num_candidates
@@ -682,19 +690,21 @@ class PartialObsGame(BatchedEnv):
         pending = getattr(self, "_np_traffic", None)
         if pending is None:
             self._np_traffic = pending = np.zeros((2, self.n_agents), np.int64)
-        pending[0] += 1  # one more message put on every edge
-        pending[1] += delivered[0].sum(-1)  # messages that arrived, per receiver
-        if int(pending[0, 0]) >= 1024:
+            self._np_routed = 0
+        self._np_routed += 1  # one more message put on every edge
+        if self._channel.drop_prob > 0:
+            pending[1] += delivered[0].sum(-1)  # messages that arrived, per receiver
+        if self._np_routed >= 1024:
             self._flush_traffic()
 
     def _flush_traffic(self) -> None:
         pending = getattr(self, "_np_traffic", None)
-        if pending is None or not pending[0].any():
+        if pending is None or not self._np_routed:
             return
         ch, L = self._channel, self.message_bits
-        steps = int(pending[0, 0])
+        steps, self._np_routed = self._np_routed, 0
         sent = ch.out_degree.cpu().numpy() * steps
-        arrived = pending[1]
+        arrived = pending[1] if ch.drop_prob > 0 else ch.in_degree.cpu().numpy() * steps
         ch.account("message", sent * L, arrived * L, sent)
         if ch.drop_prob > 0:  # lost messages, per receiver
             lost = ch.in_degree.cpu().numpy() * steps - arrived
@@ -704,16 +714,23 @@ class PartialObsGame(BatchedEnv):
     def _observe_one(self) -> dict[str, np.ndarray]:
         st, lay, n = self._np_state, self.obs_layout, self.n_agents
         obs = np.empty((n, self._obs_space.shape[0]), np.float32)
-        x = self._np_images[st["world"][0]]
-        np.add(self._np_mask_f, x * self._np_sign, out=obs[:, lay["view"]])
+        views = self._np_views
+        if views is not None:
+            obs[:, lay["view"]] = views[st["world"][0]]
+        else:
+            x = self._np_images[st["world"][0]]
+            np.add(self._np_mask_f, x * self._np_sign, out=obs[:, lay["view"]])
         K, S, L = self.num_candidates, self.max_in, self.message_bits
         if K:
             cand = obs[:, lay["candidates"]].reshape(n, K, -1)
             if st["steps"][0] == 0:
                 cand[...] = 0.0
             else:
-                x = self._np_images[st["candidates"][0]]  # (K, D)
-                np.add(self._np_mask_f[:, None], x[None] * self._np_sign[:, None], out=cand)
+                if views is not None:  # (K, n, D) -> (n, K, D)
+                    cand[...] = views[st["candidates"][0]].transpose(1, 0, 2)
+                else:
+                    x = self._np_images[st["candidates"][0]]  # (K, D)
+                    np.add(self._np_mask_f[:, None], x[None] * self._np_sign[:, None], out=cand)
         slots = obs[:, lay["heard"]].reshape(n, S, 1 + L)
         slots[..., 0] = st["delivered"][0]
         slots[..., 1:] = st["heard"][0]
@@ -749,8 +766,8 @@ class PartialObsGame(BatchedEnv):
         to_senders = []  # per-slot values credited to each slot's sender
         if K:
             onehot = (self._eye_np if ops is _NUMPY else self._eye)[target]
-            correct = ops.f32((choice == onehot[:, None]).all(-1))  # (B, n)
-            g = correct * ops.f32(heard_before.any(-1))
+            correct = (choice == onehot[:, None]).all(-1)  # (B, n)
+            g = ops.f32(correct & heard_before.any(-1))
             reached = ops.f32(heard_before)  # (B, recv, slot)
             to_senders += [reached * g[..., None], reached]
         if likelihood:
@@ -759,18 +776,23 @@ class PartialObsGame(BatchedEnv):
             listener = _sum_last(agree) / ops.at_least_one(_sum_last(dl))
             if feedback:
                 to_senders += [agree, dl]
-        if to_senders:
-            sums = self._to_senders(ops, ops.stack(to_senders))  # (terms, B, n)
-        rewards = ops.zeros(choice.shape[:2], choice)
-        if K:  # the listener's own success, then its speakers' mean success
-            rewards = rewards + self.info_weight * g
-            rewards = rewards + self.info_weight * sums[0] / ops.at_least_one(sums[1])
+        if to_senders:  # (pairs, B, n): each sender's mean over the listeners it reached
+            sums = self._to_senders(ops, ops.stack(to_senders))
+            means = sums[0::2] / ops.at_least_one(sums[1::2])
+        # the listener's own success, then its speakers' mean success; the listener's mean
+        # agreement, then (feedback) its listeners' mean agreement flowing back to the speaker
+        terms = []
+        if K:
+            terms += [self.info_weight * g, self.info_weight * means[0]]
         if likelihood:
-            rewards = rewards + self.likelihood_weight * listener
-            if feedback:  # the listeners' mean agreement flows back to the speaker
-                t = 2 if K else 0
-                spk = sums[t] / ops.at_least_one(sums[t + 1])
-                rewards = rewards + self.likelihood_weight * spk
+            terms.append(self.likelihood_weight * listener)
+            if feedback:
+                terms.append(self.likelihood_weight * means[-1])
+        if not terms:
+            return ops.zeros(choice.shape[:2], choice)
+        rewards = terms[0]
+        for term in terms[1:]:
+            rewards = rewards + term
         return rewards
 
     def _to_senders(self, ops, per_slot):
