@@ -101,6 +101,11 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 - ``device="cpu"``: torch device of the batched face; one this machine has (``"cuda"``
   without CUDA raises).
 - ``validate=True``: check every batched action (``False`` skips the checks for speed), a bool.
+- ``reuse_obs=False``: the batched face writes every step's observations into one
+  preallocated buffer (no per-step allocation: flat throughput at large ``num_envs``); the
+  returned tensors are then overwritten by the next ``step``/``reset``, so copy what you keep
+  (``obs[a].clone()``). ``False`` (the default) returns fresh tensors every step, as VMAS
+  does. The PettingZoo faces always return fresh numpy arrays.
 - ``allow_large=False``: accept configurations whose observations need more than
   ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
 
@@ -121,6 +126,7 @@ from commenv.core import (
     TensorDict,
     batched_actions,
     check_action_keys,
+    check_bool,
     check_choice,
     check_data_root,
     check_env_index,
@@ -233,6 +239,7 @@ class PartialObsGame(BatchedEnv):
         device: str | torch.device = "cpu",
         validate: bool = True,
         allow_large: bool = False,
+        reuse_obs: bool = False,
     ) -> None:
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
@@ -246,6 +253,10 @@ class PartialObsGame(BatchedEnv):
         self._build_world(dataset, split, noise, mask_seed, data_seed, data_root)
         self._build_spaces(allow_large)
         self._build_out_slots()
+        self.reuse_obs = check_bool("reuse_obs", reuse_obs)
+        self._obs_buf: torch.Tensor | None = None
+        self._scratch: dict[str, torch.Tensor] = {}
+        self._fresh: bool | torch.Tensor | None = None
         self._seed(None)
         self._state: dict[str, torch.Tensor] = {}
 
@@ -334,7 +345,11 @@ class PartialObsGame(BatchedEnv):
         }
         obs_dim = self.obs_layout["candidates"].stop
         obs_bytes = 4 * self.num_envs * self.n_agents * obs_dim
-        draw_bytes = 8 * self._DRAW_CHUNK * self.num_envs * max(K, 1)
+        self._draw_chunk = max(1, min(self._DRAW_CHUNK, self._DRAW_WORLD_STEPS // self.num_envs))
+        draw_bytes = 8 * self._draw_chunk * self.num_envs * (2 + max(K, 1))
+        # the gathered images of a step (scratch) and the state's message tensors
+        draw_bytes += 4 * self.num_envs * (1 + K) * D
+        draw_bytes += 4 * self.num_envs * self.n_agents * (S + 1) * L
         check_memory(
             "observations",
             obs_bytes + draw_bytes,
@@ -378,14 +393,15 @@ class PartialObsGame(BatchedEnv):
         x = x.view(*world_index.shape, 1, self.num_features)
         return torch.addcmul(self._mask_f, x, self._mask_sign, out=out)
 
-    _DRAW_CHUNK = 32  # steps of world/candidate draws sampled per call to the RNG
+    _DRAW_CHUNK = 32  # at most this many steps of world/candidate draws per call to the RNG
+    _DRAW_WORLD_STEPS = 8192  # and about this many world-steps: bounded memory per world
 
     def _refill_draws(self) -> None:
         # Drawing many steps at once keeps RNG calls off the per-step path; same seed, same
         # draws. Memory stays bounded however long the episode.
         B, C, K, n_img = (
             self.num_envs,
-            self._DRAW_CHUNK,
+            self._draw_chunk,
             max(self.num_candidates, 1),
             len(self.images),
         )
@@ -399,7 +415,7 @@ class PartialObsGame(BatchedEnv):
 
     def _next_draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The next step's world ``(B,)``, distractors ``(B, K)`` and target slot ``(B,)``."""
-        if self._draw_i == self._DRAW_CHUNK:
+        if self._draw_i == self._draw_chunk:
             self._refill_draws()
         i = self._draw_i
         self._draw_i += 1
@@ -449,6 +465,7 @@ class PartialObsGame(BatchedEnv):
             "messages": torch.zeros(B, n, L, device=self.device),
             "steps": torch.zeros(B, dtype=torch.long, device=self.device),
         }
+        self._fresh = True
         return self._observe(), self._infos()
 
     def _restart(self, mask: torch.Tensor) -> None:
@@ -473,6 +490,9 @@ class PartialObsGame(BatchedEnv):
         st["delivered"] = st["delivered"].masked_fill(row[..., None], False)
         st["messages"] = st["messages"].masked_fill(row[..., None], 0.0)
         st["steps"] = st["steps"].masked_fill(mask, 0)
+        self._fresh = (
+            True if self._fresh is True else (mask if self._fresh is None else self._fresh | mask)
+        )
 
     @property
     def steps(self) -> torch.Tensor:
@@ -480,17 +500,30 @@ class PartialObsGame(BatchedEnv):
         return self._state["steps"]
 
     def _observe(self) -> TensorDict:
-        # Written in place into one fresh buffer: the observation is the step's biggest output.
+        # Written in place into one buffer: the observation is the step's biggest output. It
+        # is fresh every step, or (reuse_obs=True) the same preallocated buffer every step.
         st, B, n, lay = self._state, self.num_envs, self.n_agents, self.obs_layout
-        obs = torch.empty(B, n, self._obs_space.shape[0], device=self.device)
-        self.views(st["world"], out=obs[..., lay["view"]])
+        shape = (B, n, self._obs_space.shape[0])
+        if self.reuse_obs:
+            if self._obs_buf is None:
+                self._obs_buf = torch.empty(shape, device=self.device)
+            obs = self._obs_buf
+        else:
+            obs = torch.empty(shape, device=self.device)
+        x = self._gather_images(st["world"], "view")
+        view = x.view(B, 1, self.num_features)
+        torch.addcmul(self._mask_f, view, self._mask_sign, out=obs[..., lay["view"]])
+        fresh, self._fresh = self._fresh, None  # worlds at step 0 since the last observation
         if self.num_candidates:
             cand = obs[..., lay["candidates"]].unflatten(-1, (self.num_candidates, -1))
-            # (B, K) worlds -> (B, n, K, D) views, written in memory order
-            x = self.images.index_select(0, st["candidates"].reshape(-1))
-            x = x.view(B, 1, self.num_candidates, self.num_features)
-            torch.addcmul(self._mask_f[:, None], x, self._mask_sign[:, None], out=cand)
-            cand.masked_fill_((st["steps"] == 0).view(B, 1, 1, 1), 0.0)  # nothing seen yet
+            if fresh is True:  # every world at step 0: nothing seen yet
+                cand.zero_()
+            else:  # (B, K) worlds -> (B, n, K, D) views, written in memory order
+                x = self._gather_images(st["candidates"].reshape(-1), "candidates")
+                x = x.view(B, 1, self.num_candidates, self.num_features)
+                torch.addcmul(self._mask_f[:, None], x, self._mask_sign[:, None], out=cand)
+                if fresh is not None:  # the worlds restarted by reset(env_index=...)
+                    cand[fresh] = 0.0
         heard = st["heard"]
         if heard.requires_grad:  # relaxed messages keep their graph: no in-place writes
             flags = st["delivered"].unsqueeze(-1).to(heard.dtype)
@@ -502,6 +535,28 @@ class PartialObsGame(BatchedEnv):
             slots[..., 0].copy_(st["delivered"])
             slots[..., 1:].copy_(heard)
         return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
+
+    def _gather_images(self, index: torch.Tensor, name: str) -> torch.Tensor:
+        """``images[index]`` written into a scratch buffer kept for the next step (no large
+        allocation per step; the buffer never leaves the game)."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.shape[0] != index.shape[0]:
+            buf = self._scratch[name] = torch.empty(
+                index.shape[0], self.num_features, device=self.device
+            )
+        return torch.index_select(self.images, 0, index, out=buf)
+
+    def memory_per_world(self) -> int:
+        """Resident bytes of the game's state and buffers per world: the episode state, the
+        pre-drawn randomness, the scratch buffers and one step's observation (fresh or
+        reused), divided by ``num_envs``. Shared data (the images, the masks) is not counted:
+        it does not grow with ``num_envs``. Call it after ``reset`` and a ``step``."""
+        tensors = list(self._state.values()) + list(getattr(self, "_draws", ()))
+        tensors += list(self._scratch.values())
+        total = sum(t.element_size() * t.nelement() for t in tensors)
+        obs_dim = self._obs_space.shape[0]
+        total += 4 * self.num_envs * self.n_agents * obs_dim  # one observation buffer
+        return -(-total // self.num_envs)
 
     def _infos(self) -> dict[str, dict]:
         st = self._state
@@ -642,7 +697,7 @@ class PartialObsGame(BatchedEnv):
 
         st["steps"] += 1
         st["heard"][...], st["delivered"][...], st["messages"][...] = inbox, delivered, messages
-        if self._draw_i == self._DRAW_CHUNK:
+        if self._draw_i == self._draw_chunk:
             self._refill_draws()
             self._np_draws = tuple(d.numpy() for d in self._draws)
         i = self._draw_i
