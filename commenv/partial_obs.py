@@ -255,7 +255,7 @@ class PartialObsGame(BatchedEnv):
         self._build_out_slots()
         self.reuse_obs = check_bool("reuse_obs", reuse_obs)
         self._obs_buf: torch.Tensor | None = None
-        self._scratch: dict[str, torch.Tensor] = {}
+        self._scratch: torch.Tensor | None = None
         self._fresh: bool | torch.Tensor | None = None
         self._seed(None)
         self._state: dict[str, torch.Tensor] = {}
@@ -347,8 +347,7 @@ class PartialObsGame(BatchedEnv):
         obs_bytes = 4 * self.num_envs * self.n_agents * obs_dim
         self._draw_chunk = max(1, min(self._DRAW_CHUNK, self._DRAW_WORLD_STEPS // self.num_envs))
         draw_bytes = 8 * self._draw_chunk * self.num_envs * (2 + max(K, 1))
-        # the gathered images of a step (scratch) and the state's message tensors
-        draw_bytes += 4 * self.num_envs * (1 + K) * D
+        # the state's message tensors
         draw_bytes += 4 * self.num_envs * self.n_agents * (S + 1) * L
         check_memory(
             "observations",
@@ -510,18 +509,14 @@ class PartialObsGame(BatchedEnv):
             obs = self._obs_buf
         else:
             obs = torch.empty(shape, device=self.device)
-        x = self._gather_images(st["world"], "view")
-        view = x.view(B, 1, self.num_features)
-        torch.addcmul(self._mask_f, view, self._mask_sign, out=obs[..., lay["view"]])
+        self._write_views(st["world"][:, None], obs[..., lay["view"]].unsqueeze(2))
         fresh, self._fresh = self._fresh, None  # worlds at step 0 since the last observation
         if self.num_candidates:
             cand = obs[..., lay["candidates"]].unflatten(-1, (self.num_candidates, -1))
             if fresh is True:  # every world at step 0: nothing seen yet
                 cand.zero_()
             else:  # (B, K) worlds -> (B, n, K, D) views, written in memory order
-                x = self._gather_images(st["candidates"].reshape(-1), "candidates")
-                x = x.view(B, 1, self.num_candidates, self.num_features)
-                torch.addcmul(self._mask_f[:, None], x, self._mask_sign[:, None], out=cand)
+                self._write_views(st["candidates"], cand)
                 if fresh is not None:  # the worlds restarted by reset(env_index=...)
                     cand[fresh] = 0.0
         heard = st["heard"]
@@ -536,15 +531,28 @@ class PartialObsGame(BatchedEnv):
             slots[..., 1:].copy_(heard)
         return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
 
-    def _gather_images(self, index: torch.Tensor, name: str) -> torch.Tensor:
-        """``images[index]`` written into a scratch buffer kept for the next step (no large
-        allocation per step; the buffer never leaves the game)."""
-        buf = self._scratch.get(name)
-        if buf is None or buf.shape[0] != index.shape[0]:
-            buf = self._scratch[name] = torch.empty(
-                index.shape[0], self.num_features, device=self.device
+    _GATHER_WORLDS = 1024  # worlds whose images one scratch gather holds
+
+    def _write_views(self, index: torch.Tensor, out: torch.Tensor) -> None:
+        """Every agent's view of worlds ``index`` ``(B, k)`` into ``out`` ``(B, n, k, D)``.
+
+        Masked pixels become ``1 - x``, computed as ``m + x * (1 - 2m)`` (exact in floating
+        point for m in {0, 1}, the same bits as :meth:`views`). The images are gathered
+        block by block of worlds into one scratch buffer kept between steps, so that no
+        step allocates memory that grows with ``num_envs``.
+        """
+        B, k = index.shape
+        G = min(B, self._GATHER_WORLDS)
+        if self._scratch is None or self._scratch.shape[0] < G * k:
+            self._scratch = torch.empty(G * k, self.num_features, device=self.device)
+        mask_f, sign = self._mask_f[:, None], self._mask_sign[:, None]
+        for start in range(0, B, G):
+            rows = index[start : start + G]
+            x = torch.index_select(
+                self.images, 0, rows.reshape(-1), out=self._scratch[: rows.numel()]
             )
-        return torch.index_select(self.images, 0, index, out=buf)
+            x = x.view(rows.shape[0], 1, k, self.num_features)
+            torch.addcmul(mask_f, x, sign, out=out[start : start + G])
 
     def memory_per_world(self) -> int:
         """Resident bytes of the game's state and buffers per world: the episode state, the
@@ -552,7 +560,7 @@ class PartialObsGame(BatchedEnv):
         reused), divided by ``num_envs``. Shared data (the images, the masks) is not counted:
         it does not grow with ``num_envs``. Call it after ``reset`` and a ``step``."""
         tensors = list(self._state.values()) + list(getattr(self, "_draws", ()))
-        tensors += list(self._scratch.values())
+        tensors += [] if self._scratch is None else [self._scratch]
         total = sum(t.element_size() * t.nelement() for t in tensors)
         obs_dim = self._obs_space.shape[0]
         total += 4 * self.num_envs * self.n_agents * obs_dim  # one observation buffer

@@ -80,6 +80,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="*", default=[4096, 32768])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--reuse-obs", action="store_true", help="batched face with reuse_obs=True")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.faces == "pettingzoo":
@@ -92,7 +93,7 @@ def main() -> None:
         steppers = {"mpe2": mpe2_stepper(0)}
         for n in args.sizes:
             steppers[f"vmas@{n}"] = vmas_stepper(n)
-            steppers[f"batched@{n}"] = batched_stepper(n)
+            steppers[f"batched@{n}"] = batched_stepper(n, reuse_obs=args.reuse_obs)
     rates: dict[str, list[float]] = {k: [] for k in steppers}
     for _ in range(args.rounds):
         for name, step in steppers.items():
@@ -104,6 +105,13 @@ def main() -> None:
             n = name.split("@")[1]
             line += f"  {value / med['vmas@' + n]:.2f}x VMAS@{n}"
         print(line)
+    if args.faces == "batched":
+        for n in args.sizes:
+            game = commenv.partial_obs_v0.batched(num_envs=n, reuse_obs=args.reuse_obs)
+            game.reset(seed=0)
+            bits = torch.zeros(n, game.action_space("agent_0").n)
+            game.step(dict.fromkeys(game.possible_agents, bits))
+            print(f"memory_per_world@{n}: {game.memory_per_world():,} bytes")
     if args.faces == "batched" and len(args.sizes) > 1:
         a, b = args.sizes[0], args.sizes[-1]
         print(f"batched@{b} / batched@{a}: {med[f'batched@{b}'] / med[f'batched@{a}']:.2f}")

@@ -140,3 +140,35 @@ def test_seed_with_env_index_raises_and_needs_a_first_reset(device):
     game.reset(seed=0)
     with pytest.raises(ValueError, match="a partial reset continues"):
         game.reset(seed=1, env_index=[0])
+
+
+def test_observations_are_fresh_by_default_and_reused_on_request(device):
+    """Default: a step never writes the tensors an earlier step returned (as VMAS). With
+    ``reuse_obs=True`` every step writes the same buffer: the values are the same, the old
+    tensor shows the new observation."""
+    fresh, reused = _game(device, **NOISY), _game(device, **NOISY, reuse_obs=True)
+    gen_a, gen_b = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    a0, _ = fresh.reset(seed=1)
+    b0, _ = reused.reset(seed=1)
+    kept_a, kept_b = a0["agent_0"].clone(), b0["agent_0"].clone()
+    assert torch.equal(kept_a, kept_b)
+    for _ in range(3):
+        a, *_ = fresh.step(_actions(fresh, gen_a))
+        b, *_ = reused.step(_actions(reused, gen_b))
+        assert all(torch.equal(a[k], b[k]) for k in a)  # the same observations
+    assert torch.equal(a0["agent_0"], kept_a)  # untouched
+    assert b0["agent_0"].data_ptr() == b["agent_0"].data_ptr()  # one buffer
+    assert torch.equal(b0["agent_0"], b["agent_0"]) and not torch.equal(b0["agent_0"], kept_b)
+
+
+def test_memory_per_world_is_flat_in_num_envs(device):
+    sizes = {}
+    for n in (64, 4096):
+        game = commenv.partial_obs_v0.batched(num_envs=n, device=device, reuse_obs=True)
+        game.reset(seed=0)
+        bits = torch.zeros(n, game.action_space("agent_0").n, device=device)
+        game.step(dict.fromkeys(game.possible_agents, bits))
+        sizes[n] = game.memory_per_world()
+    obs_bytes = 4 * 2 * game.observation_space("agent_0").shape[0]
+    assert obs_bytes < sizes[4096] <= obs_bytes + 1024  # the observation, then ~0.6 KiB
+    assert sizes[4096] <= sizes[64]  # shared scratch: no growth with num_envs
