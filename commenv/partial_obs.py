@@ -64,6 +64,17 @@ bit for bit as if nothing had happened; ``obs``/``infos`` cover the whole batch.
 with ``env_index`` raises ``ValueError`` (a partial reset continues the streams). The same seed
 and the same sequence of actions and resets give the same episodes.
 
+**Faces and speed.** The PettingZoo faces (parallel and AEC) run one world in numpy
+(``reset_one``/``step_one``): the same rules (one ``_rewards`` written for numpy and torch alike,
+its sums added in a fixed order) and the same random draws from the same generators as the
+batched face, so a seed gives the same episode, bit for bit, on every face. They return fresh
+arrays every step. The batched face gathers images through one scratch buffer it keeps and
+draws its randomness about 8,192 world-steps at a time, so its memory per world does not grow
+with ``num_envs``; ``game.memory_per_world()`` reports it (state, pre-drawn randomness,
+scratch and one step's observation, in bytes per world). Its observations are fresh tensors
+every step unless ``reuse_obs=True``, which writes them into one buffer: no per-step
+allocation, flat throughput at large ``num_envs``, but a kept observation must be copied.
+
 Ground truth (``label``, ``world_index`` of ``x_t``, ``target`` position of ``x_{t-1}`` among
 the candidates, ``prev_label``) is in ``infos[agent]``, never in observations.
 
