@@ -164,6 +164,27 @@ def _sum_last(x):
     return acc
 
 
+def _all_last(x):
+    """``x.all(-1)`` of a bool array as a chain of ``&`` (a library reduction over a short
+    last axis costs far more than a few elementwise ops on the batched face)."""
+    if x.shape[-1] == 0:
+        return x.all(-1)
+    acc = x[..., 0]
+    for j in range(1, x.shape[-1]):
+        acc = acc & x[..., j]
+    return acc
+
+
+def _any_last(x):
+    """``x.any(-1)`` of a bool array as a chain of ``|``."""
+    if x.shape[-1] == 0:
+        return x.any(-1)
+    acc = x[..., 0]
+    for j in range(1, x.shape[-1]):
+        acc = acc | x[..., j]
+    return acc
+
+
 class _TorchOps:
     """The few operations of the rules that numpy and torch spell differently: torch."""
 
@@ -182,6 +203,14 @@ class _TorchOps:
     @staticmethod
     def stack(xs):
         return torch.stack(xs)
+
+    @staticmethod
+    def take_rows(table, index):  # table[index] for a 1-D index
+        return table.index_select(0, index)
+
+    @staticmethod
+    def take_last(x, index):  # x[..., index] for a 2-D index
+        return x.index_select(-1, index.reshape(-1)).view(*x.shape[:-1], *index.shape)
 
 
 class _NumpyOps:
@@ -202,6 +231,14 @@ class _NumpyOps:
     @staticmethod
     def stack(xs):
         return np.array(xs)
+
+    @staticmethod
+    def take_rows(table, index):
+        return table[index]
+
+    @staticmethod
+    def take_last(x, index):
+        return x[..., index]
 
 
 _TORCH, _NUMPY = _TorchOps(), _NumpyOps()
@@ -631,7 +668,7 @@ class PartialObsGame(BatchedEnv):
             st["candidates"] = cands.scatter(1, target[:, None], st["world"][:, None])
             st["target"] = target
         st["prev_label"] = st["label"]
-        st["world"], st["label"] = world, self.labels[world]
+        st["world"], st["label"] = world, self.labels.index_select(0, world)
 
         truncated = st["steps"] >= self.max_cycles
         terminated = torch.zeros_like(truncated)
@@ -839,9 +876,9 @@ class PartialObsGame(BatchedEnv):
         likelihood = self.level != "none" and bool(self.likelihood_weight)
         to_senders = []  # per-slot values credited to each slot's sender
         if K:
-            onehot = (self._eye_np if ops is _NUMPY else self._eye)[target]
-            correct = (choice == onehot[:, None]).all(-1)  # (B, n)
-            g = ops.f32(correct & heard_before.any(-1))
+            onehot = ops.take_rows(self._eye_np if ops is _NUMPY else self._eye, target)
+            correct = _all_last(choice == onehot[:, None])  # (B, n)
+            g = ops.f32(correct & _any_last(heard_before))
             reached = ops.f32(heard_before)  # (B, recv, slot)
             to_senders += [reached * g[..., None], reached]
         if likelihood:
@@ -873,7 +910,7 @@ class PartialObsGame(BatchedEnv):
         """Sum receiver-slot values ``(T, B, n, max_in)`` into their senders ``(T, B, n)``."""
         idx, valid = self._out_slots_np if ops is _NUMPY else self._out_slots
         flat = per_slot.reshape(*per_slot.shape[:2], -1)
-        return _sum_last(flat[..., idx] * valid)
+        return _sum_last(ops.take_last(flat, idx) * valid)
 
     def _build_out_slots(self) -> None:
         """``(n, max_out)`` flat slot indices ``r * max_in + j`` of each sender's out-edges."""
