@@ -411,7 +411,9 @@ def _check_bits(
 ) -> None:
     """Bits (0/1, or [0, 1] when ``relaxed``) and a ``Selection``'s bound on the ones."""
     if relaxed:
-        low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
+        y = x.detach()  # integer bits are checked in their own dtype: no float copy
+        low, high = torch.aminmax(y if y.dtype != torch.bool else y.to(torch.uint8))
+        # NaN propagates into both
         if not (0 <= float(low) and float(high) <= 1):
             raise fail(~((x >= 0) & (x <= 1)), "expected values in [0, 1]")
     else:
