@@ -204,6 +204,9 @@ class _TorchOps:
     def stack(xs):
         return torch.stack(xs)
 
+    all_last = staticmethod(_all_last)  # booleans: any order gives the same answer
+    any_last = staticmethod(_any_last)
+
     @staticmethod
     def take_rows(table, index):  # table[index] for a 1-D index
         return table.index_select(0, index)
@@ -231,6 +234,14 @@ class _NumpyOps:
     @staticmethod
     def stack(xs):
         return np.array(xs)
+
+    @staticmethod
+    def all_last(x):
+        return x.all(-1)
+
+    @staticmethod
+    def any_last(x):
+        return x.any(-1)
 
     @staticmethod
     def take_rows(table, index):
@@ -877,8 +888,8 @@ class PartialObsGame(BatchedEnv):
         to_senders = []  # per-slot values credited to each slot's sender
         if K:
             onehot = ops.take_rows(self._eye_np if ops is _NUMPY else self._eye, target)
-            correct = _all_last(choice == onehot[:, None])  # (B, n)
-            g = ops.f32(correct & _any_last(heard_before))
+            correct = ops.all_last(choice == onehot[:, None])  # (B, n)
+            g = ops.f32(correct & ops.any_last(heard_before))
             reached = ops.f32(heard_before)  # (B, recv, slot)
             to_senders += [reached * g[..., None], reached]
         if likelihood:
