@@ -892,15 +892,27 @@ class PartialObsGame(BatchedEnv):
             g = ops.f32(correct & ops.any_last(heard_before))
             reached = ops.f32(heard_before)  # (B, recv, slot)
             to_senders += [reached * g[..., None], reached]
+        # every slot holds a message that always arrives: the counts are the graph's own
+        static = self._static_counts_np if ops is _NUMPY else self._static_counts
         if likelihood:
-            dl = ops.f32(delivered)
-            agree = (1.0 - abs(messages[:, :, None] - inbox).sum(-1) / L) * dl
-            listener = _sum_last(agree) / ops.at_least_one(_sum_last(dl))
+            agree = 1.0 - abs(messages[:, :, None] - inbox).sum(-1) / L
+            if static is not None:
+                listener = _sum_last(agree) / static[0]
+            else:
+                dl = ops.f32(delivered)
+                agree = agree * dl
+                listener = _sum_last(agree) / ops.at_least_one(_sum_last(dl))
             if feedback:
-                to_senders += [agree, dl]
-        if to_senders:  # (pairs, B, n): each sender's mean over the listeners it reached
+                to_senders += [agree] if static is not None else [agree, dl]
+        if to_senders:  # (terms, B, n): summed into each slot's sender
             sums = self._to_senders(ops, ops.stack(to_senders))
-            means = sums[0::2] / ops.at_least_one(sums[1::2])
+        means = []  # each sender's mean over the listeners it reached
+        if K:
+            means.append(sums[0] / ops.at_least_one(sums[1]))
+        if likelihood and feedback:
+            t = 2 if K else 0
+            count = static[1] if static is not None else ops.at_least_one(sums[t + 1])
+            means.append(sums[t] / count)
         # the listener's own success, then its speakers' mean success; the listener's mean
         # agreement, then (feedback) its listeners' mean agreement flowing back to the speaker
         terms = []
@@ -939,6 +951,17 @@ class PartialObsGame(BatchedEnv):
         K = max(self.num_candidates, 1)
         self._eye_np = np.eye(K, dtype=np.float32)
         self._eye = torch.eye(K, device=self.device)
+        # With no drops and no padding slots, every count of delivered messages is the
+        # graph's own: listeners' in-degrees and speakers' out-degrees, each at least 1.
+        ch = self._channel
+        self._static_counts_np = self._static_counts = None
+        if ch.drop_prob == 0 and bool(ch.slot_valid.all()):
+            listen = np.maximum(ch.in_degree.cpu().numpy(), 1).astype(np.float32)
+            speak = np.maximum(ch.out_degree.cpu().numpy(), 1).astype(np.float32)
+            self._static_counts_np = (listen, speak)
+            self._static_counts = tuple(
+                torch.from_numpy(c).to(self.device) for c in (listen, speak)
+            )
         self._out_slots = (
             torch.from_numpy(idx).to(self.device),
             torch.from_numpy(valid).to(self.device),
