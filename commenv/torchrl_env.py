@@ -258,9 +258,14 @@ def make_torchrl_env(
     ``config`` goes to the game (``commenv.partial_obs_v0.batched(num_envs, device, **config)``).
     Games whose agents share a ``Box`` observation and a 1-D ``MultiBinary`` action space
     work (partial_obs_v0; node_graph_v0 with label payloads); others raise ``TypeError``.
+    partial_obs_v0 is built with ``reuse_obs=True`` unless ``config`` says otherwise: the
+    adapter copies each step's observations into its tensordict, so the game may write them
+    into one buffer (no per-step allocation).
     """
     import commenv
 
     check_choice("name", name, tuple(commenv.ENVS))
+    if name == "partial_obs_v0":  # the adapter copies every observation: no fresh buffers
+        config.setdefault("reuse_obs", True)
     game = commenv.ENVS[name].batched(num_envs=num_envs, device=device, **config)
     return BatchedTorchRLEnv(game, group=group, infos=infos)
