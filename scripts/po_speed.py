@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 import commenv
-from commenv.bench.speed import batched_stepper, mpe2_stepper, random_play
-
-
-def rate(step, seconds: float) -> float:
-    done, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        done += step()
-    return done / elapsed
+from commenv.bench.speed import batched_stepper, mpe2_stepper, random_play, rate
 
 
 def aec_stepper(seed: int = 0, **config):
+    """Random play on the AEC face, one call = one step of every agent."""
     env = commenv.partial_obs_v0.env(**config)
     env.reset(seed=seed)
     spaces = {a: env.action_space(a) for a in env.possible_agents}
@@ -47,6 +40,7 @@ def aec_stepper(seed: int = 0, **config):
 
 
 def vmas_stepper(num_envs: int, seed: int = 0):
+    """VMAS simple_speaker_listener, discrete actions, uniform random, reset every 25 steps."""
     import vmas
 
     env = vmas.make_env(
