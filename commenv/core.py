@@ -240,6 +240,15 @@ def validate_action(
             f"got {describe(action)}"
         )
 
+    if (  # the common case, checked with three array ops: integer bits of the right shape
+        type(action) is np.ndarray
+        and type(space) is gymnasium.spaces.MultiBinary
+        and action.dtype.kind in "biu"
+        and action.shape == space.shape
+    ):
+        if ((action == 0) | (action == 1)).all():
+            return action.astype(space.dtype)
+        raise fail("values out of the space")
     if isinstance(space, gymnasium.spaces.Dict):
         if not isinstance(action, dict) or set(action) != set(space.spaces):
             raise fail(f"expected a dict with keys {sorted(space.spaces)}")
@@ -402,7 +411,9 @@ def _check_bits(
 ) -> None:
     """Bits (0/1, or [0, 1] when ``relaxed``) and a ``Selection``'s bound on the ones."""
     if relaxed:
-        low, high = torch.aminmax(x.detach().float())  # NaN propagates into both
+        y = x.detach()  # integer bits are checked in their own dtype: no float copy
+        low, high = torch.aminmax(y if y.dtype != torch.bool else y.to(torch.uint8))
+        # NaN propagates into both
         if not (0 <= float(low) and float(high) <= 1):
             raise fail(~((x >= 0) & (x <= 1)), "expected values in [0, 1]")
     else:
@@ -646,8 +657,11 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
 
     Observations are numpy arrays of exactly the declared spaces; every action is checked by
     :func:`validate_action` before it reaches the game; agents leave ``self.agents`` when
-    their episode ends.
+    their episode ends. A game with a one-world numpy path (``one_world``: ``reset_one`` /
+    ``step_one``, e.g. partial_obs_v0) runs on it, with no torch on the way.
     """
+
+    _prechecked = False  # set by ValidatingAECEnv while it steps with actions it checked
 
     def __init__(self, game: BatchedEnv) -> None:
         if game.num_envs != 1:
@@ -660,6 +674,9 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         self.agents: list[str] = []
         self.render_mode = game.render_mode
         self._obs_dtype = {a: game.observation_space(a).dtype for a in self.possible_agents}
+        # A game with a one-world numpy path (reset_one/step_one, the same episodes as its
+        # batched face) runs on it here, without torch on the way.
+        self._one_world = bool(getattr(game, "one_world", False)) and game.device.type == "cpu"
 
     def observation_space(self, agent: str) -> gymnasium.Space:
         return self.game.observation_space(agent)
@@ -686,9 +703,11 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         # inference_mode: no autograd bookkeeping, which dominates tiny one-world steps
+        self.agents = list(self.possible_agents)
+        if self._one_world:  # the game's own one-world numpy path
+            return self.game.reset_one(seed=seed)
         with torch.inference_mode():
             obs, infos = self.game.reset(seed=seed)
-        self.agents = list(self.possible_agents)
         return self._obs(obs), self._infos(infos)
 
     def step(self, actions: dict[str, Any]):
@@ -697,6 +716,15 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
                 "step() called before reset() or on a finished episode; call reset() first"
             )
         check_action_keys(actions, self.agents, self.possible_agents)
+        if self._one_world:
+            checked = (
+                actions
+                if self._prechecked
+                else {a: validate_action(a, self.action_space(a), actions[a]) for a in self.agents}
+            )
+            out = self.game.step_one(checked)
+            self.agents = [a for a in self.agents if not (out[2][a] or out[3][a])]
+            return out
         batched = {}
         for agent in self.agents:
             arr = validate_action(agent, self.action_space(agent), actions[agent])
@@ -732,15 +760,41 @@ class ValidatingAECEnv(parallel_to_aec_wrapper):
         agent = self.agent_selection
         if not (self.terminations[agent] or self.truncations[agent]):
             action = validate_action(agent, self.action_space(agent), action)
-        super().step(action)
+        face = self.env
+        face._prechecked = True  # every buffered action was checked here: not twice
+        try:
+            super().step(action)
+        finally:
+            face._prechecked = False
 
     def close(self) -> None:
         self.env.close()
 
 
+def _forwarded(name: str, needs_reset: bool) -> property:
+    """An attribute of the wrapped env, read in one hop (PettingZoo's wrappers forward every
+    read through two ``__getattr__`` calls, a cost the AEC loop pays ~20 times a step)."""
+
+    def get(self: OrderedAECEnv) -> Any:
+        if needs_reset and not self._has_reset:
+            raise AttributeError(f"{name} cannot be accessed before reset")
+        return getattr(self.env, name)
+
+    return property(get, doc=f"The wrapped env's ``{name}``.")
+
+
 class OrderedAECEnv(OrderEnforcingWrapper):
     """PettingZoo's order-enforcing wrapper, whose misuse errors are ``ValueError``s (it
     raises ``AssertionError``, which ``python -O`` would not even strip consistently)."""
+
+    agents = _forwarded("agents", True)
+    agent_selection = _forwarded("agent_selection", True)
+    rewards = _forwarded("rewards", True)
+    terminations = _forwarded("terminations", True)
+    truncations = _forwarded("truncations", True)
+    infos = _forwarded("infos", True)
+    _cumulative_rewards = _forwarded("_cumulative_rewards", False)
+    possible_agents = _forwarded("possible_agents", False)
 
     def step(self, action: Any) -> None:
         if not self._has_reset:

@@ -53,6 +53,28 @@ the channel delivers them with gradient on the edges the level opens (``feedback
 ``both``) and detached otherwise (``none``, ``receive``), and the rewards above stay
 differentiable in the messages.
 
+**Episodes and resets.** Every world keeps its own step clock (``game.steps``, ``(num_envs,)``);
+a world's episode is truncated when its clock reaches ``max_cycles`` (never terminated early).
+``reset(seed=s)`` reseeds the game and restarts every world. On the batched face,
+``reset(env_index=...)`` (an index, a list or 1-D tensor of indices, or a ``(num_envs,)`` bool
+mask; ``commenv.core.check_env_index``) restarts only those worlds: their clocks go back to 0,
+they hear nothing and see no candidates, and their first world is drawn from the game's
+restart stream (a second generator seeded from the same seed), so every other world continues
+bit for bit as if nothing had happened; ``obs``/``infos`` cover the whole batch. A seed together
+with ``env_index`` raises ``ValueError`` (a partial reset continues the streams). The same seed
+and the same sequence of actions and resets give the same episodes.
+
+**Faces and speed.** The PettingZoo faces (parallel and AEC) run one world in numpy
+(``reset_one``/``step_one``): the same rules (one ``_rewards`` written for numpy and torch alike,
+its sums added in a fixed order) and the same random draws from the same generators as the
+batched face, so a seed gives the same episode, bit for bit, on every face. They return fresh
+arrays every step. The batched face gathers images through one scratch buffer it keeps and
+draws its randomness about 8,192 world-steps at a time, so its memory per world does not grow
+with ``num_envs``; ``game.memory_per_world()`` reports it (state, pre-drawn randomness,
+scratch and one step's observation, in bytes per world). Its observations are fresh tensors
+every step unless ``reuse_obs=True``, which writes them into one buffer: no per-step
+allocation, flat throughput at large ``num_envs``, but a kept observation must be copied.
+
 Ground truth (``label``, ``world_index`` of ``x_t``, ``target`` position of ``x_{t-1}`` among
 the candidates, ``prev_label``) is in ``infos[agent]``, never in observations.
 
@@ -90,6 +112,11 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 - ``device="cpu"``: torch device of the batched face; one this machine has (``"cuda"``
   without CUDA raises).
 - ``validate=True``: check every batched action (``False`` skips the checks for speed), a bool.
+- ``reuse_obs=False``: the batched face writes every step's observations into one
+  preallocated buffer (no per-step allocation: flat throughput at large ``num_envs``); the
+  returned tensors are then overwritten by the next ``step``/``reset``, so copy what you keep
+  (``obs[a].clone()``). ``False`` (the default) returns fresh tensors every step, as VMAS
+  does. The PettingZoo faces always return fresh numpy arrays.
 - ``allow_large=False``: accept configurations whose observations need more than
   ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
 
@@ -110,8 +137,10 @@ from commenv.core import (
     TensorDict,
     batched_actions,
     check_action_keys,
+    check_bool,
     check_choice,
     check_data_root,
+    check_env_index,
     check_float,
     check_int,
     check_memory,
@@ -122,6 +151,110 @@ from commenv.datasets import DATASETS, load_dataset
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+_RESTART_STREAM = 0x9E3779B97F4A7C15  # offset of the partial-reset stream's seed
+
+
+def _sum_last(x):
+    """Sum over the last axis as a left-to-right chain of additions (numpy or torch alike)."""
+    if x.shape[-1] == 0:
+        return x.sum(-1)
+    acc = x[..., 0]
+    for j in range(1, x.shape[-1]):
+        acc = acc + x[..., j]
+    return acc
+
+
+def _all_last(x):
+    """``x.all(-1)`` of a bool array as a chain of ``&`` (a library reduction over a short
+    last axis costs far more than a few elementwise ops on the batched face)."""
+    if x.shape[-1] == 0:
+        return x.all(-1)
+    acc = x[..., 0]
+    for j in range(1, x.shape[-1]):
+        acc = acc & x[..., j]
+    return acc
+
+
+def _any_last(x):
+    """``x.any(-1)`` of a bool array as a chain of ``|``."""
+    if x.shape[-1] == 0:
+        return x.any(-1)
+    acc = x[..., 0]
+    for j in range(1, x.shape[-1]):
+        acc = acc | x[..., j]
+    return acc
+
+
+class _TorchOps:
+    """The few operations of the rules that numpy and torch spell differently: torch."""
+
+    @staticmethod
+    def f32(x):
+        return x.to(torch.float32)
+
+    @staticmethod
+    def zeros(shape, like):
+        return torch.zeros(shape, device=like.device)
+
+    @staticmethod
+    def at_least_one(x):
+        return x.clamp(min=1)
+
+    @staticmethod
+    def stack(xs):
+        return torch.stack(xs)
+
+    all_last = staticmethod(_all_last)  # booleans: any order gives the same answer
+    any_last = staticmethod(_any_last)
+
+    @staticmethod
+    def take_rows(table, index):  # table[index] for a 1-D index
+        return table.index_select(0, index)
+
+    @staticmethod
+    def take_last(x, index):  # x[..., index] for a 2-D index
+        return x.index_select(-1, index.reshape(-1)).view(*x.shape[:-1], *index.shape)
+
+
+class _NumpyOps:
+    """The same operations for numpy arrays (the one-world fast path)."""
+
+    @staticmethod
+    def f32(x):
+        return x.astype(np.float32)
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, np.float32)
+
+    @staticmethod
+    def at_least_one(x):
+        return np.maximum(x, _ONE)
+
+    @staticmethod
+    def stack(xs):
+        return np.array(xs)
+
+    @staticmethod
+    def all_last(x):
+        return x.all(-1)
+
+    @staticmethod
+    def any_last(x):
+        return x.any(-1)
+
+    @staticmethod
+    def take_rows(table, index):
+        return table[index]
+
+    @staticmethod
+    def take_last(x, index):
+        return x[..., index]
+
+
+_TORCH, _NUMPY = _TorchOps(), _NumpyOps()
+_ONE = np.float32(1)
+_VIEW_TABLE_BYTES = 32 * 2**20  # the one-world path precomputes views up to this size
 
 
 def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> torch.Tensor:
@@ -165,6 +298,7 @@ class PartialObsGame(BatchedEnv):
         device: str | torch.device = "cpu",
         validate: bool = True,
         allow_large: bool = False,
+        reuse_obs: bool = False,
     ) -> None:
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
@@ -177,7 +311,12 @@ class PartialObsGame(BatchedEnv):
         self._build_channel(graph, k, flip_prob, drop_prob, allow_large)
         self._build_world(dataset, split, noise, mask_seed, data_seed, data_root)
         self._build_spaces(allow_large)
-        self._gen = self._seed_generator(None)
+        self._build_out_slots()
+        self.reuse_obs = check_bool("reuse_obs", reuse_obs)
+        self._obs_buf: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None
+        self._fresh: bool | torch.Tensor | None = None
+        self._seed(None)
         self._state: dict[str, torch.Tensor] = {}
 
     # -- construction ----------------------------------------------------------------------
@@ -221,7 +360,7 @@ class PartialObsGame(BatchedEnv):
                 "level='both' needs a symmetric graph (every listener also speaks back), "
                 "e.g. graph='two_way' or 'all_to_all'; use level='feedback' on a one-way graph"
             )
-        self.channel = Channel(
+        self._channel = Channel(
             adjacency, flip_prob=flip_prob, drop_prob=drop_prob, device=self.device
         )
         # Gradient through the channel: open exactly where the speaker gets feedback.
@@ -265,7 +404,10 @@ class PartialObsGame(BatchedEnv):
         }
         obs_dim = self.obs_layout["candidates"].stop
         obs_bytes = 4 * self.num_envs * self.n_agents * obs_dim
-        draw_bytes = 8 * self._DRAW_CHUNK * self.num_envs * max(K, 1)
+        self._draw_chunk = max(1, min(self._DRAW_CHUNK, self._DRAW_WORLD_STEPS // self.num_envs))
+        draw_bytes = 8 * self._draw_chunk * self.num_envs * (2 + max(K, 1))
+        # the state's message tensors
+        draw_bytes += 4 * self.num_envs * self.n_agents * (S + 1) * L
         check_memory(
             "observations",
             obs_bytes + draw_bytes,
@@ -278,11 +420,18 @@ class PartialObsGame(BatchedEnv):
         self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
         self._act_space = gymnasium.spaces.MultiBinary(L + K)
 
+    @property
+    def channel(self) -> Channel:
+        """The game's :class:`~commenv.channel.Channel` (its counters include every step)."""
+        if getattr(self, "_np_traffic", None) is not None:
+            self._flush_traffic()
+        return self._channel
+
     # -- spaces ----------------------------------------------------------------------------
     @property
     def max_in(self) -> int:
         """Number of heard-message slots in an observation (the graph's max in-degree)."""
-        return self.channel.max_in_degree
+        return self._channel.max_in_degree
 
     def observation_space(self, agent: str) -> gymnasium.Space:
         return self._obs_space
@@ -302,14 +451,15 @@ class PartialObsGame(BatchedEnv):
         x = x.view(*world_index.shape, 1, self.num_features)
         return torch.addcmul(self._mask_f, x, self._mask_sign, out=out)
 
-    _DRAW_CHUNK = 32  # steps of world/candidate draws sampled per call to the RNG
+    _DRAW_CHUNK = 32  # at most this many steps of world/candidate draws per call to the RNG
+    _DRAW_WORLD_STEPS = 8192  # and about this many world-steps: bounded memory per world
 
     def _refill_draws(self) -> None:
         # Drawing many steps at once keeps RNG calls off the per-step path; same seed, same
         # draws. Memory stays bounded however long the episode.
         B, C, K, n_img = (
             self.num_envs,
-            self._DRAW_CHUNK,
+            self._draw_chunk,
             max(self.num_candidates, 1),
             len(self.images),
         )
@@ -323,19 +473,45 @@ class PartialObsGame(BatchedEnv):
 
     def _next_draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The next step's world ``(B,)``, distractors ``(B, K)`` and target slot ``(B,)``."""
-        if self._draw_i == self._DRAW_CHUNK:
+        if self._draw_i == self._draw_chunk:
             self._refill_draws()
         i = self._draw_i
         self._draw_i += 1
         return self._draws[0][i], self._draws[1][i], self._draws[2][i]
 
-    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
+    def _seed(self, seed: int | None) -> None:
+        """The game's two generators: the main stream (every full reset's draws, the worlds
+        and candidates of every step, channel noise) and the stream of partial resets, seeded
+        from the same seed, so that restarting some worlds never shifts the others' draws."""
+        self._gen = self._seed_generator(seed)
+        restart_seed = (self._gen.initial_seed() + _RESTART_STREAM) % 2**63
+        self._restart_gen = torch.Generator(device=self.device).manual_seed(restart_seed)
+
+    def reset(
+        self, seed: int | None = None, env_index: Any = None
+    ) -> tuple[TensorDict, dict[str, dict]]:
+        """Start a new episode in every world, or only in the worlds ``env_index`` names.
+
+        ``seed`` reseeds the game (full resets only: a partial reset continues the streams,
+        reseeding part of a batch has no meaning and raises ``ValueError``).
+        """
+        if env_index is not None:
+            if seed is not None:
+                raise ValueError(
+                    f"reset(seed=..., env_index=...) got seed={seed!r}: a partial reset "
+                    f"continues the game's random streams (reseeding part of a batch has no "
+                    f"meaning); expected seed=None with env_index, or reset(seed=...) alone"
+                )
+            mask = check_env_index(env_index, self.num_envs, self.device)
+            if not self._state:
+                raise ValueError("reset(env_index=...) called before reset(); call reset() first")
+            self._restart(mask)
+            return self._observe(), self._infos()
         if seed is not None or not self._state:
-            self._gen = self._seed_generator(seed)
+            self._seed(seed)
         B, n, S, L = self.num_envs, self.n_agents, self.max_in, self.message_bits
         self._refill_draws()
         world = self._next_draw()[0]
-        self._t = 0
         self._state = {
             "world": world,
             "label": self.labels[world],
@@ -345,22 +521,63 @@ class PartialObsGame(BatchedEnv):
             "heard": torch.zeros(B, n, S, L, device=self.device),
             "delivered": torch.zeros(B, n, S, dtype=torch.bool, device=self.device),
             "messages": torch.zeros(B, n, L, device=self.device),
+            "steps": torch.zeros(B, dtype=torch.long, device=self.device),
         }
+        self._fresh = True
         return self._observe(), self._infos()
 
+    def _restart(self, mask: torch.Tensor) -> None:
+        """Step 0 of a fresh episode in the worlds of ``mask`` ``(B,)``, the others untouched.
+
+        The new first worlds come from the restart stream (``B`` draws whatever the mask, so
+        the stream does not depend on how many worlds restart and nothing waits on the
+        device); the state tensors are replaced, not written, so tensors returned earlier keep
+        their values.
+        """
+        st = self._state
+        fresh = torch.randint(
+            len(self.images), (self.num_envs,), generator=self._restart_gen, device=self.device
+        )
+        row = mask.view(-1, 1)
+        st["world"] = torch.where(mask, fresh, st["world"])
+        st["label"] = self.labels[st["world"]]
+        st["prev_label"] = st["prev_label"].masked_fill(mask, -1)
+        st["candidates"] = st["candidates"].masked_fill(row, 0)
+        st["target"] = st["target"].masked_fill(mask, 0)
+        st["heard"] = st["heard"].masked_fill(row[..., None, None], 0.0)
+        st["delivered"] = st["delivered"].masked_fill(row[..., None], False)
+        st["messages"] = st["messages"].masked_fill(row[..., None], 0.0)
+        st["steps"] = st["steps"].masked_fill(mask, 0)
+        self._fresh = (
+            True if self._fresh is True else (mask if self._fresh is None else self._fresh | mask)
+        )
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """Each world's step clock ``(num_envs,)`` int64: steps since its last reset."""
+        return self._state["steps"]
+
     def _observe(self) -> TensorDict:
-        # Written in place into one fresh buffer: the observation is the step's biggest output.
+        # Written in place into one buffer: the observation is the step's biggest output. It
+        # is fresh every step, or (reuse_obs=True) the same preallocated buffer every step.
         st, B, n, lay = self._state, self.num_envs, self.n_agents, self.obs_layout
-        obs = torch.empty(B, n, self._obs_space.shape[0], device=self.device)
-        self.views(st["world"], out=obs[..., lay["view"]])
+        shape = (B, n, self._obs_space.shape[0])
+        if self.reuse_obs:
+            if self._obs_buf is None:
+                self._obs_buf = torch.empty(shape, device=self.device)
+            obs = self._obs_buf
+        else:
+            obs = torch.empty(shape, device=self.device)
+        self._write_views(st["world"][:, None], obs[..., lay["view"]].unsqueeze(2))
+        fresh, self._fresh = self._fresh, None  # worlds at step 0 since the last observation
         if self.num_candidates:
             cand = obs[..., lay["candidates"]].unflatten(-1, (self.num_candidates, -1))
-            if self._t == 0:
+            if fresh is True:  # every world at step 0: nothing seen yet
                 cand.zero_()
             else:  # (B, K) worlds -> (B, n, K, D) views, written in memory order
-                x = self.images.index_select(0, st["candidates"].reshape(-1))
-                x = x.view(B, 1, self.num_candidates, self.num_features)
-                torch.addcmul(self._mask_f[:, None], x, self._mask_sign[:, None], out=cand)
+                self._write_views(st["candidates"], cand)
+                if fresh is not None:  # the worlds restarted by reset(env_index=...)
+                    cand[fresh] = 0.0
         heard = st["heard"]
         if heard.requires_grad:  # relaxed messages keep their graph: no in-place writes
             flags = st["delivered"].unsqueeze(-1).to(heard.dtype)
@@ -372,6 +589,41 @@ class PartialObsGame(BatchedEnv):
             slots[..., 0].copy_(st["delivered"])
             slots[..., 1:].copy_(heard)
         return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
+
+    _GATHER_WORLDS = 1024  # worlds whose images one scratch gather holds
+
+    def _write_views(self, index: torch.Tensor, out: torch.Tensor) -> None:
+        """Every agent's view of worlds ``index`` ``(B, k)`` into ``out`` ``(B, n, k, D)``.
+
+        Masked pixels become ``1 - x``, computed as ``m + x * (1 - 2m)`` (exact in floating
+        point for m in {0, 1}, the same bits as :meth:`views`). The images are gathered
+        block by block of worlds into one scratch buffer kept between steps, so that no
+        step allocates memory that grows with ``num_envs``.
+        """
+        B, k = index.shape
+        G = min(B, self._GATHER_WORLDS)
+        if self._scratch is None or self._scratch.shape[0] < G * k:
+            self._scratch = torch.empty(G * k, self.num_features, device=self.device)
+        mask_f, sign = self._mask_f[:, None], self._mask_sign[:, None]
+        for start in range(0, B, G):
+            rows = index[start : start + G]
+            x = torch.index_select(
+                self.images, 0, rows.reshape(-1), out=self._scratch[: rows.numel()]
+            )
+            x = x.view(rows.shape[0], 1, k, self.num_features)
+            torch.addcmul(mask_f, x, sign, out=out[start : start + G])
+
+    def memory_per_world(self) -> int:
+        """Resident bytes of the game's state and buffers per world: the episode state, the
+        pre-drawn randomness, the scratch buffers and one step's observation (fresh or
+        reused), divided by ``num_envs``. Shared data (the images, the masks) is not counted:
+        it does not grow with ``num_envs``. Call it after ``reset`` and a ``step``."""
+        tensors = list(self._state.values()) + list(getattr(self, "_draws", ()))
+        tensors += [] if self._scratch is None else [self._scratch]
+        total = sum(t.element_size() * t.nelement() for t in tensors)
+        obs_dim = self._obs_space.shape[0]
+        total += 4 * self.num_envs * self.n_agents * obs_dim  # one observation buffer
+        return -(-total // self.num_envs)
 
     def _infos(self) -> dict[str, dict]:
         st = self._state
@@ -404,50 +656,32 @@ class PartialObsGame(BatchedEnv):
         if not st:
             raise ValueError("step() called before reset()")
         act = self._stack_actions(actions)
-        L, K = self.message_bits, self.num_candidates
+        L = self.message_bits
         messages, choice = act[..., :L], act[..., L:]
-        rewards = torch.zeros(self.num_envs, self.n_agents, device=self.device)
-
-        # Discrimination of last step's world from last step's messages.
-        if K and self._t > 0:
-            onehot = torch.nn.functional.one_hot(st["target"], K).to(choice.dtype)
-            correct = (choice == onehot.unsqueeze(1)).all(-1).float()  # (B, n)
-            heard_any = st["delivered"].any(-1)
-            g = correct * heard_any
-            rewards = rewards + self.info_weight * g
-            # Each speaker earns the mean success of the listeners it reached.
-            reached = st["delivered"].to(g.dtype)  # (B, recv, slot)
-            speaker_sum = self.channel.sum_to_senders(reached * g.unsqueeze(-1))
-            speaker_cnt = self.channel.sum_to_senders(reached)
-            rewards = rewards + self.info_weight * speaker_sum / speaker_cnt.clamp(min=1)
-
-        delivery = self.channel.route(
+        delivery = self._channel.route(
             messages, grad_mask=self.grad_mask, generator=self._gen, tag="message"
         )
-        if self.level != "none" and self.likelihood_weight:
-            agree = 1.0 - (messages.unsqueeze(2) - delivery.inbox).abs().mean(-1)  # (B, r, s)
-            dl = delivery.delivered.to(agree.dtype)
-            agree = agree * dl
-            listener = agree.sum(-1) / dl.sum(-1).clamp(min=1)
-            rewards = rewards + self.likelihood_weight * listener
-            if self.level in ("feedback", "both"):
-                spk = self.channel.sum_to_senders(agree)
-                cnt = self.channel.sum_to_senders(dl)
-                rewards = rewards + self.likelihood_weight * spk / cnt.clamp(min=1)
+        rewards = self._rewards(
+            _TORCH,
+            choice,
+            st["delivered"],
+            st["target"],
+            messages,
+            delivery.inbox,
+            delivery.delivered,
+        )
 
         # Advance the world; this step's messages are heard in the next observation.
-        self._t += 1
+        st["steps"] = st["steps"] + 1
         st["heard"], st["delivered"], st["messages"] = delivery.inbox, delivery.delivered, messages
         world, cands, target = self._next_draw()
-        if K:  # the world just described hides among K - 1 distractors
+        if self.num_candidates:  # the world just described hides among K - 1 distractors
             st["candidates"] = cands.scatter(1, target[:, None], st["world"][:, None])
             st["target"] = target
         st["prev_label"] = st["label"]
-        st["world"], st["label"] = world, self.labels[world]
+        st["world"], st["label"] = world, self.labels.index_select(0, world)
 
-        truncated = torch.full(
-            (self.num_envs,), self._t >= self.max_cycles, dtype=torch.bool, device=self.device
-        )
+        truncated = st["steps"] >= self.max_cycles
         terminated = torch.zeros_like(truncated)
         agents = self.possible_agents
         return (
@@ -458,6 +692,281 @@ class PartialObsGame(BatchedEnv):
             self._infos(),
         )
 
+    # -- one world in numpy: the PettingZoo faces' fast path ------------------------------
+    one_world: ClassVar[bool] = True
+    """This game has :meth:`reset_one` / :meth:`step_one`, which the PettingZoo faces use."""
+
+    def reset_one(self, seed: int | None = None) -> tuple[dict, dict]:
+        """:meth:`reset` of a one-world game in numpy: the same episode as the batched face
+        with ``num_envs=1`` and the same seed, bit for bit (same draws from the same
+        generators, the same rules: :meth:`_discrimination`, :meth:`_likelihood`).
+
+        Returns ``obs[agent]`` float32 arrays and ``infos[agent]`` dicts of Python ints.
+        The state lives in numpy arrays that ``self._state`` views as tensors (``state()``,
+        ``render()`` and ``steps`` read it as on the batched face).
+        """
+        if self.num_envs != 1 or self.device.type != "cpu":
+            raise ValueError(
+                f"reset_one() is the one-world numpy path: it needs num_envs=1 on the cpu, "
+                f"got num_envs={self.num_envs} on {self.device}"
+            )
+        if seed is not None or not self._state:
+            self._seed(seed)
+        if not hasattr(self, "_np_images"):
+            self._np_images = self.images.numpy()
+            self._np_labels = self.labels.numpy()
+            self._np_mask_f, self._np_sign = self._mask_f.numpy(), self._mask_sign.numpy()
+            # every agent's view of every image, when small: one row gather per view
+            table_bytes = 4 * len(self._np_images) * self.n_agents * self.num_features
+            self._np_views = (
+                np.add(self._np_mask_f, self._np_images[:, None] * self._np_sign)
+                if table_bytes <= _VIEW_TABLE_BYTES
+                else None
+            )
+            self._np_gather = self._channel.senders.clamp(min=0).numpy()
+            self._np_slot_valid = self._channel.slot_valid.numpy()
+        n, S, L, K = self.n_agents, self.max_in, self.message_bits, self.num_candidates
+        self._np_act = np.zeros((1, n, L + K), np.float32)
+        self._refill_draws()
+        self._np_draws = tuple(d.numpy() for d in self._draws)
+        world = self._np_draws[0][0]
+        self._draw_i = 1
+        np_state = {
+            "world": world.copy(),
+            "label": self._np_labels[world],
+            "prev_label": np.full(1, -1, np.int64),
+            "candidates": np.zeros((1, K), np.int64),
+            "target": np.zeros(1, np.int64),
+            "heard": np.zeros((1, n, S, L), np.float32),
+            "delivered": np.zeros((1, n, S), np.bool_),
+            "messages": np.zeros((1, n, L), np.float32),
+            "steps": np.zeros(1, np.int64),
+        }
+        self._np_state = np_state
+        self._state = {k: torch.from_numpy(v) for k, v in np_state.items()}
+        return self._observe_one(), self._infos_one()
+
+    def step_one(self, actions: dict[str, np.ndarray]):
+        """:meth:`step` of a one-world game in numpy, for actions already checked against the
+        action space (the PettingZoo faces check them): ``(obs, rewards, terminations,
+        truncations, infos)`` with Python floats and bools."""
+        st = self._np_state
+        agents = self.possible_agents
+        act = self._np_act  # (1, n, L+K) float32, written here, read (copied) below
+        for i, a in enumerate(agents):
+            act[0, i] = actions[a]
+        L = self.message_bits
+        messages, choice = act[..., :L], act[..., L:]
+        inbox, delivered = self._route_one(messages)
+        rewards = self._rewards(
+            _NUMPY, choice, st["delivered"], st["target"], messages, inbox, delivered
+        )
+
+        st["steps"] += 1
+        st["heard"][...], st["delivered"][...], st["messages"][...] = inbox, delivered, messages
+        if self._draw_i == self._draw_chunk:
+            self._refill_draws()
+            self._np_draws = tuple(d.numpy() for d in self._draws)
+        i = self._draw_i
+        self._draw_i += 1
+        world = self._np_draws[0][i]
+        if self.num_candidates:
+            target = self._np_draws[2][i]
+            cands = self._np_draws[1][i].copy()
+            cands[0, target[0]] = st["world"][0]
+            st["candidates"][...], st["target"][...] = cands, target
+        st["prev_label"][...] = st["label"]
+        st["world"][...] = world
+        st["label"][...] = self._np_labels[world]
+
+        truncated = bool(st["steps"][0] >= self.max_cycles)
+        values = rewards[0].tolist()
+        return (
+            self._observe_one(),
+            dict(zip(agents, values, strict=True)),
+            dict.fromkeys(agents, False),
+            dict.fromkeys(agents, truncated),
+            self._infos_one(),
+        )
+
+    def _route_one(self, messages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``Channel.route`` of one world's bits in numpy: the same draws, in the same order,
+        from the same generator (drops, then flips), and the same traffic counters."""
+        ch = self._channel
+        inbox = messages[:, self._np_gather]  # (1, n, S, L)
+        delivered = self._np_slot_valid[None]
+        if ch.drop_prob > 0:
+            keep = torch.rand(delivered.shape, generator=self._gen) >= ch.drop_prob
+            delivered = delivered & keep.numpy()
+        if ch.flip_prob > 0:
+            flips = (torch.rand(inbox.shape, generator=self._gen) < ch.flip_prob).numpy()
+            flips = flips.astype(np.float32)
+            inbox = inbox + flips * (1 - 2 * inbox)
+        if ch.drop_prob > 0 or not self._np_slot_valid.all():
+            inbox = inbox * delivered[..., None].astype(np.float32)
+        self._count_traffic(delivered)
+        return inbox, delivered
+
+    def _count_traffic(self, delivered: np.ndarray) -> None:
+        """The channel's counters for one routed world (what ``Channel.route`` counts)."""
+        pending = getattr(self, "_np_traffic", None)
+        if pending is None:
+            self._np_traffic = pending = np.zeros((2, self.n_agents), np.int64)
+            self._np_routed = 0
+        self._np_routed += 1  # one more message put on every edge
+        if self._channel.drop_prob > 0:
+            pending[1] += delivered[0].sum(-1)  # messages that arrived, per receiver
+        if self._np_routed >= 1024:
+            self._flush_traffic()
+
+    def _flush_traffic(self) -> None:
+        pending = getattr(self, "_np_traffic", None)
+        if pending is None or not self._np_routed:
+            return
+        ch, L = self._channel, self.message_bits
+        steps, self._np_routed = self._np_routed, 0
+        sent = ch.out_degree.cpu().numpy() * steps
+        arrived = pending[1] if ch.drop_prob > 0 else ch.in_degree.cpu().numpy() * steps
+        ch.account("message", sent * L, arrived * L, sent)
+        if ch.drop_prob > 0:  # lost messages, per receiver
+            lost = ch.in_degree.cpu().numpy() * steps - arrived
+            ch._counters("message")["messages_dropped"] += torch.from_numpy(lost)
+        pending[...] = 0
+
+    def _observe_one(self) -> dict[str, np.ndarray]:
+        st, lay, n = self._np_state, self.obs_layout, self.n_agents
+        obs = np.empty((n, self._obs_space.shape[0]), np.float32)
+        views = self._np_views
+        if views is not None:
+            obs[:, lay["view"]] = views[st["world"][0]]
+        else:
+            x = self._np_images[st["world"][0]]
+            np.add(self._np_mask_f, x * self._np_sign, out=obs[:, lay["view"]])
+        K, S, L = self.num_candidates, self.max_in, self.message_bits
+        if K:
+            cand = obs[:, lay["candidates"]].reshape(n, K, -1)
+            if st["steps"][0] == 0:
+                cand[...] = 0.0
+            else:
+                if views is not None:  # (K, n, D) -> (n, K, D)
+                    cand[...] = views[st["candidates"][0]].transpose(1, 0, 2)
+                else:
+                    x = self._np_images[st["candidates"][0]]  # (K, D)
+                    np.add(self._np_mask_f[:, None], x[None] * self._np_sign[:, None], out=cand)
+        slots = obs[:, lay["heard"]].reshape(n, S, 1 + L)
+        slots[..., 0] = st["delivered"][0]
+        slots[..., 1:] = st["heard"][0]
+        return {a: obs[i] for i, a in enumerate(self.possible_agents)}
+
+    def _infos_one(self) -> dict[str, dict]:
+        st = self._np_state
+        info = {
+            "label": int(st["label"][0]),
+            "world_index": int(st["world"][0]),
+            "target": int(st["target"][0]),
+            "prev_label": int(st["prev_label"][0]),
+        }
+        return {a: dict(info) for a in self.possible_agents}
+
+    # -- the rules, once for torch tensors and numpy arrays --------------------------------
+    # Both faces compute the rewards with this one method (``ops`` is _TORCH or _NUMPY).
+    # Every sum over slots or senders is an explicit left-to-right chain of float32 additions,
+    # so that numpy and torch give the same bits (a matmul or a library reduction may add in
+    # another order).
+    def _rewards(self, ops, choice, heard_before, target, messages, inbox, delivered):
+        """``(B, n)`` rewards of one step (the module docstring's rules).
+
+        ``choice`` ``(B, n, K)`` and ``messages`` ``(B, n, L)``: this step's actions;
+        ``heard_before`` ``(B, n, max_in)``: the slots that held a message at ``t - 1`` (all
+        False at a world's step 0, which therefore earns no discrimination reward);
+        ``target`` ``(B,)``: where ``x_{t-1}`` is among the candidates; ``inbox``
+        ``(B, n, max_in, L)`` / ``delivered``: this step's messages as they arrived.
+        """
+        K, L = self.num_candidates, self.message_bits
+        feedback = self.level in ("feedback", "both")
+        likelihood = self.level != "none" and bool(self.likelihood_weight)
+        to_senders = []  # per-slot values credited to each slot's sender
+        if K:
+            onehot = ops.take_rows(self._eye_np if ops is _NUMPY else self._eye, target)
+            correct = ops.all_last(choice == onehot[:, None])  # (B, n)
+            g = ops.f32(correct & ops.any_last(heard_before))
+            reached = ops.f32(heard_before)  # (B, recv, slot)
+            to_senders += [reached * g[..., None], reached]
+        # every slot holds a message that always arrives: the counts are the graph's own
+        static = self._static_counts_np if ops is _NUMPY else self._static_counts
+        if likelihood:
+            agree = 1.0 - abs(messages[:, :, None] - inbox).sum(-1) / L
+            if static is not None:
+                listener = _sum_last(agree) / static[0]
+            else:
+                dl = ops.f32(delivered)
+                agree = agree * dl
+                listener = _sum_last(agree) / ops.at_least_one(_sum_last(dl))
+            if feedback:
+                to_senders += [agree] if static is not None else [agree, dl]
+        if to_senders:  # (terms, B, n): summed into each slot's sender
+            sums = self._to_senders(ops, ops.stack(to_senders))
+        means = []  # each sender's mean over the listeners it reached
+        if K:
+            means.append(sums[0] / ops.at_least_one(sums[1]))
+        if likelihood and feedback:
+            t = 2 if K else 0
+            count = static[1] if static is not None else ops.at_least_one(sums[t + 1])
+            means.append(sums[t] / count)
+        # the listener's own success, then its speakers' mean success; the listener's mean
+        # agreement, then (feedback) its listeners' mean agreement flowing back to the speaker
+        terms = []
+        if K:
+            terms += [self.info_weight * g, self.info_weight * means[0]]
+        if likelihood:
+            terms.append(self.likelihood_weight * listener)
+            if feedback:
+                terms.append(self.likelihood_weight * means[-1])
+        if not terms:
+            return ops.zeros(choice.shape[:2], choice)
+        rewards = terms[0]
+        for term in terms[1:]:
+            rewards = rewards + term
+        return rewards
+
+    def _to_senders(self, ops, per_slot):
+        """Sum receiver-slot values ``(T, B, n, max_in)`` into their senders ``(T, B, n)``."""
+        idx, valid = self._out_slots_np if ops is _NUMPY else self._out_slots
+        flat = per_slot.reshape(*per_slot.shape[:2], -1)
+        return _sum_last(ops.take_last(flat, idx) * valid)
+
+    def _build_out_slots(self) -> None:
+        """``(n, max_out)`` flat slot indices ``r * max_in + j`` of each sender's out-edges."""
+        senders = self._channel.senders.cpu()
+        n, S = senders.shape
+        out = [
+            [r * S + j for r in range(n) for j in range(S) if senders[r, j] == s] for s in range(n)
+        ]
+        width = max(1, max(map(len, out)))
+        idx = np.zeros((n, width), np.int64)
+        valid = np.zeros((n, width), np.float32)
+        for s, slots in enumerate(out):
+            idx[s, : len(slots)], valid[s, : len(slots)] = slots, 1.0
+        self._out_slots_np = (idx, valid)
+        K = max(self.num_candidates, 1)
+        self._eye_np = np.eye(K, dtype=np.float32)
+        self._eye = torch.eye(K, device=self.device)
+        # With no drops and no padding slots, every count of delivered messages is the
+        # graph's own: listeners' in-degrees and speakers' out-degrees, each at least 1.
+        ch = self._channel
+        self._static_counts_np = self._static_counts = None
+        if ch.drop_prob == 0 and bool(ch.slot_valid.all()):
+            listen = np.maximum(ch.in_degree.cpu().numpy(), 1).astype(np.float32)
+            speak = np.maximum(ch.out_degree.cpu().numpy(), 1).astype(np.float32)
+            self._static_counts_np = (listen, speak)
+            self._static_counts = tuple(
+                torch.from_numpy(c).to(self.device) for c in (listen, speak)
+            )
+        self._out_slots = (
+            torch.from_numpy(idx).to(self.device),
+            torch.from_numpy(valid).to(self.device),
+        )
+
     # -- render ----------------------------------------------------------------------------
     def render(self, env_index: int = 0) -> np.ndarray | str | None:
         """``rgb_array``: the world, each agent's view and each agent's last message as bits;
@@ -465,7 +974,8 @@ class PartialObsGame(BatchedEnv):
         if self.render_mode is None or not self._state:
             return None
         if self.render_mode in ("ansi", "human"):
-            lines = [f"{self.metadata['name']} step {self._t}"]
+            step = int(self._state["steps"][env_index])
+            lines = [f"{self.metadata['name']} step {step}"]
             for i, agent in enumerate(self.possible_agents):
                 bits = self._state["messages"][env_index, i].round().int().tolist()
                 lines.append(f"  {agent} said {''.join(map(str, bits))}")

@@ -15,12 +15,12 @@ stacked along a second dimension, and the root carries the done flags.
 Binary actions are float32 0/1 by default (``action_dtype``), so a Bernoulli policy's samples
 go in unchanged and its log-probabilities need no cast.
 
-**Reset.** The batched games share one episode clock across worlds (``BatchedEnv``'s
-contract): ``partial_obs_v0``'s episodes are never terminated early and all end together,
-truncated at ``max_cycles``. TorchRL's ``"_reset"`` mask therefore asks for every world at
-once, and the adapter resets them all with one ``game.reset``. A mask that asks for some
-worlds only raises ``ValueError`` (resetting the others too would change worlds TorchRL
-expects to keep); a mask that asks for none returns the current observations unchanged.
+**Reset.** TorchRL's ``"_reset"`` mask goes to the game's per-world reset
+(``game.reset(env_index=mask)``, the ``BatchedEnv`` contract): only the worlds that finished
+restart and every other world keeps its state, so a collector never resets the whole batch. A
+mask that asks for every world (or a reset without a mask) resets them all with one
+``game.reset``; a mask that asks for none returns the current observations unchanged; a seed
+set by ``set_seed`` applies to the next full reset.
 
     from commenv.torchrl_env import make_torchrl_env
     env = make_torchrl_env("partial_obs_v0", num_envs=64, device="cpu", message_bits=4)
@@ -37,7 +37,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from commenv.core import BatchedEnv, check_choice
+from commenv.core import BatchedEnv, check_choice, describe
 from commenv.partial_obs import PartialObsGame
 
 try:
@@ -106,9 +106,11 @@ class BatchedTorchRLEnv(EnvBase):
             )
         if not isinstance(group, str) or not group:
             raise ValueError(f"group must be a non-empty string, got {group!r}")
-        check_choice(
-            "action_dtype", action_dtype, (torch.float32, torch.float64, torch.int8, torch.bool)
-        )
+        dtypes = (torch.float32, torch.float64, torch.int8, torch.bool)
+        if not isinstance(action_dtype, torch.dtype) or action_dtype not in dtypes:
+            raise ValueError(
+                f"action_dtype must be one of {list(dtypes)}, got {describe(action_dtype)}"
+            )
         super().__init__(device=game.device, batch_size=torch.Size([game.num_envs]))
         self.game = game
         self.group = group
@@ -187,20 +189,19 @@ class BatchedTorchRLEnv(EnvBase):
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs: Any) -> TensorDictBase:
         mask = None if tensordict is None else tensordict.get("_reset", None)
-        if mask is not None and self._last is not None:
+        seed, self._pending_seed = self._pending_seed, None
+        partial = None
+        if mask is not None and self._last is not None and seed is None:
             mask = mask.reshape(self.game.num_envs, -1).any(-1)
             if not mask.any():
                 return self._last.clone()
             if not mask.all():
-                raise ValueError(
-                    f"{type(self.game).__name__} resets all its worlds at once (one episode "
-                    f"clock), but TorchRL's '_reset' mask asks for {int(mask.sum())} of "
-                    f"{self.game.num_envs} worlds; its episodes all end together, so this "
-                    f"mask means a world was reset by hand — reset all of them (env.reset())"
-                )
-        seed, self._pending_seed = self._pending_seed, None
+                partial = mask.to(self.game.device)
         with torch.no_grad():
-            obs, infos = self.game.reset(seed=seed)
+            if partial is None:
+                obs, infos = self.game.reset(seed=seed)
+            else:  # only the finished worlds restart; the others keep their state
+                obs, infos = self.game.reset(env_index=partial)
         done = torch.zeros(self.game.num_envs, 1, dtype=torch.bool, device=self.device)
         out = TensorDict(
             {
@@ -212,6 +213,11 @@ class BatchedTorchRLEnv(EnvBase):
             batch_size=self.batch_size,
             device=self.device,
         )
+        if partial is not None and self._last is not None:
+            # the worlds that keep going keep their done flags (TorchRL reads only the
+            # reset worlds' entries, but the returned state stays true to every world)
+            for key in ("done", "terminated", "truncated"):
+                out[key] = torch.where(partial[:, None], done, self._last[key])
         self._last = out
         return out
 
@@ -252,9 +258,14 @@ def make_torchrl_env(
     ``config`` goes to the game (``commenv.partial_obs_v0.batched(num_envs, device, **config)``).
     Games whose agents share a ``Box`` observation and a 1-D ``MultiBinary`` action space
     work (partial_obs_v0; node_graph_v0 with label payloads); others raise ``TypeError``.
+    partial_obs_v0 is built with ``reuse_obs=True`` unless ``config`` says otherwise: the
+    adapter copies each step's observations into its tensordict, so the game may write them
+    into one buffer (no per-step allocation).
     """
     import commenv
 
     check_choice("name", name, tuple(commenv.ENVS))
+    if name == "partial_obs_v0":  # the adapter copies every observation: no fresh buffers
+        config.setdefault("reuse_obs", True)
     game = commenv.ENVS[name].batched(num_envs=num_envs, device=device, **config)
     return BatchedTorchRLEnv(game, group=group, infos=infos)

@@ -223,8 +223,8 @@ def test_num_candidates_one_is_documented():
 
 
 def test_memory_bound_raises_with_the_size_unless_allowed(device):
-    big = {"num_envs": 2**17, "message_bits": 4, "num_candidates": 2}
-    with pytest.raises(ValueError, match=r"num_envs=131072.*needs \d+ MiB.*allow_large=True"):
+    big = {"num_envs": 2**18, "message_bits": 4, "num_candidates": 2}
+    with pytest.raises(ValueError, match=r"num_envs=262144.*needs \d+ MiB.*allow_large=True"):
         commenv.partial_obs_v0.batched(**big, device=device)
     commenv.partial_obs_v0.batched(**big, allow_large=True, device=device)  # opted in: builds
 

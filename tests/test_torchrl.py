@@ -96,10 +96,39 @@ def test_reset_mask_all_none_or_partial(env):
     assert torch.equal(kept["agents", "observation"], start["agents", "observation"])
     fresh = env.reset(start.clone().set("_reset", torch.ones(8, 1, dtype=torch.bool)))
     assert not torch.equal(fresh["agents", "observation"], start["agents", "observation"])
-    partial = torch.zeros(8, 1, dtype=torch.bool)
+    td = env.rand_step(fresh)["next"]
+    partial = torch.zeros(8, 1, dtype=torch.bool, device=env.device)
     partial[3] = True
-    with pytest.raises(ValueError, match="resets all its worlds at once.*1 of 8"):
-        env.reset(TensorDict({"_reset": partial}, batch_size=[8]))
+    out = env._reset(TensorDict({"_reset": partial}, batch_size=[8], device=env.device))
+    assert env.game.steps.tolist() == [1, 1, 1, 0, 1, 1, 1, 1]  # only world 3 restarted
+    keep = [0, 1, 2, 4, 5, 6, 7]  # the adapter's own output: every world, the kept ones as is
+    obs = out["agents", "observation"]
+    assert torch.equal(obs[keep], td["agents", "observation"][keep])
+    assert not obs[3][:, env.game.obs_layout["heard"]].any()
+
+
+def test_collector_restarts_only_the_worlds_that_finished(device):
+    """A tiny TorchRL collection over worlds whose clocks are staggered: each world restarts
+    on its own when it is truncated (partial '_reset' masks), none is reset early."""
+    collectors = pytest.importorskip("torchrl.collectors")
+    collector_cls = getattr(collectors, "Collector", None) or collectors.SyncDataCollector
+    env = make_torchrl_env("partial_obs_v0", num_envs=4, device=device, **SMALL)
+    collector = collector_cls(
+        env, policy=None, frames_per_batch=4 * 11, total_frames=4 * 11, device=device
+    )
+    zeros = {a: torch.zeros(4, 6, device=device) for a in env.agents}
+    for _ in range(2):
+        env.game.step(zeros)
+    env.game.reset(env_index=[1, 3])  # worlds 1 and 3 now run two steps behind
+    assert env.game.steps.tolist() == [2, 0, 2, 0]
+    batch = next(iter(collector))
+    collector.shutdown()
+    done = batch["next", "done"][..., 0]  # (4 worlds, 11 steps)
+    ends = [torch.nonzero(done[w]).flatten().tolist() for w in range(4)]
+    assert ends == [[2, 7], [4, 9], [2, 7], [4, 9]]  # every max_cycles = 5 on its own clock
+    traj = batch["collector", "traj_ids"]
+    assert [len(set(traj[w].tolist())) for w in range(4)] == [3, 3, 3, 3]
+    assert env.game.steps.tolist() == [3, 1, 3, 1]
 
 
 def test_without_torchrl_the_module_imports_and_names_the_extra():

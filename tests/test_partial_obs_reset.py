@@ -1,0 +1,174 @@
+"""partial_obs_v0's per-world reset (``reset(env_index=...)``, the issue-18 contract)."""
+
+import pytest
+import torch
+
+import commenv
+
+NOISY = dict(n_agents=3, graph="all_to_all", level="both", flip_prob=0.1, drop_prob=0.3)
+CONFIGS = {
+    "noisy-all-to-all": NOISY,
+    "one-way-no-candidates": dict(graph="one_way", level="receive", num_candidates=0),
+}
+B = 6
+
+
+def _game(device, **kw):
+    kw = {"message_bits": 5, "max_cycles": 7, **kw}
+    return commenv.partial_obs_v0.batched(num_envs=B, device=device, **kw)
+
+
+def _actions(game, gen):
+    n = game.action_space("agent_0").n
+    return {
+        a: torch.randint(0, 2, (B, n), generator=gen).float().to(game.device)
+        for a in game.possible_agents
+    }
+
+
+def _run(game, seed, steps, resets=None):
+    """Observations, rewards, flags and infos of ``steps`` steps; ``resets[t]`` restarts those
+    worlds before step ``t``."""
+    resets = resets or {}
+    gen = torch.Generator().manual_seed(1)
+    obs, infos = game.reset(seed=seed)
+    out = [(obs, infos)]
+    for t in range(steps):
+        if t in resets:
+            obs, infos = game.reset(env_index=resets[t])
+            out.append((obs, infos))
+        step = game.step(_actions(game, gen))
+        out.append(step)
+    return out
+
+
+def _rows(result, rows):
+    """Every tensor of a run restricted to the worlds ``rows`` (for bitwise comparison)."""
+    flat = []
+    for item in result:
+        for part in item:
+            for agent in sorted(part):
+                value = part[agent]
+                if isinstance(value, dict):
+                    flat += [value[k][rows].clone() for k in sorted(value)]
+                else:
+                    flat.append(value[rows].clone())
+    return flat
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_untouched_worlds_continue_bit_for_bit(device, name):
+    """Restarting worlds 1 and 4 mid-episode changes nothing in worlds 0, 2, 3, 5, over more
+    steps than one chunk of pre-drawn randomness and across their own truncations."""
+    steps = 45
+    plain = _run(_game(device, **CONFIGS[name]), 3, steps)
+    game = _game(device, **CONFIGS[name])
+    reset = _run(game, 3, steps, resets={4: [1, 4], 20: torch.tensor([4])})
+    keep = [0, 2, 3, 5]
+    # drop the two reset outputs, so that step t of one run faces step t of the other
+    stepped = [item for item in reset if len(item) == 5]
+    a = _rows([x for x in plain if len(x) == 5], keep)
+    b = _rows(stepped, keep)
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # the restarted worlds do differ, and run on their own clocks
+    assert not all(
+        torch.equal(x, y) for x, y in zip(_rows(plain[1:], [1]), _rows(stepped, [1]), strict=True)
+    )
+    assert game.steps.tolist() == [45, 41, 45, 45, 25, 45]
+
+
+def test_a_restarted_world_starts_a_valid_first_step(device):
+    game = _game(device, **NOISY)
+    gen = torch.Generator().manual_seed(0)
+    game.reset(seed=0)
+    for _ in range(3):
+        game.step(_actions(game, gen))
+    before = {k: v.clone() for k, v in game._state.items()}
+    mask = torch.tensor([False, True, False, False, False, True], device=device)
+    obs, infos = game.reset(env_index=mask)
+    layout = game.obs_layout
+    assert game.steps.tolist() == [3, 0, 3, 3, 3, 0]
+    for i, agent in enumerate(game.possible_agents):
+        o = obs[agent]
+        assert o.shape == (B, game.observation_space(agent).shape[0])
+        assert not o[mask][:, layout["heard"]].any()  # nothing heard yet
+        assert not o[mask][:, layout["candidates"]].any()  # nothing to tell apart yet
+        assert o[~mask][:, layout["heard"]].any()
+        view = game.views(infos[agent]["world_index"])[:, i]
+        assert torch.equal(o[:, layout["view"]], view)
+        assert (infos[agent]["prev_label"][mask] == -1).all()
+        label = game.labels[infos[agent]["world_index"]]
+        assert torch.equal(infos[agent]["label"], label)
+    for key, value in before.items():  # the other worlds' state, bit for bit
+        assert torch.equal(game._state[key][~mask], value[~mask]), key
+    # a restarted world is truncated max_cycles steps after its restart, not before
+    for t in range(1, 8):
+        _, rew, term, trunc, _ = game.step(_actions(game, gen))
+        assert not term["agent_0"].any()
+        expected = [t + 3 >= 7, t >= 7, t + 3 >= 7, t + 3 >= 7, t + 3 >= 7, t >= 7]
+        assert trunc["agent_0"].tolist() == expected
+        if t == 1:  # step 0 of the restarted worlds: no discrimination reward possible
+            assert rew["agent_0"].shape == (B,)
+
+
+def test_same_seed_same_resets_same_episodes(device):
+    resets = {2: [0], 5: [3, 5], 6: torch.ones(B, dtype=torch.bool)}
+    a = _rows(_run(_game(device, **NOISY), 9, 12, resets), slice(None))
+    b = _rows(_run(_game(device, **NOISY), 9, 12, resets), slice(None))
+    c = _rows(_run(_game(device, **NOISY), 9, 12, {2: [1], 5: [3, 5]}), slice(None))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize("env_index", [6, -1, [0.5], True, torch.zeros(5, dtype=torch.bool)])
+def test_bad_env_index_changes_nothing(device, env_index):
+    game = _game(device, **NOISY)
+    game.reset(seed=0)
+    game.step(_actions(game, torch.Generator().manual_seed(0)))
+    before = {k: v.clone() for k, v in game._state.items()}
+    restart = game._restart_gen.get_state().clone()
+    with pytest.raises(ValueError, match="env_index must be"):
+        game.reset(env_index=env_index)
+    assert all(torch.equal(game._state[k], v) for k, v in before.items())
+    assert torch.equal(game._restart_gen.get_state(), restart)
+
+
+def test_seed_with_env_index_raises_and_needs_a_first_reset(device):
+    game = _game(device)
+    with pytest.raises(ValueError, match="before reset"):
+        game.reset(env_index=0)
+    game.reset(seed=0)
+    with pytest.raises(ValueError, match="a partial reset continues"):
+        game.reset(seed=1, env_index=[0])
+
+
+def test_observations_are_fresh_by_default_and_reused_on_request(device):
+    """Default: a step never writes the tensors an earlier step returned (as VMAS). With
+    ``reuse_obs=True`` every step writes the same buffer: the values are the same, the old
+    tensor shows the new observation."""
+    fresh, reused = _game(device, **NOISY), _game(device, **NOISY, reuse_obs=True)
+    gen_a, gen_b = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    a0, _ = fresh.reset(seed=1)
+    b0, _ = reused.reset(seed=1)
+    kept_a, kept_b = a0["agent_0"].clone(), b0["agent_0"].clone()
+    assert torch.equal(kept_a, kept_b)
+    for _ in range(3):
+        a, *_ = fresh.step(_actions(fresh, gen_a))
+        b, *_ = reused.step(_actions(reused, gen_b))
+        assert all(torch.equal(a[k], b[k]) for k in a)  # the same observations
+    assert torch.equal(a0["agent_0"], kept_a)  # untouched
+    assert b0["agent_0"].data_ptr() == b["agent_0"].data_ptr()  # one buffer
+    assert torch.equal(b0["agent_0"], b["agent_0"]) and not torch.equal(b0["agent_0"], kept_b)
+
+
+def test_memory_per_world_is_flat_in_num_envs(device):
+    sizes = {}
+    for n in (64, 4096):
+        game = commenv.partial_obs_v0.batched(num_envs=n, device=device, reuse_obs=True)
+        game.reset(seed=0)
+        bits = torch.zeros(n, game.action_space("agent_0").n, device=device)
+        game.step(dict.fromkeys(game.possible_agents, bits))
+        sizes[n] = game.memory_per_world()
+    obs_bytes = 4 * 2 * game.observation_space("agent_0").shape[0]
+    assert obs_bytes < sizes[4096] <= obs_bytes + 1024  # the observation, then ~0.6 KiB
+    assert sizes[4096] <= sizes[64]  # shared scratch: no growth with num_envs
