@@ -29,7 +29,9 @@ def _episodes(config, seed, steps=STEPS):
     """The same random bit actions on the PettingZoo parallel face and the batched face."""
     cfg = {"max_cycles": 30, **config}
     env = commenv.partial_obs_v0(**cfg)
-    game = commenv.partial_obs_v0.batched(num_envs=1, device="cpu", **cfg)
+    game = commenv.partial_obs_v0.batched(
+        num_envs=1, device="cpu", **cfg
+    )  # device-free: CPU face, CPU generator
     n_act = env.action_space("agent_0").n
     rng = np.random.default_rng(seed)
     a_obs, a_info = env.reset(seed=seed)

@@ -276,6 +276,8 @@ QUICK: dict = dict(
 
 REFERENCE = "MPE2 simple_speaker_listener_v4 (reference)"
 PO_PZ = "partial_obs_v0 PettingZoo parallel face"
+PO_AEC = "partial_obs_v0 PettingZoo AEC face"
+REUSE_4096 = "partial_obs_v0 batched, num_envs=4096, reuse_obs=True"
 NG_PZ = "node_graph_v0 PettingZoo parallel face"
 QUIZ_AEC = "quiz_v0 PettingZoo AEC face"
 VMAS_4096 = "VMAS simple_speaker_listener, num_envs=4096"
@@ -317,6 +319,11 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
     specs: dict[str, Spec] = {
         REFERENCE: Spec(ref, note="" if ref else "not available: pip install mpe2", worlds=False),
         PO_PZ: Spec(random_play(commenv.partial_obs_v0(), seed), worlds=False),
+        PO_AEC: Spec(
+            aec_play(commenv.partial_obs_v0.env(), seed),
+            note="one turn per agent-step",
+            worlds=False,
+        ),
         NG_PZ: Spec(random_play(commenv.node_graph_v0(), seed), note="n_nodes=10", worlds=False),
         QUIZ_AEC: Spec(
             aec_play(commenv.quiz_v0.env(), seed), note="one turn per agent-step", worlds=False
@@ -324,6 +331,10 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
     }
     for n in args.sizes:
         specs[batched_name(n)] = Spec(batched_stepper(n, dev, seed))
+    specs[REUSE_4096] = Spec(
+        batched_stepper(4096, dev, seed, reuse_obs=True),
+        note="observations written into one reused buffer (the TorchRL adapter's setting)",
+    )
     vm = vmas_stepper(4096, dev, seed)
     specs[VMAS_4096] = Spec(vm, note="" if vm else "not available: pip install vmas")
     reset = per_world_reset_stepper(4096, dev, seed)
