@@ -138,6 +138,7 @@ import torch
 from commenv.channel import (
     Channel,
     GraphSpec,
+    Messages,
     check_channel_memory,
     check_float_bits,
     float_message_bits,
@@ -152,6 +153,7 @@ from commenv.core import (
     check_batch_values,
     check_choice,
     check_data_root,
+    check_env_index,
     check_float,
     check_int,
     check_memory,
@@ -267,9 +269,8 @@ class NodeGraphGame(BatchedEnv):
         )
         self._build_graph(graph, k, allow_large)
         self._build_spaces(allow_large)
-        self._gen = self._seed_generator(None)
+        self._gen, self._reset_gen = self._seed_generators(None)
         self._state: dict[str, torch.Tensor] = {}
-        self._t = 0
 
     # -- construction ----------------------------------------------------------------------
     def _check_rules(
@@ -476,72 +477,124 @@ class NodeGraphGame(BatchedEnv):
         return {"images": images, "payload": payload, "total": images + payload}
 
     # -- episode -------------------------------------------------------------------------
-    def _sample_local(self) -> torch.Tensor:
-        B, N, M = self.num_envs, self.n_nodes, self.batch_size
-        u = torch.rand(B, N, M, generator=self._gen, device=self.device)
+    def _sample_local(self, worlds: int | None = None, gen: torch.Generator | None = None):
+        """``batch_size`` samples per node drawn uniformly from its own partition, for
+        ``worlds`` worlds (default: all) from ``gen`` (default: the step stream)."""
+        B = self.num_envs if worlds is None else worlds
+        N, M = self.n_nodes, self.batch_size
+        gen = self._gen if gen is None else gen
+        u = torch.rand(B, N, M, generator=gen, device=self.device)
         pos = (u * self.partition_len[None, :, None]).long()
         pos = torch.minimum(pos, self.partition_len[None, :, None] - 1)
         rows = torch.arange(N, device=self.device)[None, :, None]
         return self.partition_table[rows, pos]
 
-    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
-        if seed is not None or not self._state:
-            self._gen = self._seed_generator(seed)
-        if self.channel is not None:
-            self.channel.reset_counters()
-        B, N, M, P, cap = (
-            self.num_envs,
-            self.n_nodes,
-            self.batch_size,
-            self.payload_dim,
-            self.inbox_capacity,
-        )
+    def _seed_generators(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
+        """The step stream (seeded with ``seed`` itself, as always) and the stream that
+        per-world resets draw from (derived from ``seed``), so that restarting some worlds
+        never shifts the draws of the others."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) % 2**63
+        derived = int(np.random.SeedSequence([int(seed), 1]).generate_state(1, np.uint64)[0])
+        return self._seed_generator(seed), self._seed_generator(derived % 2**63)
+
+    def _fresh_state(self, worlds: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """The state of ``worlds`` worlds at the start of an episode."""
+        N, M, P, cap = self.n_nodes, self.batch_size, self.payload_dim, self.inbox_capacity
         dev = self.device
-        zeros_l = torch.zeros(B, N, dtype=torch.long, device=dev)
-        self._t = 0
-        self._state = {
-            "idx": self._sample_local(),
-            "payload": torch.zeros(B, N, M, P, device=dev),
-            "sender": torch.full((B, N), -1, dtype=torch.long, device=dev),
-            "inbox_idx": torch.zeros(B, N, cap, M, dtype=torch.long, device=dev),
-            "inbox_payload": torch.zeros(B, N, cap, M, P, device=dev),
-            "inbox_sender": torch.zeros(B, N, cap, dtype=torch.long, device=dev),
+        zeros_l = torch.zeros(worlds, N, dtype=torch.long, device=dev)
+        return {
+            "idx": self._sample_local(worlds, gen),
+            "payload": torch.zeros(worlds, N, M, P, device=dev),
+            "sender": torch.full((worlds, N), -1, dtype=torch.long, device=dev),
+            "inbox_idx": torch.zeros(worlds, N, cap, M, dtype=torch.long, device=dev),
+            "inbox_payload": torch.zeros(worlds, N, cap, M, P, device=dev),
+            "inbox_sender": torch.zeros(worlds, N, cap, dtype=torch.long, device=dev),
             "head": zeros_l.clone(),
             "count": zeros_l.clone(),
             "dropped": zeros_l.clone(),
             "bits_images": zeros_l.clone(),
             "bits_payload": zeros_l.clone(),
-            "last_sent": torch.zeros(B, N, N, dtype=torch.bool, device=dev),
+            "last_bits": torch.zeros(worlds, N, self.max_out, dtype=torch.bool, device=dev),
+            "t": torch.zeros(worlds, dtype=torch.long, device=dev),
         }
+
+    def reset(
+        self, seed: int | None = None, env_index: Any = None
+    ) -> tuple[TensorDict, dict[str, dict]]:
+        """Start a new episode in every world, or only in the worlds ``env_index`` names.
+
+        ``reset(seed)`` reseeds (``seed`` not ``None``) and restarts every world, and zeroes
+        the channel's bandwidth counters. ``reset(env_index=...)`` (an int, indices or a
+        ``(num_envs,)`` bool mask, :func:`commenv.core.check_env_index`) restarts only those
+        worlds: their step clocks, inboxes and per-node counters go back to 0 and they draw a
+        fresh first minibatch from the reset stream, while every other world is left exactly
+        as it was and its later steps draw what they would have drawn without the reset. The
+        returned ``obs``/``infos`` cover the whole batch; ``env.bandwidth()`` keeps counting
+        since the last full reset.
+        """
+        if env_index is not None:
+            if seed is not None:
+                raise ValueError(
+                    f"reset(seed=..., env_index=...) got seed={seed!r}: a partial reset "
+                    "continues the game's random stream (reseeding part of a batch has no "
+                    "meaning); call reset(env_index=...) without a seed, or reset(seed=...) "
+                    "to reseed every world"
+                )
+            mask = check_env_index(env_index, self.num_envs, self.device)
+            if not self._state:
+                raise ValueError(
+                    "reset(env_index=...) restarts worlds of a running batch; call reset() "
+                    "once first"
+                )
+            self._reset_worlds(mask)
+        else:
+            if seed is not None or not self._state:
+                self._gen, self._reset_gen = self._seed_generators(seed)
+            if self.channel is not None:
+                self.channel.reset_counters()
+            self._state = self._fresh_state(self.num_envs, self._gen)
         obs_all = self.observe_all()
         return self._per_agent(obs_all), self._agent_infos(self.infos_all())
 
-    def observe_all(self) -> torch.Tensor:
-        """Observations of every node of every env, ``(num_envs, n_nodes, obs_dim)``."""
+    def _reset_worlds(self, mask: torch.Tensor) -> None:
+        """Restart the worlds of the ``(num_envs,)`` bool ``mask``; new tensors throughout, so
+        nothing returned earlier changes."""
+        worlds = mask.nonzero().flatten()
+        if worlds.numel() == 0:
+            return
+        fresh = self._fresh_state(int(worlds.numel()), self._reset_gen)
         st = self._state
-        B, N = self.num_envs, self.n_nodes
+        for key, value in fresh.items():
+            new = st[key].clone()
+            new[worlds] = value
+            st[key] = new
+
+    def observe_all(self) -> torch.Tensor:
+        """Observations of every node of every env, ``(num_envs, n_nodes, obs_dim)``: one
+        fresh tensor, each block written in place (no per-block copies joined afterwards)."""
+        st, lay = self._state, self.obs_layout
+        B, N, M, C = self.num_envs, self.n_nodes, self.batch_size, self.num_classes
+        obs = torch.empty(B, N, lay["inbox_fill"].stop, device=self.device)
         from_inbox = st["sender"] >= 0
-        images = self.images[st["idx"]]  # (B, N, M, D)
-        own = torch.nn.functional.one_hot(self.labels[st["idx"]], self.num_classes)
+        idx = st["idx"]
+        obs[..., lay["images"]].view(B, N, M, -1).copy_(
+            self.images.index_select(0, idx.reshape(-1)).view(B, N, M, -1)
+        )
+        labels = obs[..., lay["labels"]].view(B, N, M, C).zero_()
         if self.content == "labels":
-            received = torch.nn.functional.one_hot(
-                st["payload"][..., 0].long().clamp(0, self.num_classes - 1), self.num_classes
-            )
-            labels = torch.where(from_inbox[..., None, None], received, own)
-            parts = [images.reshape(B, N, -1), labels.reshape(B, N, -1).float()]
-        else:
-            labels = own * (~from_inbox)[..., None, None]
-            if self.content in LABEL_FREE:  # unsupervised nodes see no label, not even their own
-                labels = torch.zeros_like(own)
-            payload = st["payload"] * from_inbox[..., None, None]
-            parts = [
-                images.reshape(B, N, -1),
-                labels.reshape(B, N, -1).float(),
-                payload.reshape(B, N, -1),
-            ]
-        fill = st["count"].float() / self.inbox_capacity
-        parts += [from_inbox.float()[..., None], fill[..., None]]
-        return torch.cat(parts, -1)
+            received = st["payload"][..., 0].long().clamp(0, C - 1)
+            held = torch.where(from_inbox[..., None], received, self.labels[idx])
+            labels.scatter_(-1, held[..., None], 1.0)
+        elif self.content not in LABEL_FREE:  # own labels for local data only
+            local = (~from_inbox).to(obs.dtype)[..., None, None].expand(B, N, M, 1)
+            labels.scatter_(-1, self.labels[idx][..., None], local)
+        if self.content != "labels":  # unsupervised nodes see no label, not even their own
+            payload = obs[..., lay["payload"]].view(B, N, M, -1)
+            torch.mul(st["payload"], from_inbox[..., None, None], out=payload)
+        obs[..., lay["from_inbox"]] = from_inbox[..., None]
+        obs[..., lay["inbox_fill"]] = (st["count"].float() / self.inbox_capacity)[..., None]
+        return obs
 
     def infos_all(self) -> dict[str, torch.Tensor]:
         """Ground truth of every node, each ``(num_envs, n_nodes, ...)``."""
@@ -708,28 +761,26 @@ class NodeGraphGame(BatchedEnv):
             payload = quantize(payload, self.float_bits)
 
         if self.channel is not None:
-            send = torch.zeros(B, N, N + 1, dtype=torch.bool, device=dev)
-            send.scatter_(2, self._out_table.expand(B, N, -1), bits.to(torch.bool))
-            send = send[..., :N]
-            img = self.channel.route(
-                st["idx"],
-                send_mask=send,
-                binary=False,
-                bits_per_message=self.bits_per_image_message,
-                tag="images",
+            send = bits.to(torch.bool) & self._out_valid  # bits past the out-degree: ignored
+            b, s, k = send.nonzero(as_tuple=True)  # only the messages sent, never every edge
+            msgs = self.channel.send(
+                b,
+                s,
+                self._out_table[s, k],
+                num_envs=B,
+                bits_per_message={
+                    "images": self.bits_per_image_message,
+                    "payload": self.bits_per_payload_message,
+                },
+                check=False,
             )
-            pay = self.channel.route(
-                payload,
-                send_mask=send,
-                binary=False,
-                bits_per_message=self.bits_per_payload_message,
-                tag="payload",
-            )
-            st["bits_images"] += img.bits_sent
-            st["bits_payload"] += pay.bits_sent
-            rewards = -self.bit_cost * (img.bits_sent + pay.bits_sent).to(torch.float32)
-            self._enqueue(img.delivered, img.inbox, pay.inbox)
-            st["last_sent"] = send
+            bits_images = msgs.sent * self.bits_per_image_message
+            bits_payload = msgs.sent * self.bits_per_payload_message
+            st["bits_images"] += bits_images
+            st["bits_payload"] += bits_payload
+            rewards = -self.bit_cost * (bits_images + bits_payload).to(torch.float32)
+            self._enqueue(msgs, payload)
+            st["last_bits"] = send
 
         # Next minibatch: the oldest inbox entry with the consumption probability, else local.
         u = torch.rand(B, N, generator=self._gen, device=dev)
@@ -750,34 +801,42 @@ class NodeGraphGame(BatchedEnv):
         st["head"] = torch.where(take, (h + 1) % self.inbox_capacity, h)
         st["count"] = st["count"] - take.long()
 
-        self._t += 1
-        truncated = torch.full((B,), self._t >= self.max_cycles, dtype=torch.bool, device=dev)
+        st["t"] = st["t"] + 1  # each world's own clock (per-world resets restart it)
+        truncated = st["t"] >= self.max_cycles
         return self.observe_all(), rewards, truncated, self.infos_all()
 
-    def _enqueue(self, delivered: torch.Tensor, idx_in: torch.Tensor, pay_in: torch.Tensor) -> None:
-        """Push this step's deliveries ``(B, N, max_in, ...)`` into the inbox ring buffers."""
-        st, cap = self._state, self.inbox_capacity
-        arrivals = delivered.sum(-1)
-        rank = delivered.long().cumsum(-1) - 1
-        count, head = st["count"], st["head"]
+    def _enqueue(self, msgs: Messages, payload: torch.Tensor) -> None:
+        """Push this step's deliveries into the inbox ring buffers; only the messages an
+        inbox accepts are read and written (a full inbox costs nothing more)."""
+        st, cap, N = self._state, self.inbox_capacity, self.n_nodes
+        inbox = msgs.env * N + msgs.receiver  # (E,) flat (world, receiver)
+        count, head, arrivals = st["count"], st["head"], msgs.arrivals
         if self.overflow == "drop_newest":
-            accept = delivered & (rank < (cap - count)[..., None])
-            n_acc = accept.sum(-1)
+            room = cap - count
+            accept = msgs.delivered & (msgs.rank < room.reshape(-1)[inbox])
+            n_acc = torch.minimum(arrivals, room)
             st["dropped"] += arrivals - n_acc
             st["count"] = count + n_acc
         else:  # drop_oldest: keep the newest `cap` arrivals, overwrite the oldest entries
-            accept = delivered & (rank >= (arrivals - cap)[..., None])
+            accept = msgs.delivered & (msgs.rank >= (arrivals - cap).reshape(-1)[inbox])
             excess = (count + arrivals - cap).clamp(min=0)
             st["dropped"] += excess
             st["head"] = (head + excess) % cap
             st["count"] = (count + arrivals).clamp(max=cap)
-        pos = (head + count)[..., None].add(rank) % cap
-        b, r, j = accept.nonzero(as_tuple=True)
-        p = pos[b, r, j]
-        st["inbox_idx"][b, r, p] = idx_in[b, r, j]
-        st["inbox_payload"][b, r, p] = pay_in[b, r, j]
-        assert self.channel is not None
-        st["inbox_sender"][b, r, p] = self.channel.senders[r, j]
+        keep = accept.nonzero().flatten()
+        b, s, r = msgs.env[keep], msgs.sender[keep], msgs.receiver[keep]
+        p = ((head + count).reshape(-1)[inbox[keep]] + msgs.rank[keep]) % cap
+        st["inbox_idx"][b, r, p] = st["idx"][b, s]
+        st["inbox_payload"][b, r, p] = payload[b, s]
+        st["inbox_sender"][b, r, p] = s
+
+    def last_sent(self, env_index: int = 0) -> torch.Tensor:
+        """``(n_nodes, n_nodes)`` bool ``[sender, receiver]``: the edges world ``env_index``
+        used at its last step."""
+        N = self.n_nodes
+        sent = torch.zeros(N, N + 1, dtype=torch.bool, device=self.device)
+        sent.scatter_(1, self._out_table, self._state["last_bits"][env_index])
+        return sent[:, :N]
 
     # -- render --------------------------------------------------------------------------
     def render(self, env_index: int = 0) -> np.ndarray | str | None:
@@ -786,12 +845,13 @@ class NodeGraphGame(BatchedEnv):
         if self.render_mode is None or not self._state:
             return None
         st = self._state
+        last_sent = self.last_sent(env_index).cpu()
         if self.render_mode in ("ansi", "human"):
-            lines = [f"{self.metadata['name']} step {self._t}"]
+            lines = [f"{self.metadata['name']} step {int(st['t'][env_index])}"]
             for i, agent in enumerate(self.possible_agents):
                 s = int(st["sender"][env_index, i])
                 src = "local" if s < 0 else f"inbox (from node_{s})"
-                sent = st["last_sent"][env_index, i].nonzero().flatten().tolist()
+                sent = last_sent[i].nonzero().flatten().tolist()
                 lines.append(
                     f"  {agent}: batch {src}, inbox {int(st['count'][env_index, i])}/"
                     f"{self.inbox_capacity}, dropped {int(st['dropped'][env_index, i])}, "
@@ -807,7 +867,7 @@ class NodeGraphGame(BatchedEnv):
         shown = min(self.n_nodes, 20)
         firsts = self.images[st["idx"][env_index, :shown, 0]].cpu()
         top = image_row(list(firsts), self.image_shape)
-        sent = bits_image(st["last_sent"][env_index].float().cpu(), width=top.shape[1])
+        sent = bits_image(last_sent.float(), width=top.shape[1])
         fill = torch.arange(self.inbox_capacity)[None, :] < st["count"][env_index].cpu()[:, None]
         inbox = bits_image(fill.float(), width=top.shape[1])
         return np.concatenate([top, sent, inbox], 0)
