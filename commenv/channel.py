@@ -533,20 +533,30 @@ class Channel:
                     f"with num_envs={num_envs}; expected worlds in [0, {num_envs}) and "
                     "(sender, receiver) edges of the adjacency"
                 )
-        # Slot order: world, receiver, sender (one key each; a message list is short).
-        key = (env * n + receiver) * n + sender
-        if key.numel() > 1 and not bool((key[1:] >= key[:-1]).all()):
-            key, order = torch.sort(key)
-            env, sender, receiver = env[order], sender[order], receiver[order]
-        delivered = torch.ones_like(env, dtype=torch.bool)
-        if self.drop_prob > 0:
-            keep = torch.rand(env.shape, generator=generator, device=dev)
-            delivered = keep >= self.drop_prob
+        # Slot order: world, receiver, sender. A caller that lists its messages in that order
+        # (node_graph_v0 does) skips the sort.
         inbox = env * n + receiver
-        arrivals = torch.bincount(inbox[delivered], minlength=num_envs * n)
-        first = torch.cumsum(arrivals, 0) - arrivals  # first delivered message of each inbox
-        rank = torch.cumsum(delivered.long(), 0) - 1 - first[inbox]
-        rank = torch.where(delivered, rank, -1)
+        key = inbox * n + sender
+        if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+            key, order = torch.sort(key)
+            if check and not bool((key[1:] > key[:-1]).all()):
+                raise ValueError(
+                    "an edge is listed twice in one world; expected each (world, sender, "
+                    "receiver) message at most once per send()"
+                )
+            env, sender, receiver, inbox = env[order], sender[order], receiver[order], inbox[order]
+        first_of = torch.zeros(num_envs * n + 1, dtype=torch.int64, device=dev)
+        if self.drop_prob > 0:
+            delivered = torch.rand(env.shape, generator=generator, device=dev) >= self.drop_prob
+            arrivals = torch.bincount(inbox[delivered], minlength=num_envs * n)
+            torch.cumsum(arrivals, 0, out=first_of[1:])  # delivered before each inbox
+            rank = torch.cumsum(delivered.long(), 0) - 1 - first_of[inbox]
+            rank = torch.where(delivered, rank, -1)
+        else:
+            delivered = torch.ones_like(env, dtype=torch.bool)
+            arrivals = torch.bincount(inbox, minlength=num_envs * n)
+            torch.cumsum(arrivals, 0, out=first_of[1:])
+            rank = torch.arange(env.numel(), device=dev) - first_of[inbox]
         sent = torch.bincount(env * n + sender, minlength=num_envs * n).view(num_envs, n)
         arrivals = arrivals.view(num_envs, n)
         per_sender, per_receiver = sent.sum(0), arrivals.sum(0)

@@ -210,6 +210,20 @@ def partition_indices(
     )
 
 
+REUSE_BYTES = 2**20
+"""Observation tensors of at least this many bytes are recycled once nothing holds them (CPU
+only): above glibc's mmap threshold a fresh tensor costs a page fault per 4 KiB each step."""
+POOL_SIZE = 3
+"""How many recent observation tensors a large batch keeps for reuse."""
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _unreferenced(t: torch.Tensor) -> bool:
+    """Nothing but the game holds ``t``'s memory (no tensor view, no numpy array of it)."""
+    assert _USE_COUNT is not None
+    return _USE_COUNT(t.untyped_storage()._cdata) <= 2  # the pool's tensor + this query's
+
+
 def _layout(sizes: dict[str, int]) -> dict[str, slice]:
     """Consecutive slices of the given sizes, in order."""
     ends = np.cumsum(list(sizes.values()))
@@ -271,6 +285,17 @@ class NodeGraphGame(BatchedEnv):
         self._build_spaces(allow_large)
         self._gen, self._reset_gen = self._seed_generators(None)
         self._state: dict[str, torch.Tensor] = {}
+        large = 4 * self.num_envs * self.n_nodes * self.obs_layout["inbox_fill"].stop
+        reuse = large >= REUSE_BYTES and _USE_COUNT is not None and self.device.type == "cpu"
+        self._pool: list[torch.Tensor] | None = [] if reuse else None
+        M, D = self.batch_size, self.num_features
+        self._scratch = torch.empty(self.num_envs * self.n_nodes * M, D) if reuse else None
+        rows = self.num_envs * self.n_nodes * self.inbox_capacity  # the most an inbox takes
+        self._rows = (
+            (torch.empty(rows, M, dtype=torch.long), torch.empty(rows, M * self.payload_dim))
+            if reuse
+            else None
+        )
 
     # -- construction ----------------------------------------------------------------------
     def _check_rules(
@@ -372,6 +397,23 @@ class NodeGraphGame(BatchedEnv):
         # Padded bits scatter into a dummy column N that is cut off again.
         self._out_table = torch.where(valid, order, N).to(self.device)
         self._out_valid = valid.to(self.device)
+        self._build_slots()
+
+    def _build_slots(self) -> None:
+        """Where each receiver slot's bit sits in the flat ``(n_nodes * max_out)`` bits, so a
+        step lists its messages in slot order (world, receiver, sender) with one gather and one
+        ``nonzero``: no sort, and no table as large as the graph's edges times the payload."""
+        if self.channel is None:
+            return
+        N, K = self.n_nodes, self.max_out
+        senders = self.channel.senders.cpu()  # (N, max_in), -1 padding
+        bit_of = torch.zeros(N, N + 1, dtype=torch.long)  # bit_of[s, r]: k with out[s, k] = r
+        bit_of.scatter_(1, self._out_table.cpu(), torch.arange(K).expand(N, K).contiguous())
+        recv = torch.arange(N)[:, None].expand_as(senders)
+        flat = senders.clamp(min=0) * K + bit_of[senders.clamp(min=0), recv]
+        self._slot_bit = flat.reshape(-1).to(self.device)
+        self._slot_valid = None if self.channel._all_slots_valid else self.channel.slot_valid
+        self._slot_sender = senders.clamp(min=0).reshape(-1).to(self.device)
 
     @property
     def out_valid(self) -> torch.Tensor:
@@ -486,8 +528,8 @@ class NodeGraphGame(BatchedEnv):
         u = torch.rand(B, N, M, generator=gen, device=self.device)
         pos = (u * self.partition_len[None, :, None]).long()
         pos = torch.minimum(pos, self.partition_len[None, :, None] - 1)
-        rows = torch.arange(N, device=self.device)[None, :, None]
-        return self.partition_table[rows, pos]
+        rows = torch.arange(N, device=self.device)[None, :, None] * self.partition_table.shape[1]
+        return self.partition_table.take(rows + pos)
 
     def _seed_generators(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
         """The step stream (seeded with ``seed`` itself, as always) and the stream that
@@ -504,7 +546,8 @@ class NodeGraphGame(BatchedEnv):
         dev = self.device
         zeros_l = torch.zeros(worlds, N, dtype=torch.long, device=dev)
         return {
-            "idx": self._sample_local(worlds, gen),
+            "idx": (idx := self._sample_local(worlds, gen)),
+            "true_labels": self.labels[idx],
             "payload": torch.zeros(worlds, N, M, P, device=dev),
             "sender": torch.full((worlds, N), -1, dtype=torch.long, device=dev),
             "inbox_idx": torch.zeros(worlds, N, cap, M, dtype=torch.long, device=dev),
@@ -575,20 +618,23 @@ class NodeGraphGame(BatchedEnv):
         fresh tensor, each block written in place (no per-block copies joined afterwards)."""
         st, lay = self._state, self.obs_layout
         B, N, M, C = self.num_envs, self.n_nodes, self.batch_size, self.num_classes
-        obs = torch.empty(B, N, lay["inbox_fill"].stop, device=self.device)
+        obs = self._obs_buffer()
         from_inbox = st["sender"] >= 0
         idx = st["idx"]
-        obs[..., lay["images"]].view(B, N, M, -1).copy_(
-            self.images.index_select(0, idx.reshape(-1)).view(B, N, M, -1)
-        )
+        images = obs[..., lay["images"]].view(B, N, M, -1)
+        if self._scratch is None:
+            images.copy_(self.images.index_select(0, idx.reshape(-1)).view(B, N, M, -1))
+        else:  # a large batch: gather into warm memory, then one pass into the observations
+            torch.index_select(self.images, 0, idx.reshape(-1), out=self._scratch)
+            images.copy_(self._scratch.view(B, N, M, -1))
         labels = obs[..., lay["labels"]].view(B, N, M, C).zero_()
         if self.content == "labels":
             received = st["payload"][..., 0].long().clamp(0, C - 1)
-            held = torch.where(from_inbox[..., None], received, self.labels[idx])
+            held = torch.where(from_inbox[..., None], received, st["true_labels"])
             labels.scatter_(-1, held[..., None], 1.0)
         elif self.content not in LABEL_FREE:  # own labels for local data only
             local = (~from_inbox).to(obs.dtype)[..., None, None].expand(B, N, M, 1)
-            labels.scatter_(-1, self.labels[idx][..., None], local)
+            labels.scatter_(-1, st["true_labels"][..., None], local)
         if self.content != "labels":  # unsupervised nodes see no label, not even their own
             payload = obs[..., lay["payload"]].view(B, N, M, -1)
             torch.mul(st["payload"], from_inbox[..., None, None], out=payload)
@@ -596,12 +642,27 @@ class NodeGraphGame(BatchedEnv):
         obs[..., lay["inbox_fill"]] = (st["count"].float() / self.inbox_capacity)[..., None]
         return obs
 
+    def _obs_buffer(self) -> torch.Tensor:
+        """A tensor for the next observations. Small batches get a fresh one; large ones
+        (:data:`REUSE_BYTES` and up) reuse one of their last few observation tensors that
+        nothing outside the game references any more (no view, no numpy array), so a step
+        does not page-fault tens of MiB of new memory; one still held is never touched."""
+        shape = (self.num_envs, self.n_nodes, self.obs_layout["inbox_fill"].stop)
+        if self._pool is None:
+            return torch.empty(shape, device=self.device)
+        for buf in self._pool:
+            if _unreferenced(buf):
+                return buf
+        buf = torch.empty(shape, device=self.device)
+        self._pool = [*self._pool[1 - POOL_SIZE :], buf] if POOL_SIZE > 1 else [buf]
+        return buf
+
     def infos_all(self) -> dict[str, torch.Tensor]:
         """Ground truth of every node, each ``(num_envs, n_nodes, ...)``."""
         st = self._state
         return {
             "indices": st["idx"],
-            "true_labels": self.labels[st["idx"]],
+            "true_labels": st["true_labels"],
             "sender": st["sender"],
             "inbox_count": st["count"],
             "dropped": st["dropped"],
@@ -746,7 +807,7 @@ class NodeGraphGame(BatchedEnv):
         if self.content == "labels":
             # Labels held for the current minibatch: own true labels or the received ones.
             held = torch.where(
-                st["sender"][..., None] >= 0, st["payload"][..., 0], self.labels[st["idx"]].float()
+                st["sender"][..., None] >= 0, st["payload"][..., 0], st["true_labels"].float()
             )
             payload = held[..., None]
         if payload is None:
@@ -762,11 +823,14 @@ class NodeGraphGame(BatchedEnv):
 
         if self.channel is not None:
             send = bits.to(torch.bool) & self._out_valid  # bits past the out-degree: ignored
-            b, s, k = send.nonzero(as_tuple=True)  # only the messages sent, never every edge
+            slots = send.view(B, -1).index_select(1, self._slot_bit).view(B, N, -1)
+            if self._slot_valid is not None:
+                slots &= self._slot_valid
+            b, j = slots.view(B, -1).nonzero(as_tuple=True)  # the messages sent, in slot order
             msgs = self.channel.send(
                 b,
-                s,
-                self._out_table[s, k],
+                self._slot_sender[j],
+                j // self.channel.max_in_degree,
                 num_envs=B,
                 bits_per_message={
                     "images": self.bits_per_image_message,
@@ -796,6 +860,7 @@ class NodeGraphGame(BatchedEnv):
         )
         popped_sender = st["inbox_sender"].gather(2, h[..., None]).squeeze(2)
         st["idx"] = torch.where(take[..., None], popped_idx, local)
+        st["true_labels"] = self.labels[st["idx"]]
         st["payload"] = torch.where(take[..., None, None], popped_pay, 0.0)
         st["sender"] = torch.where(take, popped_sender, -1)
         st["head"] = torch.where(take, (h + 1) % self.inbox_capacity, h)
@@ -824,11 +889,18 @@ class NodeGraphGame(BatchedEnv):
             st["head"] = (head + excess) % cap
             st["count"] = (count + arrivals).clamp(max=cap)
         keep = accept.nonzero().flatten()
-        b, s, r = msgs.env[keep], msgs.sender[keep], msgs.receiver[keep]
-        p = ((head + count).reshape(-1)[inbox[keep]] + msgs.rank[keep]) % cap
-        st["inbox_idx"][b, r, p] = st["idx"][b, s]
-        st["inbox_payload"][b, r, p] = payload[b, s]
-        st["inbox_sender"][b, r, p] = s
+        src = msgs.env[keep] * N + msgs.sender[keep]  # flat (world, sender)
+        dst = inbox[keep]
+        slot = dst * cap + ((head + count).reshape(-1)[dst] + msgs.rank[keep]) % cap
+        M, P, E = self.batch_size, self.payload_dim, int(keep.numel())
+        idx_rows = pay_rows = None
+        if self._rows is not None:  # a large batch: gather into warm memory
+            idx_rows, pay_rows = self._rows[0][:E], self._rows[1][:E]
+        idx_rows = torch.index_select(st["idx"].view(-1, M), 0, src, out=idx_rows)
+        pay_rows = torch.index_select(payload.reshape(-1, M * P), 0, src, out=pay_rows)
+        st["inbox_idx"].view(-1, M).index_copy_(0, slot, idx_rows)
+        st["inbox_payload"].view(-1, M * P).index_copy_(0, slot, pay_rows)
+        st["inbox_sender"].view(-1).index_copy_(0, slot, msgs.sender[keep])
 
     def last_sent(self, env_index: int = 0) -> torch.Tensor:
         """``(n_nodes, n_nodes)`` bool ``[sender, receiver]``: the edges world ``env_index``
