@@ -147,6 +147,8 @@ from commenv.channel import (
 )
 from commenv.core import (
     BatchedEnv,
+    BatchedParallelEnv,
+    EnvFamily,
     TensorDict,
     batched_actions,
     check_action_keys,
@@ -160,6 +162,7 @@ from commenv.core import (
     check_probability,
     check_seed,
     describe,
+    validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
 
@@ -592,13 +595,17 @@ class NodeGraphGame(BatchedEnv):
                 )
             self._reset_worlds(mask)
         else:
-            if seed is not None or not self._state:
-                self._gen, self._reset_gen = self._seed_generators(seed)
-            if self.channel is not None:
-                self.channel.reset_counters()
-            self._state = self._fresh_state(self.num_envs, self._gen)
+            self._restart(seed)
         obs_all = self.observe_all()
         return self._per_agent(obs_all), self._agent_infos(self.infos_all())
+
+    def _restart(self, seed: int | None) -> None:
+        """Restart every world (reseeded when ``seed`` is given, or on the first reset)."""
+        if seed is not None or not self._state:
+            self._gen, self._reset_gen = self._seed_generators(seed)
+        if self.channel is not None:
+            self.channel.reset_counters()
+        self._state = self._fresh_state(self.num_envs, self._gen)
 
     def _reset_worlds(self, mask: torch.Tensor) -> None:
         """Restart the worlds of the ``(num_envs,)`` bool ``mask``; new tensors throughout, so
@@ -943,3 +950,124 @@ class NodeGraphGame(BatchedEnv):
         fill = torch.arange(self.inbox_capacity)[None, :] < st["count"][env_index].cpu()[:, None]
         inbox = bits_image(fill.float(), width=top.shape[1])
         return np.concatenate([top, sent, inbox], 0)
+
+
+_BIT_KINDS = frozenset("biuf")  # dtypes whose 0/1 values are bits (bool, ints, floats)
+_PAYLOAD_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))  # cast to float32 safely
+
+
+class NodeGraphParallelEnv(BatchedParallelEnv):
+    """The PettingZoo face of node_graph_v0: every node's action checked and converted at
+    once (one stacked array per action key), observations and infos converted once for the
+    whole graph. Whatever the vectorised check refuses goes through the per-agent
+    :func:`commenv.core.validate_action` of the generic face, so an error names the same
+    agent, with the same words, as before; what it accepts, the generic face accepted too.
+    """
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        game: NodeGraphGame = self.game
+        with torch.inference_mode():
+            game._restart(seed)
+            obs = game.observe_all()
+        self.agents = list(self.possible_agents)
+        return self._obs_all(obs), self._infos_all(game.infos_all())
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise ValueError(
+                "step() called before reset() or on a finished episode; call reset() first"
+            )
+        check_action_keys(actions, self.agents, self.possible_agents)
+        bits, payload = self._stacked(actions)
+        with torch.inference_mode():
+            obs, rewards, truncated, infos = self.game._advance(bits, payload)
+        rew = rewards[0].tolist()
+        trunc = bool(truncated[0])
+        live = self.agents
+        out = (
+            self._obs_all(obs),
+            dict(zip(live, rew, strict=True)),
+            dict.fromkeys(live, False),
+            dict.fromkeys(live, trunc),
+            self._infos_all(infos),
+        )
+        self.agents = [] if trunc else live
+        return out
+
+    # -- conversion, once for all nodes ----------------------------------------------------
+    def _obs_all(self, obs: torch.Tensor) -> dict[str, np.ndarray]:
+        rows = obs[0].cpu().numpy()
+        return dict(zip(self.agents, rows, strict=True))
+
+    def _infos_all(self, infos: dict[str, torch.Tensor]) -> dict[str, dict]:
+        columns = {
+            key: value[0].cpu().numpy() if value.ndim > 2 else value[0].tolist()
+            for key, value in infos.items()
+        }
+        keys = list(columns)
+        return {
+            agent: dict(zip(keys, row, strict=True))
+            for agent, row in zip(self.agents, zip(*columns.values(), strict=True), strict=True)
+        }
+
+    # -- validation, once for all nodes ----------------------------------------------------
+    def _stacked(self, actions: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(1, N, K)`` bits and ``(1, N, M, P)`` payload (``None`` for labels)."""
+        agents = self.possible_agents
+        labels = self.game.content == "labels"
+        values = [actions[a] for a in agents]
+        fast = self._fast_bits(values) if labels else self._fast_dict(values)
+        if fast is None:  # the per-agent check: raises naming the agent, or agrees
+            checked = [validate_action(a, self.action_space(a), actions[a]) for a in agents]
+            if labels:
+                fast = np.stack(checked), None
+            else:
+                fast = (
+                    np.stack([c["broadcast"] for c in checked]),
+                    np.stack([c["payload"] for c in checked]),
+                )
+        bits, payload = fast
+        bits = torch.from_numpy(bits)[None]
+        return bits, None if payload is None else torch.from_numpy(payload)[None]
+
+    def _fast_bits(self, values: list[Any]) -> tuple[np.ndarray, None] | None:
+        """Every node's ``MultiBinary(K)`` bits as one ``(N, K)`` int8 array, or ``None``
+        when any of them is not plainly valid (the per-agent check then decides)."""
+        try:
+            arr = np.stack(values)
+        except Exception:  # ragged, tensors that need grad or a GPU, ...: the slow path
+            return None
+        if arr.dtype.kind not in _BIT_KINDS or arr.shape != (self.n_nodes, self.max_out):
+            return None
+        if not bool(((arr == 0) | (arr == 1)).all()):  # NaN is neither
+            return None
+        return arr.astype(np.int8), None
+
+    def _fast_dict(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Bits and payloads of ``{"broadcast", "payload"}`` actions, or ``None``."""
+        keys = {"broadcast", "payload"}
+        if not all(type(v) is dict and v.keys() == keys for v in values):
+            return None
+        payloads = [v["payload"] for v in values]
+        if not all(type(p) is np.ndarray and p.dtype in _PAYLOAD_DTYPES for p in payloads):
+            return None
+        bits = self._fast_bits([v["broadcast"] for v in values])
+        if bits is None:
+            return None
+        shape = (self.batch_size, self.payload_dim)
+        if not all(p.shape == shape for p in payloads):
+            return None
+        pay = np.stack(payloads)
+        if not bool(np.isfinite(pay).all()):
+            return None
+        return bits[0], pay
+
+
+class NodeGraphFamily(EnvFamily):
+    """``node_graph_v0``: its PettingZoo faces check and convert all nodes at once."""
+
+    def parallel_env(self, **config: Any) -> NodeGraphParallelEnv:
+        """PettingZoo ``ParallelEnv`` (numpy observations, validated actions)."""
+        return NodeGraphParallelEnv(self.game_cls(num_envs=1, device="cpu", **config))
