@@ -415,7 +415,8 @@ class NodeGraphGame(BatchedEnv):
         recv = torch.arange(N)[:, None].expand_as(senders)
         flat = senders.clamp(min=0) * K + bit_of[senders.clamp(min=0), recv]
         self._slot_bit = flat.reshape(-1).to(self.device)
-        self._slot_valid = None if self.channel._all_slots_valid else self.channel.slot_valid
+        valid = self.channel.slot_valid.reshape(-1)
+        self._slot_valid = None if self.channel._all_slots_valid else valid
         self._slot_sender = senders.clamp(min=0).reshape(-1).to(self.device)
 
     @property
@@ -830,14 +831,14 @@ class NodeGraphGame(BatchedEnv):
 
         if self.channel is not None:
             send = bits.to(torch.bool) & self._out_valid  # bits past the out-degree: ignored
-            slots = send.view(B, -1).index_select(1, self._slot_bit).view(B, N, -1)
+            slots = send.view(B, -1).index_select(1, self._slot_bit)
             if self._slot_valid is not None:
                 slots &= self._slot_valid
-            b, j = slots.view(B, -1).nonzero(as_tuple=True)  # the messages sent, in slot order
+            b, j = slots.nonzero(as_tuple=True)  # the messages sent, in slot order
             msgs = self.channel.send(
                 b,
                 self._slot_sender[j],
-                j // self.channel.max_in_degree,
+                j // max(1, self.channel.max_in_degree),
                 num_envs=B,
                 bits_per_message={
                     "images": self.bits_per_image_message,
