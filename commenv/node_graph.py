@@ -7,7 +7,7 @@
 | Parallel API | native (AEC by ``commenv.node_graph_v0.env()``) |
 | Action space | ``MultiBinary(K)`` (labels) or ``Dict(broadcast=MultiBinary(K), payload=Box)`` |
 | Observation space | ``Box((M*D + M*C + M*P + 2,), float32)``, laid out in ``env.obs_layout`` |
-| Batched face | ``commenv.node_graph_v0.batched(num_envs, device)``; fast path ``step_tensors`` |
+| Batched face | ``commenv.node_graph_v0.batched(num_envs, device)``, ``reset(env_index=...)`` |
 
 ``M`` = ``batch_size``, ``D`` = pixels per image, ``C`` = classes, ``K`` = the largest
 out-degree of the graph, ``P`` = payload width (``C`` for logits, ``feature_dim`` for
@@ -44,6 +44,26 @@ payloads (never copies of images).
 
 A node therefore never sees a sample of another node's partition unless some node broadcast it
 to it (``tests/test_node_graph.py`` proves it).
+
+Routing is sparse: a step lists only the messages sent (``commenv.channel.Channel.send``, in
+slot order: world, receiver, sender) and reads and writes only the minibatches the inboxes
+accept, so its cost follows the broadcasts made, not the graph's edges times the payload; bits
+are billed per message exactly as :meth:`commenv.channel.Channel.route` bills them.
+
+**Batched face and per-world reset.** ``game = commenv.node_graph_v0.batched(num_envs,
+device)`` steps ``num_envs`` independent worlds at once (``step`` with per-agent dicts, or
+``step_tensors(bits, payload)`` on stacked tensors). Each world has its own step clock and is
+truncated at its own ``max_cycles``. ``game.reset(env_index=i)`` (an int, indices, or a
+``(num_envs,)`` bool mask) restarts only those worlds: their clocks, inboxes and per-node
+counters go back to 0 and they draw a fresh first minibatch, while every other world is left
+bit for bit as it was and goes on exactly as it would have without the reset (partial resets
+draw from their own stream, derived from the seed). ``reset(seed=s)`` reseeds and restarts every
+world; a seed together with ``env_index`` raises (a partial reset continues the stream); same
+seed and same sequence of resets, same episodes (``tests/test_node_graph_batched.py``).
+``env.bandwidth()`` counts since the last full reset. The PettingZoo faces (one world) give the
+same episodes as the batched face with ``num_envs=1`` for the same seed, bit for bit; they check
+and convert every node's action at once, and hand anything unusual to the generic per-agent
+check, so errors name the same agent as before.
 
 **Label-free contents** (unsupervised nodes, thesis 2.2.4, table 2.3). ``content="codes"``:
 the payload is the sender's feature vector per sample (``(M, feature_dim)``, e.g. a BiGAN
@@ -111,7 +131,7 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
   min and max, plus those two as fp32, 64 bits per sample; ``commenv.channel.quantize``);
   below 32 it is also what arrives. Any other value (e.g. 33) raises.
 - ``bit_cost=0.0``: reward per bit sent, ``r_i = -bit_cost * bits``, a finite number >= 0.
-- ``max_cycles=5000``: steps per episode (then truncated), an integer >= 1.
+- ``max_cycles=5000``: steps per episode of each world (then truncated), an integer >= 1.
 - ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
 - ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
   directory that does not exist raises.
@@ -123,7 +143,8 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 - ``allow_large=False``: accept configurations whose observations and inboxes need more than
   ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
 
-**Version history.** v0: first release.
+**Version history.** v0: first release; per-world reset, sparse routing and the vectorised
+PettingZoo face came later with the same episodes for the same seed.
 """
 
 from __future__ import annotations
@@ -909,6 +930,14 @@ class NodeGraphGame(BatchedEnv):
         st["inbox_idx"].view(-1, M).index_copy_(0, slot, idx_rows)
         st["inbox_payload"].view(-1, M * P).index_copy_(0, slot, pay_rows)
         st["inbox_sender"].view(-1).index_copy_(0, slot, msgs.sender[keep])
+
+    @property
+    def episode_steps(self) -> torch.Tensor:
+        """``(num_envs,)`` int64: steps each world has taken since its episode began (each
+        world's own clock: a per-world reset restarts it)."""
+        if not self._state:
+            raise ValueError("episode_steps read before reset(); call reset() first")
+        return self._state["t"].clone()
 
     def last_sent(self, env_index: int = 0) -> torch.Tensor:
         """``(n_nodes, n_nodes)`` bool ``[sender, receiver]``: the edges world ``env_index``

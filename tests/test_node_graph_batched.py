@@ -122,7 +122,7 @@ def test_per_world_reset_leaves_other_worlds_exactly_as_without_it(device):
                 assert torch.equal(value[[0, 2]], b[4][agent][key][[0, 2]])
     for key in STATE_KEYS:
         assert torch.equal(plain._state[key][[0, 2]], partial._state[key][[0, 2]]), key
-    assert partial._state["t"].tolist() == [12, 7, 12, 7]
+    assert partial.episode_steps.tolist() == [12, 7, 12, 7]
 
 
 def test_a_reset_world_starts_a_valid_first_step_with_its_own_clock(device):
