@@ -700,12 +700,16 @@ class NodeGraphGame(BatchedEnv):
         }
 
     def _per_agent(self, batched: torch.Tensor) -> TensorDict:
-        return {a: batched[:, i] for i, a in enumerate(self.possible_agents)}
+        """``{agent: batched[:, i]}``: views, cut in one call."""
+        return dict(zip(self.possible_agents, batched.unbind(1), strict=True))
 
     def _agent_infos(self, infos: dict[str, torch.Tensor]) -> dict[str, dict]:
+        """``{agent: {key: value[:, i]}}``: views, one cut per key (not per key and node)."""
+        keys, columns = list(infos), (value.unbind(1) for value in infos.values())
+        rows = zip(*columns, strict=True)
         return {
-            a: {key: value[:, i] for key, value in infos.items()}
-            for i, a in enumerate(self.possible_agents)
+            a: dict(zip(keys, row, strict=True))
+            for a, row in zip(self.possible_agents, rows, strict=True)
         }
 
     # -- step ----------------------------------------------------------------------------
