@@ -316,7 +316,7 @@ class NodeGraphGame(BatchedEnv):
         self._scratch = torch.empty(self.num_envs * self.n_nodes * M, D) if reuse else None
         rows = self.num_envs * self.n_nodes * self.inbox_capacity  # the most an inbox takes
         self._rows = (
-            (torch.empty(rows, M, dtype=torch.long), torch.empty(rows, M * self.payload_dim))
+            (torch.empty(rows, M, dtype=self._index_dtype), torch.empty(rows, M * self.payload_dim))
             if reuse
             else None
         )
@@ -359,6 +359,7 @@ class NodeGraphGame(BatchedEnv):
         self.num_features = data.num_features
         self.images = data.train.flat().to(self.device)
         self.labels = data.train.y.to(self.device)
+        self._index_dtype = torch.int32 if len(self.labels) < 2**31 else torch.long
         self.test_images, self.test_labels = data.test.x, data.test.y  # for evaluation
         return data
 
@@ -450,7 +451,7 @@ class NodeGraphGame(BatchedEnv):
         """Bytes of one step's observations and of the inboxes, all nodes and worlds."""
         B, N, M = self.num_envs, self.n_nodes, self.batch_size
         obs = 4 * B * N * self.obs_layout["inbox_fill"].stop
-        inbox = B * N * self.inbox_capacity * M * (8 + 4 * self.payload_dim)
+        inbox = B * N * self.inbox_capacity * M * (4 + 4 * self.payload_dim)
         return obs + inbox
 
     def _build_spaces(self, allow_large: bool) -> None:
@@ -575,7 +576,8 @@ class NodeGraphGame(BatchedEnv):
             "true_labels": self.labels[idx],
             "payload": torch.zeros(worlds, N, M, P, device=dev),
             "sender": torch.full((worlds, N), -1, dtype=torch.long, device=dev),
-            "inbox_idx": torch.zeros(worlds, N, cap, M, dtype=torch.long, device=dev),
+            # Sample indices held in the inboxes: int32 (half the traffic; datasets are small).
+            "inbox_idx": torch.zeros(worlds, N, cap, M, dtype=self._index_dtype, device=dev),
             "inbox_payload": torch.zeros(worlds, N, cap, M, P, device=dev),
             "inbox_sender": torch.zeros(worlds, N, cap, dtype=torch.long, device=dev),
             "head": zeros_l.clone(),
@@ -885,7 +887,7 @@ class NodeGraphGame(BatchedEnv):
         take = (u < self.consumption_prob) & (st["count"] > 0)
         h = st["head"]
         gather_h = h[..., None, None]
-        popped_idx = st["inbox_idx"].gather(2, gather_h.expand(B, N, 1, M)).squeeze(2)
+        popped_idx = st["inbox_idx"].gather(2, gather_h.expand(B, N, 1, M)).squeeze(2).long()
         popped_pay = (
             st["inbox_payload"]
             .gather(2, gather_h[..., None].expand(B, N, 1, M, self.payload_dim))
@@ -929,7 +931,8 @@ class NodeGraphGame(BatchedEnv):
         idx_rows = pay_rows = None
         if self._rows is not None:  # a large batch: gather into warm memory
             idx_rows, pay_rows = self._rows[0][:E], self._rows[1][:E]
-        idx_rows = torch.index_select(st["idx"].view(-1, M), 0, src, out=idx_rows)
+        held = st["idx"].view(-1, M).to(self._index_dtype)
+        idx_rows = torch.index_select(held, 0, src, out=idx_rows)
         pay_rows = torch.index_select(payload.reshape(-1, M * P), 0, src, out=pay_rows)
         st["inbox_idx"].view(-1, M).index_copy_(0, slot, idx_rows)
         st["inbox_payload"].view(-1, M * P).index_copy_(0, slot, pay_rows)
