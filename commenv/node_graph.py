@@ -886,14 +886,12 @@ class NodeGraphGame(BatchedEnv):
         local = self._sample_local()
         take = (u < self.consumption_prob) & (st["count"] > 0)
         h = st["head"]
-        gather_h = h[..., None, None]
-        popped_idx = st["inbox_idx"].gather(2, gather_h.expand(B, N, 1, M)).squeeze(2).long()
-        popped_pay = (
-            st["inbox_payload"]
-            .gather(2, gather_h[..., None].expand(B, N, 1, M, self.payload_dim))
-            .squeeze(2)
-        )
-        popped_sender = st["inbox_sender"].gather(2, h[..., None]).squeeze(2)
+        cap, P = self.inbox_capacity, self.payload_dim
+        oldest = torch.arange(B * N, device=dev) * cap + h.reshape(-1)  # flat inbox rows
+        popped_idx = st["inbox_idx"].view(-1, M).index_select(0, oldest).view(B, N, M).long()
+        popped_pay = st["inbox_payload"].view(-1, M * P).index_select(0, oldest)
+        popped_pay = popped_pay.view(B, N, M, P)
+        popped_sender = st["inbox_sender"].view(-1).index_select(0, oldest).view(B, N)
         st["idx"] = torch.where(take[..., None], popped_idx, local)
         st["true_labels"] = self.labels[st["idx"]]
         st["payload"] = torch.where(take[..., None, None], popped_pay, 0.0)
