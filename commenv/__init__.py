@@ -12,7 +12,7 @@ from __future__ import annotations
 from commenv.channel import Channel, make_adjacency
 from commenv.core import BatchedEnv, BatchedParallelEnv, EnvFamily
 from commenv.datasets import DATASETS, load_dataset
-from commenv.node_graph import NodeGraphGame
+from commenv.node_graph import NodeGraphFamily, NodeGraphGame
 from commenv.partial_obs import PartialObsGame
 from commenv.quiz import QuizFamily, QuizGame
 
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 partial_obs_v0 = EnvFamily("partial_obs_v0", PartialObsGame)
 quiz_v0 = QuizFamily("quiz_v0", QuizGame)
-node_graph_v0 = EnvFamily("node_graph_v0", NodeGraphGame)
+node_graph_v0 = NodeGraphFamily("node_graph_v0", NodeGraphGame)
 
 ENVS: dict[str, EnvFamily] = {
     family.name: family for family in (partial_obs_v0, quiz_v0, node_graph_v0)

@@ -234,6 +234,35 @@ class Delivery:
     """``(num_envs, n)`` int64: messages lost on the way to each receiver."""
 
 
+@dataclass
+class Messages:
+    """What one :meth:`Channel.send` call put on the channel: one entry per message (a
+    ``(world, sender, receiver)`` edge used this step), sorted by world, then receiver, then
+    sender, i.e. in the slot order :meth:`Channel.route` uses. Only the messages sent exist
+    here: nothing is laid out for the edges that stayed silent."""
+
+    env: torch.Tensor
+    """``(E,)`` int64: the world of each message."""
+    sender: torch.Tensor
+    """``(E,)`` int64: who sent it."""
+    receiver: torch.Tensor
+    """``(E,)`` int64: who it was sent to."""
+    delivered: torch.Tensor
+    """``(E,)`` bool: it arrived (False: lost to ``drop_prob``)."""
+    rank: torch.Tensor
+    """``(E,)`` int64: its arrival order at its receiver among this call's delivered messages
+    (0 for the first in slot order; -1 for a lost one)."""
+    arrivals: torch.Tensor
+    """``(num_envs, n)`` int64: messages delivered to each receiver."""
+    sent: torch.Tensor
+    """``(num_envs, n)`` int64: messages each sender put on the channel (drops included)."""
+
+    def gather(self, payload: torch.Tensor) -> torch.Tensor:
+        """The ``(E, *shape)`` contents of the messages: ``payload[env, sender]`` for a
+        ``(num_envs, n, *shape)`` payload of one message per sender."""
+        return payload[self.env, self.sender]
+
+
 class Channel:
     """A directed communication graph that routes, corrupts and meters batched payloads.
 
@@ -445,6 +474,101 @@ class Channel:
         counters["messages_sent"] += per_sender.sum(0)
         counters["messages_dropped"] += dropped.sum(0)
         return Delivery(inbox, delivered, bits_sent, bits_received, dropped)
+
+    def send(
+        self,
+        env: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+        *,
+        num_envs: int,
+        bits_per_message: dict[str, int],
+        generator: torch.Generator | None = None,
+        check: bool = True,
+    ) -> Messages:
+        """Sparse routing: put the listed messages on the channel, bill them, and say where
+        each arrives. Cost grows with the messages sent, not with the graph's edges.
+
+        Args:
+            env, sender, receiver: ``(E,)`` integer tensors, one entry per message: world
+                ``env[e]``'s ``sender[e]`` speaks to ``receiver[e]`` (each a graph edge, each
+                edge at most once per world). Any order.
+            num_envs: worlds of the batch (the per-agent tables are ``(num_envs, n)``).
+            bits_per_message: ``{tag: bits}``: every message costs ``bits`` under each
+                ``tag`` (e.g. ``{"images": ..., "payload": ...}`` for a minibatch and the
+                labels that go with it); counted exactly as :meth:`route` counts them.
+            generator: RNG of ``drop_prob`` (pass one for reproducible episodes).
+            check: refuse messages off the graph (``ValueError``); ``False`` skips the check.
+
+        The contents are the caller's: :meth:`Messages.gather` reads ``payload[env, sender]``
+        for just the messages it needs (e.g. only those an inbox accepts). Flip noise needs the
+        bits themselves: a channel with ``flip_prob > 0`` routes with :meth:`route`.
+        """
+        n, dev = self.n_agents, self.device
+        if self.flip_prob > 0:
+            raise ValueError(
+                "send() carries no contents, so it cannot flip bits; a channel with "
+                f"flip_prob={self.flip_prob} routes with route()"
+            )
+        env, sender, receiver = (
+            t.to(dev, torch.int64).reshape(-1) for t in (env, sender, receiver)
+        )
+        if not (env.shape == sender.shape == receiver.shape):
+            raise ValueError(
+                "env, sender and receiver must be 1-D of one length (one entry per message), "
+                f"got {tuple(env.shape)}, {tuple(sender.shape)}, {tuple(receiver.shape)}"
+            )
+        if check and env.numel():
+            inside = (env >= 0) & (env < num_envs) & (sender >= 0) & (sender < n)
+            inside &= (receiver >= 0) & (receiver < n)
+            if not bool(inside.all()) or not bool(self.adjacency[sender, receiver].all()):
+                bad = (
+                    int((~inside).nonzero()[0])
+                    if not bool(inside.all())
+                    else int((~self.adjacency[sender, receiver]).nonzero()[0])
+                )
+                raise ValueError(
+                    f"message {bad} (world {int(env[bad])}, {int(sender[bad])} -> "
+                    f"{int(receiver[bad])}) is not an edge of this channel's graph "
+                    f"with num_envs={num_envs}; expected worlds in [0, {num_envs}) and "
+                    "(sender, receiver) edges of the adjacency"
+                )
+        # Slot order: world, receiver, sender. A caller that lists its messages in that order
+        # (node_graph_v0 does) skips the sort.
+        inbox = env * n + receiver
+        key = inbox * n + sender
+        if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+            key, order = torch.sort(key)
+            if check and not bool((key[1:] > key[:-1]).all()):
+                raise ValueError(
+                    "an edge is listed twice in one world; expected each (world, sender, "
+                    "receiver) message at most once per send()"
+                )
+            env, sender, receiver, inbox = env[order], sender[order], receiver[order], inbox[order]
+        first_of = torch.zeros(num_envs * n + 1, dtype=torch.int64, device=dev)
+        if self.drop_prob > 0:
+            delivered = torch.rand(env.shape, generator=generator, device=dev) >= self.drop_prob
+            arrivals = torch.bincount(inbox[delivered], minlength=num_envs * n)
+            torch.cumsum(arrivals, 0, out=first_of[1:])  # delivered before each inbox
+            rank = torch.cumsum(delivered.long(), 0) - 1 - first_of[inbox]
+            rank = torch.where(delivered, rank, -1)
+        else:
+            delivered = torch.ones_like(env, dtype=torch.bool)
+            arrivals = torch.bincount(inbox, minlength=num_envs * n)
+            torch.cumsum(arrivals, 0, out=first_of[1:])
+            rank = torch.arange(env.numel(), device=dev) - first_of[inbox]
+        sent = torch.bincount(env * n + sender, minlength=num_envs * n).view(num_envs, n)
+        arrivals = arrivals.view(num_envs, n)
+        per_sender, per_receiver = sent.sum(0), arrivals.sum(0)
+        lost = torch.bincount(receiver[~delivered], minlength=n) if self.drop_prob > 0 else None
+        for tag, bits in bits_per_message.items():
+            counters = self._counters(tag)
+            counters["bits_sent"] += per_sender * bits
+            counters["bits_received"] += per_receiver * bits
+            counters["messages_sent"] += per_sender
+            if lost is not None:
+                counters["messages_dropped"] += lost
+        return Messages(env, sender, receiver, delivered, rank, arrivals, sent)
 
     # -- accounting ------------------------------------------------------------------------
     def _counters(self, tag: str) -> dict[str, torch.Tensor]:

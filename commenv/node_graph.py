@@ -7,7 +7,7 @@
 | Parallel API | native (AEC by ``commenv.node_graph_v0.env()``) |
 | Action space | ``MultiBinary(K)`` (labels) or ``Dict(broadcast=MultiBinary(K), payload=Box)`` |
 | Observation space | ``Box((M*D + M*C + M*P + 2,), float32)``, laid out in ``env.obs_layout`` |
-| Batched face | ``commenv.node_graph_v0.batched(num_envs, device)``; fast path ``step_tensors`` |
+| Batched face | ``commenv.node_graph_v0.batched(num_envs, device)``, ``reset(env_index=...)`` |
 
 ``M`` = ``batch_size``, ``D`` = pixels per image, ``C`` = classes, ``K`` = the largest
 out-degree of the graph, ``P`` = payload width (``C`` for logits, ``feature_dim`` for
@@ -44,6 +44,26 @@ payloads (never copies of images).
 
 A node therefore never sees a sample of another node's partition unless some node broadcast it
 to it (``tests/test_node_graph.py`` proves it).
+
+Routing is sparse: a step lists only the messages sent (``commenv.channel.Channel.send``, in
+slot order: world, receiver, sender) and reads and writes only the minibatches the inboxes
+accept, so its cost follows the broadcasts made, not the graph's edges times the payload; bits
+are billed per message exactly as :meth:`commenv.channel.Channel.route` bills them.
+
+**Batched face and per-world reset.** ``game = commenv.node_graph_v0.batched(num_envs,
+device)`` steps ``num_envs`` independent worlds at once (``step`` with per-agent dicts, or
+``step_tensors(bits, payload)`` on stacked tensors). Each world has its own step clock and is
+truncated at its own ``max_cycles``. ``game.reset(env_index=i)`` (an int, indices, or a
+``(num_envs,)`` bool mask) restarts only those worlds: their clocks, inboxes and per-node
+counters go back to 0 and they draw a fresh first minibatch, while every other world is left
+bit for bit as it was and goes on exactly as it would have without the reset (partial resets
+draw from their own stream, derived from the seed). ``reset(seed=s)`` reseeds and restarts every
+world; a seed together with ``env_index`` raises (a partial reset continues the stream); same
+seed and same sequence of resets, same episodes (``tests/test_node_graph_batched.py``).
+``env.bandwidth()`` counts since the last full reset. The PettingZoo faces (one world) give the
+same episodes as the batched face with ``num_envs=1`` for the same seed, bit for bit; they check
+and convert every node's action at once, and hand anything unusual to the generic per-agent
+check, so errors name the same agent as before.
 
 **Label-free contents** (unsupervised nodes, thesis 2.2.4, table 2.3). ``content="codes"``:
 the payload is the sender's feature vector per sample (``(M, feature_dim)``, e.g. a BiGAN
@@ -111,7 +131,7 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
   min and max, plus those two as fp32, 64 bits per sample; ``commenv.channel.quantize``);
   below 32 it is also what arrives. Any other value (e.g. 33) raises.
 - ``bit_cost=0.0``: reward per bit sent, ``r_i = -bit_cost * bits``, a finite number >= 0.
-- ``max_cycles=5000``: steps per episode (then truncated), an integer >= 1.
+- ``max_cycles=5000``: steps per episode of each world (then truncated), an integer >= 1.
 - ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
 - ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
   directory that does not exist raises.
@@ -123,7 +143,8 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 - ``allow_large=False``: accept configurations whose observations and inboxes need more than
   ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
 
-**Version history.** v0: first release.
+**Version history.** v0: first release; per-world reset, sparse routing and the vectorised
+PettingZoo face came later with the same episodes for the same seed.
 """
 
 from __future__ import annotations
@@ -138,6 +159,7 @@ import torch
 from commenv.channel import (
     Channel,
     GraphSpec,
+    Messages,
     check_channel_memory,
     check_float_bits,
     float_message_bits,
@@ -146,18 +168,22 @@ from commenv.channel import (
 )
 from commenv.core import (
     BatchedEnv,
+    BatchedParallelEnv,
+    EnvFamily,
     TensorDict,
     batched_actions,
     check_action_keys,
     check_batch_values,
     check_choice,
     check_data_root,
+    check_env_index,
     check_float,
     check_int,
     check_memory,
     check_probability,
     check_seed,
     describe,
+    validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
 
@@ -206,6 +232,20 @@ def partition_indices(
         f"could not draw a Dirichlet({alpha}) partition leaving no node empty; "
         "use a larger dirichlet_alpha or fewer nodes"
     )
+
+
+REUSE_BYTES = 2**20
+"""Observation tensors of at least this many bytes are recycled once nothing holds them (CPU
+only): above glibc's mmap threshold a fresh tensor costs a page fault per 4 KiB each step."""
+POOL_SIZE = 3
+"""How many recent observation tensors a large batch keeps for reuse."""
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _unreferenced(t: torch.Tensor) -> bool:
+    """Nothing but the game holds ``t``'s memory (no tensor view, no numpy array of it)."""
+    assert _USE_COUNT is not None
+    return _USE_COUNT(t.untyped_storage()._cdata) <= 2  # the pool's tensor + this query's
 
 
 def _layout(sizes: dict[str, int]) -> dict[str, slice]:
@@ -267,9 +307,19 @@ class NodeGraphGame(BatchedEnv):
         )
         self._build_graph(graph, k, allow_large)
         self._build_spaces(allow_large)
-        self._gen = self._seed_generator(None)
+        self._gen, self._reset_gen = self._seed_generators(None)
         self._state: dict[str, torch.Tensor] = {}
-        self._t = 0
+        large = 4 * self.num_envs * self.n_nodes * self.obs_layout["inbox_fill"].stop
+        reuse = large >= REUSE_BYTES and _USE_COUNT is not None and self.device.type == "cpu"
+        self._pool: list[torch.Tensor] | None = [] if reuse else None
+        M, D = self.batch_size, self.num_features
+        self._scratch = torch.empty(self.num_envs * self.n_nodes * M, D) if reuse else None
+        rows = self.num_envs * self.n_nodes * self.inbox_capacity  # the most an inbox takes
+        self._rows = (
+            (torch.empty(rows, M, dtype=self._index_dtype), torch.empty(rows, M * self.payload_dim))
+            if reuse
+            else None
+        )
 
     # -- construction ----------------------------------------------------------------------
     def _check_rules(
@@ -309,6 +359,7 @@ class NodeGraphGame(BatchedEnv):
         self.num_features = data.num_features
         self.images = data.train.flat().to(self.device)
         self.labels = data.train.y.to(self.device)
+        self._index_dtype = torch.int32 if len(self.labels) < 2**31 else torch.long
         self.test_images, self.test_labels = data.test.x, data.test.y  # for evaluation
         return data
 
@@ -371,6 +422,24 @@ class NodeGraphGame(BatchedEnv):
         # Padded bits scatter into a dummy column N that is cut off again.
         self._out_table = torch.where(valid, order, N).to(self.device)
         self._out_valid = valid.to(self.device)
+        self._build_slots()
+
+    def _build_slots(self) -> None:
+        """Where each receiver slot's bit sits in the flat ``(n_nodes * max_out)`` bits, so a
+        step lists its messages in slot order (world, receiver, sender) with one gather and one
+        ``nonzero``: no sort, and no table as large as the graph's edges times the payload."""
+        if self.channel is None:
+            return
+        N, K = self.n_nodes, self.max_out
+        senders = self.channel.senders.cpu()  # (N, max_in), -1 padding
+        bit_of = torch.zeros(N, N + 1, dtype=torch.long)  # bit_of[s, r]: k with out[s, k] = r
+        bit_of.scatter_(1, self._out_table.cpu(), torch.arange(K).expand(N, K).contiguous())
+        recv = torch.arange(N)[:, None].expand_as(senders)
+        flat = senders.clamp(min=0) * K + bit_of[senders.clamp(min=0), recv]
+        self._slot_bit = flat.reshape(-1).to(self.device)
+        valid = self.channel.slot_valid.reshape(-1)
+        self._slot_valid = None if self.channel._all_slots_valid else valid
+        self._slot_sender = senders.clamp(min=0).reshape(-1).to(self.device)
 
     @property
     def out_valid(self) -> torch.Tensor:
@@ -382,7 +451,7 @@ class NodeGraphGame(BatchedEnv):
         """Bytes of one step's observations and of the inboxes, all nodes and worlds."""
         B, N, M = self.num_envs, self.n_nodes, self.batch_size
         obs = 4 * B * N * self.obs_layout["inbox_fill"].stop
-        inbox = B * N * self.inbox_capacity * M * (8 + 4 * self.payload_dim)
+        inbox = B * N * self.inbox_capacity * M * (4 + 4 * self.payload_dim)
         return obs + inbox
 
     def _build_spaces(self, allow_large: bool) -> None:
@@ -476,79 +545,155 @@ class NodeGraphGame(BatchedEnv):
         return {"images": images, "payload": payload, "total": images + payload}
 
     # -- episode -------------------------------------------------------------------------
-    def _sample_local(self) -> torch.Tensor:
-        B, N, M = self.num_envs, self.n_nodes, self.batch_size
-        u = torch.rand(B, N, M, generator=self._gen, device=self.device)
+    def _sample_local(self, worlds: int | None = None, gen: torch.Generator | None = None):
+        """``batch_size`` samples per node drawn uniformly from its own partition, for
+        ``worlds`` worlds (default: all) from ``gen`` (default: the step stream)."""
+        B = self.num_envs if worlds is None else worlds
+        N, M = self.n_nodes, self.batch_size
+        gen = self._gen if gen is None else gen
+        u = torch.rand(B, N, M, generator=gen, device=self.device)
         pos = (u * self.partition_len[None, :, None]).long()
         pos = torch.minimum(pos, self.partition_len[None, :, None] - 1)
-        rows = torch.arange(N, device=self.device)[None, :, None]
-        return self.partition_table[rows, pos]
+        rows = torch.arange(N, device=self.device)[None, :, None] * self.partition_table.shape[1]
+        return self.partition_table.take(rows + pos)
 
-    def reset(self, seed: int | None = None) -> tuple[TensorDict, dict[str, dict]]:
-        if seed is not None or not self._state:
-            self._gen = self._seed_generator(seed)
-        if self.channel is not None:
-            self.channel.reset_counters()
-        B, N, M, P, cap = (
-            self.num_envs,
-            self.n_nodes,
-            self.batch_size,
-            self.payload_dim,
-            self.inbox_capacity,
-        )
+    def _seed_generators(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
+        """The step stream (seeded with ``seed`` itself, as always) and the stream that
+        per-world resets draw from (derived from ``seed``), so that restarting some worlds
+        never shifts the draws of the others."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) % 2**63
+        derived = int(np.random.SeedSequence([int(seed), 1]).generate_state(1, np.uint64)[0])
+        return self._seed_generator(seed), self._seed_generator(derived % 2**63)
+
+    def _fresh_state(self, worlds: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """The state of ``worlds`` worlds at the start of an episode."""
+        N, M, P, cap = self.n_nodes, self.batch_size, self.payload_dim, self.inbox_capacity
         dev = self.device
-        zeros_l = torch.zeros(B, N, dtype=torch.long, device=dev)
-        self._t = 0
-        self._state = {
-            "idx": self._sample_local(),
-            "payload": torch.zeros(B, N, M, P, device=dev),
-            "sender": torch.full((B, N), -1, dtype=torch.long, device=dev),
-            "inbox_idx": torch.zeros(B, N, cap, M, dtype=torch.long, device=dev),
-            "inbox_payload": torch.zeros(B, N, cap, M, P, device=dev),
-            "inbox_sender": torch.zeros(B, N, cap, dtype=torch.long, device=dev),
+        zeros_l = torch.zeros(worlds, N, dtype=torch.long, device=dev)
+        return {
+            "idx": (idx := self._sample_local(worlds, gen)),
+            "true_labels": self.labels[idx],
+            "payload": torch.zeros(worlds, N, M, P, device=dev),
+            "sender": torch.full((worlds, N), -1, dtype=torch.long, device=dev),
+            # Sample indices held in the inboxes: int32 (half the traffic; datasets are small).
+            "inbox_idx": torch.zeros(worlds, N, cap, M, dtype=self._index_dtype, device=dev),
+            "inbox_payload": torch.zeros(worlds, N, cap, M, P, device=dev),
+            "inbox_sender": torch.zeros(worlds, N, cap, dtype=torch.long, device=dev),
             "head": zeros_l.clone(),
             "count": zeros_l.clone(),
             "dropped": zeros_l.clone(),
             "bits_images": zeros_l.clone(),
             "bits_payload": zeros_l.clone(),
-            "last_sent": torch.zeros(B, N, N, dtype=torch.bool, device=dev),
+            "last_bits": torch.zeros(worlds, N, self.max_out, dtype=torch.bool, device=dev),
+            "t": torch.zeros(worlds, dtype=torch.long, device=dev),
         }
+
+    def reset(
+        self, seed: int | None = None, env_index: Any = None
+    ) -> tuple[TensorDict, dict[str, dict]]:
+        """Start a new episode in every world, or only in the worlds ``env_index`` names.
+
+        ``reset(seed)`` reseeds (``seed`` not ``None``) and restarts every world, and zeroes
+        the channel's bandwidth counters. ``reset(env_index=...)`` (an int, indices or a
+        ``(num_envs,)`` bool mask, :func:`commenv.core.check_env_index`) restarts only those
+        worlds: their step clocks, inboxes and per-node counters go back to 0 and they draw a
+        fresh first minibatch from the reset stream, while every other world is left exactly
+        as it was and its later steps draw what they would have drawn without the reset. The
+        returned ``obs``/``infos`` cover the whole batch; ``env.bandwidth()`` keeps counting
+        since the last full reset.
+        """
+        if env_index is not None:
+            if seed is not None:
+                raise ValueError(
+                    f"reset(seed=..., env_index=...) got seed={seed!r}: a partial reset "
+                    "continues the game's random stream (reseeding part of a batch has no "
+                    "meaning); call reset(env_index=...) without a seed, or reset(seed=...) "
+                    "to reseed every world"
+                )
+            mask = check_env_index(env_index, self.num_envs, self.device)
+            if not self._state:
+                raise ValueError(
+                    "reset(env_index=...) restarts worlds of a running batch; call reset() "
+                    "once first"
+                )
+            self._reset_worlds(mask)
+        else:
+            self._restart(seed)
         obs_all = self.observe_all()
         return self._per_agent(obs_all), self._agent_infos(self.infos_all())
 
-    def observe_all(self) -> torch.Tensor:
-        """Observations of every node of every env, ``(num_envs, n_nodes, obs_dim)``."""
+    def _restart(self, seed: int | None) -> None:
+        """Restart every world (reseeded when ``seed`` is given, or on the first reset)."""
+        if seed is not None or not self._state:
+            self._gen, self._reset_gen = self._seed_generators(seed)
+        if self.channel is not None:
+            self.channel.reset_counters()
+        self._state = self._fresh_state(self.num_envs, self._gen)
+
+    def _reset_worlds(self, mask: torch.Tensor) -> None:
+        """Restart the worlds of the ``(num_envs,)`` bool ``mask``; new tensors throughout, so
+        nothing returned earlier changes."""
+        worlds = mask.nonzero().flatten()
+        if worlds.numel() == 0:
+            return
+        fresh = self._fresh_state(int(worlds.numel()), self._reset_gen)
         st = self._state
-        B, N = self.num_envs, self.n_nodes
+        for key, value in fresh.items():
+            new = st[key].clone()
+            new[worlds] = value
+            st[key] = new
+
+    def observe_all(self) -> torch.Tensor:
+        """Observations of every node of every env, ``(num_envs, n_nodes, obs_dim)``: one
+        fresh tensor, each block written in place (no per-block copies joined afterwards)."""
+        st, lay = self._state, self.obs_layout
+        B, N, M, C = self.num_envs, self.n_nodes, self.batch_size, self.num_classes
+        obs = self._obs_buffer()
         from_inbox = st["sender"] >= 0
-        images = self.images[st["idx"]]  # (B, N, M, D)
-        own = torch.nn.functional.one_hot(self.labels[st["idx"]], self.num_classes)
+        idx = st["idx"]
+        images = obs[..., lay["images"]].view(B, N, M, -1)
+        if self._scratch is None:
+            images.copy_(self.images.index_select(0, idx.reshape(-1)).view(B, N, M, -1))
+        else:  # a large batch: gather into warm memory, then one pass into the observations
+            torch.index_select(self.images, 0, idx.reshape(-1), out=self._scratch)
+            images.copy_(self._scratch.view(B, N, M, -1))
+        labels = obs[..., lay["labels"]].view(B, N, M, C).zero_()
         if self.content == "labels":
-            received = torch.nn.functional.one_hot(
-                st["payload"][..., 0].long().clamp(0, self.num_classes - 1), self.num_classes
-            )
-            labels = torch.where(from_inbox[..., None, None], received, own)
-            parts = [images.reshape(B, N, -1), labels.reshape(B, N, -1).float()]
-        else:
-            labels = own * (~from_inbox)[..., None, None]
-            if self.content in LABEL_FREE:  # unsupervised nodes see no label, not even their own
-                labels = torch.zeros_like(own)
-            payload = st["payload"] * from_inbox[..., None, None]
-            parts = [
-                images.reshape(B, N, -1),
-                labels.reshape(B, N, -1).float(),
-                payload.reshape(B, N, -1),
-            ]
-        fill = st["count"].float() / self.inbox_capacity
-        parts += [from_inbox.float()[..., None], fill[..., None]]
-        return torch.cat(parts, -1)
+            received = st["payload"][..., 0].long().clamp(0, C - 1)
+            held = torch.where(from_inbox[..., None], received, st["true_labels"])
+            labels.scatter_(-1, held[..., None], 1.0)
+        elif self.content not in LABEL_FREE:  # own labels for local data only
+            local = (~from_inbox).to(obs.dtype)[..., None, None].expand(B, N, M, 1)
+            labels.scatter_(-1, st["true_labels"][..., None], local)
+        if self.content != "labels":  # unsupervised nodes see no label, not even their own
+            payload = obs[..., lay["payload"]].view(B, N, M, -1)
+            torch.mul(st["payload"], from_inbox[..., None, None], out=payload)
+        obs[..., lay["from_inbox"]] = from_inbox[..., None]
+        obs[..., lay["inbox_fill"]] = (st["count"].float() / self.inbox_capacity)[..., None]
+        return obs
+
+    def _obs_buffer(self) -> torch.Tensor:
+        """A tensor for the next observations. Small batches get a fresh one; large ones
+        (:data:`REUSE_BYTES` and up) reuse one of their last few observation tensors that
+        nothing outside the game references any more (no view, no numpy array), so a step
+        does not page-fault tens of MiB of new memory; one still held is never touched."""
+        shape = (self.num_envs, self.n_nodes, self.obs_layout["inbox_fill"].stop)
+        if self._pool is None:
+            return torch.empty(shape, device=self.device)
+        for buf in self._pool:
+            if _unreferenced(buf):
+                return buf
+        buf = torch.empty(shape, device=self.device)
+        self._pool = [*self._pool[1 - POOL_SIZE :], buf] if POOL_SIZE > 1 else [buf]
+        return buf
 
     def infos_all(self) -> dict[str, torch.Tensor]:
         """Ground truth of every node, each ``(num_envs, n_nodes, ...)``."""
         st = self._state
         return {
             "indices": st["idx"],
-            "true_labels": self.labels[st["idx"]],
+            "true_labels": st["true_labels"],
             "sender": st["sender"],
             "inbox_count": st["count"],
             "dropped": st["dropped"],
@@ -557,12 +702,16 @@ class NodeGraphGame(BatchedEnv):
         }
 
     def _per_agent(self, batched: torch.Tensor) -> TensorDict:
-        return {a: batched[:, i] for i, a in enumerate(self.possible_agents)}
+        """``{agent: batched[:, i]}``: views, cut in one call."""
+        return dict(zip(self.possible_agents, batched.unbind(1), strict=True))
 
     def _agent_infos(self, infos: dict[str, torch.Tensor]) -> dict[str, dict]:
+        """``{agent: {key: value[:, i]}}``: views, one cut per key (not per key and node)."""
+        keys, columns = list(infos), (value.unbind(1) for value in infos.values())
+        rows = zip(*columns, strict=True)
         return {
-            a: {key: value[:, i] for key, value in infos.items()}
-            for i, a in enumerate(self.possible_agents)
+            a: dict(zip(keys, row, strict=True))
+            for a, row in zip(self.possible_agents, rows, strict=True)
         }
 
     # -- step ----------------------------------------------------------------------------
@@ -693,7 +842,7 @@ class NodeGraphGame(BatchedEnv):
         if self.content == "labels":
             # Labels held for the current minibatch: own true labels or the received ones.
             held = torch.where(
-                st["sender"][..., None] >= 0, st["payload"][..., 0], self.labels[st["idx"]].float()
+                st["sender"][..., None] >= 0, st["payload"][..., 0], st["true_labels"].float()
             )
             payload = held[..., None]
         if payload is None:
@@ -708,76 +857,100 @@ class NodeGraphGame(BatchedEnv):
             payload = quantize(payload, self.float_bits)
 
         if self.channel is not None:
-            send = torch.zeros(B, N, N + 1, dtype=torch.bool, device=dev)
-            send.scatter_(2, self._out_table.expand(B, N, -1), bits.to(torch.bool))
-            send = send[..., :N]
-            img = self.channel.route(
-                st["idx"],
-                send_mask=send,
-                binary=False,
-                bits_per_message=self.bits_per_image_message,
-                tag="images",
+            send = bits.to(torch.bool) & self._out_valid  # bits past the out-degree: ignored
+            slots = send.view(B, -1).index_select(1, self._slot_bit)
+            if self._slot_valid is not None:
+                slots &= self._slot_valid
+            b, j = slots.nonzero(as_tuple=True)  # the messages sent, in slot order
+            msgs = self.channel.send(
+                b,
+                self._slot_sender[j],
+                j // max(1, self.channel.max_in_degree),
+                num_envs=B,
+                bits_per_message={
+                    "images": self.bits_per_image_message,
+                    "payload": self.bits_per_payload_message,
+                },
+                check=False,
             )
-            pay = self.channel.route(
-                payload,
-                send_mask=send,
-                binary=False,
-                bits_per_message=self.bits_per_payload_message,
-                tag="payload",
-            )
-            st["bits_images"] += img.bits_sent
-            st["bits_payload"] += pay.bits_sent
-            rewards = -self.bit_cost * (img.bits_sent + pay.bits_sent).to(torch.float32)
-            self._enqueue(img.delivered, img.inbox, pay.inbox)
-            st["last_sent"] = send
+            bits_images = msgs.sent * self.bits_per_image_message
+            bits_payload = msgs.sent * self.bits_per_payload_message
+            st["bits_images"] += bits_images
+            st["bits_payload"] += bits_payload
+            rewards = -self.bit_cost * (bits_images + bits_payload).to(torch.float32)
+            self._enqueue(msgs, payload)
+            st["last_bits"] = send
 
         # Next minibatch: the oldest inbox entry with the consumption probability, else local.
         u = torch.rand(B, N, generator=self._gen, device=dev)
         local = self._sample_local()
         take = (u < self.consumption_prob) & (st["count"] > 0)
         h = st["head"]
-        gather_h = h[..., None, None]
-        popped_idx = st["inbox_idx"].gather(2, gather_h.expand(B, N, 1, M)).squeeze(2)
-        popped_pay = (
-            st["inbox_payload"]
-            .gather(2, gather_h[..., None].expand(B, N, 1, M, self.payload_dim))
-            .squeeze(2)
-        )
-        popped_sender = st["inbox_sender"].gather(2, h[..., None]).squeeze(2)
+        cap, P = self.inbox_capacity, self.payload_dim
+        oldest = torch.arange(B * N, device=dev) * cap + h.reshape(-1)  # flat inbox rows
+        popped_idx = st["inbox_idx"].view(-1, M).index_select(0, oldest).view(B, N, M).long()
+        popped_pay = st["inbox_payload"].view(-1, M * P).index_select(0, oldest)
+        popped_pay = popped_pay.view(B, N, M, P)
+        popped_sender = st["inbox_sender"].view(-1).index_select(0, oldest).view(B, N)
         st["idx"] = torch.where(take[..., None], popped_idx, local)
+        st["true_labels"] = self.labels[st["idx"]]
         st["payload"] = torch.where(take[..., None, None], popped_pay, 0.0)
         st["sender"] = torch.where(take, popped_sender, -1)
         st["head"] = torch.where(take, (h + 1) % self.inbox_capacity, h)
         st["count"] = st["count"] - take.long()
 
-        self._t += 1
-        truncated = torch.full((B,), self._t >= self.max_cycles, dtype=torch.bool, device=dev)
+        st["t"] = st["t"] + 1  # each world's own clock (per-world resets restart it)
+        truncated = st["t"] >= self.max_cycles
         return self.observe_all(), rewards, truncated, self.infos_all()
 
-    def _enqueue(self, delivered: torch.Tensor, idx_in: torch.Tensor, pay_in: torch.Tensor) -> None:
-        """Push this step's deliveries ``(B, N, max_in, ...)`` into the inbox ring buffers."""
-        st, cap = self._state, self.inbox_capacity
-        arrivals = delivered.sum(-1)
-        rank = delivered.long().cumsum(-1) - 1
-        count, head = st["count"], st["head"]
+    def _enqueue(self, msgs: Messages, payload: torch.Tensor) -> None:
+        """Push this step's deliveries into the inbox ring buffers; only the messages an
+        inbox accepts are read and written (a full inbox costs nothing more)."""
+        st, cap, N = self._state, self.inbox_capacity, self.n_nodes
+        inbox = msgs.env * N + msgs.receiver  # (E,) flat (world, receiver)
+        count, head, arrivals = st["count"], st["head"], msgs.arrivals
         if self.overflow == "drop_newest":
-            accept = delivered & (rank < (cap - count)[..., None])
-            n_acc = accept.sum(-1)
+            room = cap - count
+            accept = msgs.delivered & (msgs.rank < room.reshape(-1)[inbox])
+            n_acc = torch.minimum(arrivals, room)
             st["dropped"] += arrivals - n_acc
             st["count"] = count + n_acc
         else:  # drop_oldest: keep the newest `cap` arrivals, overwrite the oldest entries
-            accept = delivered & (rank >= (arrivals - cap)[..., None])
+            accept = msgs.delivered & (msgs.rank >= (arrivals - cap).reshape(-1)[inbox])
             excess = (count + arrivals - cap).clamp(min=0)
             st["dropped"] += excess
             st["head"] = (head + excess) % cap
             st["count"] = (count + arrivals).clamp(max=cap)
-        pos = (head + count)[..., None].add(rank) % cap
-        b, r, j = accept.nonzero(as_tuple=True)
-        p = pos[b, r, j]
-        st["inbox_idx"][b, r, p] = idx_in[b, r, j]
-        st["inbox_payload"][b, r, p] = pay_in[b, r, j]
-        assert self.channel is not None
-        st["inbox_sender"][b, r, p] = self.channel.senders[r, j]
+        keep = accept.nonzero().flatten()
+        src = msgs.env[keep] * N + msgs.sender[keep]  # flat (world, sender)
+        dst = inbox[keep]
+        slot = dst * cap + ((head + count).reshape(-1)[dst] + msgs.rank[keep]) % cap
+        M, P, E = self.batch_size, self.payload_dim, int(keep.numel())
+        idx_rows = pay_rows = None
+        if self._rows is not None:  # a large batch: gather into warm memory
+            idx_rows, pay_rows = self._rows[0][:E], self._rows[1][:E]
+        held = st["idx"].view(-1, M).to(self._index_dtype)
+        idx_rows = torch.index_select(held, 0, src, out=idx_rows)
+        pay_rows = torch.index_select(payload.reshape(-1, M * P), 0, src, out=pay_rows)
+        st["inbox_idx"].view(-1, M).index_copy_(0, slot, idx_rows)
+        st["inbox_payload"].view(-1, M * P).index_copy_(0, slot, pay_rows)
+        st["inbox_sender"].view(-1).index_copy_(0, slot, msgs.sender[keep])
+
+    @property
+    def episode_steps(self) -> torch.Tensor:
+        """``(num_envs,)`` int64: steps each world has taken since its episode began (each
+        world's own clock: a per-world reset restarts it)."""
+        if not self._state:
+            raise ValueError("episode_steps read before reset(); call reset() first")
+        return self._state["t"].clone()
+
+    def last_sent(self, env_index: int = 0) -> torch.Tensor:
+        """``(n_nodes, n_nodes)`` bool ``[sender, receiver]``: the edges world ``env_index``
+        used at its last step."""
+        N = self.n_nodes
+        sent = torch.zeros(N, N + 1, dtype=torch.bool, device=self.device)
+        sent.scatter_(1, self._out_table, self._state["last_bits"][env_index])
+        return sent[:, :N]
 
     # -- render --------------------------------------------------------------------------
     def render(self, env_index: int = 0) -> np.ndarray | str | None:
@@ -786,12 +959,13 @@ class NodeGraphGame(BatchedEnv):
         if self.render_mode is None or not self._state:
             return None
         st = self._state
+        last_sent = self.last_sent(env_index).cpu()
         if self.render_mode in ("ansi", "human"):
-            lines = [f"{self.metadata['name']} step {self._t}"]
+            lines = [f"{self.metadata['name']} step {int(st['t'][env_index])}"]
             for i, agent in enumerate(self.possible_agents):
                 s = int(st["sender"][env_index, i])
                 src = "local" if s < 0 else f"inbox (from node_{s})"
-                sent = st["last_sent"][env_index, i].nonzero().flatten().tolist()
+                sent = last_sent[i].nonzero().flatten().tolist()
                 lines.append(
                     f"  {agent}: batch {src}, inbox {int(st['count'][env_index, i])}/"
                     f"{self.inbox_capacity}, dropped {int(st['dropped'][env_index, i])}, "
@@ -807,7 +981,128 @@ class NodeGraphGame(BatchedEnv):
         shown = min(self.n_nodes, 20)
         firsts = self.images[st["idx"][env_index, :shown, 0]].cpu()
         top = image_row(list(firsts), self.image_shape)
-        sent = bits_image(st["last_sent"][env_index].float().cpu(), width=top.shape[1])
+        sent = bits_image(last_sent.float(), width=top.shape[1])
         fill = torch.arange(self.inbox_capacity)[None, :] < st["count"][env_index].cpu()[:, None]
         inbox = bits_image(fill.float(), width=top.shape[1])
         return np.concatenate([top, sent, inbox], 0)
+
+
+_BIT_KINDS = frozenset("biuf")  # dtypes whose 0/1 values are bits (bool, ints, floats)
+_PAYLOAD_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))  # cast to float32 safely
+
+
+class NodeGraphParallelEnv(BatchedParallelEnv):
+    """The PettingZoo face of node_graph_v0: every node's action checked and converted at
+    once (one stacked array per action key), observations and infos converted once for the
+    whole graph. Whatever the vectorised check refuses goes through the per-agent
+    :func:`commenv.core.validate_action` of the generic face, so an error names the same
+    agent, with the same words, as before; what it accepts, the generic face accepted too.
+    """
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        game: NodeGraphGame = self.game
+        with torch.inference_mode():
+            game._restart(seed)
+            obs = game.observe_all()
+        self.agents = list(self.possible_agents)
+        return self._obs_all(obs), self._infos_all(game.infos_all())
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise ValueError(
+                "step() called before reset() or on a finished episode; call reset() first"
+            )
+        check_action_keys(actions, self.agents, self.possible_agents)
+        bits, payload = self._stacked(actions)
+        with torch.inference_mode():
+            obs, rewards, truncated, infos = self.game._advance(bits, payload)
+        rew = rewards[0].tolist()
+        trunc = bool(truncated[0])
+        live = self.agents
+        out = (
+            self._obs_all(obs),
+            dict(zip(live, rew, strict=True)),
+            dict.fromkeys(live, False),
+            dict.fromkeys(live, trunc),
+            self._infos_all(infos),
+        )
+        self.agents = [] if trunc else live
+        return out
+
+    # -- conversion, once for all nodes ----------------------------------------------------
+    def _obs_all(self, obs: torch.Tensor) -> dict[str, np.ndarray]:
+        rows = obs[0].cpu().numpy()
+        return dict(zip(self.agents, rows, strict=True))
+
+    def _infos_all(self, infos: dict[str, torch.Tensor]) -> dict[str, dict]:
+        columns = {
+            key: value[0].cpu().numpy() if value.ndim > 2 else value[0].tolist()
+            for key, value in infos.items()
+        }
+        keys = list(columns)
+        return {
+            agent: dict(zip(keys, row, strict=True))
+            for agent, row in zip(self.agents, zip(*columns.values(), strict=True), strict=True)
+        }
+
+    # -- validation, once for all nodes ----------------------------------------------------
+    def _stacked(self, actions: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(1, N, K)`` bits and ``(1, N, M, P)`` payload (``None`` for labels)."""
+        agents = self.possible_agents
+        labels = self.game.content == "labels"
+        values = [actions[a] for a in agents]
+        fast = self._fast_bits(values) if labels else self._fast_dict(values)
+        if fast is None:  # the per-agent check: raises naming the agent, or agrees
+            checked = [validate_action(a, self.action_space(a), actions[a]) for a in agents]
+            if labels:
+                fast = np.stack(checked), None
+            else:
+                fast = (
+                    np.stack([c["broadcast"] for c in checked]),
+                    np.stack([c["payload"] for c in checked]),
+                )
+        bits, payload = fast
+        bits = torch.from_numpy(bits)[None]
+        return bits, None if payload is None else torch.from_numpy(payload)[None]
+
+    def _fast_bits(self, values: list[Any]) -> tuple[np.ndarray, None] | None:
+        """Every node's ``MultiBinary(K)`` bits as one ``(N, K)`` int8 array, or ``None``
+        when any of them is not plainly valid (the per-agent check then decides)."""
+        try:
+            arr = np.stack(values)
+        except Exception:  # ragged, tensors that need grad or a GPU, ...: the slow path
+            return None
+        if arr.dtype.kind not in _BIT_KINDS or arr.shape != (self.n_nodes, self.max_out):
+            return None
+        if not bool(((arr == 0) | (arr == 1)).all()):  # NaN is neither
+            return None
+        return arr.astype(np.int8), None
+
+    def _fast_dict(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Bits and payloads of ``{"broadcast", "payload"}`` actions, or ``None``."""
+        keys = {"broadcast", "payload"}
+        if not all(type(v) is dict and v.keys() == keys for v in values):
+            return None
+        payloads = [v["payload"] for v in values]
+        if not all(type(p) is np.ndarray and p.dtype in _PAYLOAD_DTYPES for p in payloads):
+            return None
+        bits = self._fast_bits([v["broadcast"] for v in values])
+        if bits is None:
+            return None
+        shape = (self.batch_size, self.payload_dim)
+        if not all(p.shape == shape for p in payloads):
+            return None
+        pay = np.stack(payloads)
+        if not bool(np.isfinite(pay).all()):
+            return None
+        return bits[0], pay
+
+
+class NodeGraphFamily(EnvFamily):
+    """``node_graph_v0``: its PettingZoo faces check and convert all nodes at once."""
+
+    def parallel_env(self, **config: Any) -> NodeGraphParallelEnv:
+        """PettingZoo ``ParallelEnv`` (numpy observations, validated actions)."""
+        return NodeGraphParallelEnv(self.game_cls(num_envs=1, device="cpu", **config))
