@@ -26,7 +26,9 @@ def test_send_matches_route_and_its_counters(adj, num_envs, seed):
     n = adj.shape[0]
     gen = torch.Generator().manual_seed(seed)
     mask = (torch.rand(num_envs, n, n, generator=gen) < 0.6) & torch.as_tensor(adj)
-    dense, sparse = Channel(torch.as_tensor(adj)), Channel(torch.as_tensor(adj))
+    # device-free: CPU generators drive the traffic being compared
+    dense = Channel(torch.as_tensor(adj))  # device-free: as above
+    sparse = Channel(torch.as_tensor(adj))  # device-free: as above
     payload = torch.randn(num_envs, n, 2, generator=gen)
     d = dense.route(payload, send_mask=mask, binary=False, bits_per_message=7, tag="a")
     b, s, r = mask.nonzero(as_tuple=True)
@@ -51,7 +53,9 @@ def test_send_matches_route_and_its_counters(adj, num_envs, seed):
 
 
 def test_send_drops_and_bad_messages():
-    chan = Channel.from_spec("all_to_all", 3, drop_prob=0.5)
+    chan = Channel.from_spec(
+        "all_to_all", 3, drop_prob=0.5
+    )  # device-free: CPU generators drive the traffic being compared
     b = torch.zeros(6, dtype=torch.long)
     s = torch.tensor([0, 0, 1, 1, 2, 2])
     r = torch.tensor([1, 2, 0, 2, 0, 1])
@@ -64,7 +68,9 @@ def test_send_drops_and_bad_messages():
     assert int(counters["bits_sent"].sum()) == 18  # drops still cost the sender
     assert int(counters["bits_received"].sum()) == 3 * (6 - lost)
     assert int(counters["messages_dropped"].sum()) == lost
-    ring = Channel.from_spec("one_way", 3)
+    ring = Channel.from_spec(
+        "one_way", 3
+    )  # device-free: CPU generators drive the traffic being compared
     with pytest.raises(ValueError, match="not an edge"):
         ring.send(
             torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), num_envs=1, bits_per_message={}
@@ -82,7 +88,9 @@ def test_send_drops_and_bad_messages():
             bits_per_message={},
         )
     with pytest.raises(ValueError, match="flip_prob"):
-        Channel.from_spec("one_way", 2, flip_prob=0.1).send(
+        Channel.from_spec(
+            "one_way", 2, flip_prob=0.1
+        ).send(  # device-free: CPU generators drive the traffic being compared
             b[:1], s[:1], r[:1], num_envs=1, bits_per_message={}
         )
     empty = ring.send(b[:0], s[:0], r[:0], num_envs=2, bits_per_message={"x": 1})

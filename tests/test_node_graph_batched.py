@@ -205,9 +205,9 @@ def test_recycled_observations_never_change_what_a_caller_holds(monkeypatch, dev
     """Large batches reuse observation tensors nobody holds: the episode is the same as with
     fresh tensors, and an observation kept by the caller is never overwritten."""
     config = dict(n_nodes=3, batch_size=2, num_envs=2, content="logits", device=device)
-    fresh = NodeGraphGame(**config)
+    fresh = NodeGraphGame(**config)  # device-free: device=device is in config
     monkeypatch.setattr(node_graph, "REUSE_BYTES", 0)
-    pooled = NodeGraphGame(**config)
+    pooled = NodeGraphGame(**config)  # device-free: device=device is in config
     assert (pooled._pool is not None) == (torch.device(device).type == "cpu")
     fresh.reset(seed=2)
     pooled.reset(seed=2)
@@ -251,7 +251,9 @@ FACE_CONFIGS = {
 def test_pettingzoo_face_and_batched_face_give_the_same_episode(name):
     config = FACE_CONFIGS[name]
     env = commenv.node_graph_v0(**config)
-    game = commenv.node_graph_v0.batched(num_envs=1, **config)
+    game = commenv.node_graph_v0.batched(
+        num_envs=1, **config
+    )  # device-free: CPU face, CPU generator
     obs_pz, infos_pz = env.reset(seed=9)
     obs_b, infos_b = game.reset(seed=9)
     rng = np.random.default_rng(0)
