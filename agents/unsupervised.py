@@ -67,10 +67,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from commenv_agents.layers import BatchedConv2d, BatchedConvTranspose2d, BatchedLinear, conv_out
+from commenv_agents.layers import (
+    BatchedConv2d,
+    BatchedConvTranspose2d,
+    BatchedLinear,
+    BatchedMLP,
+    conv_out,
+)
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn")
-SHARES: tuple[str, ...] = ("none", "match", "contrastive")
+SHARES: tuple[str, ...] = (
+    "none",
+    "match",
+    "contrastive",
+    "projected",
+    "decorrelate",
+    "images",
+)
 FAMILIES: tuple[str, ...] = ("vae", "bigan")
 CONTENT: dict[str, str] = {"vae": "gaussian_codes", "bigan": "codes"}
 """The node_graph_v0 ``content`` each family broadcasts."""
@@ -109,6 +122,17 @@ def info_nce(codes: torch.Tensor, targets: torch.Tensor, temperature: float) -> 
         .view(codes.shape[:2])
         .mean(-1)
     )
+
+
+def cross_correlation(codes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-group mean squared cross-correlation ``(G,)`` between the units of ``codes`` and of
+    ``targets`` ``(G, M, F)`` over the ``M`` samples of a minibatch (each unit standardised
+    over the minibatch): 0 when every unit of one is uncorrelated with every unit of the other,
+    1 when each unit is a copy of one of the other's."""
+    zc = (codes - codes.mean(1, keepdim=True)) / (codes.std(1, keepdim=True) + 1e-4)
+    zt = (targets - targets.mean(1, keepdim=True)) / (targets.std(1, keepdim=True) + 1e-4)
+    corr = zc.transpose(1, 2) @ zt / (codes.shape[1] - 1)  # (G, F, F)
+    return corr.pow(2).sum((-1, -2)) / codes.shape[-1]
 
 
 def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
@@ -280,15 +304,29 @@ class _Population:
         self, codes: torch.Tensor, received: torch.Tensor, inbox: torch.Tensor, kl: Any = None
     ) -> torch.Tensor:
         """Per-node share loss ``(N,)`` (zero for local minibatches)."""
-        if self.share == "none":
+        if self.share in ("none", "images"):
             return torch.zeros(codes.shape[0], device=codes.device)
+        sent = received[..., : codes.shape[-1]]  # the sender's codes (VAE: its means)
         if self.share == "contrastive":
-            term = info_nce(codes, received[..., : codes.shape[-1]], self.temperature)
+            term = info_nce(codes, sent, self.temperature)
+        elif self.share == "projected":
+            term = info_nce(self.head(codes), sent, self.temperature)
+        elif self.share == "decorrelate":
+            term = cross_correlation(codes, sent)
         elif kl is not None:
             term = kl
         else:
             term = (codes - received).pow(2).mean((-1, -2))
         return self.share_weight * term * inbox
+
+    def _share_params(self) -> list[nn.Parameter]:
+        """The projection head of ``share="projected"`` (built after the nodes' networks, so
+        the other shares' initialisation is unchanged); no parameters otherwise."""
+        if self.share != "projected":
+            return []
+        F_, N = self.feature_dim, self.n_nodes
+        self.head = BatchedMLP(N, [F_, 2 * F_, F_], activation=F.relu).to(self.device)
+        return list(self.head.parameters())
 
     def _bits(self, out_valid: torch.Tensor) -> torch.Tensor:
         return broadcast_bits(out_valid, self.broadcast_prob, self.gen)
@@ -335,8 +373,8 @@ class VAEPopulation(_Population):
             self.n_nodes, self.feature_dim, self.image_shape, self.arch, hidden
         ).to(self.device)
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.optimizer = make_adam(params, lr)
         self.num_params_per_node = sum(p.numel() for p in params) // self.n_nodes
+        self.optimizer = make_adam(params + self._share_params(), lr)
 
     def gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)``, each ``(N, M, feature_dim)``; log-variance kept in [-10, 10]."""
@@ -404,11 +442,11 @@ class BiGANPopulation(_Population):
             self.device
         )
         ge = [*self.encoder.parameters(), *self.generator.parameters()]
-        self.opt_ge = make_adam(ge, lr, betas=(0.5, 0.999))
-        self.opt_d = make_adam(self.discriminator.parameters(), lr, betas=(0.5, 0.999))
         self.num_params_per_node = (
             sum(p.numel() for p in ge) + sum(p.numel() for p in self.discriminator.parameters())
         ) // N
+        self.opt_ge = make_adam(ge + self._share_params(), lr, betas=(0.5, 0.999))
+        self.opt_d = make_adam(self.discriminator.parameters(), lr, betas=(0.5, 0.999))
 
     def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
         x = views["images"].to(self.device)

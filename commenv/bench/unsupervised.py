@@ -96,7 +96,9 @@ class Args:
     share_weight: float = 1.0
     """weight of the thesis' share term (KL for VAE, MSE for BiGAN)"""
     contrastive_weight: float = 1.0
-    """weight of the InfoNCE share term (our row)"""
+    """weight of the InfoNCE share term (our rows: contrastive, projected)"""
+    decorrelate_weight: float = 10.0
+    """weight of the cross-correlation share term (our row: decorrelate)"""
     temperature: float = 0.1
     """InfoNCE temperature"""
     consumption_prob: float = 0.5
@@ -160,6 +162,18 @@ RUNS: dict[str, tuple[str, int, str, str, float | None, float | None]] = {
         None,
     ),
 }
+OURS: dict[str, str] = {
+    "images": "received images, own objective only (ours)",
+    "projected": "InfoNCE through a projection head (ours)",
+    "decorrelate": "codes decorrelated from the sender's (ours)",
+}
+"""Further sharing objectives beyond the thesis (runs ``<family>-10-<share>``, only when named
+in ``--runs``)."""
+for _fam, _label in (("vae", "VAE"), ("bigan", "BiGAN")):
+    for _share, _what in OURS.items():
+        RUNS[f"{_fam}-10-{_share}"] = (_fam, 10, _share, f"{_label}, 10 nodes, {_what}", None, None)
+DEFAULT_RUNS: tuple[str, ...] = tuple(r for r in RUNS if r.split("-")[-1] not in OURS)
+"""The runs of a plain invocation (``--runs`` empty): the thesis' six and the contrastive row."""
 COLUMNS = [
     "configuration",
     "avg_acc",
@@ -199,13 +213,15 @@ def probe_stage(pop: Any, data: DatasetSplits, args: Args) -> Any:
     ]
     mean, std = feats[0].mean(0), feats[0].std(0) + 1e-6  # a linear map: still a linear probe
     train, val, test = ((f - mean) / std for f in feats)
-    return fit_linear_probe(
+    # The kept distributions cover validation then test (the epoch is chosen on validation
+    # alone), so a stage's validation collective can be computed too.
+    res = fit_linear_probe(
         train,
         data.train.y,
         val,
         data.val.y,
-        test,
-        data.test.y,
+        torch.cat([val, test]),
+        torch.cat([data.val.y, data.test.y]),
         num_classes=data.num_classes,
         epochs=args.probe_epochs,
         batch_size=256,
@@ -213,6 +229,10 @@ def probe_stage(pop: Any, data: DatasetSplits, args: Args) -> Any:
         patience=args.probe_patience,
         keep_probs=True,
     )
+    n_val = len(val)
+    res.val_probs, res.test_probs = res.test_probs[:, :n_val], res.test_probs[:, n_val:]
+    res.test_acc = (res.test_probs.argmax(-1) == data.test.y[None]).float().mean(-1)
+    return res
 
 
 def train_and_probe(
@@ -222,7 +242,7 @@ def train_and_probe(
     returns per-node / average / collective test accuracy (%) at each node's best stage and
     the per-stage curve."""
     stage_steps = {round(args.steps * (k + 1) / args.stages) for k in range(args.stages)}
-    best = BestValidation(pop.n_nodes)
+    best, best_val = BestValidation(pop.n_nodes), BestValidation(pop.n_nodes)
     curve: list[dict[str, Any]] = []
     game.reset(seed=args.seed)
     obs = game.observe_all()
@@ -235,20 +255,25 @@ def train_and_probe(
         if t in stage_steps:
             res = probe_stage(pop, data, args)
             best.update(t, res.val_acc, res.test_acc, res.test_probs)
+            best_val.update(t, res.val_acc, res.val_acc, res.val_probs)
             stage = evaluate(res.test_probs, data.test.y)
             curve.append(
                 {
                     "step": t,
                     "val_average": float(res.val_acc.mean() * 100),
+                    "val_collective": evaluate(res.val_probs, data.val.y)["collective"],
                     "average": stage["average"],
                     "collective": stage["collective"],
                 }
             )
     ev = evaluate(best.probs_at_best, data.test.y)
+    ev_val = evaluate(best_val.probs_at_best, data.val.y)
     return {
         "per_node": (best.test_at_best * 100).tolist(),
         "avg_acc": float(best.test_at_best.mean() * 100),
         "coll_acc": ev["collective"] if pop.n_nodes > 1 else None,
+        "val_avg_acc": float(best.best_val.mean() * 100),
+        "val_coll_acc": ev_val["collective"] if pop.n_nodes > 1 else None,
         "best_stage_step": float(best.best_step.float().mean()),
         "curve": curve,
     }
@@ -279,7 +304,11 @@ def run_one(
     )
     if cls is None:
         cls = POPULATIONS[family]
-        weight = args.contrastive_weight if share == "contrastive" else args.share_weight
+        weight = {
+            "contrastive": args.contrastive_weight,
+            "projected": args.contrastive_weight,
+            "decorrelate": args.decorrelate_weight,
+        }.get(share, args.share_weight)
         kwargs.update(
             arch=args.arch, hidden=args.hidden, share_weight=weight, temperature=args.temperature
         )
@@ -403,7 +432,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = select_device(args.device)
     torch.set_num_threads(args.threads)
     jobs: list[tuple[str, tuple, Any]] = [
-        (n, spec, None) for n, spec in RUNS.items() if not args.runs or n in args.runs
+        (n, spec, None) for n, spec in RUNS.items() if n in (args.runs or DEFAULT_RUNS)
     ]
     if args.agent:
         cls = load_object(args.agent)
