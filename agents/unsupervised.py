@@ -33,9 +33,10 @@ and averaged over the minibatch, with ``BCE`` on ``D``'s logits:
   minibatch ``share_weight * MSE(E(x), e_sender)`` (``share="match"``, the thesis).
 
 Stabilising tricks: one-sided label smoothing (real target 0.9), Adam with ``lr=2e-4``,
-``betas=(0.5, 0.999)`` (DCGAN), LeakyReLU(0.2) in D and E, dropout 0.2 in D's hidden layers,
-batch norm in the generator's up-sampling stack (``arch="cnn"``), D updated once per G/E update
-on the same minibatch. ``last_losses`` holds the per-node ``L_D`` and ``L_GE`` of the last step;
+``betas=(0.5, 0.999)`` (DCGAN), LeakyReLU(0.2) in D and E, dropout 0.5 in D's hidden layers
+(masks from the node's generator, 32 mask bits per random integer), batch norm in the
+generator's up-sampling stack (``arch="cnn"``), D updated once per G/E update on the same
+minibatch. ``last_losses`` holds the per-node ``L_D`` and ``L_GE`` of the last step;
 ``tests/test_unsupervised.py`` checks they stay bounded over a small run.
 
 **Beyond the thesis** (``share="contrastive"``, either family). Matching a neighbour's code with
@@ -133,6 +134,36 @@ def cross_correlation(codes: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     zt = (targets - targets.mean(1, keepdim=True)) / (targets.std(1, keepdim=True) + 1e-4)
     corr = zc.transpose(1, 2) @ zt / (codes.shape[1] - 1)  # (G, F, F)
     return corr.pow(2).sum((-1, -2)) / codes.shape[-1]
+
+
+_SHIFTS: dict[torch.device, torch.Tensor] = {}
+
+
+def dropout(
+    h: torch.Tensor, p: float, training: bool, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """Inverted dropout with a mask drawn from ``gen``. For ``p = 0.5`` (the discriminator's)
+    every random 32-bit integer gives 32 mask bits: one draw per 32 units instead of a Bernoulli
+    draw per unit (``F.dropout``'s ``bernoulli_`` dominated a batched BiGAN step on CPU)."""
+    if not training or p == 0.0:
+        return h
+    if p == 0.5:
+        shifts = _SHIFTS.get(h.device)
+        if shifts is None:
+            shifts = _SHIFTS[h.device] = torch.arange(32, dtype=torch.int32, device=h.device)
+        n = h.numel()
+        words = torch.randint(
+            -(2**31),
+            2**31 - 1,
+            ((n + 31) // 32,),
+            dtype=torch.int32,
+            generator=gen,
+            device=h.device,
+        )
+        keep = ((words[:, None] >> shifts) & 1).flatten()[:n].view(h.shape)
+    else:
+        keep = torch.rand(h.shape, generator=gen, device=h.device) >= p
+    return h * (keep.to(h.dtype) / (1.0 - p))
 
 
 def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
@@ -252,12 +283,14 @@ class BatchedJointDiscriminator(nn.Module):
         self.joint = BatchedLinear(groups, 2 * hidden, hidden)
         self.out = BatchedLinear(groups, hidden, 1)
         self.dropout = dropout
+        self.gen: torch.Generator | None = None
+        """Where the dropout masks come from (the population's generator; torch's if None)."""
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         hx = F.leaky_relu(self.x_branch(x), 0.2)
         hz = F.leaky_relu(self.z_branch(z), 0.2)
-        h = F.dropout(torch.cat([hx, hz], -1), self.dropout, self.training)
-        h = F.dropout(F.leaky_relu(self.joint(h), 0.2), self.dropout, self.training)
+        h = dropout(torch.cat([hx, hz], -1), self.dropout, self.training, self.gen)
+        h = dropout(F.leaky_relu(self.joint(h), 0.2), self.dropout, self.training, self.gen)
         return self.out(h).squeeze(-1)
 
 
@@ -441,6 +474,7 @@ class BiGANPopulation(_Population):
         self.discriminator = BatchedJointDiscriminator(N, self.image_shape, F_, arch, hidden).to(
             self.device
         )
+        self.discriminator.gen = self.gen
         ge = [*self.encoder.parameters(), *self.generator.parameters()]
         self.num_params_per_node = (
             sum(p.numel() for p in ge) + sum(p.numel() for p in self.discriminator.parameters())

@@ -19,6 +19,8 @@ from commenv_agents.unsupervised import (
     BiGANPopulation,
     SequentialUnsupervised,
     VAEPopulation,
+    cross_correlation,
+    dropout,
     gaussian_kl,
     info_nce,
 )
@@ -207,6 +209,42 @@ def test_info_nce_rewards_identification_not_collapse():
     # One code for every sample: each target row is the same softmax, so the mean of
     # -log p_j over j is at least log M (Jensen) -- collapsing can never satisfy it.
     assert collapsed >= math.log(8) - 1e-5
+
+
+def test_cross_correlation_is_one_for_a_copy_and_small_for_independent_codes():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1, 4000, 1, generator=g)
+    assert float(cross_correlation(a, 3.0 * a + 1.0)) == pytest.approx(1.0, abs=1e-3)
+    b = torch.randn(1, 4000, 6, generator=g)
+    c = torch.randn(1, 4000, 6, generator=g)
+    assert float(cross_correlation(b, c)) < 0.01  # about F / M = 6 / 4000
+
+
+@pytest.mark.parametrize("share", ["projected", "decorrelate", "images"])
+def test_further_shares_train_only_on_received_minibatches(share, device):
+    pop = VAEPopulation(2, (1, 8, 8), share=share, feature_dim=F_, hidden=8, device=device)
+    views = {
+        "images": torch.rand(2, M, 1, 8, 8, device=device),
+        "payload": torch.randn(2, M, 2 * F_, device=device),
+        "from_inbox": torch.tensor([1.0, 0.0], device=device),
+    }
+    share_term = pop.losses(views)["share"]
+    assert float(share_term[1]) == 0.0
+    assert (float(share_term[0]) == 0.0) == (share == "images")
+    assert hasattr(pop, "head") == (share == "projected")
+    assert pop.broadcast_prob > 0  # every one of them still broadcasts
+
+
+def test_dropout_keeps_a_fraction_and_rescales():
+    g = torch.Generator().manual_seed(0)
+    h = torch.ones(20_000)
+    for p in (0.5, 0.2):
+        out = dropout(h, p, True, g)
+        assert set(out.unique().tolist()) == {0.0, 1.0 / (1.0 - p)}
+        assert float(out.mean()) == pytest.approx(1.0, abs=0.03)
+    assert dropout(h, 0.5, False, g) is h
+    a = dropout(h, 0.5, True, torch.Generator().manual_seed(1))
+    assert torch.equal(a, dropout(h, 0.5, True, torch.Generator().manual_seed(1)))
 
 
 # -- BiGAN: bounded losses -------------------------------------------------------------------

@@ -131,6 +131,9 @@ def test_speed_rows():
     assert [r["name"] for r in rows] == [
         "unsupervised VAE population N=10 hidden=16 batched",
         "unsupervised VAE population N=10 hidden=16 sequential",
+        "unsupervised BiGAN population N=10 hidden=16 batched",
+        "unsupervised BiGAN population N=10 hidden=16 sequential",
     ]
     assert all(r["steps_per_s"] > 0 for r in rows)
-    assert "x the sequential loop" in rows[0]["note"]
+    assert "x the sequential loop (training step;" in rows[0]["note"]
+    assert "with the env's step" in rows[2]["note"]
