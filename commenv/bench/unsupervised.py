@@ -96,7 +96,7 @@ class Args:
     """weight of the thesis' share term (KL for VAE, MSE for BiGAN)"""
     contrastive_weight: float = 1.0
     """weight of the InfoNCE share term (our rows: contrastive, projected)"""
-    decorrelate_weight: float = 10.0
+    decorrelate_weight: float = 1.0
     """weight of the cross-correlation share term (our row: decorrelate)"""
     temperature: float = 0.1
     """InfoNCE temperature"""
