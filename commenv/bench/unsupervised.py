@@ -392,6 +392,14 @@ def judge(rows: list[dict[str, Any]], preset: str) -> dict[str, tuple[bool, str]
         " at least)",
         "contrastive sharing does not beat silence here either",
     )
+    for share, what in OURS.items():
+        claim(
+            f"ours ({share}): collective >= no communication + 1 point (one family)",
+            per_family(lambda x, y: x >= y, f"10-{share}", "10-none", 1.0),
+            any,
+            f"{what.removesuffix(' (ours)')}: talking pays here (for one family at least)",
+            f"{what.removesuffix(' (ours)')}: no gain of 1 point over silence here",
+        )
     return claims
 
 
