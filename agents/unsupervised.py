@@ -84,6 +84,7 @@ SHARES: tuple[str, ...] = (
     "projected",
     "decorrelate",
     "images",
+    "decorrelate-fixed",
 )
 FAMILIES: tuple[str, ...] = ("vae", "bigan")
 CONTENT: dict[str, str] = {"vae": "gaussian_codes", "bigan": "codes"}
@@ -330,16 +331,26 @@ class _Population:
         self.broadcast_prob = float(broadcast_prob) if share != "none" else 0.0
         self.share_weight, self.temperature = float(share_weight), float(temperature)
         self.gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._hidden = int(hidden)
         self.last_losses: dict[str, torch.Tensor] = {}
         torch.manual_seed(int(seed))
 
     def _share_term(
-        self, codes: torch.Tensor, received: torch.Tensor, inbox: torch.Tensor, kl: Any = None
+        self,
+        codes: torch.Tensor,
+        received: torch.Tensor,
+        inbox: torch.Tensor,
+        kl: Any = None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-node share loss ``(N,)`` (zero for local minibatches)."""
         if self.share in ("none", "images"):
             return torch.zeros(codes.shape[0], device=codes.device)
         sent = received[..., : codes.shape[-1]]  # the sender's codes (VAE: its means)
+        if self.share == "decorrelate-fixed":  # the control: a frozen random encoder's codes
+            with torch.no_grad():
+                sent = self.fixed_encoder(images)[..., : codes.shape[-1]]
+            return self.share_weight * cross_correlation(codes, sent) * inbox
         if self.share == "contrastive":
             term = info_nce(codes, sent, self.temperature)
         elif self.share == "projected":
@@ -354,7 +365,16 @@ class _Population:
 
     def _share_params(self) -> list[nn.Parameter]:
         """The projection head of ``share="projected"`` (built after the nodes' networks, so
-        the other shares' initialisation is unchanged); no parameters otherwise."""
+        the other shares' initialisation is unchanged); no parameters otherwise. For
+        ``share="decorrelate-fixed"`` (the control of ``"decorrelate"``) a frozen, randomly
+        initialised encoder per node, whose codes of the received images replace the sender's."""
+        if self.share == "decorrelate-fixed":
+            width = 2 * self.feature_dim if self.content == "gaussian_codes" else self.feature_dim
+            self.fixed_encoder = BatchedEncoder(
+                self.n_nodes, self.image_shape, width, self.arch, self._hidden
+            ).to(self.device)
+            self.fixed_encoder.requires_grad_(False)
+            return []
         if self.share != "projected":
             return []
         F_, N = self.feature_dim, self.n_nodes
@@ -431,7 +451,7 @@ class VAEPopulation(_Population):
         if self.share == "match":
             mu_s, lv_s = received.chunk(2, -1)
             kl = gaussian_kl(mu_s, lv_s, mu, logvar).mean(-1)
-        share = self._share_term(mu, received, inbox, kl)
+        share = self._share_term(mu, received, inbox, kl, images=x)
         self._code = torch.cat([mu, logvar], -1).detach()  # what this forward pass broadcasts
         return {"rec": rec, "prior_kl": prior_kl, "share": share, "total": rec + prior_kl + share}
 
@@ -510,7 +530,7 @@ class BiGANPopulation(_Population):
         loss_ge = bce(d_real, torch.zeros_like(d_real), reduction="none").mean(-1) + bce(
             d_fake, torch.ones_like(d_fake), reduction="none"
         ).mean(-1)
-        share = self._share_term(codes, views["payload"].to(self.device), inbox)
+        share = self._share_term(codes, views["payload"].to(self.device), inbox, images=x)
         self.opt_ge.zero_grad(set_to_none=True)
         (loss_ge + share).sum().backward()
         self.opt_ge.step()

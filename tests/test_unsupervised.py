@@ -220,7 +220,7 @@ def test_cross_correlation_is_one_for_a_copy_and_small_for_independent_codes():
     assert float(cross_correlation(b, c)) < 0.01  # about F / M = 6 / 4000
 
 
-@pytest.mark.parametrize("share", ["projected", "decorrelate", "images"])
+@pytest.mark.parametrize("share", ["projected", "decorrelate", "images", "decorrelate-fixed"])
 def test_further_shares_train_only_on_received_minibatches(share, device):
     pop = VAEPopulation(2, (1, 8, 8), share=share, feature_dim=F_, hidden=8, device=device)
     views = {
@@ -232,6 +232,12 @@ def test_further_shares_train_only_on_received_minibatches(share, device):
     assert float(share_term[1]) == 0.0
     assert (float(share_term[0]) == 0.0) == (share == "images")
     assert hasattr(pop, "head") == (share == "projected")
+    if share == "decorrelate-fixed":  # the control: a frozen encoder, not the sender's codes
+        assert not any(p.requires_grad for p in pop.fixed_encoder.parameters())
+        mu = pop.gaussian(views["images"])[0]
+        target = pop.fixed_encoder(views["images"])[..., :F_]
+        expected = cross_correlation(mu, target)[0]
+        assert float(share_term[0]) == pytest.approx(float(expected), rel=1e-4)
     assert pop.broadcast_prob > 0  # every one of them still broadcasts
 
 
