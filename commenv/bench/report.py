@@ -164,6 +164,13 @@ RUNS: tuple[Run, ...] = (
         )
         for seed in (0, 1, 2)
     ),
+    Run(
+        "unsupervised",
+        "fashion-mnist-mlp-2000-decorrelate-control-seed0",
+        ("--steps", "2000", "--seed", "0", "--runs", "bigan-10-none", "bigan-10-decorrelate-fixed"),
+        "Control: BiGAN codes decorrelated from a frozen random encoder's (no neighbour's codes), "
+        "Fashion-MNIST, seed 0",
+    ),
     Run("frontier", "digits-quick", ("--quick",), "Quick preset: digits, 10 nodes, 400 steps"),
     *(
         Run(
