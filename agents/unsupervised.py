@@ -46,6 +46,12 @@ code of sample ``j`` identify the sender's code of sample ``j`` among the miniba
 codes (InfoNCE, cosine similarity at temperature ``temperature``): ``-mean_j log softmax_k(
 cos(r_j, s_k) / T)[j]``. A constant or collapsed code cannot satisfy it, and it only asks that
 the two codes rank samples alike, not that they be equal (codes are the VAE means for the VAE).
+Further shares: ``"projected"`` (the same InfoNCE through a per-node projection head),
+``"images"`` (no term: received images trained on with the own objective only),
+``"decorrelate"`` (the receiver's code units pushed to be uncorrelated with the sender's over the
+received minibatch, :func:`cross_correlation`: what a neighbour already encodes is what a node
+should not spend its units on) and its control ``"decorrelate-fixed"`` (the same term against a
+frozen random encoder's codes of the received images, not the sender's).
 
 Architectures (``arch``): ``"mlp"`` (``D -> hidden -> feature_dim``, and back) and ``"cnn"``,
 DCGAN-style strided convolutions without pooling: encoder ``4x4`` stride-2 convolutions (32, 64
