@@ -33,9 +33,10 @@ and averaged over the minibatch, with ``BCE`` on ``D``'s logits:
   minibatch ``share_weight * MSE(E(x), e_sender)`` (``share="match"``, the thesis).
 
 Stabilising tricks: one-sided label smoothing (real target 0.9), Adam with ``lr=2e-4``,
-``betas=(0.5, 0.999)`` (DCGAN), LeakyReLU(0.2) in D and E, dropout 0.2 in D's hidden layers,
-batch norm in the generator's up-sampling stack (``arch="cnn"``), D updated once per G/E update
-on the same minibatch. ``last_losses`` holds the per-node ``L_D`` and ``L_GE`` of the last step;
+``betas=(0.5, 0.999)`` (DCGAN), LeakyReLU(0.2) in D and E, dropout 0.5 in D's hidden layers
+(masks from the node's generator, 32 mask bits per random integer), batch norm in the
+generator's up-sampling stack (``arch="cnn"``), D updated once per G/E update on the same
+minibatch. ``last_losses`` holds the per-node ``L_D`` and ``L_GE`` of the last step;
 ``tests/test_unsupervised.py`` checks they stay bounded over a small run.
 
 **Beyond the thesis** (``share="contrastive"``, either family). Matching a neighbour's code with
@@ -45,6 +46,12 @@ code of sample ``j`` identify the sender's code of sample ``j`` among the miniba
 codes (InfoNCE, cosine similarity at temperature ``temperature``): ``-mean_j log softmax_k(
 cos(r_j, s_k) / T)[j]``. A constant or collapsed code cannot satisfy it, and it only asks that
 the two codes rank samples alike, not that they be equal (codes are the VAE means for the VAE).
+Further shares: ``"projected"`` (the same InfoNCE through a per-node projection head),
+``"images"`` (no term: received images trained on with the own objective only),
+``"decorrelate"`` (the receiver's code units pushed to be uncorrelated with the sender's over the
+received minibatch, :func:`cross_correlation`: what a neighbour already encodes is what a node
+should not spend its units on) and its control ``"decorrelate-fixed"`` (the same term against a
+frozen random encoder's codes of the received images, not the sender's).
 
 Architectures (``arch``): ``"mlp"`` (``D -> hidden -> feature_dim``, and back) and ``"cnn"``,
 DCGAN-style strided convolutions without pooling: encoder ``4x4`` stride-2 convolutions (32, 64
@@ -67,10 +74,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from commenv_agents.layers import BatchedConv2d, BatchedConvTranspose2d, BatchedLinear, conv_out
+from commenv_agents.layers import (
+    BatchedConv2d,
+    BatchedConvTranspose2d,
+    BatchedLinear,
+    BatchedMLP,
+    conv_out,
+)
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn")
-SHARES: tuple[str, ...] = ("none", "match", "contrastive")
+SHARES: tuple[str, ...] = (
+    "none",
+    "match",
+    "contrastive",
+    "projected",
+    "decorrelate",
+    "images",
+    "decorrelate-fixed",
+)
 FAMILIES: tuple[str, ...] = ("vae", "bigan")
 CONTENT: dict[str, str] = {"vae": "gaussian_codes", "bigan": "codes"}
 """The node_graph_v0 ``content`` each family broadcasts."""
@@ -109,6 +130,47 @@ def info_nce(codes: torch.Tensor, targets: torch.Tensor, temperature: float) -> 
         .view(codes.shape[:2])
         .mean(-1)
     )
+
+
+def cross_correlation(codes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-group mean squared cross-correlation ``(G,)`` between the units of ``codes`` and of
+    ``targets`` ``(G, M, F)`` over the ``M`` samples of a minibatch (each unit standardised
+    over the minibatch): 0 when every unit of one is uncorrelated with every unit of the other,
+    1 when each unit is a copy of one of the other's."""
+    zc = (codes - codes.mean(1, keepdim=True)) / (codes.std(1, keepdim=True) + 1e-4)
+    zt = (targets - targets.mean(1, keepdim=True)) / (targets.std(1, keepdim=True) + 1e-4)
+    corr = zc.transpose(1, 2) @ zt / (codes.shape[1] - 1)  # (G, F, F)
+    return corr.pow(2).sum((-1, -2)) / codes.shape[-1]
+
+
+_SHIFTS: dict[torch.device, torch.Tensor] = {}
+
+
+def dropout(
+    h: torch.Tensor, p: float, training: bool, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """Inverted dropout with a mask drawn from ``gen``. For ``p = 0.5`` (the discriminator's)
+    every random 32-bit integer gives 32 mask bits: one draw per 32 units instead of a Bernoulli
+    draw per unit (``F.dropout``'s ``bernoulli_`` dominated a batched BiGAN step on CPU)."""
+    if not training or p == 0.0:
+        return h
+    if p == 0.5:
+        shifts = _SHIFTS.get(h.device)
+        if shifts is None:
+            shifts = _SHIFTS[h.device] = torch.arange(32, dtype=torch.int32, device=h.device)
+        n = h.numel()
+        words = torch.randint(
+            -(2**31),
+            2**31 - 1,
+            ((n + 31) // 32,),
+            dtype=torch.int32,
+            generator=gen,
+            device=h.device,
+        )
+        keep = ((words[:, None] >> shifts) & 1).flatten()[:n].view(h.shape)
+    else:
+        keep = torch.rand(h.shape, generator=gen, device=h.device) >= p
+    return h * (keep.to(h.dtype) / (1.0 - p))
 
 
 def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
@@ -228,12 +290,14 @@ class BatchedJointDiscriminator(nn.Module):
         self.joint = BatchedLinear(groups, 2 * hidden, hidden)
         self.out = BatchedLinear(groups, hidden, 1)
         self.dropout = dropout
+        self.gen: torch.Generator | None = None
+        """Where the dropout masks come from (the population's generator; torch's if None)."""
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         hx = F.leaky_relu(self.x_branch(x), 0.2)
         hz = F.leaky_relu(self.z_branch(z), 0.2)
-        h = F.dropout(torch.cat([hx, hz], -1), self.dropout, self.training)
-        h = F.dropout(F.leaky_relu(self.joint(h), 0.2), self.dropout, self.training)
+        h = dropout(torch.cat([hx, hz], -1), self.dropout, self.training, self.gen)
+        h = dropout(F.leaky_relu(self.joint(h), 0.2), self.dropout, self.training, self.gen)
         return self.out(h).squeeze(-1)
 
 
@@ -273,22 +337,55 @@ class _Population:
         self.broadcast_prob = float(broadcast_prob) if share != "none" else 0.0
         self.share_weight, self.temperature = float(share_weight), float(temperature)
         self.gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._hidden = int(hidden)
         self.last_losses: dict[str, torch.Tensor] = {}
         torch.manual_seed(int(seed))
 
     def _share_term(
-        self, codes: torch.Tensor, received: torch.Tensor, inbox: torch.Tensor, kl: Any = None
+        self,
+        codes: torch.Tensor,
+        received: torch.Tensor,
+        inbox: torch.Tensor,
+        kl: Any = None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-node share loss ``(N,)`` (zero for local minibatches)."""
-        if self.share == "none":
+        if self.share in ("none", "images"):
             return torch.zeros(codes.shape[0], device=codes.device)
+        sent = received[..., : codes.shape[-1]]  # the sender's codes (VAE: its means)
+        if self.share == "decorrelate-fixed":  # the control: a frozen random encoder's codes
+            with torch.no_grad():
+                sent = self.fixed_encoder(images)[..., : codes.shape[-1]]
+            return self.share_weight * cross_correlation(codes, sent) * inbox
         if self.share == "contrastive":
-            term = info_nce(codes, received[..., : codes.shape[-1]], self.temperature)
+            term = info_nce(codes, sent, self.temperature)
+        elif self.share == "projected":
+            term = info_nce(self.head(codes), sent, self.temperature)
+        elif self.share == "decorrelate":
+            term = cross_correlation(codes, sent)
         elif kl is not None:
             term = kl
         else:
             term = (codes - received).pow(2).mean((-1, -2))
         return self.share_weight * term * inbox
+
+    def _share_params(self) -> list[nn.Parameter]:
+        """The projection head of ``share="projected"`` (built after the nodes' networks, so
+        the other shares' initialisation is unchanged); no parameters otherwise. For
+        ``share="decorrelate-fixed"`` (the control of ``"decorrelate"``) a frozen, randomly
+        initialised encoder per node, whose codes of the received images replace the sender's."""
+        if self.share == "decorrelate-fixed":
+            width = 2 * self.feature_dim if self.content == "gaussian_codes" else self.feature_dim
+            self.fixed_encoder = BatchedEncoder(
+                self.n_nodes, self.image_shape, width, self.arch, self._hidden
+            ).to(self.device)
+            self.fixed_encoder.requires_grad_(False)
+            return []
+        if self.share != "projected":
+            return []
+        F_, N = self.feature_dim, self.n_nodes
+        self.head = BatchedMLP(N, [F_, 2 * F_, F_], activation=F.relu).to(self.device)
+        return list(self.head.parameters())
 
     def _bits(self, out_valid: torch.Tensor) -> torch.Tensor:
         return broadcast_bits(out_valid, self.broadcast_prob, self.gen)
@@ -335,8 +432,8 @@ class VAEPopulation(_Population):
             self.n_nodes, self.feature_dim, self.image_shape, self.arch, hidden
         ).to(self.device)
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.optimizer = make_adam(params, lr)
         self.num_params_per_node = sum(p.numel() for p in params) // self.n_nodes
+        self.optimizer = make_adam(params + self._share_params(), lr)
 
     def gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)``, each ``(N, M, feature_dim)``; log-variance kept in [-10, 10]."""
@@ -360,7 +457,7 @@ class VAEPopulation(_Population):
         if self.share == "match":
             mu_s, lv_s = received.chunk(2, -1)
             kl = gaussian_kl(mu_s, lv_s, mu, logvar).mean(-1)
-        share = self._share_term(mu, received, inbox, kl)
+        share = self._share_term(mu, received, inbox, kl, images=x)
         self._code = torch.cat([mu, logvar], -1).detach()  # what this forward pass broadcasts
         return {"rec": rec, "prior_kl": prior_kl, "share": share, "total": rec + prior_kl + share}
 
@@ -403,12 +500,13 @@ class BiGANPopulation(_Population):
         self.discriminator = BatchedJointDiscriminator(N, self.image_shape, F_, arch, hidden).to(
             self.device
         )
+        self.discriminator.gen = self.gen
         ge = [*self.encoder.parameters(), *self.generator.parameters()]
-        self.opt_ge = make_adam(ge, lr, betas=(0.5, 0.999))
-        self.opt_d = make_adam(self.discriminator.parameters(), lr, betas=(0.5, 0.999))
         self.num_params_per_node = (
             sum(p.numel() for p in ge) + sum(p.numel() for p in self.discriminator.parameters())
         ) // N
+        self.opt_ge = make_adam(ge + self._share_params(), lr, betas=(0.5, 0.999))
+        self.opt_d = make_adam(self.discriminator.parameters(), lr, betas=(0.5, 0.999))
 
     def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
         x = views["images"].to(self.device)
@@ -438,7 +536,7 @@ class BiGANPopulation(_Population):
         loss_ge = bce(d_real, torch.zeros_like(d_real), reduction="none").mean(-1) + bce(
             d_fake, torch.ones_like(d_fake), reduction="none"
         ).mean(-1)
-        share = self._share_term(codes, views["payload"].to(self.device), inbox)
+        share = self._share_term(codes, views["payload"].to(self.device), inbox, images=x)
         self.opt_ge.zero_grad(set_to_none=True)
         (loss_ge + share).sum().backward()
         self.opt_ge.step()

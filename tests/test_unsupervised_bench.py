@@ -134,6 +134,23 @@ def test_speed_rows():
     assert [r["name"] for r in rows] == [
         "unsupervised VAE population N=10 hidden=16 batched",
         "unsupervised VAE population N=10 hidden=16 sequential",
+        "unsupervised BiGAN population N=10 hidden=16 batched",
+        "unsupervised BiGAN population N=10 hidden=16 sequential",
     ]
     assert all(r["steps_per_s"] > 0 for r in rows)
-    assert "x the sequential loop" in rows[0]["note"]
+    assert "x the sequential loop (training step;" in rows[0]["note"]
+    assert "with the env's step" in rows[2]["note"]
+
+
+def test_further_shares_are_judged_against_silence():
+    rows = [row("bigan-10-none", 10, 79.0), row("bigan-10-decorrelate", 10, 80.0)]
+    claims = bench.judge(rows, "test")
+    ok, line = claims["ours (decorrelate): collective >= no communication + 1 point (one family)"]
+    assert ok and "BIGAN 80.0 vs 79.0" in line
+    rows[1]["coll_acc"] = 79.9
+    assert not bench.judge(rows, "test")[
+        "ours (decorrelate): collective >= no communication + 1 point (one family)"
+    ][0]
+    assert set(bench.DEFAULT_RUNS) == {
+        f"{f}-{r}" for f in ("vae", "bigan") for r in ("1", "10-none", "10-match", "10-contrastive")
+    }

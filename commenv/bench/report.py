@@ -120,6 +120,65 @@ RUNS: tuple[Run, ...] = (
         )
         for seed in (0, 1, 2)
     ),
+    *(
+        Run(
+            "unsupervised",
+            f"fashion-mnist-mlp-2000-{fam}-variants-seed0",
+            (
+                "--steps",
+                "2000",
+                "--seed",
+                "0",
+                "--runs",
+                *(f"{fam}-10-{share}" for share in ("none", "images", "projected", "decorrelate")),
+                "--decorrelate-weight",
+                weight,
+            ),
+            f"Ours, exploration: {name} sharing objectives beside silence (selected on "
+            "validation), Fashion-MNIST, MLP nodes, 2,000 steps, seed 0",
+        )
+        for fam, name, weight in (("vae", "VAE", "10"), ("bigan", "BiGAN", "1"))
+    ),
+    Run(
+        "unsupervised",
+        "fashion-mnist-mlp-2000-vae-decorrelate100-seed0",
+        (
+            "--steps",
+            "2000",
+            "--seed",
+            "0",
+            "--runs",
+            "vae-10-decorrelate",
+            "--decorrelate-weight",
+            "100",
+        ),
+        "Ours, exploration: VAE codes decorrelated at weight 100, Fashion-MNIST, seed 0",
+    ),
+    *(
+        Run(
+            "unsupervised",
+            f"fashion-mnist-mlp-2000-decorrelate-seed{seed}",
+            (
+                "--steps",
+                "2000",
+                "--seed",
+                str(seed),
+                "--runs",
+                "bigan-10-none",
+                "bigan-10-decorrelate",
+            ),
+            "Ours: BiGAN codes decorrelated from the sender's vs silence, Fashion-MNIST, MLP "
+            f"nodes, 2,000 steps, seed {seed}",
+        )
+        for seed in (0, 1, 2)
+    ),
+    Run(
+        "unsupervised",
+        "fashion-mnist-mlp-2000-decorrelate-control-seed0",
+        ("--steps", "2000", "--seed", "0", "--runs", "bigan-10-none", "bigan-10-decorrelate-fixed"),
+        "Control: BiGAN codes decorrelated from a frozen random encoder's (no neighbour's codes), "
+        "Fashion-MNIST, seed 0",
+    ),
     Run("frontier", "digits-quick", ("--quick",), "Quick preset: digits, 10 nodes, 400 steps"),
     *(
         Run(
@@ -181,7 +240,9 @@ BENCH_INTROS = {
     "unsupervised": (
         "Linear-probe test accuracy (%) on each node's encoder at its best validation stage: "
         "average, and collective for populations, beside the thesis' CIFAR-10 numbers; "
-        "best_stage_step is the unsupervised step of the best stage (see "
+        "val coll is the collective on the validation split (what our rows were selected on; "
+        "absent from files written before it was recorded); best_stage_step is the "
+        "unsupervised step of the best stage (see "
         "[unsupervised nodes](../unsupervised.md))."
     ),
     "frontier": (
@@ -230,6 +291,7 @@ UNSUPERVISED_COLUMNS = {
     "thesis_coll": "thesis coll",
     "avg_acc": "avg",
     "coll_acc": "coll",
+    "val_coll_acc": "val coll",
     "best_stage_step": "best stage (step)",
 }
 FRONTIER_COLUMNS = {

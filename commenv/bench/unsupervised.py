@@ -63,7 +63,6 @@ from commenv_agents.unsupervised import (
     CONTENT,
     POPULATIONS,
     SequentialUnsupervised,
-    VAEPopulation,
 )
 
 NAME = "unsupervised"
@@ -96,7 +95,9 @@ class Args:
     share_weight: float = 1.0
     """weight of the thesis' share term (KL for VAE, MSE for BiGAN)"""
     contrastive_weight: float = 1.0
-    """weight of the InfoNCE share term (our row)"""
+    """weight of the InfoNCE share term (our rows: contrastive, projected)"""
+    decorrelate_weight: float = 1.0
+    """weight of the cross-correlation share term (our row: decorrelate)"""
     temperature: float = 0.1
     """InfoNCE temperature"""
     consumption_prob: float = 0.5
@@ -160,6 +161,19 @@ RUNS: dict[str, tuple[str, int, str, str, float | None, float | None]] = {
         None,
     ),
 }
+OURS: dict[str, str] = {
+    "images": "received images, own objective only (ours)",
+    "projected": "InfoNCE through a projection head (ours)",
+    "decorrelate": "codes decorrelated from the sender's (ours)",
+    "decorrelate-fixed": "control: codes decorrelated from a frozen random encoder's",
+}
+"""Further sharing objectives beyond the thesis (runs ``<family>-10-<share>``, only when named
+in ``--runs``)."""
+for _fam, _label in (("vae", "VAE"), ("bigan", "BiGAN")):
+    for _share, _what in OURS.items():
+        RUNS[f"{_fam}-10-{_share}"] = (_fam, 10, _share, f"{_label}, 10 nodes, {_what}", None, None)
+DEFAULT_RUNS: tuple[str, ...] = tuple(r for r, spec in RUNS.items() if spec[2] not in OURS)
+"""The runs of a plain invocation (``--runs`` empty): the thesis' six and the contrastive row."""
 COLUMNS = [
     "configuration",
     "avg_acc",
@@ -199,13 +213,15 @@ def probe_stage(pop: Any, data: DatasetSplits, args: Args) -> Any:
     ]
     mean, std = feats[0].mean(0), feats[0].std(0) + 1e-6  # a linear map: still a linear probe
     train, val, test = ((f - mean) / std for f in feats)
-    return fit_linear_probe(
+    # The kept distributions cover validation then test (the epoch is chosen on validation
+    # alone), so a stage's validation collective can be computed too.
+    res = fit_linear_probe(
         train,
         data.train.y,
         val,
         data.val.y,
-        test,
-        data.test.y,
+        torch.cat([val, test]),
+        torch.cat([data.val.y, data.test.y]),
         num_classes=data.num_classes,
         epochs=args.probe_epochs,
         batch_size=256,
@@ -213,6 +229,10 @@ def probe_stage(pop: Any, data: DatasetSplits, args: Args) -> Any:
         patience=args.probe_patience,
         keep_probs=True,
     )
+    n_val = len(val)
+    res.val_probs, res.test_probs = res.test_probs[:, :n_val], res.test_probs[:, n_val:]
+    res.test_acc = (res.test_probs.argmax(-1) == data.test.y[None]).float().mean(-1)
+    return res
 
 
 def train_and_probe(
@@ -222,7 +242,7 @@ def train_and_probe(
     returns per-node / average / collective test accuracy (%) at each node's best stage and
     the per-stage curve."""
     stage_steps = {round(args.steps * (k + 1) / args.stages) for k in range(args.stages)}
-    best = BestValidation(pop.n_nodes)
+    best, best_val = BestValidation(pop.n_nodes), BestValidation(pop.n_nodes)
     curve: list[dict[str, Any]] = []
     game.reset(seed=args.seed)
     obs = game.observe_all()
@@ -235,20 +255,25 @@ def train_and_probe(
         if t in stage_steps:
             res = probe_stage(pop, data, args)
             best.update(t, res.val_acc, res.test_acc, res.test_probs)
+            best_val.update(t, res.val_acc, res.val_acc, res.val_probs)
             stage = evaluate(res.test_probs, data.test.y)
             curve.append(
                 {
                     "step": t,
                     "val_average": float(res.val_acc.mean() * 100),
+                    "val_collective": evaluate(res.val_probs, data.val.y)["collective"],
                     "average": stage["average"],
                     "collective": stage["collective"],
                 }
             )
     ev = evaluate(best.probs_at_best, data.test.y)
+    ev_val = evaluate(best_val.probs_at_best, data.val.y)
     return {
         "per_node": (best.test_at_best * 100).tolist(),
         "avg_acc": float(best.test_at_best.mean() * 100),
         "coll_acc": ev["collective"] if pop.n_nodes > 1 else None,
+        "val_avg_acc": float(best.best_val.mean() * 100),
+        "val_coll_acc": ev_val["collective"] if pop.n_nodes > 1 else None,
         "best_stage_step": float(best.best_step.float().mean()),
         "curve": curve,
     }
@@ -279,7 +304,12 @@ def run_one(
     )
     if cls is None:
         cls = POPULATIONS[family]
-        weight = args.contrastive_weight if share == "contrastive" else args.share_weight
+        weight = {
+            "contrastive": args.contrastive_weight,
+            "projected": args.contrastive_weight,
+            "decorrelate": args.decorrelate_weight,
+            "decorrelate-fixed": args.decorrelate_weight,
+        }.get(share, args.share_weight)
         kwargs.update(
             arch=args.arch, hidden=args.hidden, share_weight=weight, temperature=args.temperature
         )
@@ -364,6 +394,24 @@ def judge(rows: list[dict[str, Any]], preset: str) -> dict[str, tuple[bool, str]
         " at least)",
         "contrastive sharing does not beat silence here either",
     )
+    for share, what in OURS.items():
+        what = what.removesuffix(" (ours)")
+        if share == "decorrelate-fixed":
+            claim(
+                "control (decorrelate-fixed): collective >= no communication + 1 point",
+                per_family(lambda x, y: x >= y, f"10-{share}", "10-none", 1.0),
+                any,
+                "decorrelating from any codes, not a neighbour's, gives the gain",
+                "without a neighbour's codes the decorrelation does not gain 1 point",
+            )
+            continue
+        claim(
+            f"ours ({share}): collective >= no communication + 1 point (one family)",
+            per_family(lambda x, y: x >= y, f"10-{share}", "10-none", 1.0),
+            any,
+            f"{what}: talking pays here (for one family at least)",
+            f"{what}: no gain of 1 point over silence here",
+        )
     return claims
 
 
@@ -403,7 +451,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = select_device(args.device)
     torch.set_num_threads(args.threads)
     jobs: list[tuple[str, tuple, Any]] = [
-        (n, spec, None) for n, spec in RUNS.items() if not args.runs or n in args.runs
+        (n, spec, None) for n, spec in RUNS.items() if n in (args.runs or DEFAULT_RUNS)
     ]
     if args.agent:
         cls = load_object(args.agent)
@@ -455,70 +503,91 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 def speed_rows(
-    quick: bool, n_nodes: int = 10, hiddens: tuple[int, ...] = (64, 256)
+    quick: bool,
+    n_nodes: int = 10,
+    hiddens: tuple[int, ...] = (64, 256),
+    families: tuple[str, ...] = ("vae", "bigan"),
 ) -> list[dict[str, Any]]:
-    """Node-steps per second of the batched VAE population vs a sequential per-node loop.
+    """Node-steps per second of the batched VAE / BiGAN populations vs a sequential per-node
+    loop of the same one-node models, in one run.
 
-    Both drive node_graph_v0 (digits, 32-sample minibatches, ``n_nodes`` fully connected nodes
-    sharing Gaussian codes, MLP VAE ``64-hidden-2x32`` / ``32-hidden-64`` for each of
-    ``hiddens``, one torch thread), timed in alternating rounds so load from other processes
-    hits both alike. Rows: ``name``, ``steps_per_s`` (node-steps/s), ``note``. Small models are
-    where the per-node loop's overhead dominates; at the benchmark's width (256) both become
-    compute-bound and the ratio shrinks.
+    Both drive node_graph_v0 (digits, 32-sample minibatches, ``n_nodes`` fully connected
+    nodes sharing codes with the thesis' objective, MLP nodes of width ``hidden`` for each of
+    ``hiddens``, 32 latent units, one torch thread), timed in alternating rounds so that load
+    from other processes hits both alike. ``steps_per_s`` counts the population's training
+    steps (``pop.step``, the part that is batched or not); the env's step, the same batched call
+    for both, is timed apart and the note gives the ratio with it included too. Rows: ``name``,
+    ``steps_per_s`` (node-steps/s), ``note``. Small models are where the per-node loop's
+    overhead dominates; at the benchmark's width (256) both become compute-bound and the ratio
+    shrinks.
     """
     rows: list[dict[str, Any]] = []
-    for hidden in hiddens:
-        rows += _speed_pair(quick, n_nodes, hidden)
+    for family in families:
+        for hidden in hiddens:
+            rows += _speed_pair(quick, n_nodes, hidden, family)
     return rows
 
 
-def _speed_pair(quick: bool, n_nodes: int, hidden: int) -> list[dict[str, Any]]:
-    rounds, steps_b, steps_s = (2, 10, 3) if quick else (3, 40, 10)
+def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dict[str, Any]]:
+    rounds, steps_b, steps_s = (2, 10, 3) if quick else (5, 40, 10)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         runs = {}
         for label in ("batched", "sequential"):
-            game = NodeGraphGame(n_nodes=n_nodes, content="gaussian_codes", feature_dim=32)
+            game = NodeGraphGame(n_nodes=n_nodes, content=CONTENT[family], feature_dim=32)
             kw = dict(
                 share="match", broadcast_prob=0.75 / (n_nodes - 1), feature_dim=32, hidden=hidden
             )
             if label == "batched":
-                pop: Any = VAEPopulation(n_nodes, game.image_shape, **kw)
+                pop: Any = POPULATIONS[family](n_nodes, game.image_shape, **kw)
             else:
-                pop = SequentialUnsupervised("vae", n_nodes, game.image_shape, **kw)
+                pop = SequentialUnsupervised(family, n_nodes, game.image_shape, **kw)
             game.reset(seed=0)
-            runs[label] = [game, pop, steps_b if label == "batched" else steps_s, 0.0]
+            runs[label] = [game, pop, steps_b if label == "batched" else steps_s, 0.0, 0.0]
             _drive(game, pop, 2)  # warm-up
         for _ in range(rounds):
             for run in runs.values():
-                start = time.perf_counter()
-                _drive(run[0], run[1], run[2])
-                run[3] += time.perf_counter() - start
+                pop_s, env_s = _drive(run[0], run[1], run[2])
+                run[3] += pop_s
+                run[4] += env_s
     finally:
         torch.set_num_threads(threads)
     rate = {k: n_nodes * r[2] * rounds / r[3] for k, r in runs.items()}
+    rate_env = {k: n_nodes * r[2] * rounds / (r[3] + r[4]) for k, r in runs.items()}
     ratio = rate["batched"] / rate["sequential"]
-    model = f"MLP VAE 64-{hidden}-2x32, 1 thread"
+    ratio_env = rate_env["batched"] / rate_env["sequential"]
+    name = f"unsupervised {family.upper() if family == 'vae' else 'BiGAN'} population"
+    model = f"MLP {family.upper() if family == 'vae' else 'BiGAN'} hidden {hidden}, 1 thread"
     return [
         {
-            "name": f"unsupervised VAE population N={n_nodes} hidden={hidden} batched",
+            "name": f"{name} N={n_nodes} hidden={hidden} batched",
             "steps_per_s": rate["batched"],
-            "note": f"{model}; {ratio:.1f}x the sequential loop",
+            "note": f"{model}; {ratio:.1f}x the sequential loop (training step; "
+            f"{ratio_env:.1f}x with the env's step)",
         },
         {
-            "name": f"unsupervised VAE population N={n_nodes} hidden={hidden} sequential",
+            "name": f"{name} N={n_nodes} hidden={hidden} sequential",
             "steps_per_s": rate["sequential"],
             "note": f"{model}; the per-node loop",
         },
     ]
 
 
-def _drive(game: NodeGraphGame, pop: Any, steps: int) -> None:
+def _drive(game: NodeGraphGame, pop: Any, steps: int) -> tuple[float, float]:
+    """``steps`` steps of ``pop`` on ``game``; returns (seconds in ``pop.step``, in the env)."""
+    pop_s = env_s = 0.0
     obs = game.observe_all()
     for _ in range(steps):
-        bits, payload = pop.step(game.split_obs(obs[0]), game.out_valid)
+        t0 = time.perf_counter()
+        views = game.split_obs(obs[0])
+        t1 = time.perf_counter()
+        bits, payload = pop.step(views, game.out_valid)
+        t2 = time.perf_counter()
         obs, _, _, _ = game.step_tensors(bits[None], payload[None])
+        env_s += (t1 - t0) + (time.perf_counter() - t2)
+        pop_s += t2 - t1
+    return pop_s, env_s
 
 
 if __name__ == "__main__":
