@@ -496,6 +496,11 @@ def headline(root: Path, bench: str) -> str:
         claims = _claims(data)
         if claims:
             lines += ["", *claims]
+        # the verdicts of the other full runs too, so the front page hides no failed claim
+        others = [(r, _claims(json.loads(result_file(root, r).read_text()))) for r in full[1:]]
+        for other, other_claims in others:
+            if other_claims:
+                lines += ["", f"{other.title} (`{other.folder}/`):", "", *other_claims]
     for run in pending:
         lines += ["", f"Not yet run: {run.title} (its command is on the {bench} results page)."]
     return "\n".join(lines)
