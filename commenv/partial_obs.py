@@ -685,14 +685,8 @@ class PartialObsGame(BatchedEnv):
         delivery = self._channel.route(
             messages, grad_mask=self.grad_mask, generator=self._gen, tag="message"
         )
-        rewards = self._rewards(
-            _TORCH,
-            choice,
-            st["delivered"],
-            st["target"],
-            messages,
-            delivery.inbox,
-            delivery.delivered,
+        rewards = self._block_rewards(
+            choice, st["delivered"], st["target"], messages, delivery.inbox, delivery.delivered
         )
 
         # Advance the world; this step's messages are heard in the next observation.
@@ -715,6 +709,21 @@ class PartialObsGame(BatchedEnv):
             dict.fromkeys(agents, truncated),
             self._infos(),
         )
+
+    _REWARD_WORLDS = 8192  # worlds whose rewards are computed together
+
+    def _block_rewards(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`_rewards` of the batch, block by block of worlds (the same bits: every rule
+        is per world). A block's intermediates stay small, so a large batch neither leaves the
+        caches nor page-faults fresh memory for them every step."""
+        B, G = self.num_envs, self._REWARD_WORLDS
+        if B <= G:
+            return self._rewards(_TORCH, *inputs)
+        blocks = [
+            self._rewards(_TORCH, *(x[start : start + G] for x in inputs))
+            for start in range(0, B, G)
+        ]
+        return torch.cat(blocks)
 
     # -- one world in numpy: the PettingZoo faces' fast path ------------------------------
     one_world: ClassVar[bool] = True

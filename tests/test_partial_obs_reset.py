@@ -192,6 +192,34 @@ def test_large_fresh_observations_recycle_only_what_nobody_holds(device):
         assert len(pointers) == 1  # dropped at once every step: one recycled buffer
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_rewards_in_blocks_of_worlds_give_the_same_bits(device, name):
+    """Large batches compute the rewards block by block of worlds (``_REWARD_WORLDS``, 8,192
+    by default); tiny blocks give the same episode, bit for bit, and the same gradients of
+    relaxed messages."""
+    whole, blocked = _game(device, **CONFIGS[name]), _game(device, **CONFIGS[name])
+    blocked._REWARD_WORLDS = 4  # B = 6 worlds: a block of 4 and one of 2
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(
+            _rows(_run(whole, 5, 9), slice(None)),
+            _rows(_run(blocked, 5, 9), slice(None)),
+            strict=True,
+        )
+    )
+    grads = []
+    for game in (whole, blocked):
+        game.reset(seed=5)
+        n = game.action_space("agent_0").n
+        relaxed = torch.rand(B, n, generator=torch.Generator().manual_seed(4)).to(device)
+        relaxed.requires_grad_(True)
+        game.step(dict.fromkeys(game.possible_agents, relaxed))  # messages on every edge
+        _, rewards, *_ = game.step(dict.fromkeys(game.possible_agents, relaxed))
+        (grad,) = torch.autograd.grad(sum(r.sum() for r in rewards.values()), relaxed)
+        grads.append(grad)
+    assert torch.equal(*grads)
+
+
 def test_memory_per_world_is_flat_in_num_envs(device):
     sizes = {}
     for n in (64, 4096):
