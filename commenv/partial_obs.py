@@ -73,7 +73,10 @@ draws its randomness about 8,192 world-steps at a time, so its memory per world 
 with ``num_envs``; ``game.memory_per_world()`` reports it (state, pre-drawn randomness,
 scratch and one step's observation, in bytes per world). Its observations are fresh tensors
 every step unless ``reuse_obs=True``, which writes them into one buffer: no per-step
-allocation, flat throughput at large ``num_envs``, but a kept observation must be copied.
+allocation, but a kept observation must be copied. Fresh observations of 1 MiB and more on
+the CPU recycle one of the last few observation tensors once nothing outside the game holds
+it (no tensor, view or numpy array of it): no page faults per step when the caller drops
+them, and a tensor still held is never written.
 
 Ground truth (``label``, ``world_index`` of ``x_t``, ``target`` position of ``x_{t-1}`` among
 the candidates, ``prev_label``) is in ``infos[agent]``, never in observations.
@@ -148,6 +151,7 @@ from commenv.core import (
     check_seed,
 )
 from commenv.datasets import DATASETS, load_dataset
+from commenv.node_graph import _USE_COUNT, POOL_SIZE, REUSE_BYTES, _unreferenced
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -314,6 +318,10 @@ class PartialObsGame(BatchedEnv):
         self._build_out_slots()
         self.reuse_obs = check_bool("reuse_obs", reuse_obs)
         self._obs_buf: torch.Tensor | None = None
+        obs_bytes = 4 * self.num_envs * self.n_agents * self._obs_space.shape[0]
+        recycle = obs_bytes >= REUSE_BYTES and _USE_COUNT is not None
+        recycle = recycle and self.device.type == "cpu" and not self.reuse_obs
+        self._obs_pool: list[torch.Tensor] | None = [] if recycle else None
         self._scratch: torch.Tensor | None = None
         self._fresh: bool | torch.Tensor | None = None
         self._seed(None)
@@ -558,16 +566,10 @@ class PartialObsGame(BatchedEnv):
         return self._state["steps"]
 
     def _observe(self) -> TensorDict:
-        # Written in place into one buffer: the observation is the step's biggest output. It
-        # is fresh every step, or (reuse_obs=True) the same preallocated buffer every step.
-        st, B, n, lay = self._state, self.num_envs, self.n_agents, self.obs_layout
-        shape = (B, n, self._obs_space.shape[0])
-        if self.reuse_obs:
-            if self._obs_buf is None:
-                self._obs_buf = torch.empty(shape, device=self.device)
-            obs = self._obs_buf
-        else:
-            obs = torch.empty(shape, device=self.device)
+        # Written in place into one buffer (_obs_buffer): the observation is the step's
+        # biggest output.
+        st, lay = self._state, self.obs_layout
+        obs = self._obs_buffer()
         self._write_views(st["world"][:, None], obs[..., lay["view"]].unsqueeze(2))
         fresh, self._fresh = self._fresh, None  # worlds at step 0 since the last observation
         if self.num_candidates:
@@ -589,6 +591,26 @@ class PartialObsGame(BatchedEnv):
             slots[..., 0].copy_(st["delivered"])
             slots[..., 1:].copy_(heard)
         return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
+
+    def _obs_buffer(self) -> torch.Tensor:
+        """The tensor this step's observations are written into: with ``reuse_obs`` the one
+        buffer; else a fresh one, or (large batches on the CPU, as node_graph_v0 does) one of
+        the last few observation tensors that nothing outside the game references any more
+        (no view, no numpy array): a fresh tensor of tens of MiB costs a page fault per 4 KiB
+        every step, and a tensor the caller still holds is never written."""
+        shape = (self.num_envs, self.n_agents, self._obs_space.shape[0])
+        if self.reuse_obs:
+            if self._obs_buf is None:
+                self._obs_buf = torch.empty(shape, device=self.device)
+            return self._obs_buf
+        if self._obs_pool is None:
+            return torch.empty(shape, device=self.device)
+        for buf in self._obs_pool:
+            if _unreferenced(buf):
+                return buf
+        buf = torch.empty(shape, device=self.device)
+        self._obs_pool = [*self._obs_pool[1 - POOL_SIZE :], buf]
+        return buf
 
     _GATHER_WORLDS = 1024  # worlds whose images one scratch gather holds
 
@@ -616,13 +638,15 @@ class PartialObsGame(BatchedEnv):
     def memory_per_world(self) -> int:
         """Resident bytes of the game's state and buffers per world: the episode state, the
         pre-drawn randomness, the scratch buffers and one step's observation (fresh or
-        reused), divided by ``num_envs``. Shared data (the images, the masks) is not counted:
-        it does not grow with ``num_envs``. Call it after ``reset`` and a ``step``."""
+        reused; every recycled one the game keeps), divided by ``num_envs``. Shared data (the
+        images, the masks) is not counted: it does not grow with ``num_envs``. Call it after
+        ``reset`` and a ``step``."""
         tensors = list(self._state.values()) + list(getattr(self, "_draws", ()))
         tensors += [] if self._scratch is None else [self._scratch]
         total = sum(t.element_size() * t.nelement() for t in tensors)
         obs_dim = self._obs_space.shape[0]
-        total += 4 * self.num_envs * self.n_agents * obs_dim  # one observation buffer
+        kept = max(1, len(self._obs_pool or ()))  # observation buffers
+        total += kept * 4 * self.num_envs * self.n_agents * obs_dim
         return -(-total // self.num_envs)
 
     def _infos(self) -> dict[str, dict]:
@@ -661,14 +685,8 @@ class PartialObsGame(BatchedEnv):
         delivery = self._channel.route(
             messages, grad_mask=self.grad_mask, generator=self._gen, tag="message"
         )
-        rewards = self._rewards(
-            _TORCH,
-            choice,
-            st["delivered"],
-            st["target"],
-            messages,
-            delivery.inbox,
-            delivery.delivered,
+        rewards = self._block_rewards(
+            choice, st["delivered"], st["target"], messages, delivery.inbox, delivery.delivered
         )
 
         # Advance the world; this step's messages are heard in the next observation.
@@ -691,6 +709,21 @@ class PartialObsGame(BatchedEnv):
             dict.fromkeys(agents, truncated),
             self._infos(),
         )
+
+    _REWARD_WORLDS = 8192  # worlds whose rewards are computed together
+
+    def _block_rewards(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`_rewards` of the batch, block by block of worlds (the same bits: every rule
+        is per world). A block's intermediates stay small, so a large batch neither leaves the
+        caches nor page-faults fresh memory for them every step."""
+        B, G = self.num_envs, self._REWARD_WORLDS
+        if B <= G:
+            return self._rewards(_TORCH, *inputs)
+        blocks = [
+            self._rewards(_TORCH, *(x[start : start + G] for x in inputs))
+            for start in range(0, B, G)
+        ]
+        return torch.cat(blocks)
 
     # -- one world in numpy: the PettingZoo faces' fast path ------------------------------
     one_world: ClassVar[bool] = True

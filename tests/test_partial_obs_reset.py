@@ -161,6 +161,65 @@ def test_observations_are_fresh_by_default_and_reused_on_request(device):
     assert torch.equal(b0["agent_0"], b["agent_0"]) and not torch.equal(b0["agent_0"], kept_b)
 
 
+def test_large_fresh_observations_recycle_only_what_nobody_holds(device):
+    """A large batch (observations of 1 MiB and more) recycles an observation tensor once
+    nothing outside the game holds it (CPU: a fresh one costs page faults every step); a
+    tensor, a view or a numpy array still held is never written."""
+    n_worlds = 512  # 512 worlds x 2 agents x 353 floats: 1.4 MiB
+    fresh = commenv.partial_obs_v0.batched(num_envs=n_worlds, device=device)
+    reused = commenv.partial_obs_v0.batched(num_envs=n_worlds, device=device, reuse_obs=True)
+    gen = torch.Generator().manual_seed(0)
+    bits = torch.randint(0, 2, (n_worlds, fresh.action_space("agent_0").n), generator=gen)
+    acts = dict.fromkeys(fresh.possible_agents, bits.float().to(device))
+    obs, _ = fresh.reset(seed=3)
+    reused.reset(seed=3)
+    held = [obs["agent_1"][:, :10]]  # a view alone keeps the buffer
+    if device.type == "cpu":
+        held.append(obs["agent_0"].numpy())
+    kept = [torch.as_tensor(h).clone() for h in held]
+    held_ptr = obs["agent_0"].data_ptr()
+    del obs
+    pointers = set()
+    for _ in range(4):
+        a, *_ = fresh.step(acts)
+        b, *_ = reused.step(acts)
+        assert all(torch.equal(a[k], b[k]) for k in a)  # the same observations
+        pointers.add(a["agent_0"].data_ptr())
+        del a
+    assert all(torch.equal(torch.as_tensor(h), k) for h, k in zip(held, kept, strict=True))
+    assert held_ptr not in pointers  # the held buffer was never reused
+    if device.type == "cpu":
+        assert len(pointers) == 1  # dropped at once every step: one recycled buffer
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_rewards_in_blocks_of_worlds_give_the_same_bits(device, name):
+    """Large batches compute the rewards block by block of worlds (``_REWARD_WORLDS``, 8,192
+    by default); tiny blocks give the same episode, bit for bit, and the same gradients of
+    relaxed messages."""
+    whole, blocked = _game(device, **CONFIGS[name]), _game(device, **CONFIGS[name])
+    blocked._REWARD_WORLDS = 4  # B = 6 worlds: a block of 4 and one of 2
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(
+            _rows(_run(whole, 5, 9), slice(None)),
+            _rows(_run(blocked, 5, 9), slice(None)),
+            strict=True,
+        )
+    )
+    grads = []
+    for game in (whole, blocked):
+        game.reset(seed=5)
+        n = game.action_space("agent_0").n
+        relaxed = torch.rand(B, n, generator=torch.Generator().manual_seed(4)).to(device)
+        relaxed.requires_grad_(True)
+        game.step(dict.fromkeys(game.possible_agents, relaxed))  # messages on every edge
+        _, rewards, *_ = game.step(dict.fromkeys(game.possible_agents, relaxed))
+        (grad,) = torch.autograd.grad(sum(r.sum() for r in rewards.values()), relaxed)
+        grads.append(grad)
+    assert torch.equal(*grads)
+
+
 def test_memory_per_world_is_flat_in_num_envs(device):
     sizes = {}
     for n in (64, 4096):
