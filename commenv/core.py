@@ -519,6 +519,50 @@ def check_env_index(
     return mask.to(device)
 
 
+REUSE_BYTES = 2**20
+"""Observation tensors of at least this many bytes are recycled once nothing holds them (CPU
+only): above glibc's mmap threshold a fresh tensor costs a page fault per 4 KiB each step."""
+POOL_SIZE = 3
+"""How many recent observation tensors a large batch keeps for reuse."""
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+class ObservationPool:
+    """Fresh-looking observation tensors of one ``shape`` for a game's steps.
+
+    Small batches (under :data:`REUSE_BYTES`), other devices, or a torch without storage
+    use counts get a new tensor every call. Large CPU batches get back one of their last
+    :data:`POOL_SIZE` tensors that nothing outside the pool references any more (no view, no
+    numpy array), so a step does not page-fault tens of MiB of new memory, and a tensor the
+    caller still holds is never written.
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, enabled: bool = True) -> None:
+        self.shape, self.device = tuple(shape), torch.device(device)
+        nbytes = 4 * math.prod(self.shape)
+        self.recycles = (
+            enabled and nbytes >= REUSE_BYTES and _USE_COUNT is not None
+        ) and self.device.type == "cpu"
+        self.kept: list[torch.Tensor] = []
+
+    @staticmethod
+    def unreferenced(t: torch.Tensor) -> bool:
+        """Nothing but the pool holds ``t``'s memory."""
+        assert _USE_COUNT is not None
+        return _USE_COUNT(t.untyped_storage()._cdata) <= 2  # the pool's tensor + this query's
+
+    def next(self) -> torch.Tensor:
+        """A float32 tensor of ``shape`` for the next observations (contents undefined)."""
+        if not self.recycles:
+            return torch.empty(self.shape, device=self.device)
+        for buf in self.kept:
+            if self.unreferenced(buf):
+                return buf
+        buf = torch.empty(self.shape, device=self.device)
+        self.kept = [*self.kept[1 - POOL_SIZE :], buf] if POOL_SIZE > 1 else [buf]
+        return buf
+
+
 class BatchedEnv(ABC):
     """A game over ``num_envs`` worlds at once, as torch tensors on ``device``.
 

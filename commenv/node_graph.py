@@ -170,6 +170,7 @@ from commenv.core import (
     BatchedEnv,
     BatchedParallelEnv,
     EnvFamily,
+    ObservationPool,
     TensorDict,
     batched_actions,
     check_action_keys,
@@ -234,20 +235,6 @@ def partition_indices(
     )
 
 
-REUSE_BYTES = 2**20
-"""Observation tensors of at least this many bytes are recycled once nothing holds them (CPU
-only): above glibc's mmap threshold a fresh tensor costs a page fault per 4 KiB each step."""
-POOL_SIZE = 3
-"""How many recent observation tensors a large batch keeps for reuse."""
-_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
-
-
-def _unreferenced(t: torch.Tensor) -> bool:
-    """Nothing but the game holds ``t``'s memory (no tensor view, no numpy array of it)."""
-    assert _USE_COUNT is not None
-    return _USE_COUNT(t.untyped_storage()._cdata) <= 2  # the pool's tensor + this query's
-
-
 def _layout(sizes: dict[str, int]) -> dict[str, slice]:
     """Consecutive slices of the given sizes, in order."""
     ends = np.cumsum(list(sizes.values()))
@@ -309,9 +296,9 @@ class NodeGraphGame(BatchedEnv):
         self._build_spaces(allow_large)
         self._gen, self._reset_gen = self._seed_generators(None)
         self._state: dict[str, torch.Tensor] = {}
-        large = 4 * self.num_envs * self.n_nodes * self.obs_layout["inbox_fill"].stop
-        reuse = large >= REUSE_BYTES and _USE_COUNT is not None and self.device.type == "cpu"
-        self._pool: list[torch.Tensor] | None = [] if reuse else None
+        shape = (self.num_envs, self.n_nodes, self.obs_layout["inbox_fill"].stop)
+        self._pool = ObservationPool(shape, self.device)
+        reuse = self._pool.recycles
         M, D = self.batch_size, self.num_features
         self._scratch = torch.empty(self.num_envs * self.n_nodes * M, D) if reuse else None
         rows = self.num_envs * self.n_nodes * self.inbox_capacity  # the most an inbox takes
@@ -674,19 +661,8 @@ class NodeGraphGame(BatchedEnv):
         return obs
 
     def _obs_buffer(self) -> torch.Tensor:
-        """A tensor for the next observations. Small batches get a fresh one; large ones
-        (:data:`REUSE_BYTES` and up) reuse one of their last few observation tensors that
-        nothing outside the game references any more (no view, no numpy array), so a step
-        does not page-fault tens of MiB of new memory; one still held is never touched."""
-        shape = (self.num_envs, self.n_nodes, self.obs_layout["inbox_fill"].stop)
-        if self._pool is None:
-            return torch.empty(shape, device=self.device)
-        for buf in self._pool:
-            if _unreferenced(buf):
-                return buf
-        buf = torch.empty(shape, device=self.device)
-        self._pool = [*self._pool[1 - POOL_SIZE :], buf] if POOL_SIZE > 1 else [buf]
-        return buf
+        """A tensor for the next observations (:class:`commenv.core.ObservationPool`)."""
+        return self._pool.next()
 
     def infos_all(self) -> dict[str, torch.Tensor]:
         """Ground truth of every node, each ``(num_envs, n_nodes, ...)``."""

@@ -137,6 +137,7 @@ import torch
 from commenv.channel import Channel, GraphSpec, check_channel_memory, make_adjacency
 from commenv.core import (
     BatchedEnv,
+    ObservationPool,
     TensorDict,
     batched_actions,
     check_action_keys,
@@ -151,7 +152,6 @@ from commenv.core import (
     check_seed,
 )
 from commenv.datasets import DATASETS, load_dataset
-from commenv.node_graph import _USE_COUNT, POOL_SIZE, REUSE_BYTES, _unreferenced
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -318,10 +318,8 @@ class PartialObsGame(BatchedEnv):
         self._build_out_slots()
         self.reuse_obs = check_bool("reuse_obs", reuse_obs)
         self._obs_buf: torch.Tensor | None = None
-        obs_bytes = 4 * self.num_envs * self.n_agents * self._obs_space.shape[0]
-        recycle = obs_bytes >= REUSE_BYTES and _USE_COUNT is not None
-        recycle = recycle and self.device.type == "cpu" and not self.reuse_obs
-        self._obs_pool: list[torch.Tensor] | None = [] if recycle else None
+        shape = (self.num_envs, self.n_agents, self._obs_space.shape[0])
+        self._obs_pool = ObservationPool(shape, self.device, enabled=not self.reuse_obs)
         self._scratch: torch.Tensor | None = None
         self._fresh: bool | torch.Tensor | None = None
         self._seed(None)
@@ -603,14 +601,7 @@ class PartialObsGame(BatchedEnv):
             if self._obs_buf is None:
                 self._obs_buf = torch.empty(shape, device=self.device)
             return self._obs_buf
-        if self._obs_pool is None:
-            return torch.empty(shape, device=self.device)
-        for buf in self._obs_pool:
-            if _unreferenced(buf):
-                return buf
-        buf = torch.empty(shape, device=self.device)
-        self._obs_pool = [*self._obs_pool[1 - POOL_SIZE :], buf]
-        return buf
+        return self._obs_pool.next()
 
     _GATHER_WORLDS = 1024  # worlds whose images one scratch gather holds
 
@@ -645,7 +636,7 @@ class PartialObsGame(BatchedEnv):
         tensors += [] if self._scratch is None else [self._scratch]
         total = sum(t.element_size() * t.nelement() for t in tensors)
         obs_dim = self._obs_space.shape[0]
-        kept = max(1, len(self._obs_pool or ()))  # observation buffers
+        kept = max(1, len(self._obs_pool.kept))  # observation buffers
         total += kept * 4 * self.num_envs * self.n_agents * obs_dim
         return -(-total // self.num_envs)
 

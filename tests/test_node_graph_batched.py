@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import commenv
-from commenv import node_graph
+import commenv.core
 from commenv.node_graph import NodeGraphGame
 
 STATE_KEYS = ("idx", "payload", "sender", "inbox_idx", "inbox_payload", "inbox_sender", "head")
@@ -206,9 +206,9 @@ def test_recycled_observations_never_change_what_a_caller_holds(monkeypatch, dev
     fresh tensors, and an observation kept by the caller is never overwritten."""
     config = dict(n_nodes=3, batch_size=2, num_envs=2, content="logits", device=device)
     fresh = NodeGraphGame(**config)  # device-free: device=device is in config
-    monkeypatch.setattr(node_graph, "REUSE_BYTES", 0)
+    monkeypatch.setattr(commenv.core, "REUSE_BYTES", 0)
     pooled = NodeGraphGame(**config)  # device-free: device=device is in config
-    assert (pooled._pool is not None) == (torch.device(device).type == "cpu")
+    assert pooled._pool.recycles == (torch.device(device).type == "cpu")
     fresh.reset(seed=2)
     pooled.reset(seed=2)
     gen = torch.Generator().manual_seed(0)
@@ -221,8 +221,8 @@ def test_recycled_observations_never_change_what_a_caller_holds(monkeypatch, dev
         tensors.add(b.data_ptr())
         if t % 4 == 0:
             kept.append((b, b.clone(), b[:, 1].numpy() if b.device.type == "cpu" else None))
-    if pooled._pool is not None:
-        assert len(tensors) <= len(kept) + node_graph.POOL_SIZE  # recycled, not reallocated
+    if pooled._pool.recycles:
+        assert len(tensors) <= len(kept) + commenv.core.POOL_SIZE  # recycled, not reallocated
     for held, copy, view in kept:
         assert torch.equal(held, copy)
         if view is not None:
