@@ -100,6 +100,12 @@ RUNS: tuple[Run, ...] = (
     Run("speed", "quick", ("--quick", "--threads", "1"), "Quick preset: 3 rounds of short windows"),
     Run(
         "speed",
+        "full",
+        ("--threads", "1"),
+        "Full preset: 2-s windows, every size, after the issue-18 wave (the reported figures)",
+    ),
+    Run(
+        "speed",
         "before-issue18",
         ("--threads", "1"),
         "Before issue 18: the full preset on the code before the speed wave (the '2x before' "
