@@ -126,6 +126,31 @@ RUNS: tuple[Run, ...] = (
         )
         for seed in (0, 1, 2)
     ),
+    Run(
+        "unsupervised",
+        "fashion-mnist-cnn-300-seed0",
+        (
+            "--arch",
+            "cnn",
+            "--steps",
+            "300",
+            "--stages",
+            "2",
+            "--seed",
+            "0",
+            "--runs",
+            "vae-1",
+            "vae-10-none",
+            "vae-10-match",
+            "bigan-1",
+            "bigan-10-none",
+            "bigan-10-match",
+            "bigan-10-decorrelate",
+            "--resume",
+        ),
+        "Fashion-MNIST, strided-CNN nodes, a short budget: 300 steps, 2 probe stages, seed 0 "
+        "(the thesis' rows and ours; a first CNN reading, not the full preset)",
+    ),
     *(
         Run(
             "unsupervised",
