@@ -155,7 +155,7 @@ def test_no_label_reaches_an_unsupervised_training_step(family, device):
         game.reset(seed=0)
         obs = game.observe_all()
         for _ in range(12):
-            bits, payload = pop.step(game.split_obs(obs[0]), game._out_valid)
+            bits, payload = pop.step(game.split_obs(obs[0]), game.out_valid)
             obs, _, _, infos = game.step_tensors(bits[None], payload[None])
         seen.append(pop.seen)
         assert any(float(v["from_inbox"].sum()) > 0 for v in pop.seen)  # sharing happened
@@ -254,6 +254,19 @@ def test_dropout_keeps_a_fraction_and_rescales():
 
 
 # -- BiGAN: bounded losses -------------------------------------------------------------------
+def bigan_losses(game, pop, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train ``pop`` on ``game`` for ``steps`` steps from seed 0; its D and G/E loss per step."""
+    game.reset(seed=0)
+    obs = game.observe_all()
+    d_hist, g_hist = [], []
+    for _ in range(steps):
+        bits, payload = pop.step(game.split_obs(obs[0]), game.out_valid)
+        obs, *_ = game.step_tensors(bits[None], payload[None])
+        d_hist.append(pop.last_losses["d"])
+        g_hist.append(pop.last_losses["ge"])
+    return torch.stack(d_hist), torch.stack(g_hist)
+
+
 def test_bigan_losses_stay_bounded_on_a_small_run(device):
     game = game_of("codes", device, n_nodes=3, feature_dim=8, batch_size=32)
     pop = BiGANPopulation(
@@ -266,15 +279,7 @@ def test_bigan_losses_stay_bounded_on_a_small_run(device):
         device=device,
         seed=0,
     )
-    game.reset(seed=0)
-    obs = game.observe_all()
-    d_hist, g_hist = [], []
-    for _ in range(150):
-        bits, payload = pop.step(game.split_obs(obs[0]), game._out_valid)
-        obs, *_ = game.step_tensors(bits[None], payload[None])
-        d_hist.append(pop.last_losses["d"])
-        g_hist.append(pop.last_losses["ge"])
-    d, g = torch.stack(d_hist), torch.stack(g_hist)
+    d, g = bigan_losses(game, pop, 150)
     assert bool(torch.isfinite(d).all() and torch.isfinite(g).all())
     # D never reaches the floor of its smoothed loss (-0.9 log 0.9 - 0.1 log 0.1 = 0.325) and
     # never gives up (2 log 2 = 1.39 is chance); G/E stay far from divergence.
@@ -318,7 +323,7 @@ def test_sequential_loop_runs_the_same_contract(device):
         "vae", 3, game.image_shape, feature_dim=F_, hidden=8, broadcast_prob=0.5, device=device
     )
     game.reset(seed=0)
-    bits, payload = seq.step(game.split_obs(game.observe_all()[0]), game._out_valid)
+    bits, payload = seq.step(game.split_obs(game.observe_all()[0]), game.out_valid)
     assert bits.shape == (3, 2) and payload.shape == (3, M, 2 * F_)
     assert seq.encode(game.test_images[:5]).shape == (3, 5, F_)
     with pytest.raises(ValueError, match="family"):
@@ -394,15 +399,7 @@ def test_cnn_bigan_trains_stably_on_fashion_mnist(device):
         device=device,
         seed=0,
     )
-    game.reset(seed=0)
-    obs = game.observe_all()
-    d_hist, g_hist = [], []
-    for _ in range(80):
-        bits, payload = pop.step(game.split_obs(obs[0]), game.out_valid)
-        obs, *_ = game.step_tensors(bits[None], payload[None])
-        d_hist.append(pop.last_losses["d"])
-        g_hist.append(pop.last_losses["ge"])
-    d, g = torch.stack(d_hist), torch.stack(g_hist)
+    d, g = bigan_losses(game, pop, 80)
     assert bool(torch.isfinite(d).all() and torch.isfinite(g).all())
     assert 0.33 < float(d[-30:].mean()) < 1.6  # floor 0.325 (smoothed labels), chance 1.39
     assert float(g.max()) < 15.0
