@@ -50,6 +50,7 @@ import torch
 import commenv
 from commenv.bench.graph import speed_rows as graph_speed_rows
 from commenv.bench.quiz import speed_rows as quiz_speed_rows
+from commenv.bench.report import SPEED_COLUMNS
 from commenv.bench.tools import (
     RUN_OPTIONS,
     RunStore,
@@ -745,15 +746,7 @@ def load_before(path: Path, this_run: Path | None = None) -> list[dict] | None:
 
 
 # -- the run --------------------------------------------------------------------------------
-ENV_COLUMNS = [
-    "benchmark",
-    "agent-steps/s",
-    "x MPE2",
-    "world-steps/s",
-    "ratio",
-    "KiB/world",
-    "note",
-]
+ENV_COLUMNS = list(SPEED_COLUMNS)  # the results page shows the same columns
 
 
 def check_args(args: Args) -> None:
