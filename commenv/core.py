@@ -519,6 +519,30 @@ def check_env_index(
     return mask.to(device)
 
 
+def refuse_seeded_partial_reset(seed: Any) -> None:
+    """``ValueError`` for ``reset(seed=..., env_index=...)``: a partial reset continues the
+    game's random streams, and reseeding part of a batch has no meaning."""
+    if seed is not None:
+        raise ValueError(
+            f"reset(seed=..., env_index=...) got seed={seed!r}: a partial reset continues the "
+            "game's random streams (reseeding part of a batch has no meaning); call "
+            "reset(env_index=...) without a seed, or reset(seed=...) to reseed every world"
+        )
+
+
+def check_partial_reset(
+    seed: Any, env_index: Any, num_envs: int, device: torch.device | str, started: bool
+) -> torch.Tensor:
+    """The bool mask of a ``reset(seed, env_index)`` that restarts some worlds, after the
+    checks every game shares: no seed (:func:`refuse_seeded_partial_reset`), a valid selector
+    (:func:`check_env_index`) and a running batch (``started``: a full reset came first)."""
+    refuse_seeded_partial_reset(seed)
+    mask = check_env_index(env_index, num_envs, device)
+    if not started:
+        raise ValueError("reset(env_index=...) called before reset(); call reset() first")
+    return mask
+
+
 REUSE_BYTES = 2**20
 """Observation tensors of at least this many bytes are recycled once nothing holds them (CPU
 only): above glibc's mmap threshold a fresh tensor costs a page fault per 4 KiB each step."""

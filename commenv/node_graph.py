@@ -177,10 +177,10 @@ from commenv.core import (
     check_batch_values,
     check_choice,
     check_data_root,
-    check_env_index,
     check_float,
     check_int,
     check_memory,
+    check_partial_reset,
     check_probability,
     check_seed,
     describe,
@@ -591,19 +591,8 @@ class NodeGraphGame(BatchedEnv):
         since the last full reset.
         """
         if env_index is not None:
-            if seed is not None:
-                raise ValueError(
-                    f"reset(seed=..., env_index=...) got seed={seed!r}: a partial reset "
-                    "continues the game's random stream (reseeding part of a batch has no "
-                    "meaning); call reset(env_index=...) without a seed, or reset(seed=...) "
-                    "to reseed every world"
-                )
-            mask = check_env_index(env_index, self.num_envs, self.device)
-            if not self._state:
-                raise ValueError(
-                    "reset(env_index=...) restarts worlds of a running batch; call reset() "
-                    "once first"
-                )
+            started = bool(self._state)
+            mask = check_partial_reset(seed, env_index, self.num_envs, self.device, started)
             self._reset_worlds(mask)
         else:
             self._restart(seed)

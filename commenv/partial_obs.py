@@ -144,10 +144,10 @@ from commenv.core import (
     check_bool,
     check_choice,
     check_data_root,
-    check_env_index,
     check_float,
     check_int,
     check_memory,
+    check_partial_reset,
     check_probability,
     check_seed,
 )
@@ -502,15 +502,8 @@ class PartialObsGame(BatchedEnv):
         reseeding part of a batch has no meaning and raises ``ValueError``).
         """
         if env_index is not None:
-            if seed is not None:
-                raise ValueError(
-                    f"reset(seed=..., env_index=...) got seed={seed!r}: a partial reset "
-                    f"continues the game's random streams (reseeding part of a batch has no "
-                    f"meaning); expected seed=None with env_index, or reset(seed=...) alone"
-                )
-            mask = check_env_index(env_index, self.num_envs, self.device)
-            if not self._state:
-                raise ValueError("reset(env_index=...) called before reset(); call reset() first")
+            started = bool(self._state)
+            mask = check_partial_reset(seed, env_index, self.num_envs, self.device, started)
             self._restart(mask)
             return self._observe(), self._infos()
         if seed is not None or not self._state:

@@ -145,6 +145,7 @@ from commenv.core import (
     check_memory,
     check_seed,
     describe,
+    refuse_seeded_partial_reset,
     validate_action,
 )
 from commenv.datasets import DATASETS, load_dataset
@@ -360,12 +361,7 @@ class QuizGame(BatchedEnv):
         """
         if env_index is None:
             return self._reset_all(seed)
-        if seed is not None:
-            raise ValueError(
-                "reset(seed=..., env_index=...): a partial reset continues the generator's "
-                f"stream, reseeding part of a batch has no meaning; got seed={seed!r}. Call "
-                "reset(seed=...) to reseed and restart every world, or reset(env_index=...)"
-            )
+        refuse_seeded_partial_reset(seed)
         mask = check_env_index(env_index, self.num_envs, "cpu").numpy()
         if bool(mask.all()):
             return self._reset_all(None)
