@@ -673,6 +673,15 @@ class BatchedEnv(ABC):
         gen.manual_seed(int(seed))
         return gen
 
+    def _seed_streams(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
+        """The game's main stream (seeded with ``seed`` itself: every full reset and step) and
+        the stream per-world resets draw from (derived from ``seed``), so that restarting some
+        worlds never shifts the draws of the others; ``None`` draws a fresh seed."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) % 2**63
+        derived = int(np.random.SeedSequence([int(seed), 1]).generate_state(1, np.uint64)[0])
+        return self._seed_generator(seed), self._seed_generator(derived % 2**63)
+
 
 def to_numpy(value: Any) -> Any:
     """First world of a batched value, as numpy (0-d tensors become Python scalars)."""

@@ -294,7 +294,7 @@ class NodeGraphGame(BatchedEnv):
         )
         self._build_graph(graph, k, allow_large)
         self._build_spaces(allow_large)
-        self._gen, self._reset_gen = self._seed_generators(None)
+        self._gen, self._reset_gen = self._seed_streams(None)
         self._state: dict[str, torch.Tensor] = {}
         shape = (self.num_envs, self.n_nodes, self.obs_layout["inbox_fill"].stop)
         self._pool = ObservationPool(shape, self.device)
@@ -544,15 +544,6 @@ class NodeGraphGame(BatchedEnv):
         rows = torch.arange(N, device=self.device)[None, :, None] * self.partition_table.shape[1]
         return self.partition_table.take(rows + pos)
 
-    def _seed_generators(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
-        """The step stream (seeded with ``seed`` itself, as always) and the stream that
-        per-world resets draw from (derived from ``seed``), so that restarting some worlds
-        never shifts the draws of the others."""
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy) % 2**63
-        derived = int(np.random.SeedSequence([int(seed), 1]).generate_state(1, np.uint64)[0])
-        return self._seed_generator(seed), self._seed_generator(derived % 2**63)
-
     def _fresh_state(self, worlds: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """The state of ``worlds`` worlds at the start of an episode."""
         N, M, P, cap = self.n_nodes, self.batch_size, self.payload_dim, self.inbox_capacity
@@ -602,7 +593,7 @@ class NodeGraphGame(BatchedEnv):
     def _restart(self, seed: int | None) -> None:
         """Restart every world (reseeded when ``seed`` is given, or on the first reset)."""
         if seed is not None or not self._state:
-            self._gen, self._reset_gen = self._seed_generators(seed)
+            self._gen, self._reset_gen = self._seed_streams(seed)
         if self.channel is not None:
             self.channel.reset_counters()
         self._state = self._fresh_state(self.num_envs, self._gen)

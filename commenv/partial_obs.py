@@ -155,7 +155,6 @@ from commenv.datasets import DATASETS, load_dataset
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-_RESTART_STREAM = 0x9E3779B97F4A7C15  # offset of the partial-reset stream's seed
 
 
 def _sum_last(x):
@@ -322,7 +321,7 @@ class PartialObsGame(BatchedEnv):
         self._obs_pool = ObservationPool(shape, self.device, enabled=not self.reuse_obs)
         self._scratch: torch.Tensor | None = None
         self._fresh: bool | torch.Tensor | None = None
-        self._seed(None)
+        self._gen, self._restart_gen = self._seed_streams(None)
         self._state: dict[str, torch.Tensor] = {}
 
     # -- construction ----------------------------------------------------------------------
@@ -485,14 +484,6 @@ class PartialObsGame(BatchedEnv):
         self._draw_i += 1
         return self._draws[0][i], self._draws[1][i], self._draws[2][i]
 
-    def _seed(self, seed: int | None) -> None:
-        """The game's two generators: the main stream (every full reset's draws, the worlds
-        and candidates of every step, channel noise) and the stream of partial resets, seeded
-        from the same seed, so that restarting some worlds never shifts the others' draws."""
-        self._gen = self._seed_generator(seed)
-        restart_seed = (self._gen.initial_seed() + _RESTART_STREAM) % 2**63
-        self._restart_gen = torch.Generator(device=self.device).manual_seed(restart_seed)
-
     def reset(
         self, seed: int | None = None, env_index: Any = None
     ) -> tuple[TensorDict, dict[str, dict]]:
@@ -507,7 +498,7 @@ class PartialObsGame(BatchedEnv):
             self._restart(mask)
             return self._observe(), self._infos()
         if seed is not None or not self._state:
-            self._seed(seed)
+            self._gen, self._restart_gen = self._seed_streams(seed)
         B, n, S, L = self.num_envs, self.n_agents, self.max_in, self.message_bits
         self._refill_draws()
         world = self._next_draw()[0]
@@ -728,7 +719,7 @@ class PartialObsGame(BatchedEnv):
                 f"got num_envs={self.num_envs} on {self.device}"
             )
         if seed is not None or not self._state:
-            self._seed(seed)
+            self._gen, self._restart_gen = self._seed_streams(seed)
         if not hasattr(self, "_np_images"):
             self._np_images = self.images.numpy()
             self._np_labels = self.labels.numpy()

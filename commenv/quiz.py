@@ -203,7 +203,7 @@ class QuizGame(BatchedEnv):
         # Both agents hold the dataset: a sample travels as its index plus a distribution.
         index_bits = math.ceil(math.log2(max(2, len(self.train_y))))
         self.bits_per_sample = index_bits + 32 * self.num_classes
-        self._seed_streams(None)
+        self._gen, self._reset_gen = self._seed_streams(None)
         self._started = False
 
     # -- construction ----------------------------------------------------------------------
@@ -378,7 +378,7 @@ class QuizGame(BatchedEnv):
 
     def _reset_all(self, seed: int | None) -> tuple[TensorDict, dict[str, dict]]:
         if seed is not None or not self._started:
-            self._seed_streams(seed)
+            self._gen, self._reset_gen = self._seed_streams(seed)
         self._started = True
         N, B, S, C = self.num_envs, self.batch_size, self.stack_size, self.num_classes
         dev = self.device
@@ -416,15 +416,6 @@ class QuizGame(BatchedEnv):
         self._teacher_obs = torch.zeros(N, self._spaces["obs"]["teacher"].shape[0], device=dev)
         self._show_quiz()
         return self._observations(), self._infos()
-
-    def _seed_streams(self, seed: int | None) -> None:
-        """The episode stream (every full reset and epoch) and the stream of the worlds that
-        partial resets restart, both from ``seed``."""
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy) % 2**63
-        self._gen = self._seed_generator(seed)
-        second = np.random.SeedSequence([int(seed), 1]).generate_state(2, np.uint32)
-        self._reset_gen = self._seed_generator(int(second[0]) << 31 | int(second[1]) >> 1)
 
     def _partial_reset_refusal(self) -> str | None:
         """Why a partial reset would break the shared turn order now (``None``: it would not)."""
@@ -839,7 +830,7 @@ class QuizWorld(QuizGame):
     # -- reset ------------------------------------------------------------------------------
     def _reset_all(self, seed: int | None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         if seed is not None or not self._started:
-            self._seed_streams(seed)
+            self._gen, self._reset_gen = self._seed_streams(seed)
         self._started = True
         M, C = self.stack_size * self.batch_size, self.num_classes
         self.channel.reset_counters()
