@@ -505,7 +505,8 @@ class BiGANPopulation(_Population):
         self.num_params_per_node = (
             sum(p.numel() for p in ge) + sum(p.numel() for p in self.discriminator.parameters())
         ) // N
-        self.opt_ge = make_adam(ge + self._share_params(), lr, betas=(0.5, 0.999))
+        self._ge_params = ge + self._share_params()
+        self.opt_ge = make_adam(self._ge_params, lr, betas=(0.5, 0.999))
         self.opt_d = make_adam(self.discriminator.parameters(), lr, betas=(0.5, 0.999))
 
     def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
@@ -538,7 +539,7 @@ class BiGANPopulation(_Population):
         ).mean(-1)
         share = self._share_term(codes, views["payload"].to(self.device), inbox, images=x)
         self.opt_ge.zero_grad(set_to_none=True)
-        (loss_ge + share).sum().backward()
+        (loss_ge + share).sum().backward(inputs=self._ge_params)
         self.opt_ge.step()
         self.last_losses = {"d": loss_d.detach(), "ge": loss_ge.detach(), "share": share.detach()}
         return self._bits(out_valid), codes.detach()
