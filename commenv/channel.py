@@ -382,6 +382,7 @@ class Channel:
         bits_per_message: int | None = None,
         generator: torch.Generator | None = None,
         tag: str = "message",
+        out: torch.Tensor | None = None,
     ) -> Delivery:
         """Deliver ``payload`` ``(num_envs, n, *shape)`` along the graph.
 
@@ -397,6 +398,10 @@ class Channel:
                 binary payloads; required for non-binary ones, e.g. ``32 * numel`` for fp32).
             generator: RNG for flips and drops (pass one for reproducible episodes).
             tag: counter bucket this traffic is accounted under.
+            out: optional ``(num_envs, n, max_in_degree, *shape)`` tensor of ``payload``'s dtype
+                that the gathered inbox is written into (a game recycles one so that large
+                batches do not fault in a fresh inbox every step); ignored when ``payload``
+                requires grad. The returned inbox may be ``out`` itself.
         """
         n = self.n_agents
         if payload.ndim < 2 or payload.shape[1] != n:
@@ -413,9 +418,17 @@ class Channel:
             raise ValueError("flip noise (flip_prob > 0) only applies to binary payloads")
 
         # inbox[b, r, j] = payload[b, senders[r, j]]
-        inbox = payload.index_select(1, self._gather.reshape(-1)).view(
-            num_envs, n, self.max_in_degree, *payload.shape[2:]
-        )
+        shape = (num_envs, n, self.max_in_degree, *payload.shape[2:])
+        if out is not None and not payload.requires_grad:
+            if tuple(out.shape) != shape or out.dtype != payload.dtype:
+                raise ValueError(
+                    f"out must be a {payload.dtype} tensor of shape {shape}, got "
+                    f"{out.dtype} {tuple(out.shape)}"
+                )
+            flat = out.view(num_envs, n * self.max_in_degree, *payload.shape[2:])
+            inbox = torch.index_select(payload, 1, self._gather.reshape(-1), out=flat).view(shape)
+        else:
+            inbox = payload.index_select(1, self._gather.reshape(-1)).view(shape)
         slot_ok = self.slot_valid.expand(num_envs, n, self.max_in_degree)
         if send_mask is not None:
             if tuple(send_mask.shape) != (num_envs, n, n):

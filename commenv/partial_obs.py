@@ -128,6 +128,7 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import gymnasium
@@ -319,6 +320,9 @@ class PartialObsGame(BatchedEnv):
         self._obs_buf: torch.Tensor | None = None
         shape = (self.num_envs, self.n_agents, self._obs_space.shape[0])
         self._obs_pool = ObservationPool(shape, self.device, enabled=not self.reuse_obs)
+        # The inbox a step gathers becomes the state's "heard": recycled once nothing holds it.
+        heard = (self.num_envs, self.n_agents, self._channel.max_in_degree, self.message_bits)
+        self._inbox_pool = ObservationPool(heard, self.device)
         self._scratch: torch.Tensor | None = None
         self._fresh: bool | torch.Tensor | None = None
         self._gen, self._restart_gen = self._seed_streams(None)
@@ -610,6 +614,13 @@ class PartialObsGame(BatchedEnv):
             x = x.view(rows.shape[0], 1, k, self.num_features)
             torch.addcmul(mask_f, x, sign, out=out[start : start + G])
 
+    def _inbox_out(self, messages: torch.Tensor) -> torch.Tensor | None:
+        """A recycled tensor for this step's inbox, or None (small batch, relaxed messages)."""
+        pool = self._inbox_pool
+        if pool.recycles and messages.dtype == torch.float32 and not messages.requires_grad:
+            return pool.next()
+        return None
+
     def memory_per_world(self) -> int:
         """Resident bytes of the game's state and buffers per world: the episode state, the
         pre-drawn randomness, the scratch buffers and one step's observation (fresh or
@@ -622,6 +633,8 @@ class PartialObsGame(BatchedEnv):
         obs_dim = self._obs_space.shape[0]
         kept = max(1, len(self._obs_pool.kept))  # observation buffers
         total += kept * 4 * self.num_envs * self.n_agents * obs_dim
+        spare_inboxes = max(0, len(self._inbox_pool.kept) - 1)  # one is the state's "heard"
+        total += spare_inboxes * 4 * math.prod(self._inbox_pool.shape)
         return -(-total // self.num_envs)
 
     def _infos(self) -> dict[str, dict]:
@@ -658,7 +671,11 @@ class PartialObsGame(BatchedEnv):
         L = self.message_bits
         messages, choice = act[..., :L], act[..., L:]
         delivery = self._channel.route(
-            messages, grad_mask=self.grad_mask, generator=self._gen, tag="message"
+            messages,
+            grad_mask=self.grad_mask,
+            generator=self._gen,
+            tag="message",
+            out=self._inbox_out(messages),
         )
         rewards = self._block_rewards(
             choice, st["delivered"], st["target"], messages, delivery.inbox, delivery.delivered

@@ -155,6 +155,24 @@ def test_bad_probabilities_and_payloads(device):
         chan.route(torch.zeros(1, 2, 4), binary=False)
 
 
+@pytest.mark.parametrize("drop", [0.0, 0.4])
+def test_route_into_out_gives_the_same_delivery(drop, device):
+    payload = torch.randint(0, 2, (5, 3, 4), generator=torch.Generator().manual_seed(0)).float()
+    payload = payload.to(device)
+    plain, into = (Channel.from_spec("ring", 3, k=2, drop_prob=drop, device=device) for _ in "ab")
+    out = torch.full((5, 3, plain.max_in_degree, 4), 7.0, device=device)
+    got = [
+        chan.route(payload, generator=torch.Generator(device=device).manual_seed(1), **kw)
+        for chan, kw in ((plain, {}), (into, {"out": out}))
+    ]
+    assert torch.equal(got[0].inbox, got[1].inbox)
+    assert torch.equal(got[0].delivered, got[1].delivered)
+    assert plain.total_bits() == into.total_bits()
+    with pytest.raises(ValueError, match="out must be a torch.float32 tensor of shape"):
+        into.route(payload, out=torch.empty(5, 3, 4, device=device))
+    assert into.total_bits() == plain.total_bits()  # the refused call counted nothing
+
+
 def test_counters_by_tag(device):
     chan = Channel.from_spec("all_to_all", 3, device=device)
     chan.route(torch.zeros(2, 3, 5), tag="a")

@@ -192,6 +192,24 @@ def test_large_fresh_observations_recycle_only_what_nobody_holds(device):
         assert len(pointers) == 1  # dropped at once every step: one recycled buffer
 
 
+@pytest.mark.parametrize("config", [{}, {"drop_prob": 0.3, "flip_prob": 0.1}])
+def test_recycled_inboxes_give_the_same_episode(monkeypatch, device, config):
+    """Large CPU batches gather each step's inbox (next step's heard messages) into a recycled
+    tensor, once the state no longer holds it; forcing that on a small batch changes nothing."""
+    plain = _game(device, graph="all_to_all", n_agents=3, **config)
+    monkeypatch.setattr(commenv.core, "REUSE_BYTES", 0)
+    pooled = _game(device, graph="all_to_all", n_agents=3, **config)
+    assert pooled._inbox_pool.recycles == (device.type == "cpu")
+    gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    a, _ = plain.reset(seed=5)
+    b, _ = pooled.reset(seed=5)
+    for _ in range(6):
+        a, ra, *_ = plain.step(_actions(plain, gen_a))
+        b, rb, *_ = pooled.step(_actions(pooled, gen_b))
+        assert all(torch.equal(a[k], b[k]) and torch.equal(ra[k], rb[k]) for k in a)
+    assert plain._channel.total_bits() == pooled._channel.total_bits()
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_rewards_in_blocks_of_worlds_give_the_same_bits(device, name):
     """Large batches compute the rewards block by block of worlds (``_REWARD_WORLDS``, 8,192
