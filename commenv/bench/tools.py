@@ -290,11 +290,12 @@ def parse_config(
 class NodeGraphOptions:
     """The node_graph_v0 options every node-graph benchmark shares, written once.
 
-    ``commenv bench graph``, ``commenv bench frontier`` and ``python -m commenv.distributed
-    graph`` inherit them in their config dataclass (each field's docstring is its ``--help``
-    line, its default the only default) and redeclare a field only where their meaning or
-    default really differs (``--quick``'s preset, ``graph``'s resolved dataset, the
-    distributed ranks' device and threads).
+    ``commenv bench graph``, ``commenv bench frontier``, ``commenv bench unsupervised`` and
+    ``python -m commenv.distributed graph`` inherit them in their config dataclass (each
+    field's docstring is its ``--help`` line, its default the only default) and redeclare a
+    field only where their meaning or default really differs (``--quick``'s preset, ``graph``'s
+    resolved dataset, the distributed ranks' device and threads, the unsupervised families'
+    own learning rates and InfoNCE temperature).
     """
 
     quick: bool = False

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 
 from commenv.bench.tools import (
+    NodeGraphOptions,
     RunStore,
     load_object,
     markdown_table,
@@ -57,7 +58,7 @@ from commenv.bench.tools import (
 )
 from commenv.datasets import DatasetSplits, load_dataset
 from commenv.evaluation import evaluate
-from commenv.node_graph import NodeGraphGame
+from commenv.node_graph import PARTITIONS, NodeGraphGame
 from commenv.probe import BestValidation, fit_linear_probe
 from commenv_agents.unsupervised import (
     CONTENT,
@@ -69,15 +70,23 @@ NAME = "unsupervised"
 
 
 @dataclass
-class Args:
-    """Table 2.3: VAE and BiGAN nodes sharing features on node_graph_v0 (linear-probe accuracy)."""
+class Args(NodeGraphOptions):
+    """Table 2.3: VAE and BiGAN nodes sharing features on node_graph_v0 (linear-probe accuracy).
+
+    The node-graph options (data, minibatch, consumption, broadcast margin, partition, device,
+    threads, seed) are :class:`commenv.bench.tools.NodeGraphOptions`; redeclared here are only
+    the preset, the learning rate (each family has its own default) and the temperature (an
+    InfoNCE one here, not a softening of logits).
+    """
 
     quick: bool = False
     """digits, 300 steps, 2 stages, hidden 128 (under a minute on 2 CPU cores)"""
-    dataset: str | None = None
-    """digits | fashion-mnist | mnist | cifar10 | synthetic (default fashion-mnist; digits quick)"""
-    data_root: str | None = None
-    """directory of the dataset files"""
+    lr: float | None = None
+    """Adam learning rate (default: the family's own, 1e-3 for the VAE, 2e-4 for the BiGAN)"""
+    temperature: float = 0.1
+    """InfoNCE temperature (the contrastive and projected shares)"""
+    partition: Literal[PARTITIONS] = "iid"
+    """how the training set is split among nodes (exclusive either way; the thesis: iid)"""
     steps: int | None = None
     """parallel unsupervised training steps per run (default 3000; 300 with --quick)"""
     stages: int | None = None
@@ -86,8 +95,6 @@ class Args:
     """run names (default all): vae-1 vae-10-none vae-10-match vae-10-contrastive, bigan-1 ..."""
     arch: Literal["mlp", "cnn"] = "mlp"
     """node networks: mlp, or cnn (DCGAN-style strided convolutions)"""
-    batch_size: int = 32
-    """minibatch size of every node"""
     feature_dim: int = 32
     """code width (the VAE's payload is twice that: mean and log-variance)"""
     hidden: int | None = None
@@ -98,12 +105,6 @@ class Args:
     """weight of the InfoNCE share term (our rows: contrastive, projected)"""
     decorrelate_weight: float = 1.0
     """weight of the cross-correlation share term (our row: decorrelate)"""
-    temperature: float = 0.1
-    """InfoNCE temperature"""
-    consumption_prob: float = 0.5
-    """probability of training on the inbox rather than local data (the thesis: 1/2)"""
-    broadcast_margin: float = 1.5
-    """per-edge broadcast probability = margin * consumption_prob / (N - 1)"""
     train_size: int | None = None
     """partition only this many random training samples among the nodes (default all); the
     probes always train on the full training split"""
@@ -117,12 +118,6 @@ class Args:
     """a user population 'module:Class' run on 10 fully connected nodes"""
     agent_family: Literal["vae", "bigan"] = "vae"
     """payload of the --agent population: vae (mean, log-variance) or bigan (codes)"""
-    device: str = "auto"
-    """auto | cpu | cuda"""
-    threads: int = 1
-    """torch CPU threads (1 is fastest on a few shared cores)"""
-    seed: int = 0
-    """seed of partitions, models, sampling and probes"""
     out_dir: Path | None = None
     """where JSON/CSV/PNG go (default results/unsupervised[-quick])"""
     resume: bool = False
@@ -287,13 +282,10 @@ def run_one(
     game = NodeGraphGame(
         n_nodes=n_nodes,
         content=CONTENT[family],
-        dataset=args.dataset,
-        data_root=args.data_root,
-        batch_size=args.batch_size,
-        consumption_prob=args.consumption_prob,
+        **args.game_config(),
+        partition=args.partition,
         feature_dim=args.feature_dim,
         float_bits=args.float_bits,
-        partition_seed=args.seed,
         train_size=args.train_size,
         device=device,
         max_cycles=args.steps + 1,
@@ -311,7 +303,11 @@ def run_one(
             "decorrelate-fixed": args.decorrelate_weight,
         }.get(share, args.share_weight)
         kwargs.update(
-            arch=args.arch, hidden=args.hidden, share_weight=weight, temperature=args.temperature
+            arch=args.arch,
+            hidden=args.hidden,
+            share_weight=weight,
+            temperature=args.temperature,
+            lr=args.lr,
         )
     seed_everything(args.seed)
     pop = cls(n_nodes, game.image_shape, game.num_classes, **kwargs)
