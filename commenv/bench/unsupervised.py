@@ -437,7 +437,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             )
         ax.set_title(f"{fam.upper()} — {title}")
         ax.set_xlabel("unsupervised training steps")
-        ax.legend(fontsize=7)
+        if ax.get_lines():  # a family without runs in this invocation gets an empty panel
+            ax.legend(fontsize=7)
     axes[0].set_ylabel("linear-probe test accuracy (%)")
     return save_figure(fig, path)
 
