@@ -1,8 +1,17 @@
 """The commenv command line."""
 
+import dataclasses
+import importlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
 import pytest
+import torch
 
 from commenv import cli
+from commenv.bench import BENCHMARKS
 
 
 def test_envs_lists_every_game(capsys):
@@ -56,3 +65,36 @@ def test_bench_bad_run_name_is_a_usage_error(capsys):
 def test_bench_script_errors_propagate():
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])
+
+
+CUDA_CHECK = Path(__file__).resolve().parents[1] / ".ci" / "cuda"
+
+
+def test_cuda_check_runs_every_benchmark_on_the_gpu():
+    """``.ci/cuda`` (the prepared GPU check) runs each benchmark's quick preset on cuda."""
+    text = CUDA_CHECK.read_text()
+    loop = re.search(r"^for bench in ([\w ]+); do$", text, re.M)
+    assert loop, "no benchmark loop in .ci/cuda"
+    assert sorted(loop.group(1).split()) == sorted(BENCHMARKS)
+    assert '--quick --device cuda --out-dir "$out/$bench"' in text
+    assert "COMMENV_TEST_DEVICE=cuda python -m pytest" in text
+    for name in BENCHMARKS:  # every benchmark takes the two options the check passes
+        fields = {
+            f.name
+            for f in dataclasses.fields(importlib.import_module(f"commenv.bench.{name}").Args)
+        }
+        assert {"quick", "device", "out_dir"} <= fields, name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check runs for real where CUDA is")
+def test_cuda_check_stops_cleanly_without_cuda(tmp_path):
+    done = subprocess.run(
+        ["bash", str(CUDA_CHECK)],
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done
+    assert "no CUDA on this machine" in done.stderr
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing written
