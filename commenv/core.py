@@ -561,9 +561,16 @@ class ObservationPool:
     caller still holds is never written.
     """
 
-    def __init__(self, shape: tuple[int, ...], device: torch.device, enabled: bool = True) -> None:
-        self.shape, self.device = tuple(shape), torch.device(device)
-        nbytes = 4 * math.prod(self.shape)
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        device: torch.device,
+        enabled: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.shape, self.device, self.dtype = tuple(shape), torch.device(device), dtype
+        self.element_size = torch.empty(0, dtype=dtype).element_size()
+        nbytes = self.element_size * math.prod(self.shape)
         self.recycles = (
             enabled and nbytes >= REUSE_BYTES and _USE_COUNT is not None
         ) and self.device.type == "cpu"
@@ -576,13 +583,13 @@ class ObservationPool:
         return _USE_COUNT(t.untyped_storage()._cdata) <= 2  # the pool's tensor + this query's
 
     def next(self) -> torch.Tensor:
-        """A float32 tensor of ``shape`` for the next observations (contents undefined)."""
+        """A tensor of ``shape`` and ``dtype`` for the next observations (contents undefined)."""
         if not self.recycles:
-            return torch.empty(self.shape, device=self.device)
+            return torch.empty(self.shape, dtype=self.dtype, device=self.device)
         for buf in self.kept:
             if self.unreferenced(buf):
                 return buf
-        buf = torch.empty(self.shape, device=self.device)
+        buf = torch.empty(self.shape, dtype=self.dtype, device=self.device)
         self.kept = [*self.kept[1 - POOL_SIZE :], buf] if POOL_SIZE > 1 else [buf]
         return buf
 

@@ -14,7 +14,8 @@ No agent ever sees ``x_t``: agent ``i`` has a fixed noise mask ``M_i`` (Bernoull
 per pixel, drawn once from ``mask_seed`` and kept for the life of the env) and sees
 ``view_i(x) = x`` with the masked pixels inverted (``1 - x``).
 
-**Observation** of agent ``i`` at step ``t`` (flat, laid out in ``env.obs_layout``):
+**Observation** of agent ``i`` at step ``t`` (flat, laid out in ``env.obs_layout``; float32,
+or 8-bit with ``obs_dtype="uint8"``):
 
 1. ``view``: ``view_i(x_t)`` (``D`` values);
 2. ``heard``: one slot per in-neighbour in the channel graph (``max_in`` slots, increasing
@@ -120,6 +121,14 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
   returned tensors are then overwritten by the next ``step``/``reset``, so copy what you keep
   (``obs[a].clone()``). ``False`` (the default) returns fresh tensors every step, as VMAS
   does. The PettingZoo faces always return fresh numpy arrays.
+- ``obs_dtype="float32"``: ``"float32"`` (the values above) or ``"uint8"``, compact
+  observations on every face, in the manner of Atari frames: a pixel ``x`` is ``round(255 x)``
+  and a masked pixel ``255 - round(255 x)``, flags and bits are 0/255 (any relaxed value ``v``
+  ``round(255 v)``), so ``obs / 255`` is the float32 observation within ``1/510`` (the
+  pixels of an 8-bit dataset such as Fashion-MNIST are its own bytes). A quarter of the bytes
+  per step and per stored rollout; the space is ``Box(0, 255, uint8)``. Relaxed messages
+  that require grad need ``"float32"`` (a uint8 observation carries no gradient) and raise
+  ``ValueError`` otherwise.
 - ``allow_large=False``: accept configurations whose observations need more than
   ``commenv.core.MEMORY_LIMIT_BYTES`` (256 MiB); otherwise they raise with the size.
 
@@ -156,6 +165,7 @@ from commenv.datasets import DATASETS, load_dataset
 
 LEVELS: tuple[str, ...] = ("none", "receive", "feedback", "both")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+OBS_DTYPES: tuple[str, ...] = ("float32", "uint8")
 
 
 def _sum_last(x):
@@ -303,7 +313,10 @@ class PartialObsGame(BatchedEnv):
         validate: bool = True,
         allow_large: bool = False,
         reuse_obs: bool = False,
+        obs_dtype: str = "float32",
     ) -> None:
+        check_choice("obs_dtype", obs_dtype, OBS_DTYPES)
+        self.obs_dtype = obs_dtype
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
         )
@@ -319,7 +332,9 @@ class PartialObsGame(BatchedEnv):
         self.reuse_obs = check_bool("reuse_obs", reuse_obs)
         self._obs_buf: torch.Tensor | None = None
         shape = (self.num_envs, self.n_agents, self._obs_space.shape[0])
-        self._obs_pool = ObservationPool(shape, self.device, enabled=not self.reuse_obs)
+        self._obs_pool = ObservationPool(
+            shape, self.device, enabled=not self.reuse_obs, dtype=self._obs_torch_dtype
+        )
         # The inbox a step gathers becomes the state's "heard": recycled once nothing holds it.
         heard = (self.num_envs, self.n_agents, self._channel.max_in_degree, self.message_bits)
         self._inbox_pool = ObservationPool(heard, self.device)
@@ -402,6 +417,13 @@ class PartialObsGame(BatchedEnv):
         self.masks = noise_masks(self.n_agents, self.num_features, noise, mask_seed).to(self.device)
         self._mask_f = self.masks.to(self.images.dtype)
         self._mask_sign = 1.0 - 2.0 * self._mask_f
+        if self.obs_dtype == "uint8":  # 8-bit pixels; a masked pixel is 255 minus its value
+            self._images_u8 = torch.round(self.images * 255.0).to(torch.uint8)
+            self._mask_u8 = self.masks.to(torch.uint8) * 255
+
+    @property
+    def _obs_torch_dtype(self) -> torch.dtype:
+        return torch.uint8 if self.obs_dtype == "uint8" else torch.float32
 
     def _build_spaces(self, allow_large: bool) -> None:
         """The observation layout and the spaces, within the memory bound."""
@@ -412,7 +434,8 @@ class PartialObsGame(BatchedEnv):
             "candidates": slice(D + S * (1 + L), D + S * (1 + L) + K * D),
         }
         obs_dim = self.obs_layout["candidates"].stop
-        obs_bytes = 4 * self.num_envs * self.n_agents * obs_dim
+        size = 1 if self.obs_dtype == "uint8" else 4
+        obs_bytes = size * self.num_envs * self.n_agents * obs_dim
         self._draw_chunk = max(1, min(self._DRAW_CHUNK, self._DRAW_WORLD_STEPS // self.num_envs))
         draw_bytes = 8 * self._draw_chunk * self.num_envs * (2 + max(K, 1))
         # the state's message tensors
@@ -426,7 +449,10 @@ class PartialObsGame(BatchedEnv):
             message_bits=L,
             num_candidates=K,
         )
-        self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
+        if self.obs_dtype == "uint8":
+            self._obs_space = gymnasium.spaces.Box(0, 255, (obs_dim,), np.uint8)
+        else:
+            self._obs_space = gymnasium.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
         self._act_space = gymnasium.spaces.MultiBinary(L + K)
 
     @property
@@ -575,6 +601,9 @@ class PartialObsGame(BatchedEnv):
         else:
             slots = obs[..., lay["heard"]].unflatten(-1, (self.max_in, 1 + self.message_bits))
             slots[..., 0].copy_(st["delivered"])
+            if self.obs_dtype == "uint8":  # flags and bits as 0/255, any value v as round(255v)
+                slots[..., 0].mul_(255)
+                heard = torch.mul(heard, 255.0).round_()
             slots[..., 1:].copy_(heard)
         return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
 
@@ -587,7 +616,7 @@ class PartialObsGame(BatchedEnv):
         shape = (self.num_envs, self.n_agents, self._obs_space.shape[0])
         if self.reuse_obs:
             if self._obs_buf is None:
-                self._obs_buf = torch.empty(shape, device=self.device)
+                self._obs_buf = torch.empty(shape, dtype=self._obs_torch_dtype, device=self.device)
             return self._obs_buf
         return self._obs_pool.next()
 
@@ -603,16 +632,21 @@ class PartialObsGame(BatchedEnv):
         """
         B, k = index.shape
         G = min(B, self._GATHER_WORLDS)
+        u8 = self.obs_dtype == "uint8"
+        images = self._images_u8 if u8 else self.images
         if self._scratch is None or self._scratch.shape[0] < G * k:
-            self._scratch = torch.empty(G * k, self.num_features, device=self.device)
+            self._scratch = torch.empty(
+                G * k, self.num_features, dtype=images.dtype, device=self.device
+            )
         mask_f, sign = self._mask_f[:, None], self._mask_sign[:, None]
         for start in range(0, B, G):
             rows = index[start : start + G]
-            x = torch.index_select(
-                self.images, 0, rows.reshape(-1), out=self._scratch[: rows.numel()]
-            )
+            x = torch.index_select(images, 0, rows.reshape(-1), out=self._scratch[: rows.numel()])
             x = x.view(rows.shape[0], 1, k, self.num_features)
-            torch.addcmul(mask_f, x, sign, out=out[start : start + G])
+            if u8:  # 255 - v is v XOR 0xFF: the masks are 0 or 255
+                torch.bitwise_xor(x, self._mask_u8[:, None], out=out[start : start + G])
+            else:
+                torch.addcmul(mask_f, x, sign, out=out[start : start + G])
 
     def _inbox_out(self, messages: torch.Tensor) -> torch.Tensor | None:
         """A recycled tensor for this step's inbox, or None (small batch, relaxed messages)."""
@@ -632,7 +666,7 @@ class PartialObsGame(BatchedEnv):
         total = sum(t.element_size() * t.nelement() for t in tensors)
         obs_dim = self._obs_space.shape[0]
         kept = max(1, len(self._obs_pool.kept))  # observation buffers
-        total += kept * 4 * self.num_envs * self.n_agents * obs_dim
+        total += kept * self._obs_pool.element_size * self.num_envs * self.n_agents * obs_dim
         spare_inboxes = max(0, len(self._inbox_pool.kept) - 1)  # one is the state's "heard"
         total += spare_inboxes * 4 * math.prod(self._inbox_pool.shape)
         return -(-total // self.num_envs)
@@ -660,6 +694,11 @@ class PartialObsGame(BatchedEnv):
         else:  # bits or relaxed messages in [0, 1]
             act = batched_actions(
                 agents, self._act_space, actions, self.num_envs, self.device, relaxed=True
+            )
+        if act.requires_grad and self.obs_dtype == "uint8":
+            raise ValueError(
+                "relaxed messages that require grad need obs_dtype='float32': "
+                "obs_dtype='uint8' observations carry no gradient to the speaker"
             )
         return act if act.is_floating_point() else act.float()
 
@@ -741,13 +780,13 @@ class PartialObsGame(BatchedEnv):
             self._np_images = self.images.numpy()
             self._np_labels = self.labels.numpy()
             self._np_mask_f, self._np_sign = self._mask_f.numpy(), self._mask_sign.numpy()
+            size = 1 if self.obs_dtype == "uint8" else 4
+            if size == 1:
+                self._np_images_u8 = self._images_u8.numpy()
+                self._np_mask_u8 = self._mask_u8.numpy()
             # every agent's view of every image, when small: one row gather per view
-            table_bytes = 4 * len(self._np_images) * self.n_agents * self.num_features
-            self._np_views = (
-                np.add(self._np_mask_f, self._np_images[:, None] * self._np_sign)
-                if table_bytes <= _VIEW_TABLE_BYTES
-                else None
-            )
+            table_bytes = size * len(self._np_images) * self.n_agents * self.num_features
+            self._np_views = self._np_view_table() if table_bytes <= _VIEW_TABLE_BYTES else None
             self._np_gather = self._channel.senders.clamp(min=0).numpy()
             self._np_slot_valid = self._channel.slot_valid.numpy()
         n, S, L, K = self.n_agents, self.max_in, self.message_bits, self.num_candidates
@@ -858,29 +897,35 @@ class PartialObsGame(BatchedEnv):
             ch._counters("message")["messages_dropped"] += torch.from_numpy(lost)
         pending[...] = 0
 
+    def _np_view_table(self, index: Any = slice(None)) -> np.ndarray:
+        """Every agent's view ``(..., n, D)`` of images ``index`` in numpy, in the observation's
+        dtype (the batched face's arithmetic: ``m + x * (1 - 2m)``, or 8-bit XOR masks)."""
+        if self.obs_dtype == "uint8":
+            return np.bitwise_xor(self._np_images_u8[index][..., None, :], self._np_mask_u8)
+        return np.add(self._np_mask_f, self._np_images[index][..., None, :] * self._np_sign)
+
     def _observe_one(self) -> dict[str, np.ndarray]:
         st, lay, n = self._np_state, self.obs_layout, self.n_agents
-        obs = np.empty((n, self._obs_space.shape[0]), np.float32)
+        obs = np.empty((n, self._obs_space.shape[0]), self._obs_space.dtype)
         views = self._np_views
-        if views is not None:
-            obs[:, lay["view"]] = views[st["world"][0]]
-        else:
-            x = self._np_images[st["world"][0]]
-            np.add(self._np_mask_f, x * self._np_sign, out=obs[:, lay["view"]])
+        world = st["world"][0]
+        obs[:, lay["view"]] = views[world] if views is not None else self._np_view_table(world)
         K, S, L = self.num_candidates, self.max_in, self.message_bits
         if K:
             cand = obs[:, lay["candidates"]].reshape(n, K, -1)
             if st["steps"][0] == 0:
-                cand[...] = 0.0
-            else:
-                if views is not None:  # (K, n, D) -> (n, K, D)
-                    cand[...] = views[st["candidates"][0]].transpose(1, 0, 2)
-                else:
-                    x = self._np_images[st["candidates"][0]]  # (K, D)
-                    np.add(self._np_mask_f[:, None], x[None] * self._np_sign[:, None], out=cand)
+                cand[...] = 0
+            else:  # (K, n, D) -> (n, K, D)
+                idx = st["candidates"][0]
+                table = views[idx] if views is not None else self._np_view_table(idx)
+                cand[...] = table.transpose(1, 0, 2)
         slots = obs[:, lay["heard"]].reshape(n, S, 1 + L)
-        slots[..., 0] = st["delivered"][0]
-        slots[..., 1:] = st["heard"][0]
+        if self.obs_dtype == "uint8":  # flags and bits as 0/255 (the PettingZoo faces: bits)
+            slots[..., 0] = st["delivered"][0] * np.uint8(255)
+            slots[..., 1:] = np.rint(st["heard"][0] * np.float32(255))
+        else:
+            slots[..., 0] = st["delivered"][0]
+            slots[..., 1:] = st["heard"][0]
         return {a: obs[i] for i, a in enumerate(self.possible_agents)}
 
     def _infos_one(self) -> dict[str, dict]:

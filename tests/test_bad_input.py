@@ -88,6 +88,8 @@ def test_step_after_episode_end():
         ({"noise": 1.5}, "noise"),
         ({"graph": "one_way", "level": "both"}, "symmetric"),
         ({"flip_prob": -0.1}, "flip_prob"),
+        ({"obs_dtype": "float16"}, r"unknown obs_dtype 'float16'; valid choices"),
+        ({"obs_dtype": None}, "obs_dtype"),
     ],
 )
 def test_unknown_config_raises_at_construction(config, match):

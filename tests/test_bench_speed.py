@@ -88,8 +88,10 @@ def test_scaling_verdict_names_the_size_it_used():
 
 
 def test_memory_per_world_is_a_positive_figure():
-    kib = speed.memory_per_world("partial_obs", (16, 2048), steps=3)
+    kib = speed.memory_per_world("partial_obs", (16, 2048), steps=3, repeats=1)
     assert 0 < kib < 1024
+    small = speed.memory_per_world("partial_obs_uint8", (16, 2048), steps=3, repeats=1)
+    assert 0 < small < kib  # a quarter of the observation bytes
     with pytest.raises(ValueError, match="two different sizes"):
         speed.memory_per_world("partial_obs", (16, 16))
 

@@ -22,6 +22,7 @@ CONFIGS = {
         n_agents=3, graph="one_way", level="receive", num_candidates=0, message_bits=8
     ),
     "synthetic-data": dict(dataset="synthetic", message_bits=4),
+    "uint8-observations": dict(n_agents=3, graph="all_to_all", obs_dtype="uint8"),
 }
 
 
@@ -243,3 +244,56 @@ def test_doc_page_matches_the_code():
     bits, k = documented["message_bits"], documented["num_candidates"]
     assert env.action_space("agent_0") == __import__("gymnasium").spaces.MultiBinary(bits + k)
     assert "| Action space | ``MultiBinary(message_bits + num_candidates)`` |" in doc
+
+
+def test_uint8_observations_are_the_float_ones_in_8_bits(device):
+    """``obs_dtype="uint8"``: pixels ``round(255 x)`` (masked: 255 minus that), flags and
+    bits 0/255; everything else (rewards, infos, the channel's draws) is the float game's."""
+    cfg = dict(n_agents=3, graph="all_to_all", flip_prob=0.1, drop_prob=0.3, message_bits=6)
+    flt, u8 = _game(device, **cfg), _game(device, **cfg, obs_dtype="uint8")
+    space = u8.observation_space("agent_0")
+    assert (
+        space.dtype == np.uint8
+        and space.high.max() == 255
+        and space.shape == (flt.observation_space("agent_0").shape)
+    )
+    gen = torch.Generator().manual_seed(7)
+    obs_f, info_f = flt.reset(seed=4)
+    obs_u, info_u = u8.reset(seed=4)
+    lay, where = flt.obs_layout, torch.arange(space.shape[0])
+    pixels = torch.cat([where[lay["view"]], where[lay["candidates"]]])
+    bits = where[lay["heard"]]  # presence flags and message bits
+    for t in range(12):
+        for a, agent in enumerate(flt.possible_agents):
+            f, u = obs_f[agent].cpu(), obs_u[agent].cpu()
+            assert u.dtype == torch.uint8
+            assert torch.equal(u[:, bits], (f[:, bits] * 255).to(torch.uint8))  # exactly
+            got = u[:, pixels].float() / 255
+            assert (got - f[:, pixels]).abs().max() <= 1 / 510 + 1e-6
+            view = u[:, lay["view"]].int()
+            x = torch.round(u8.state().cpu() * 255).int()  # the hidden world's 8-bit pixels
+            want = torch.where(u8.masks[a].cpu(), 255 - x, x)
+            assert torch.equal(view, want), (t, agent)
+        for agent in flt.possible_agents:
+            assert all(torch.equal(info_f[agent][k], info_u[agent][k]) for k in info_f[agent])
+        acts = {
+            a: torch.randint(0, 2, (8, 10), generator=gen).float().to(device)
+            for a in flt.possible_agents
+        }
+        obs_f, rew_f, *_, info_f = flt.step(acts)
+        obs_u, rew_u, *_, info_u = u8.step(acts)
+        assert all(torch.equal(rew_f[a], rew_u[a]) for a in rew_f)
+    heard = torch.cat([obs_u[a][:, bits] for a in obs_u]).unique().tolist()
+    assert set(heard) == {0, 255}  # bits and flags of both kinds were observed
+    assert u8.memory_per_world() < flt.memory_per_world() - 2 * 3 * 300  # 3 bytes per value
+
+
+def test_uint8_observations_refuse_messages_that_carry_gradients(device):
+    game = _game(device, obs_dtype="uint8", message_bits=4, num_candidates=2)
+    game.reset(seed=0)
+    relaxed = torch.rand(8, 6, device=device, requires_grad=True)
+    with pytest.raises(ValueError, match="relaxed messages that require grad need obs_dtype"):
+        game.step(dict.fromkeys(game.possible_agents, relaxed))
+    assert int(game.steps.max()) == 0  # nothing happened
+    obs, *_ = game.step(dict.fromkeys(game.possible_agents, relaxed.detach()))
+    assert obs["agent_0"].dtype == torch.uint8 and int(game.steps.max()) == 1

@@ -21,6 +21,10 @@ CONFIGS = {
         n_agents=3, graph="all_to_all", message_bits=5, info_weight=0.3, likelihood_weight=1.7
     ),
     "synthetic": dict(dataset="synthetic", message_bits=4, num_candidates=3),
+    "uint8-all-to-all-noisy": dict(
+        n_agents=4, graph="all_to_all", flip_prob=0.1, drop_prob=0.3, obs_dtype="uint8"
+    ),
+    "uint8-synthetic": dict(dataset="synthetic", message_bits=4, obs_dtype="uint8"),
 }
 STEPS = 70  # past two chunks of pre-drawn randomness and two episode ends
 
@@ -53,10 +57,23 @@ def _episodes(config, seed, steps=STEPS):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_pettingzoo_face_is_the_batched_face_bit_for_bit(name):
-    env, game, records = _episodes(CONFIGS[name], seed=11)
+    _assert_same_episodes(*_episodes(CONFIGS[name], seed=11))
+
+
+@pytest.mark.parametrize("obs_dtype", ["float32", "uint8"])
+def test_views_computed_without_the_view_table_are_the_same(monkeypatch, obs_dtype):
+    """Large datasets skip the one-world face's precomputed table of every image's views."""
+    monkeypatch.setattr(commenv.partial_obs, "_VIEW_TABLE_BYTES", 0)
+    env, game, records = _episodes(dict(n_agents=3, obs_dtype=obs_dtype), seed=2, steps=30)
+    assert env.game._np_views is None
+    _assert_same_episodes(env, game, records)
+
+
+def _assert_same_episodes(env, game, records):
+    want_dtype = env.observation_space("agent_0").dtype
     for a_obs, a_rew, a_trunc, a_info, b_obs, b_rew, b_trunc, b_info in records:
         for agent in env.possible_agents:
-            assert a_obs[agent].dtype == np.float32
+            assert a_obs[agent].dtype == want_dtype
             assert np.array_equal(a_obs[agent], b_obs[agent][0].numpy()), agent
             assert a_info[agent] == {k: int(v[0]) for k, v in b_info[agent].items()}
             if a_rew:

@@ -28,6 +28,14 @@ def test_check_env_specs_passes(env):
     check_env_specs(env, seed=0)
 
 
+def test_uint8_observations_keep_their_dtype_through_the_adapter(device):
+    env = make_torchrl_env("partial_obs_v0", num_envs=4, device=device, obs_dtype="uint8", **SMALL)
+    assert env.observation_spec["agents", "observation"].dtype == torch.uint8
+    check_env_specs(env, seed=0)
+    obs = env.rollout(3)["agents", "observation"]
+    assert obs.dtype == torch.uint8 and int(obs.max()) <= 255 and int(obs.max()) > 1
+
+
 def test_node_graph_with_label_payloads_passes_check_env_specs(device):
     env = make_torchrl_env("node_graph_v0", num_envs=2, device=device, n_nodes=3)
     check_env_specs(env, seed=0)

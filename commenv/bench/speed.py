@@ -289,11 +289,18 @@ SCALE_RATIO = "ratio: partial_obs_v0 batched, largest size / 4,096 worlds"
 VMAS_RATIO = "ratio: partial_obs_v0 batched / VMAS at 4,096 worlds"
 NG_RATIO = "ratio: node_graph_v0 n_nodes=100, 64 worlds / 1 world"
 MEM_OURS = "memory: partial_obs_v0 batched (KiB/world)"
+MEM_U8 = "memory: partial_obs_v0 batched, obs_dtype=uint8 (KiB/world)"
+U8_SCALE_RATIO = "ratio: partial_obs_v0 batched, obs_dtype=uint8, largest size / 4,096 worlds"
+U8_VMAS_RATIO = "ratio: partial_obs_v0 batched, obs_dtype=uint8 / VMAS at 4,096 worlds"
 MEM_VMAS = "memory: VMAS simple_speaker_listener (KiB/world)"
 
 
 def batched_name(n: int) -> str:
     return f"partial_obs_v0 batched, num_envs={n}"
+
+
+def uint8_name(n: int) -> str:
+    return f"partial_obs_v0 batched, num_envs={n}, obs_dtype=uint8"
 
 
 def node_graph_name(n: int) -> str:
@@ -336,6 +343,11 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
         batched_stepper(4096, dev, seed, reuse_obs=True),
         note="observations written into one reused buffer (the TorchRL adapter's setting)",
     )
+    for n in sorted({4096, max(args.sizes)}):
+        specs[uint8_name(n)] = Spec(
+            batched_stepper(n, dev, seed, obs_dtype="uint8"),
+            note="8-bit observations: a quarter of the bytes",
+        )
     vm = vmas_stepper(4096, dev, seed)
     specs[VMAS_4096] = Spec(vm, note="" if vm else "not available: pip install vmas")
     reset = per_world_reset_stepper(4096, dev, seed)
@@ -411,6 +423,16 @@ def env_rows(args: Args, device: torch.device) -> list[dict]:
             _ratio(world_rate.get(node_graph_name(64)), world_rate.get(node_graph_name(1))),
             "world-steps/s",
         ),
+        U8_SCALE_RATIO: (
+            _ratio(agent_rate.get(uint8_name(largest)), agent_rate.get(uint8_name(4096)))
+            if largest > 4096
+            else None,
+            f"obs_dtype=uint8: agent-steps/s at {largest:,} / at 4,096 worlds (not a target)",
+        ),
+        U8_VMAS_RATIO: (
+            _ratio(agent_rate.get(uint8_name(4096)), agent_rate.get(VMAS_4096)),
+            "obs_dtype=uint8: agent-steps/s, ours / VMAS, same run (not a target)",
+        ),
     }
     for name, (value, note) in ratios.items():
         rows.append({"benchmark": name, "ratio": value, "note": note})
@@ -452,24 +474,30 @@ def peak_rss_bytes() -> int | None:
 
 
 def memory_probe(engine: str, num_envs: int, steps: int = 30, seed: int = 0) -> dict[str, Any]:
-    """RSS (bytes) of this process before building ``engine`` (``"partial_obs"`` or
-    ``"vmas"``) with ``num_envs`` worlds on the CPU, and its peak over building, resetting and
-    ``steps`` random steps (more than one episode of 25, so a reset is counted too): the
-    kernel's high-water mark, restarted just before building, where Linux offers it (so the
-    buffers a step allocates and frees count too), else the largest RSS seen between steps."""
+    """RSS (bytes) of this process before building ``engine`` (``"partial_obs"``,
+    ``"partial_obs_uint8"`` (``obs_dtype="uint8"``) or ``"vmas"``) with ``num_envs`` worlds on
+    the CPU, and its peak over building, resetting and ``steps`` random steps (more than one
+    episode of 25, so a reset is counted too): the kernel's high-water mark, restarted just
+    before building, where Linux offers it (so the buffers a step allocates and frees count
+    too), else the largest RSS seen between steps."""
     torch.set_num_threads(1)
     torch.zeros(1).add_(1)  # torch's own lazy start-up, not the game's memory
     hwm = reset_peak_rss()
     before = rss_bytes()
     if engine == "partial_obs":
         step = batched_stepper(num_envs, "cpu", seed)
+    elif engine == "partial_obs_uint8":
+        step = batched_stepper(num_envs, "cpu", seed, obs_dtype="uint8")
     elif engine == "vmas":
         vm = vmas_stepper(num_envs, "cpu", seed)
         if vm is None:
             raise ImportError("the vmas memory probe needs vmas: pip install vmas")
         step = vm
     else:
-        raise ValueError(f"unknown engine {engine!r}; valid choices: ['partial_obs', 'vmas']")
+        raise ValueError(
+            f"unknown engine {engine!r}; valid choices: ['partial_obs', 'partial_obs_uint8', "
+            "'vmas']"
+        )
     peak = rss_bytes()
     for _ in range(steps):
         step()
@@ -521,25 +549,29 @@ def measured_rss(engine: str, num_envs: int, steps: int = 30) -> dict[str, int]:
     return json.loads(lines[-1][4:])
 
 
-def memory_per_world(engine: str, sizes: tuple[int, int], steps: int = 30) -> float:
+def memory_per_world(
+    engine: str, sizes: tuple[int, int], steps: int = 30, repeats: int = 3
+) -> float:
     """KiB per world: the growth of peak RSS over ``sizes[0]`` -> ``sizes[1]`` worlds (each
-    size in its own fresh process, its RSS before building subtracted) over the difference."""
-    return memory_measurement(engine, sizes, steps)[0]
+    size in its own fresh processes, its RSS before building subtracted) over the difference."""
+    return memory_measurement(engine, sizes, steps, repeats)[0]
 
 
 def memory_measurement(
-    engine: str, sizes: tuple[int, int], steps: int = 30
+    engine: str, sizes: tuple[int, int], steps: int = 30, repeats: int = 3
 ) -> tuple[float, dict[str, Any]]:
     """:func:`memory_per_world` and, at the larger size, how the peak was read (``method``)
-    and the game's own report (:func:`self_report`)."""
+    and the game's own report (:func:`self_report`). Each size's growth is the median of
+    ``repeats`` fresh processes: where the allocator puts a step's buffers (heap or mapped
+    pages) varies from process to process, by a few hundred bytes per world."""
     small, large = sorted(sizes)
     if small == large:
         raise ValueError(f"memory_sizes must be two different sizes, got {sizes}")
     grown, report = [], {}
     for n in (small, large):
-        rss = measured_rss(engine, n, steps)
-        grown.append(rss["peak"] - rss["before"])
-        report = {"method": rss.get("method"), **(rss.get("self_report") or {})}
+        probes = [measured_rss(engine, n, steps) for _ in range(max(1, repeats))]
+        grown.append(statistics.median(r["peak"] - r["before"] for r in probes))
+        report = {"method": probes[-1].get("method"), **(probes[-1].get("self_report") or {})}
     return (grown[1] - grown[0]) / (large - small) / 1024, report
 
 
@@ -549,7 +581,10 @@ def memory_rows(args: Args) -> list[dict]:
 
     def how(method: str | None) -> str:
         peak = "peak RSS (kernel high-water mark)" if method == "VmHWM" else "largest RSS"
-        return f"growth of {peak} {small:,} -> {large:,} worlds, fresh process per size, CPU"
+        return (
+            f"growth of {peak} {small:,} -> {large:,} worlds, median of 3 fresh processes per "
+            "size, CPU"
+        )
 
     kib, report = memory_measurement("partial_obs", (small, large))
     method = report.pop("method", None)
@@ -559,6 +594,14 @@ def memory_rows(args: Args) -> list[dict]:
     rows = [{"benchmark": MEM_OURS, "KiB/world": kib, "note": note[:400]}]
     if report:
         rows[0]["self_report"] = report
+    kib, report = memory_measurement("partial_obs_uint8", (small, large))
+    method = report.pop("method", None)
+    note = (
+        how(method)
+        + "; obs_dtype=uint8, not a target"
+        + (f"; the game's own report at {large:,} worlds: {report}" if report else "")
+    )
+    rows.append({"benchmark": MEM_U8, "KiB/world": kib, "note": note[:400]})
     if importlib.util.find_spec("vmas") is None:
         rows.append({"benchmark": MEM_VMAS, "note": "not available: pip install vmas"})
     else:
