@@ -137,7 +137,6 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import gymnasium
@@ -425,6 +424,8 @@ class PartialObsGame(BatchedEnv):
     def _obs_torch_dtype(self) -> torch.dtype:
         return torch.uint8 if self.obs_dtype == "uint8" else torch.float32
 
+    _heard_dtype = _obs_torch_dtype  # the state's heard messages: as the observation holds them
+
     def _build_spaces(self, allow_large: bool) -> None:
         """The observation layout and the spaces, within the memory bound."""
         D, L, K, S = self.num_features, self.message_bits, self.num_candidates, self.max_in
@@ -538,7 +539,7 @@ class PartialObsGame(BatchedEnv):
             "prev_label": torch.full_like(world, -1),
             "candidates": torch.zeros(B, self.num_candidates, dtype=torch.long, device=self.device),
             "target": torch.zeros(B, dtype=torch.long, device=self.device),
-            "heard": torch.zeros(B, n, S, L, device=self.device),
+            "heard": torch.zeros(B, n, S, L, dtype=self._heard_dtype, device=self.device),
             "delivered": torch.zeros(B, n, S, dtype=torch.bool, device=self.device),
             "messages": torch.zeros(B, n, L, device=self.device),
             "steps": torch.zeros(B, dtype=torch.long, device=self.device),
@@ -601,9 +602,8 @@ class PartialObsGame(BatchedEnv):
         else:
             slots = obs[..., lay["heard"]].unflatten(-1, (self.max_in, 1 + self.message_bits))
             slots[..., 0].copy_(st["delivered"])
-            if self.obs_dtype == "uint8":  # flags and bits as 0/255, any value v as round(255v)
+            if self.obs_dtype == "uint8":  # flags as 0/255; heard is kept as bytes already
                 slots[..., 0].mul_(255)
-                heard = torch.mul(heard, 255.0).round_()
             slots[..., 1:].copy_(heard)
         return {a: obs[:, i] for i, a in enumerate(self.possible_agents)}
 
@@ -648,6 +648,14 @@ class PartialObsGame(BatchedEnv):
             else:
                 torch.addcmul(mask_f, x, sign, out=out[start : start + G])
 
+    def _heard_state(self, inbox: torch.Tensor) -> torch.Tensor:
+        """What the state keeps of this step's inbox for the next observation: the inbox, or
+        with uint8 observations its bytes, ``round(255 v)`` (a quarter of the memory; the
+        float inbox is then scratch that the next step recycles)."""
+        if self.obs_dtype != "uint8":
+            return inbox
+        return torch.mul(inbox, 255.0).round_().to(torch.uint8)
+
     def _inbox_out(self, messages: torch.Tensor) -> torch.Tensor | None:
         """A recycled tensor for this step's inbox, or None (small batch, relaxed messages)."""
         pool = self._inbox_pool
@@ -667,8 +675,9 @@ class PartialObsGame(BatchedEnv):
         obs_dim = self._obs_space.shape[0]
         kept = max(1, len(self._obs_pool.kept))  # observation buffers
         total += kept * self._obs_pool.element_size * self.num_envs * self.n_agents * obs_dim
-        spare_inboxes = max(0, len(self._inbox_pool.kept) - 1)  # one is the state's "heard"
-        total += spare_inboxes * 4 * math.prod(self._inbox_pool.shape)
+        heard = self._state["heard"].untyped_storage().data_ptr() if self._state else None
+        spare = [b for b in self._inbox_pool.kept if b.untyped_storage().data_ptr() != heard]
+        total += sum(b.element_size() * b.nelement() for b in spare)  # recycled inboxes
         return -(-total // self.num_envs)
 
     def _infos(self) -> dict[str, dict]:
@@ -722,7 +731,8 @@ class PartialObsGame(BatchedEnv):
 
         # Advance the world; this step's messages are heard in the next observation.
         st["steps"] = st["steps"] + 1
-        st["heard"], st["delivered"], st["messages"] = delivery.inbox, delivery.delivered, messages
+        st["heard"], st["delivered"] = self._heard_state(delivery.inbox), delivery.delivered
+        st["messages"] = messages
         world, cands, target = self._next_draw()
         if self.num_candidates:  # the world just described hides among K - 1 distractors
             st["candidates"] = cands.scatter(1, target[:, None], st["world"][:, None])

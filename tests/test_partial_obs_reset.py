@@ -9,6 +9,7 @@ NOISY = dict(n_agents=3, graph="all_to_all", level="both", flip_prob=0.1, drop_p
 CONFIGS = {
     "noisy-all-to-all": NOISY,
     "one-way-no-candidates": dict(graph="one_way", level="receive", num_candidates=0),
+    "uint8-noisy-all-to-all": dict(NOISY, obs_dtype="uint8"),
 }
 B = 6
 
@@ -192,7 +193,9 @@ def test_large_fresh_observations_recycle_only_what_nobody_holds(device):
         assert len(pointers) == 1  # dropped at once every step: one recycled buffer
 
 
-@pytest.mark.parametrize("config", [{}, {"drop_prob": 0.3, "flip_prob": 0.1}])
+@pytest.mark.parametrize(
+    "config", [{}, {"drop_prob": 0.3, "flip_prob": 0.1}, {"obs_dtype": "uint8", "drop_prob": 0.3}]
+)
 def test_recycled_inboxes_give_the_same_episode(monkeypatch, device, config):
     """Large CPU batches gather each step's inbox (next step's heard messages) into a recycled
     tensor, once the state no longer holds it; forcing that on a small batch changes nothing."""
@@ -225,6 +228,8 @@ def test_rewards_in_blocks_of_worlds_give_the_same_bits(device, name):
             strict=True,
         )
     )
+    if CONFIGS[name].get("obs_dtype") == "uint8":
+        return  # relaxed messages with gradients need float32 observations
     grads = []
     for game in (whole, blocked):
         game.reset(seed=5)
