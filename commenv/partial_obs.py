@@ -337,6 +337,11 @@ class PartialObsGame(BatchedEnv):
         # The inbox a step gathers becomes the state's "heard": recycled once nothing holds it.
         heard = (self.num_envs, self.n_agents, self._channel.max_in_degree, self.message_bits)
         self._inbox_pool = ObservationPool(heard, self.device)
+        B, n, L, K = self.num_envs, self.n_agents, self.message_bits, self.num_candidates
+        self._action_pools = (
+            ObservationPool((B, n, L), self.device),
+            ObservationPool((B, n, K), self.device),
+        )
         self._scratch: torch.Tensor | None = None
         self._fresh: bool | torch.Tensor | None = None
         self._gen, self._restart_gen = self._seed_streams(None)
@@ -678,6 +683,10 @@ class PartialObsGame(BatchedEnv):
         heard = self._state["heard"].untyped_storage().data_ptr() if self._state else None
         spare = [b for b in self._inbox_pool.kept if b.untyped_storage().data_ptr() != heard]
         total += sum(b.element_size() * b.nelement() for b in spare)  # recycled inboxes
+        messages = self._state["messages"].untyped_storage().data_ptr() if self._state else None
+        for pool in self._action_pools:  # recycled actions the state does not hold
+            kept = [b for b in pool.kept if b.untyped_storage().data_ptr() != messages]
+            total += sum(b.element_size() * b.nelement() for b in kept)
         return -(-total // self.num_envs)
 
     def _infos(self) -> dict[str, dict]:
@@ -709,15 +718,26 @@ class PartialObsGame(BatchedEnv):
                 "relaxed messages that require grad need obs_dtype='float32': "
                 "obs_dtype='uint8' observations carry no gradient to the speaker"
             )
-        return act if act.is_floating_point() else act.float()
+        return act
+
+    def _split_actions(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(messages, choice)`` as float tensors. Large CPU batches of bits (or float32)
+        are copied into two recycled contiguous buffers: no fresh memory faulted in every step,
+        and the channel gathers contiguous messages."""
+        L, pools = self.message_bits, self._action_pools
+        if pools[0].recycles and not act.requires_grad and act.dtype != torch.float64:
+            messages, choice = pools[0].next(), pools[1].next()
+            messages.copy_(act[..., :L])
+            choice.copy_(act[..., L:])
+            return messages, choice
+        act = act if act.is_floating_point() else act.float()
+        return act[..., :L], act[..., L:]
 
     def step(self, actions: TensorDict):
         st = self._state
         if not st:
             raise ValueError("step() called before reset()")
-        act = self._stack_actions(actions)
-        L = self.message_bits
-        messages, choice = act[..., :L], act[..., L:]
+        messages, choice = self._split_actions(self._stack_actions(actions))
         delivery = self._channel.route(
             messages,
             grad_mask=self.grad_mask,
@@ -967,8 +987,9 @@ class PartialObsGame(BatchedEnv):
         likelihood = self.level != "none" and bool(self.likelihood_weight)
         to_senders = []  # per-slot values credited to each slot's sender
         if K:
+            # every listener's right answer, (B, n, K): a same-shape compare, not a broadcast
             onehot = ops.take_rows(self._eye_np if ops is _NUMPY else self._eye, target)
-            correct = ops.all_last(choice == onehot[:, None])  # (B, n)
+            correct = ops.all_last(choice == onehot)  # (B, n)
             g = ops.f32(correct & ops.any_last(heard_before))
             reached = ops.f32(heard_before)  # (B, recv, slot)
             to_senders += [reached * g[..., None], reached]
@@ -1029,8 +1050,11 @@ class PartialObsGame(BatchedEnv):
             idx[s, : len(slots)], valid[s, : len(slots)] = slots, 1.0
         self._out_slots_np = (idx, valid)
         K = max(self.num_candidates, 1)
-        self._eye_np = np.eye(K, dtype=np.float32)
-        self._eye = torch.eye(K, device=self.device)
+        # row t: the one-hot of candidate t for each of the n listeners, (K, n, K)
+        self._eye_np = np.ascontiguousarray(
+            np.broadcast_to(np.eye(K, dtype=np.float32)[:, None], (K, self.n_agents, K))
+        )
+        self._eye = torch.from_numpy(self._eye_np).to(self.device)
         # With no drops and no padding slots, every count of delivered messages is the
         # graph's own: listeners' in-degrees and speakers' out-degrees, each at least 1.
         ch = self._channel

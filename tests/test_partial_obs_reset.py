@@ -197,12 +197,14 @@ def test_large_fresh_observations_recycle_only_what_nobody_holds(device):
     "config", [{}, {"drop_prob": 0.3, "flip_prob": 0.1}, {"obs_dtype": "uint8", "drop_prob": 0.3}]
 )
 def test_recycled_inboxes_give_the_same_episode(monkeypatch, device, config):
-    """Large CPU batches gather each step's inbox (next step's heard messages) into a recycled
-    tensor, once the state no longer holds it; forcing that on a small batch changes nothing."""
+    """Large CPU batches gather each step's inbox (next step's heard messages) and copy its
+    actions into recycled tensors, once the state no longer holds them; forcing that on a small
+    batch changes nothing."""
     plain = _game(device, graph="all_to_all", n_agents=3, **config)
     monkeypatch.setattr(commenv.core, "REUSE_BYTES", 0)
     pooled = _game(device, graph="all_to_all", n_agents=3, **config)
     assert pooled._inbox_pool.recycles == (device.type == "cpu")
+    assert pooled._action_pools[0].recycles == (device.type == "cpu")
     gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     a, _ = plain.reset(seed=5)
     b, _ = pooled.reset(seed=5)
