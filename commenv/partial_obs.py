@@ -597,7 +597,7 @@ class PartialObsGame(BatchedEnv):
             else:  # (B, K) worlds -> (B, n, K, D) views, written in memory order
                 self._write_views(st["candidates"], cand)
                 if fresh is not None:  # the worlds restarted by reset(env_index=...)
-                    cand[fresh] = 0.0
+                    cand.masked_fill_(fresh.view(-1, 1, 1, 1), 0)
         heard = st["heard"]
         if heard.requires_grad:  # relaxed messages keep their graph: no in-place writes
             flags = st["delivered"].unsqueeze(-1).to(heard.dtype)
