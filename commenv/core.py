@@ -582,6 +582,13 @@ class ObservationPool:
         assert _USE_COUNT is not None
         return _USE_COUNT(t.untyped_storage()._cdata) <= 2  # the pool's tensor + this query's
 
+    def spare_bytes(self, held: torch.Tensor | None = None) -> int:
+        """Bytes of the kept tensors other than the one whose memory ``held`` uses (a game's
+        state may hold one of them: that one is counted with the state)."""
+        ptr = None if held is None else held.untyped_storage().data_ptr()
+        spare = [b for b in self.kept if b.untyped_storage().data_ptr() != ptr]
+        return sum(b.element_size() * b.nelement() for b in spare)
+
     def next(self) -> torch.Tensor:
         """A tensor of ``shape`` and ``dtype`` for the next observations (contents undefined)."""
         if not self.recycles:

@@ -680,13 +680,9 @@ class PartialObsGame(BatchedEnv):
         obs_dim = self._obs_space.shape[0]
         kept = max(1, len(self._obs_pool.kept))  # observation buffers
         total += kept * self._obs_pool.element_size * self.num_envs * self.n_agents * obs_dim
-        heard = self._state["heard"].untyped_storage().data_ptr() if self._state else None
-        spare = [b for b in self._inbox_pool.kept if b.untyped_storage().data_ptr() != heard]
-        total += sum(b.element_size() * b.nelement() for b in spare)  # recycled inboxes
-        messages = self._state["messages"].untyped_storage().data_ptr() if self._state else None
-        for pool in self._action_pools:  # recycled actions the state does not hold
-            kept = [b for b in pool.kept if b.untyped_storage().data_ptr() != messages]
-            total += sum(b.element_size() * b.nelement() for b in kept)
+        st = self._state
+        total += self._inbox_pool.spare_bytes(st.get("heard"))  # recycled inboxes
+        total += sum(pool.spare_bytes(st.get("messages")) for pool in self._action_pools)
         return -(-total // self.num_envs)
 
     def _infos(self) -> dict[str, dict]:

@@ -586,22 +586,18 @@ def memory_rows(args: Args) -> list[dict]:
             "size, CPU"
         )
 
-    kib, report = memory_measurement("partial_obs", (small, large))
-    method = report.pop("method", None)
-    note = how(method) + (
-        f"; the game's own report at {large:,} worlds: {report}" if report else ""
-    )
-    rows = [{"benchmark": MEM_OURS, "KiB/world": kib, "note": note[:400]}]
-    if report:
-        rows[0]["self_report"] = report
-    kib, report = memory_measurement("partial_obs_uint8", (small, large))
-    method = report.pop("method", None)
-    note = (
-        how(method)
-        + "; obs_dtype=uint8, not a target"
-        + (f"; the game's own report at {large:,} worlds: {report}" if report else "")
-    )
-    rows.append({"benchmark": MEM_U8, "KiB/world": kib, "note": note[:400]})
+    def ours(engine: str, name: str, what: str = "") -> dict:
+        kib, report = memory_measurement(engine, (small, large))
+        method = report.pop("method", None)
+        note = how(method) + what
+        note += f"; the game's own report at {large:,} worlds: {report}" if report else ""
+        row = {"benchmark": name, "KiB/world": kib, "note": note[:400]}
+        return {**row, "self_report": report} if report else row
+
+    rows = [
+        ours("partial_obs", MEM_OURS),
+        ours("partial_obs_uint8", MEM_U8, "; obs_dtype=uint8, not a target"),
+    ]
     if importlib.util.find_spec("vmas") is None:
         rows.append({"benchmark": MEM_VMAS, "note": "not available: pip install vmas"})
     else:
