@@ -429,8 +429,6 @@ class PartialObsGame(BatchedEnv):
     def _obs_torch_dtype(self) -> torch.dtype:
         return torch.uint8 if self.obs_dtype == "uint8" else torch.float32
 
-    _heard_dtype = _obs_torch_dtype  # the state's heard messages: as the observation holds them
-
     def _build_spaces(self, allow_large: bool) -> None:
         """The observation layout and the spaces, within the memory bound."""
         D, L, K, S = self.num_features, self.message_bits, self.num_candidates, self.max_in
@@ -544,7 +542,8 @@ class PartialObsGame(BatchedEnv):
             "prev_label": torch.full_like(world, -1),
             "candidates": torch.zeros(B, self.num_candidates, dtype=torch.long, device=self.device),
             "target": torch.zeros(B, dtype=torch.long, device=self.device),
-            "heard": torch.zeros(B, n, S, L, dtype=self._heard_dtype, device=self.device),
+            # heard messages are kept as the observation holds them (bytes with uint8)
+            "heard": torch.zeros(B, n, S, L, dtype=self._obs_torch_dtype, device=self.device),
             "delivered": torch.zeros(B, n, S, dtype=torch.bool, device=self.device),
             "messages": torch.zeros(B, n, L, device=self.device),
             "steps": torch.zeros(B, dtype=torch.long, device=self.device),
