@@ -66,6 +66,33 @@ def test_a_target_fails_alone_when_its_row_misses_it(row, fields, claim):
     assert ": FAILS on this run (" in line
 
 
+def test_verdicts_quote_what_the_observations_alone_allow():
+    bounds = {
+        speed.VMAS_BOUND: {"ratio": 0.95},
+        speed.NG_BOUND: {"ratio": 5.1},
+        speed.MEM_OBS: {"KiB/world": 2.76},
+    }
+    fields = {speed.VMAS_RATIO: {"ratio": 0.4}, speed.NG_RATIO: {"ratio": 1.4}}
+    lines = speed.verdict_lines(_rows(**bounds, **fields), BEFORE, "cpu")
+    vmas = next(x for x in lines if "1x VMAS" in x)
+    assert "FAILS on this run (0.40x VMAS; writing the observations alone reaches 0.95x" in vmas
+    ng = next(x for x in lines if "64 worlds >= 20x" in x)
+    assert "(1.40x; writing 64 worlds' observations alone allows 5.10x)" in ng
+    mem = next(x for x in lines if "3 KiB" in x)
+    assert "holds on this run" in mem and "one step's observations alone are 2.76 KiB" in mem
+    plain = speed.verdict_lines(_rows(**fields), BEFORE, "cpu")  # no bound rows: no quote
+    assert not any("alone" in x for x in plain)
+
+
+def test_observation_bytes_follow_the_observation_dtype():
+    import commenv
+
+    f32 = commenv.partial_obs_v0.batched(num_envs=1)  # device-free: reads the spaces only
+    u8 = commenv.partial_obs_v0.batched(num_envs=1, obs_dtype="uint8")  # device-free: spaces
+    dims = [f32.observation_space(a).shape[0] for a in f32.possible_agents]
+    assert speed.observation_bytes(f32) == 4 * sum(dims) == 4 * speed.observation_bytes(u8)
+
+
 def test_missing_rows_and_before_file_are_not_judged_and_say_why():
     rows = [r for r in _rows() if r["benchmark"] != speed.MEM_OURS]
     rows.append({"benchmark": speed.VMAS_RATIO, "ratio": None})  # VMAS not installed
@@ -121,9 +148,13 @@ def test_environments_section_writes_rows_ratios_and_verdicts(tmp_path, device):
     assert by_name[speed.SCALE_RATIO]["ratio"] is None  # no size above 4,096: not judged
     ng = [by_name[speed.node_graph_name(n)]["world-steps/s"] for n in speed.NG_WORLDS]
     assert by_name[speed.NG_RATIO]["ratio"] == pytest.approx(ng[1] / ng[0], rel=0.02)
+    ng_obs = by_name[speed.NG_OBS_64]["world-steps/s"]
+    assert by_name[speed.NG_BOUND]["ratio"] == pytest.approx(ng_obs / ng[0], rel=0.02)
     if by_name[speed.VMAS_4096]["agent-steps/s"]:
         vmas = by_name[speed.VMAS_4096]["agent-steps/s"]
         assert by_name[speed.VMAS_RATIO]["ratio"] == pytest.approx(ours / vmas, rel=0.02)
+        obs_alone = by_name[speed.PO_OBS_4096]["agent-steps/s"]
+        assert by_name[speed.VMAS_BOUND]["ratio"] == pytest.approx(obs_alone / vmas, rel=0.02)
     data = json.loads((tmp_path / "speed.json").read_text())
     assert len(data["verdict_lines"]) == len(speed.TARGETS)
     assert set(data["targets"]) <= {t.claim for t in speed.TARGETS}
