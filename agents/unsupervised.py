@@ -81,6 +81,7 @@ from commenv_agents.layers import (
     BatchedMLP,
     conv_out,
 )
+from commenv_agents.population import broadcast_bits, make_adam
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn")
 SHARES: tuple[str, ...] = (
@@ -171,21 +172,6 @@ def dropout(
     else:
         keep = torch.rand(h.shape, generator=gen, device=h.device) >= p
     return h * (keep.to(h.dtype) / (1.0 - p))
-
-
-def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch has it for these tensors, plain Adam otherwise."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True, **kw)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, **kw)
-
-
-def broadcast_bits(out_valid: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
-    """Independent Bernoulli(``prob``) bits for every real out-edge, zeros on padding."""
-    u = torch.rand(out_valid.shape, generator=gen, device=out_valid.device)
-    return ((u < prob) & out_valid).long()
 
 
 # -- batched networks --------------------------------------------------------------------
