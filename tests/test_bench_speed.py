@@ -3,6 +3,7 @@ measurement, the per-world reset row's feature detection and the interleaved tab
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -150,6 +151,11 @@ def test_environments_section_writes_rows_ratios_and_verdicts(tmp_path, device):
     assert by_name[speed.NG_RATIO]["ratio"] == pytest.approx(ng[1] / ng[0], rel=0.02)
     ng_obs = by_name[speed.NG_OBS_64]["world-steps/s"]
     assert by_name[speed.NG_BOUND]["ratio"] == pytest.approx(ng_obs / ng[0], rel=0.02)
+    for n in (1, 4096):  # VMAS and the TorchRL route at every batched size, when installed
+        if importlib.util.find_spec("vmas") is not None:
+            assert by_name[speed.vmas_name(n)]["agent-steps/s"] > 0
+        if importlib.util.find_spec("torchrl") is not None:
+            assert by_name[speed.torchrl_name(n)]["note"].startswith("frames/s")
     if by_name[speed.VMAS_4096]["agent-steps/s"]:
         vmas = by_name[speed.VMAS_4096]["agent-steps/s"]
         assert by_name[speed.VMAS_RATIO]["ratio"] == pytest.approx(ours / vmas, rel=0.02)

@@ -1,6 +1,5 @@
-"""The TorchRL route: the batched face as a TorchRL env, its PPO example, and VMAS beside us."""
+"""The TorchRL route: the batched face as a TorchRL env and its PPO example."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -187,18 +186,3 @@ def test_ppo_example_beats_random(example, device, tmp_path):
     assert results["trained"] > results["random"] + margin, results
     assert results["beats_random"]
     assert (tmp_path / "torchrl_ppo.json").is_file() and (tmp_path / "torchrl_ppo.csv").is_file()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vmas") is None, reason="pip install vmas")
-def test_vmas_rows_time_both_engines_at_each_size(device):
-    from commenv.bench.vmas_rows import speed_rows
-
-    rows = speed_rows(quick=True, sizes=(2, 16), seconds=0.01, rounds=1, device=str(device))
-    engines = ["vmas", "commenv", "torchrl"]
-    assert [(r["engine"], r["num_envs"]) for r in rows] == [
-        (e, n) for n in (2, 16) for e in engines
-    ]
-    assert all(r["steps_per_s"] > 0 for r in rows)
-    for i, row in enumerate(rows):
-        vmas_row = rows[i - i % 3]
-        assert row["x_vmas"] == pytest.approx(row["steps_per_s"] / vmas_row["steps_per_s"])

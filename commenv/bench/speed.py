@@ -8,18 +8,23 @@ ratios hold on a shared, noisy machine. The ``environments`` section times, roun
   the quiz is turn-based), random valid actions;
 - batched ``partial_obs_v0`` at 1, 256, 4,096, 16,384 and 32,768 worlds (``--quick``: up to
   16,384), and the throughput ratio of the largest size to 4,096;
-- VMAS ``simple_speaker_listener`` at 4,096 worlds and the ratio ours / VMAS (``pip install
-  vmas``; rows absent with a note without it);
-- batched ``partial_obs_v0`` at 4,096 worlds stepped as a training loop does, resetting only
-  the finished worlds (``reset(env_index=mask)``; "not available" when the game lacks it);
-- the same through the TorchRL adapter (frames/s; absent without ``torchrl``);
-- ``node_graph_v0`` at ``n_nodes=100`` on 1 and 64 worlds (world-steps/s) and their ratio.
+- VMAS ``simple_speaker_listener`` (uniform actions in its Boxes) and our batched game through
+  the TorchRL adapter (frames/s, ``step_and_maybe_reset``) at the same sizes, and the ratio ours
+  / VMAS at 4,096 (``pip install vmas`` / ``torchrl``: rows with a note, or absent, without);
+- at 4,096 worlds: ``reuse_obs=True``, ``obs_dtype="uint8"`` (also at the largest size), a
+  training loop's stepping that resets only the finished worlds (``reset(env_index=mask)``;
+  "not available" when the game lacks it), and the observation write alone;
+- ``node_graph_v0`` at ``n_nodes=100`` on 1 and 64 worlds (world-steps/s), their ratio, and 64
+  worlds' observation write alone;
+- the bounds: what the observation write alone allows (against VMAS; 64 worlds of node_graph
+  against one world's step), so a verdict says where a target needs smaller observations.
 
 The ``memory`` section measures resident memory per world of batched ``partial_obs_v0`` and of
 VMAS the same way: the growth of process RSS over building, resetting and stepping the game,
 in a fresh subprocess per size (so no allocator cache carries over), between two sizes,
-divided by the difference in worlds. The other sections time the reference agents (node_graph
-population, quiz agents, unsupervised population) and VMAS beside us at several sizes.
+divided by the difference in worlds; and one step's observation bytes per world. The other
+sections time the reference agents (node_graph population, quiz agents, unsupervised
+population).
 
 The issue-18 targets are judged by the run itself, one line each (:data:`TARGETS`); two of
 them compare with ``docs/results/speed/before-issue18/`` (the same rows, measured on the code
@@ -66,8 +71,6 @@ from commenv.bench.tools import (
     verdict,
 )
 from commenv.bench.unsupervised import speed_rows as unsupervised_speed_rows
-from commenv.bench.vmas_rows import optional_torchrl_stepper, vmas_stepper
-from commenv.bench.vmas_rows import speed_rows as vmas_speed_rows
 from commenv.core import check_int
 
 Stepper = Callable[[], int]  # one call = some steps; returns the units done (agent- or world-steps)
@@ -117,6 +120,78 @@ def mpe2_stepper(seed: int = 0) -> Stepper | None:
     except ImportError:
         return None
     return random_play(simple_speaker_listener_v4.parallel_env(max_cycles=25), seed)
+
+
+def vmas_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper | None:
+    """Random play in VMAS ``simple_speaker_listener`` over ``num_envs`` worlds, or ``None``
+    when ``vmas`` is not installed."""
+    try:
+        import vmas
+    except ImportError:
+        return None
+    env = vmas.make_env(
+        "simple_speaker_listener",
+        num_envs=num_envs,
+        device=device,
+        continuous_actions=True,
+        max_steps=25,
+        seed=seed,
+    )
+    env.reset()
+    # Uniform actions in each agent's Box, drawn as one tensor op per agent: VMAS's own
+    # env.get_random_action costs about as much as a step (1.1 ms vs 1.6 ms at 1 world here).
+    gen = torch.Generator(device=device).manual_seed(seed)
+    bounds = [
+        (torch.as_tensor(box.low, device=device), torch.as_tensor(box.high, device=device))
+        for box in env.action_space
+    ]
+
+    def step() -> int:
+        actions = [
+            low + (high - low) * torch.rand(num_envs, len(low), generator=gen, device=device)
+            for low, high in bounds
+        ]
+        _, _, dones, _ = env.step(actions)
+        if bool(dones.all()):  # every world ends at max_steps together
+            env.reset()
+        return num_envs * len(bounds)
+
+    return step
+
+
+def torchrl_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper | None:
+    """Random bits in batched partial_obs_v0 through the TorchRL adapter, the way a TorchRL
+    collector steps it (``step_and_maybe_reset``), or ``None`` without ``torchrl``."""
+    from commenv.torchrl_env import make_torchrl_env
+
+    try:
+        env = make_torchrl_env("partial_obs_v0", num_envs=num_envs, device=device)
+    except ImportError:  # the adapter imports without torchrl and says so when built
+        return None
+    env.set_seed(seed)
+    td = env.reset()
+    spec = env.full_action_spec
+    n_agents = len(env.agents)
+
+    def step() -> int:
+        nonlocal td
+        td.update(spec.rand())
+        _, td = env.step_and_maybe_reset(td)
+        return num_envs * n_agents
+
+    return step
+
+
+def optional_torchrl_stepper(
+    num_envs: int, device: str = "cpu", seed: int = 0
+) -> Stepper | str | None:
+    """:func:`torchrl_stepper`, or ``None`` without ``torchrl``, or a string saying why the
+    adapter could not be built on this commit ("not available: ..."), so that a broken adapter
+    costs its row, not the run."""
+    try:
+        return torchrl_stepper(num_envs, device, seed)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        return f"not available: the TorchRL adapter raised {type(exc).__name__}: {exc}"
 
 
 def random_bits(game, seed: int = 0) -> Callable[[], dict[str, torch.Tensor]]:
@@ -267,7 +342,6 @@ SECTIONS: dict[str, str] = {
     "node_graph population": "batched population vs the sequential per-node loop",
     "quiz agents": "quiz_v0 lessons/s: env alone, student step, full loop",
     "unsupervised population": "batched VAE/BiGAN population vs the sequential per-node loop",
-    "vmas": "VMAS simple_speaker_listener beside the batched face at several sizes",
 }
 """The benchmark's runs (``--runs``): each is measured, recorded and resumed as a whole."""
 
@@ -288,8 +362,8 @@ class Args:
     """interleaved rounds (median taken)"""
     runs: str = "all"
     """comma-separated sections by name or slug: environments, memory, node-graph-population,
-    quiz-agents, unsupervised-population, vmas (VMAS rows need `pip install vmas`; without
-    it only our rows are timed)"""
+    quiz-agents, unsupervised-population (VMAS rows need `pip install vmas`; without it only
+    our rows are timed)"""
     device: str = "auto"
     """device of the batched games and populations: auto (CUDA when present) | cpu | cuda
     (memory is always measured on the CPU)"""
@@ -323,11 +397,9 @@ PO_AEC = "partial_obs_v0 PettingZoo AEC face"
 REUSE_4096 = "partial_obs_v0 batched, num_envs=4096, reuse_obs=True"
 NG_PZ = "node_graph_v0 PettingZoo parallel face"
 QUIZ_AEC = "quiz_v0 PettingZoo AEC face"
-VMAS_4096 = "VMAS simple_speaker_listener, num_envs=4096"
 PO_OBS_4096 = "partial_obs_v0 batched, num_envs=4096, observation write alone"
 NG_OBS_64 = "node_graph_v0 batched, n_nodes=100, num_envs=64, observation write alone"
 RESET_4096 = "partial_obs_v0 batched, num_envs=4096, per-world reset"
-TORCHRL_4096 = "partial_obs_v0 batched via TorchRL, num_envs=4096"
 NG_WORLDS = (1, 64)
 SCALE_RATIO = "ratio: partial_obs_v0 batched, largest size / 4,096 worlds"
 VMAS_RATIO = "ratio: partial_obs_v0 batched / VMAS at 4,096 worlds"
@@ -352,6 +424,18 @@ def uint8_name(n: int) -> str:
 
 def node_graph_name(n: int) -> str:
     return f"node_graph_v0 batched, n_nodes=100, num_envs={n}"
+
+
+def vmas_name(n: int) -> str:
+    return f"VMAS simple_speaker_listener, num_envs={n}"
+
+
+def torchrl_name(n: int) -> str:
+    return f"partial_obs_v0 batched via TorchRL, num_envs={n}"
+
+
+VMAS_4096 = vmas_name(4096)
+TORCHRL_4096 = torchrl_name(4096)
 
 
 @dataclass
@@ -386,6 +470,18 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
     }
     for n in args.sizes:
         specs[batched_name(n)] = Spec(batched_stepper(n, dev, seed))
+    for n in sorted({*args.sizes, 4096}):  # VMAS at every size, 4,096 for the target
+        vm = vmas_stepper(n, dev, seed)
+        specs[vmas_name(n)] = Spec(vm, note="" if vm else "not available: pip install vmas")
+    for n in sorted({*args.sizes, 4096}):
+        via_torchrl = optional_torchrl_stepper(n, dev, seed)
+        if via_torchrl is not None:  # None: torchrl not installed, the row is left out
+            specs[torchrl_name(n)] = Spec(
+                None if isinstance(via_torchrl, str) else via_torchrl,
+                note=via_torchrl
+                if isinstance(via_torchrl, str)
+                else "frames/s = world-steps/s; step_and_maybe_reset",
+            )
     specs[REUSE_4096] = Spec(
         batched_stepper(4096, dev, seed, reuse_obs=True),
         note="observations written into one reused buffer (the TorchRL adapter's setting)",
@@ -395,8 +491,6 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
             batched_stepper(n, dev, seed, obs_dtype="uint8"),
             note="8-bit observations: a quarter of the bytes",
         )
-    vm = vmas_stepper(4096, dev, seed)
-    specs[VMAS_4096] = Spec(vm, note="" if vm else "not available: pip install vmas")
     specs[PO_OBS_4096] = Spec(
         observation_stepper(4096, dev, seed),
         note="only the observation write of a step (a floor: no step returning it is faster)",
@@ -406,14 +500,6 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
         None if isinstance(reset, str) else reset,
         note=reset if isinstance(reset, str) else "reset(env_index=done) of finished worlds",
     )
-    via_torchrl = optional_torchrl_stepper(4096, dev, seed)
-    if via_torchrl is not None:  # None: torchrl not installed, the row is left out
-        specs[TORCHRL_4096] = Spec(
-            None if isinstance(via_torchrl, str) else via_torchrl,
-            note=via_torchrl
-            if isinstance(via_torchrl, str)
-            else "frames/s = world-steps/s; step_and_maybe_reset",
-        )
     for n in NG_WORLDS:
         specs[node_graph_name(n)] = Spec(
             node_graph_stepper(n, 100, dev, seed), unit="world", agents_per_world=100
@@ -902,7 +988,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "node_graph population": lambda: graph_speed_rows(args.quick, device=device),
         "quiz agents": lambda: quiz_speed_rows(args.quick),
         "unsupervised population": lambda: unsupervised_speed_rows(args.quick),
-        "vmas": lambda: vmas_speed_rows(args.quick, device=str(device)),
     }
     print(
         f"bench speed: torch threads {torch.get_num_threads()}, device {device}, median of "
