@@ -122,6 +122,7 @@ class BatchedTorchRLEnv(EnvBase):
                 f"{type(game).__name__} has other infos: pass infos=False (or None)"
             )
         self._with_infos = is_partial_obs if infos is None else bool(infos)
+        self._reuses_obs = bool(getattr(game, "reuse_obs", False))
         self._pending_seed: int | None = None
         self._last: TensorDict | None = None
         self._make_specs(*_check_spaces(game), action_dtype)
@@ -176,9 +177,28 @@ class BatchedTorchRLEnv(EnvBase):
         """Seed the next reset: the same seed gives the same rollouts, bit for bit."""
         self._pending_seed = None if seed is None else int(seed)
 
+    def _stacked_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every agent's observations as one ``(B, n, ...)`` tensor: the game's own when the
+        agents' entries are its slices in agent order and the game never writes it again
+        while it is referenced (no ``reuse_obs``; its pool recycles only unreferenced
+        buffers), else a copy. No copy, and no fresh memory to page in while a collector
+        drops each step's tensordict; a rollout that keeps them gets new tensors."""
+        first = obs[self.agents[0]]
+        base = first._base
+        if self._reuses_obs or base is None or base.dim() != first.dim() + 1:
+            return torch.stack([obs[a] for a in self.agents], 1)
+        if base.shape[1] != len(self.agents) or base.shape[0] != first.shape[0]:
+            return torch.stack([obs[a] for a in self.agents], 1)
+        for i, a in enumerate(self.agents):
+            view, mine = base[:, i], obs[a]
+            if mine.data_ptr() != view.data_ptr() or mine.stride() != view.stride():
+                return torch.stack([obs[a] for a in self.agents], 1)
+        # A view, not the game's tensor object: the pool counts the views of its buffers
+        # (storage use counts), so a tensordict that holds one keeps it from being rewritten.
+        return base.view(base.shape)
+
     def _group_td(self, obs: dict[str, torch.Tensor], infos: dict[str, dict]) -> TensorDict:
-        # torch.stack copies: the game may reuse its observation buffers on the next step.
-        source: dict[str, Any] = {"observation": torch.stack([obs[a] for a in self.agents], 1)}
+        source: dict[str, Any] = {"observation": self._stacked_obs(obs)}
         if self._with_infos:
             first = infos[self.agents[0]]
             n = len(self.agents)
@@ -258,14 +278,11 @@ def make_torchrl_env(
     ``config`` goes to the game (``commenv.partial_obs_v0.batched(num_envs, device, **config)``).
     Games whose agents share a ``Box`` observation and a 1-D ``MultiBinary`` action space
     work (partial_obs_v0; node_graph_v0 with label payloads); others raise ``TypeError``.
-    partial_obs_v0 is built with ``reuse_obs=True`` unless ``config`` says otherwise: the
-    adapter copies each step's observations into its tensordict, so the game may write them
-    into one buffer (no per-step allocation).
+    The tensordicts hold the game's own observation tensors, uncopied; with
+    ``reuse_obs=True`` the game writes one buffer every step, so the adapter copies it.
     """
     import commenv
 
     check_choice("name", name, tuple(commenv.ENVS))
-    if name == "partial_obs_v0":  # the adapter copies every observation: no fresh buffers
-        config.setdefault("reuse_obs", True)
     game = commenv.ENVS[name].batched(num_envs=num_envs, device=device, **config)
     return BatchedTorchRLEnv(game, group=group, infos=infos)

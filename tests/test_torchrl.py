@@ -75,6 +75,50 @@ def test_steps_are_the_batched_face_steps(device):
     assert bool(out["done"].all())
 
 
+def test_large_batches_get_the_games_tensors_uncopied_and_never_overwritten(device):
+    """Above the pool's size the tensordicts hold the game's own observation tensors: a held
+    one is never written again, and dropped ones come back (no fresh memory every step)."""
+    from commenv.core import POOL_SIZE
+
+    env = make_torchrl_env("partial_obs_v0", num_envs=1024, device=device, **SMALL)
+    game = commenv.partial_obs_v0.batched(num_envs=1024, device=device, **SMALL)
+    env.set_seed(3)
+    td = env.reset()
+    obs, _ = game.reset(seed=3)
+    gen = torch.Generator(device=device).manual_seed(0)
+    held, expected = [], []
+    for _ in range(2 * SMALL["max_cycles"]):
+        action = torch.randint(0, 2, (1024, 2, 6), generator=gen, device=device).float()
+        td["agents", "action"] = action
+        td = env.step(td)["next"]
+        obs, *_ = game.step({"agent_0": action[:, 0], "agent_1": action[:, 1]})
+        held.append(td)
+        expected.append(torch.stack([obs["agent_0"], obs["agent_1"]], 1).clone())
+        if bool(td["done"].all()):  # both restart every world: the same episodes
+            td = env.reset()
+            obs, _ = game.reset()
+            held.append(td)
+            expected.append(torch.stack([obs["agent_0"], obs["agent_1"]], 1).clone())
+    for kept, want in zip(held, expected, strict=True):
+        assert torch.equal(kept["agents", "observation"], want)
+    del held, kept  # nothing holds the old observations any more
+    buffers = set()
+    for _ in range(12):
+        td["agents", "action"] = torch.randint(0, 2, (1024, 2, 6), device=device).float()
+        _, td = env.step_and_maybe_reset(td)
+        buffers.add(td["agents", "observation"].data_ptr())
+    if torch.device(device).type == "cpu":  # the pool recycles CPU buffers only
+        assert len(buffers) <= POOL_SIZE
+
+
+def test_reuse_obs_games_are_copied(device):
+    env = make_torchrl_env("partial_obs_v0", num_envs=1024, device=device, reuse_obs=True, **SMALL)
+    first = env.reset()["agents", "observation"]
+    td = env.rand_step(env.reset())
+    assert first.data_ptr() != env.game._obs_buf.data_ptr()
+    assert td["next", "agents", "observation"].data_ptr() != env.game._obs_buf.data_ptr()
+
+
 def test_same_seed_same_rollout(env):
     def rollout(seed):
         env.set_seed(seed)

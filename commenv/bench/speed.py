@@ -484,7 +484,7 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
             )
     specs[REUSE_4096] = Spec(
         batched_stepper(4096, dev, seed, reuse_obs=True),
-        note="observations written into one reused buffer (the TorchRL adapter's setting)",
+        note="observations written into one buffer, overwritten every step",
     )
     for n in sorted({4096, max(args.sizes)}):
         specs[uint8_name(n)] = Spec(
