@@ -270,6 +270,29 @@ _ONE = np.float32(1)
 _VIEW_TABLE_BYTES = 32 * 2**20  # the one-world path precomputes views up to this size
 
 
+def _world_rows(mask: torch.Tensor) -> torch.Tensor | None:
+    """The indices of the worlds of a ``(B,)`` bool ``mask`` on the CPU; ``None`` elsewhere
+    (listing them would make the host wait on the device)."""
+    return mask.nonzero().flatten() if mask.device.type == "cpu" else None
+
+
+def _fill_worlds_(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None) -> None:
+    """Zero the worlds (leading dimension) of ``mask`` in ``x``, in place: by their indices
+    when ``rows`` lists them (a broadcast mask costs a pass over all of a wide ``x``; on the
+    CPU 25x the indexed fill of 1 in 25 worlds), else by the mask."""
+    if rows is not None:
+        x.index_fill_(0, rows, 0)
+    else:
+        x.masked_fill_(mask.view(-1, *(1,) * (x.dim() - 1)), 0)
+
+
+def _filled_worlds(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """A copy of ``x`` with the worlds of ``mask`` zeroed (:func:`_fill_worlds_`)."""
+    out = x.clone()
+    _fill_worlds_(out, mask, rows)
+    return out
+
+
 def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> torch.Tensor:
     """The fixed per-agent inversion masks ``(n_agents, num_features)`` bool."""
     gen = torch.Generator().manual_seed(int(seed))
@@ -563,16 +586,12 @@ class PartialObsGame(BatchedEnv):
         fresh = torch.randint(
             len(self.images), (self.num_envs,), generator=self._restart_gen, device=self.device
         )
-        row = mask.view(-1, 1)
+        rows = _world_rows(mask)
         st["world"] = torch.where(mask, fresh, st["world"])
         st["label"] = self.labels[st["world"]]
         st["prev_label"] = st["prev_label"].masked_fill(mask, -1)
-        st["candidates"] = st["candidates"].masked_fill(row, 0)
-        st["target"] = st["target"].masked_fill(mask, 0)
-        st["heard"] = st["heard"].masked_fill(row[..., None, None], 0.0)
-        st["delivered"] = st["delivered"].masked_fill(row[..., None], False)
-        st["messages"] = st["messages"].masked_fill(row[..., None], 0.0)
-        st["steps"] = st["steps"].masked_fill(mask, 0)
+        for key in ("candidates", "target", "heard", "delivered", "messages", "steps"):
+            st[key] = _filled_worlds(st[key], mask, rows)
         self._fresh = (
             True if self._fresh is True else (mask if self._fresh is None else self._fresh | mask)
         )
@@ -596,7 +615,7 @@ class PartialObsGame(BatchedEnv):
             else:  # (B, K) worlds -> (B, n, K, D) views, written in memory order
                 self._write_views(st["candidates"], cand)
                 if fresh is not None:  # the worlds restarted by reset(env_index=...)
-                    cand.masked_fill_(fresh.view(-1, 1, 1, 1), 0)
+                    _fill_worlds_(cand, fresh, _world_rows(fresh))
         heard = st["heard"]
         if heard.requires_grad:  # relaxed messages keep their graph: no in-place writes
             flags = st["delivered"].unsqueeze(-1).to(heard.dtype)
