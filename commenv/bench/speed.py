@@ -327,13 +327,22 @@ def node_graph_observation_stepper(
     return observe
 
 
+def _settle() -> None:
+    """Wait for queued CUDA work: a stepper that never reads a result back (the observation
+    write alone) would otherwise be timed by how fast it queues kernels."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def rate(step: Stepper, seconds: float) -> float:
     """Units per second of ``step`` over about ``seconds`` (at least one timed call)."""
     step()  # warm-up
+    _settle()
     done, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds or done == 0:
+    while time.perf_counter() - start < seconds or done == 0:
         done += step()
-    return done / elapsed
+    _settle()
+    return done / (time.perf_counter() - start)
 
 
 SECTIONS: dict[str, str] = {
