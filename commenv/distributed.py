@@ -1170,7 +1170,8 @@ def _thesis(row: dict[str, Any]) -> tuple[float | None, float | None]:
 def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
     from commenv.bench.tools import RunStore, markdown_table, parse_config
 
-    args = parse_config(GraphArgs, argv, description=GraphArgs.__doc__).finalize()
+    prog = "torchrun --nproc-per-node P -m commenv.distributed graph"
+    args = parse_config(GraphArgs, argv, description=GraphArgs.__doc__, prog=prog).finalize()
     torch.set_num_threads(args.threads)
     rt = init_runtime(args)
     try:
@@ -1369,7 +1370,8 @@ def _proj(
 def cmd_project(argv: Sequence[str]) -> list[dict[str, Any]]:
     from commenv.bench.tools import markdown_table, parse_config, pyplot, save_figure, write_results
 
-    args = parse_config(ProjectArgs, argv, description=ProjectArgs.__doc__)
+    prog = "python -m commenv.distributed project"
+    args = parse_config(ProjectArgs, argv, description=ProjectArgs.__doc__, prog=prog)
     if not args.results.exists():
         raise SystemExit(f"error: --results {args.results} does not exist; run `graph` first")
     data = json.loads(args.results.read_text())

@@ -59,7 +59,8 @@ def test_bench_bad_run_name_is_a_usage_error(capsys):
     err = capsys.readouterr().err
     assert "commenv bench graph: --runs: unknown run '2 nodes'" in err and "'1-node'" in err
     assert cli.main(["bench", "quiz", "--help"]) == 0
-    assert "--resume" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--resume" in out and out.startswith("usage: commenv bench quiz ")
 
 
 def test_bench_script_errors_propagate():

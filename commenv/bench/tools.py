@@ -272,18 +272,24 @@ def parse_config(
     argv: Sequence[str] | None,
     description: str | None = None,
     quick: dict[str, Any] | None = None,
+    prog: str | None = None,
 ) -> T:
     """Parse ``argv`` into the benchmark's config dataclass ``cls`` (CleanRL's ``Args`` way):
     each field's docstring is its ``--help`` line, its default the only default.
 
     ``quick`` holds the fields the ``--quick`` preset changes: with ``--quick`` in ``argv`` they
     become the defaults (``--quick --help`` shows them), and options given beside it still win.
+    ``prog`` is the command the usage line names (default ``commenv bench <module>`` for a
+    benchmark module, not the console script's path).
     """
     import tyro
 
     args = list(sys.argv[1:] if argv is None else argv)
     default = cls(**{"quick": True, **quick}) if quick is not None and "--quick" in args else None
-    return tyro.cli(cls, args=args, description=description, default=default)
+    module = cls.__module__
+    if prog is None and module.startswith("commenv.bench."):
+        prog = f"commenv bench {module.rsplit('.', 1)[1]}"
+    return tyro.cli(cls, args=args, description=description, default=default, prog=prog)
 
 
 @dataclass
