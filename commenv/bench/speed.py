@@ -161,7 +161,10 @@ def vmas_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper |
 
 def torchrl_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Stepper | None:
     """Random bits in batched partial_obs_v0 through the TorchRL adapter, the way a TorchRL
-    collector steps it (``step_and_maybe_reset``), or ``None`` without ``torchrl``."""
+    collector steps it (``step_and_maybe_reset``), or ``None`` without ``torchrl``. The bits
+    are drawn as for the batched rows (:func:`random_bit_tensor`, as float32: the adapter's
+    action dtype), so the two rows differ by the route alone; TorchRL's own
+    ``action_spec.rand()`` costs about twice that draw."""
     from commenv.torchrl_env import make_torchrl_env
 
     try:
@@ -170,12 +173,12 @@ def torchrl_stepper(num_envs: int, device: str = "cpu", seed: int = 0) -> Steppe
         return None
     env.set_seed(seed)
     td = env.reset()
-    spec = env.full_action_spec
+    draw, key = random_bit_tensor(env.game, seed), (env.group, "action")
     n_agents = len(env.agents)
 
     def step() -> int:
         nonlocal td
-        td.update(spec.rand())
+        td.set(key, draw().float())
         _, td = env.step_and_maybe_reset(td)
         return num_envs * n_agents
 
@@ -194,21 +197,32 @@ def optional_torchrl_stepper(
         return f"not available: the TorchRL adapter raised {type(exc).__name__}: {exc}"
 
 
-def random_bits(game, seed: int = 0) -> Callable[[], dict[str, torch.Tensor]]:
-    """A draw of random bit actions ``{agent: (num_envs, n)}`` for a MultiBinary game."""
+def random_bit_tensor(game, seed: int = 0) -> Callable[[], torch.Tensor]:
+    """A draw of random bit actions of every agent ``(num_envs, n_agents, n)`` (uint8) for a
+    MultiBinary game."""
     device, num_envs, agents = game.device, game.num_envs, game.possible_agents
     gen = torch.Generator(device=device).manual_seed(seed)
     n_act = game.action_space(agents[0]).n
     shifts = torch.arange(8, device=device, dtype=torch.uint8)
     n_bytes = (n_act + 7) // 8
 
-    def draw() -> dict[str, torch.Tensor]:
+    def draw() -> torch.Tensor:
         # Random bits from random bytes: 8x fewer RNG draws than one randint per bit.
         octets = torch.randint(
             0, 256, (num_envs, len(agents), n_bytes, 1), generator=gen, device=device,
             dtype=torch.uint8,
         )  # fmt: skip
-        bits = ((octets >> shifts) & 1).flatten(-2)[..., :n_act]
+        return ((octets >> shifts) & 1).flatten(-2)[..., :n_act]
+
+    return draw
+
+
+def random_bits(game, seed: int = 0) -> Callable[[], dict[str, torch.Tensor]]:
+    """A draw of random bit actions ``{agent: (num_envs, n)}`` for a MultiBinary game."""
+    draw_all, agents = random_bit_tensor(game, seed), game.possible_agents
+
+    def draw() -> dict[str, torch.Tensor]:
+        bits = draw_all()
         return {a: bits[:, i] for i, a in enumerate(agents)}
 
     return draw
