@@ -300,7 +300,10 @@ class NodeGraphGame(BatchedEnv):
         self._pool = ObservationPool(shape, self.device)
         reuse = self._pool.recycles
         M, D = self.batch_size, self.num_features
-        self._scratch = torch.empty(self.num_envs * self.n_nodes * M, D) if reuse else None
+        # CPU gathers go through a scratch of about 1 MiB that stays in the cache
+        self._gather_rows = max(1, self._GATHER_BYTES // (4 * M * D))
+        on_cpu = self.device.type == "cpu"
+        self._scratch = torch.empty(self._gather_rows * M, D) if on_cpu else None
         rows = self.num_envs * self.n_nodes * self.inbox_capacity  # the most an inbox takes
         self._rows = (
             (torch.empty(rows, M, dtype=self._index_dtype), torch.empty(rows, M * self.payload_dim))
@@ -611,6 +614,8 @@ class NodeGraphGame(BatchedEnv):
             new[worlds] = value
             st[key] = new
 
+    _GATHER_BYTES = 2**20  # the scratch of the CPU's image gathers
+
     def observe_all(self) -> torch.Tensor:
         """Observations of every node of every env, ``(num_envs, n_nodes, obs_dim)``: one
         fresh tensor, each block written in place (no per-block copies joined afterwards)."""
@@ -619,12 +624,17 @@ class NodeGraphGame(BatchedEnv):
         obs = self._obs_buffer()
         from_inbox = st["sender"] >= 0
         idx = st["idx"]
-        images = obs[..., lay["images"]].view(B, N, M, -1)
-        if self._scratch is None:
-            images.copy_(self.images.index_select(0, idx.reshape(-1)).view(B, N, M, -1))
-        else:  # a large batch: gather into warm memory, then one pass into the observations
-            torch.index_select(self.images, 0, idx.reshape(-1), out=self._scratch)
-            images.copy_(self._scratch.view(B, N, M, -1))
+        images = obs[..., lay["images"]].view(B * N, M, -1)
+        if self._scratch is None:  # one gather (a GPU: one kernel)
+            images.copy_(self.images.index_select(0, idx.reshape(-1)).view(B * N, M, -1))
+        else:  # block by block of minibatches through the cached scratch: one pass to memory
+            rows, R = idx.view(B * N, M), self._gather_rows
+            for start in range(0, B * N, R):
+                block = rows[start : start + R]
+                x = torch.index_select(
+                    self.images, 0, block.reshape(-1), out=self._scratch[: block.numel()]
+                )
+                images[start : start + R].copy_(x.view(block.shape[0], M, -1))
         labels = obs[..., lay["labels"]].view(B, N, M, C).zero_()
         if self.content == "labels":
             received = st["payload"][..., 0].long().clamp(0, C - 1)
