@@ -54,14 +54,19 @@ def test_specs_follow_the_marl_convention(env):
     assert set(env.observation_spec["agents", "info"].keys()) == set(INFO_KEYS)
 
 
+def _twins(num_envs: int, device, seed: int):
+    """The adapter and the bare batched game, reset with one seed, and a generator of
+    actions: ``(env, td, game, obs, gen)``."""
+    env = make_torchrl_env("partial_obs_v0", num_envs=num_envs, device=device, **SMALL)
+    game = commenv.partial_obs_v0.batched(num_envs=num_envs, device=device, **SMALL)
+    env.set_seed(seed)
+    obs, _ = game.reset(seed=seed)
+    return env, env.reset(), game, obs, torch.Generator(device=device).manual_seed(0)
+
+
 def test_steps_are_the_batched_face_steps(device):
     """Same seed, same actions: the adapter returns exactly what the game returns."""
-    env = make_torchrl_env("partial_obs_v0", num_envs=4, device=device, **SMALL)
-    game = commenv.partial_obs_v0.batched(num_envs=4, device=device, **SMALL)
-    env.set_seed(7)
-    td = env.reset()
-    obs, _ = game.reset(seed=7)
-    gen = torch.Generator(device=device).manual_seed(0)
+    env, td, game, obs, gen = _twins(4, device, seed=7)
     for _ in range(SMALL["max_cycles"]):
         assert torch.equal(td["agents", "observation"][:, 1], obs["agent_1"])
         action = torch.randint(0, 2, (4, 2, 6), generator=gen, device=device).float()
@@ -80,12 +85,7 @@ def test_large_batches_get_the_games_tensors_uncopied_and_never_overwritten(devi
     one is never written again, and dropped ones come back (no fresh memory every step)."""
     from commenv.core import POOL_SIZE
 
-    env = make_torchrl_env("partial_obs_v0", num_envs=1024, device=device, **SMALL)
-    game = commenv.partial_obs_v0.batched(num_envs=1024, device=device, **SMALL)
-    env.set_seed(3)
-    td = env.reset()
-    obs, _ = game.reset(seed=3)
-    gen = torch.Generator(device=device).manual_seed(0)
+    env, td, game, obs, gen = _twins(1024, device, seed=3)
     held, expected = [], []
     for _ in range(2 * SMALL["max_cycles"]):
         action = torch.randint(0, 2, (1024, 2, 6), generator=gen, device=device).float()
