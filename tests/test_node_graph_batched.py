@@ -98,6 +98,26 @@ def snapshot(game):
     return {k: game._state[k].clone() for k in STATE_KEYS}
 
 
+def test_image_gathers_in_blocks_and_in_one_give_the_same_observations(monkeypatch, device):
+    """The CPU gathers the minibatch images block by block through a small scratch, other
+    devices in one gather: a few rows per block, or no scratch at all, changes no bit."""
+    monkeypatch.setattr(NodeGraphGame, "_GATHER_BYTES", 3 * 4 * 8 * 64)  # 3 minibatches
+    games = [NodeGraphGame(num_envs=3, n_nodes=4, batch_size=8, device=device) for _ in "ab"]
+    games[1]._scratch = None  # the one-gather path
+    assert games[0]._gather_rows == 3 and (games[0]._scratch is not None) == (device.type == "cpu")
+    gens = [torch.Generator().manual_seed(2) for _ in games]
+    for game in games:
+        game.reset(seed=1)
+    outs = [game.observe_all() for game in games]
+    for _ in range(6):
+        assert torch.equal(outs[0], outs[1])
+        outs = [
+            game.step_tensors(*random_actions(game, gen))[0]
+            for game, gen in zip(games, gens, strict=True)
+        ]
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_per_world_reset_leaves_other_worlds_exactly_as_without_it(device):
     def build():
         game = NodeGraphGame(

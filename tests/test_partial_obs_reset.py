@@ -78,6 +78,18 @@ def test_untouched_worlds_continue_bit_for_bit(device, name):
     assert game.steps.tolist() == [45, 41, 45, 45, 25, 45]
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_restarted_worlds_are_zeroed_alike_by_index_and_by_mask(monkeypatch, device, name):
+    """The CPU zeroes restarted worlds by their indices, other devices by the mask (no host
+    sync): forcing the mask on this device gives the same episode, bit for bit."""
+    resets = {4: [1, 4], 9: torch.tensor([0, 5]), 20: [2]}
+    indexed = _run(_game(device, **CONFIGS[name]), 3, 30, resets=resets)
+    monkeypatch.setattr(commenv.partial_obs, "_world_rows", lambda mask: None)
+    masked = _run(_game(device, **CONFIGS[name]), 3, 30, resets=resets)
+    a, b = _rows(indexed, slice(None)), _rows(masked, slice(None))
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def test_a_restarted_world_starts_a_valid_first_step(device):
     game = _game(device, **NOISY)
     gen = torch.Generator().manual_seed(0)
