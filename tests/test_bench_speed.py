@@ -72,6 +72,7 @@ def test_verdicts_quote_what_the_observations_alone_allow():
         speed.VMAS_BOUND: {"ratio": 0.95},
         speed.NG_BOUND: {"ratio": 5.1},
         speed.MEM_OBS: {"KiB/world": 2.76},
+        speed.OBS_SCALE_RATIO: {"ratio": 0.82},
     }
     fields = {speed.VMAS_RATIO: {"ratio": 0.4}, speed.NG_RATIO: {"ratio": 1.4}}
     lines = speed.verdict_lines(_rows(**bounds, **fields), BEFORE, "cpu")
@@ -79,6 +80,8 @@ def test_verdicts_quote_what_the_observations_alone_allow():
     assert "FAILS on this run (0.40x VMAS; writing the observations alone reaches 0.95x" in vmas
     ng = next(x for x in lines if "64 worlds >= 20x" in x)
     assert "(1.40x; writing 64 worlds' observations alone allows 5.10x)" in ng
+    scale = next(x for x in lines if "32,768 worlds >=" in x)
+    assert "holds on this run (0.95x; the observation write alone keeps 0.82x)" in scale
     mem = next(x for x in lines if "3 KiB" in x)
     assert "holds on this run" in mem and "one step's observations alone are 2.76 KiB" in mem
     plain = speed.verdict_lines(_rows(**fields), BEFORE, "cpu")  # no bound rows: no quote
@@ -149,6 +152,7 @@ def test_environments_section_writes_rows_ratios_and_verdicts(tmp_path, device):
     assert by_name[speed.SCALE_RATIO]["ratio"] is None  # no size above 4,096: not judged
     ng = [by_name[speed.node_graph_name(n)]["world-steps/s"] for n in speed.NG_WORLDS]
     assert by_name[speed.NG_RATIO]["ratio"] == pytest.approx(ng[1] / ng[0], rel=0.02)
+    assert by_name[speed.OBS_SCALE_RATIO]["ratio"] is None  # no size above 4,096
     ng_obs = by_name[speed.NG_OBS_64]["world-steps/s"]
     assert by_name[speed.NG_BOUND]["ratio"] == pytest.approx(ng_obs / ng[0], rel=0.02)
     for n in (1, 4096):  # VMAS and the TorchRL route at every batched size, when installed

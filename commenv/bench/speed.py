@@ -420,7 +420,7 @@ PO_AEC = "partial_obs_v0 PettingZoo AEC face"
 REUSE_4096 = "partial_obs_v0 batched, num_envs=4096, reuse_obs=True"
 NG_PZ = "node_graph_v0 PettingZoo parallel face"
 QUIZ_AEC = "quiz_v0 PettingZoo AEC face"
-PO_OBS_4096 = "partial_obs_v0 batched, num_envs=4096, observation write alone"
+OBS_SCALE_RATIO = "ratio: partial_obs_v0 observation write alone, largest size / 4,096 worlds"
 NG_OBS_64 = "node_graph_v0 batched, n_nodes=100, num_envs=64, observation write alone"
 RESET_4096 = "partial_obs_v0 batched, num_envs=4096, per-world reset"
 NG_WORLDS = (1, 64)
@@ -449,6 +449,10 @@ def node_graph_name(n: int) -> str:
     return f"node_graph_v0 batched, n_nodes=100, num_envs={n}"
 
 
+def observation_name(n: int) -> str:
+    return f"partial_obs_v0 batched, num_envs={n}, observation write alone"
+
+
 def vmas_name(n: int) -> str:
     return f"VMAS simple_speaker_listener, num_envs={n}"
 
@@ -458,6 +462,7 @@ def torchrl_name(n: int) -> str:
 
 
 VMAS_4096 = vmas_name(4096)
+PO_OBS_4096 = observation_name(4096)
 TORCHRL_4096 = torchrl_name(4096)
 
 
@@ -514,10 +519,11 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
             batched_stepper(n, dev, seed, obs_dtype="uint8"),
             note="8-bit observations: a quarter of the bytes",
         )
-    specs[PO_OBS_4096] = Spec(
-        observation_stepper(4096, dev, seed),
-        note="only the observation write of a step (a floor: no step returning it is faster)",
-    )
+    for n in sorted({4096, max(args.sizes)}):
+        specs[observation_name(n)] = Spec(
+            observation_stepper(n, dev, seed),
+            note="only the observation write of a step (a floor: no step returning it is faster)",
+        )
     reset = per_world_reset_stepper(4096, dev, seed)
     specs[RESET_4096] = Spec(
         None if isinstance(reset, str) else reset,
@@ -602,6 +608,13 @@ def env_rows(args: Args, device: torch.device) -> list[dict]:
         VMAS_BOUND: (
             _ratio(agent_rate.get(PO_OBS_4096), agent_rate.get(VMAS_4096)),
             "the most the VMAS ratio can be with these observations: writing them alone",
+        ),
+        OBS_SCALE_RATIO: (
+            _ratio(agent_rate.get(observation_name(largest)), agent_rate.get(PO_OBS_4096))
+            if largest > 4096
+            else None,
+            f"the observation write alone at {largest:,} / at 4,096 worlds: what its memory "
+            "traffic keeps of the step's scaling",
         ),
         NG_BOUND: (
             _ratio(world_rate.get(NG_OBS_64), world_rate.get(node_graph_name(1))),
@@ -913,6 +926,7 @@ TARGETS: tuple[Target, ...] = (
         0.9,
         "agent-steps/s stay flat as the batch grows past 4,096 worlds",
         _scaling,
+        limit=_read(OBS_SCALE_RATIO, "ratio", "the observation write alone keeps {:.2f}x"),
     ),
     Target(
         "batched partial_obs_v0 <= 3 KiB resident per world",
