@@ -183,16 +183,19 @@ class BatchedTorchRLEnv(EnvBase):
         while it is referenced (no ``reuse_obs``; its pool recycles only unreferenced
         buffers), else a copy. No copy, and no fresh memory to page in while a collector
         drops each step's tensordict; a rollout that keeps them gets new tensors."""
-        first = obs[self.agents[0]]
-        base = first._base
-        if self._reuses_obs or base is None or base.dim() != first.dim() + 1:
-            return torch.stack([obs[a] for a in self.agents], 1)
-        if base.shape[1] != len(self.agents) or base.shape[0] != first.shape[0]:
-            return torch.stack([obs[a] for a in self.agents], 1)
-        for i, a in enumerate(self.agents):
-            view, mine = base[:, i], obs[a]
-            if mine.data_ptr() != view.data_ptr() or mine.stride() != view.stride():
-                return torch.stack([obs[a] for a in self.agents], 1)
+        parts = [obs[a] for a in self.agents]
+        base = parts[0]._base
+        slices = (
+            not self._reuses_obs
+            and base is not None
+            and base.shape[:2] == (parts[0].shape[0], len(parts))
+            and all(
+                part.data_ptr() == base[:, i].data_ptr() and part.stride() == base[:, i].stride()
+                for i, part in enumerate(parts)
+            )
+        )
+        if not slices:
+            return torch.stack(parts, 1)
         # A view, not the game's tensor object: the pool counts the views of its buffers
         # (storage use counts), so a tensordict that holds one keeps it from being rewritten.
         return base.view(base.shape)
