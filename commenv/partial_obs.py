@@ -461,8 +461,7 @@ class PartialObsGame(BatchedEnv):
             "candidates": slice(D + S * (1 + L), D + S * (1 + L) + K * D),
         }
         obs_dim = self.obs_layout["candidates"].stop
-        size = 1 if self.obs_dtype == "uint8" else 4
-        obs_bytes = size * self.num_envs * self.n_agents * obs_dim
+        obs_bytes = np.dtype(self.obs_dtype).itemsize * self.num_envs * self.n_agents * obs_dim
         self._draw_chunk = max(1, min(self._DRAW_CHUNK, self._DRAW_WORLD_STEPS // self.num_envs))
         draw_bytes = 8 * self._draw_chunk * self.num_envs * (2 + max(K, 1))
         # the state's message tensors
@@ -824,11 +823,11 @@ class PartialObsGame(BatchedEnv):
             self._np_images = self.images.numpy()
             self._np_labels = self.labels.numpy()
             self._np_mask_f, self._np_sign = self._mask_f.numpy(), self._mask_sign.numpy()
-            size = 1 if self.obs_dtype == "uint8" else 4
-            if size == 1:
+            if self.obs_dtype == "uint8":
                 self._np_images_u8 = self._images_u8.numpy()
                 self._np_mask_u8 = self._mask_u8.numpy()
             # every agent's view of every image, when small: one row gather per view
+            size = self._obs_space.dtype.itemsize
             table_bytes = size * len(self._np_images) * self.n_agents * self.num_features
             self._np_views = self._np_view_table() if table_bytes <= _VIEW_TABLE_BYTES else None
             self._np_gather = self._channel.senders.clamp(min=0).numpy()
