@@ -65,6 +65,19 @@ CNN_ROWS = (
     "bigan-10-decorrelate",
 )
 """The unsupervised runs of the strided-CNN tables: the thesis' six and our decorrelation."""
+
+
+def cnn_run(steps: int, seed: int, what: str) -> Run:
+    """A strided-CNN table 2.3 run on Fashion-MNIST (:data:`CNN_ROWS`, 2 probe stages)."""
+    args = ("--arch", "cnn", "--steps", str(steps), "--stages", "2", "--seed", str(seed))
+    return Run(
+        "unsupervised",
+        f"fashion-mnist-cnn-{steps}-seed{seed}",
+        (*args, "--runs", *CNN_ROWS, "--resume"),
+        f"Fashion-MNIST, strided-CNN nodes, {what}",
+    )
+
+
 RUNS: tuple[Run, ...] = (
     Run("graph", "quick", ("--quick", "--threads", "1"), "Quick preset: digits, 1,000 steps"),
     # the CNN run first: the thesis' architecture, so the README's headline table
@@ -136,44 +149,18 @@ RUNS: tuple[Run, ...] = (
         )
         for seed in (0, 1, 2)
     ),
-    Run(
-        "unsupervised",
-        "fashion-mnist-cnn-300-seed0",
-        (
-            "--arch",
-            "cnn",
-            "--steps",
-            "300",
-            "--stages",
-            "2",
-            "--seed",
-            "0",
-            "--runs",
-            *CNN_ROWS,
-            "--resume",
-        ),
-        "Fashion-MNIST, strided-CNN nodes, a short budget: 300 steps, 2 probe stages, seed 0 "
-        "(the thesis' rows and ours; a first CNN reading, not the full preset)",
+    cnn_run(
+        300,
+        0,
+        "a short budget: 300 steps, 2 probe stages, seed 0 (the thesis' rows and ours; a first "
+        "CNN reading, not the full preset)",
     ),
     *(
-        Run(
-            "unsupervised",
-            f"fashion-mnist-cnn-1000-seed{seed}",
-            (
-                "--arch",
-                "cnn",
-                "--steps",
-                "1000",
-                "--stages",
-                "2",
-                "--seed",
-                str(seed),
-                "--runs",
-                *CNN_ROWS,
-                "--resume",
-            ),
-            f"Fashion-MNIST, strided-CNN nodes, 1,000 steps, 2 probe stages, seed {seed} (the "
-            "thesis' rows and ours; a third of the full preset's steps)",
+        cnn_run(
+            1000,
+            seed,
+            f"1,000 steps, 2 probe stages, seed {seed} (the thesis' rows and ours; a third of "
+            "the full preset's steps)",
         )
         for seed in (0, 1, 2)
     ),

@@ -498,10 +498,11 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
     }
     for n in args.sizes:
         specs[batched_name(n)] = Spec(batched_stepper(n, dev, seed))
-    for n in sorted({*args.sizes, 4096}):  # VMAS at every size, 4,096 for the target
+    beside = sorted({*args.sizes, 4096})  # VMAS and TorchRL at every size, 4,096 for the target
+    for n in beside:
         vm = vmas_stepper(n, dev, seed)
         specs[vmas_name(n)] = Spec(vm, note="" if vm else "not available: pip install vmas")
-    for n in sorted({*args.sizes, 4096}):
+    for n in beside:
         via_torchrl = optional_torchrl_stepper(n, dev, seed)
         if via_torchrl is not None:  # None: torchrl not installed, the row is left out
             specs[torchrl_name(n)] = Spec(
@@ -514,12 +515,13 @@ def env_specs(args: Args, device: torch.device) -> dict[str, Spec]:
         batched_stepper(4096, dev, seed, reuse_obs=True),
         note="observations written into one buffer, overwritten every step",
     )
-    for n in sorted({4096, max(args.sizes)}):
+    ends = sorted({4096, max(args.sizes)})  # the reference size and the largest
+    for n in ends:
         specs[uint8_name(n)] = Spec(
             batched_stepper(n, dev, seed, obs_dtype="uint8"),
             note="8-bit observations: a quarter of the bytes",
         )
-    for n in sorted({4096, max(args.sizes)}):
+    for n in ends:
         specs[observation_name(n)] = Spec(
             observation_stepper(n, dev, seed),
             note="only the observation write of a step (a floor: no step returning it is faster)",
@@ -958,8 +960,8 @@ def judge(rows: list[dict], before: list[dict] | None = None) -> list[dict[str, 
         value, what = t.value(by_name, before_by)
         ok = None if value is None else (value <= t.bound if t.at_most else value >= t.bound)
         if ok is not None and t.limit is not None:
-            bound, said = t.limit(by_name, before_by)
-            what += "" if bound is None else f"; {said}"
+            limit, said = t.limit(by_name, before_by)
+            what += "" if limit is None else f"; {said}"
         out.append({"claim": t.claim, "value": value, "ok": ok, "what": what})
     return out
 
