@@ -503,9 +503,10 @@ class Channel:
         each arrives. Cost grows with the messages sent, not with the graph's edges.
 
         Args:
-            env, sender, receiver: ``(E,)`` integer tensors, one entry per message: world
-                ``env[e]``'s ``sender[e]`` speaks to ``receiver[e]`` (each a graph edge, each
-                edge at most once per world). Any order.
+            env: ``(E,)`` integer tensor, one entry per message: the world of message ``e``.
+            sender: ``(E,)``: who speaks; world ``env[e]``'s ``sender[e]`` speaks to
+                ``receiver[e]`` (each a graph edge, each edge at most once per world). Any order.
+            receiver: ``(E,)``: who it is sent to.
             num_envs: worlds of the batch (the per-agent tables are ``(num_envs, n)``).
             bits_per_message: ``{tag: bits}``: every message costs ``bits`` under each
                 ``tag`` (e.g. ``{"images": ..., "payload": ...}`` for a minibatch and the

@@ -493,7 +493,7 @@ def _files_line(root: Path, run: Run) -> str:
     links = [
         f"[`{p.name}`]({run.bench}/{run.label}/{p.name})"
         for p in sorted(folder.iterdir())
-        if p.suffix in {".json", ".csv", ".png"}
+        if p.suffix in {".json", ".csv", ".png"} or p.name == "NOTE.md"
     ]
     return "Result files: " + ", ".join(links) + "."
 
