@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,8 @@ def _named_graph(graph: str, n: int, k: int | None) -> torch.Tensor:
         adj[:] = True
         adj.fill_diagonal_(False)
     else:
-        if k is None or not isinstance(k, int | np.integer) or not 1 <= k <= n - 1:
+        is_int = isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_)
+        if not is_int or not 1 <= k <= n - 1:
             raise ValueError(f"graph='ring' needs 1 <= k <= n_agents - 1 = {n - 1}, got k={k!r}")
         src = torch.arange(n)
         for off in ring_offsets(int(k)):  # k <= n entries: a loop over offsets, not nodes
@@ -98,7 +100,12 @@ def _named_graph(graph: str, n: int, k: int | None) -> torch.Tensor:
 
 
 def _matrix_graph(graph: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
-    user = torch.as_tensor(np.asarray(graph) if isinstance(graph, np.ndarray) else graph)
+    try:
+        user = torch.as_tensor(np.asarray(graph) if isinstance(graph, np.ndarray) else graph)
+    except (TypeError, ValueError, RuntimeError):  # strings, objects: not a 0/1 matrix
+        raise ValueError(
+            f"a user graph matrix must hold only 0/1 (or bools), got {describe(graph)}"
+        ) from None
     if tuple(user.shape) != (n, n):
         raise ValueError(
             f"a user graph matrix must have shape ({n}, {n}) [sender, receiver], "
@@ -116,11 +123,16 @@ def _matrix_graph(graph: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
     return adj
 
 
+def _is_agent(a: Any, n: int) -> bool:
+    """An agent index of an edge: an integer in [0, n), not a bool."""
+    return isinstance(a, int | np.integer) and not isinstance(a, bool | np.bool_) and 0 <= a < n
+
+
 def _edges_graph(edges: Sequence, n: int) -> torch.Tensor:
     adj = torch.zeros(n, n, dtype=torch.bool)
     for edge in edges:
         ok = isinstance(edge, tuple | list) and len(edge) == 2
-        ok = ok and all(isinstance(a, int | np.integer) and 0 <= a < n for a in edge)
+        ok = ok and all(_is_agent(a, n) for a in edge)
         if not ok:
             raise ValueError(
                 f"an edge must be (sender, receiver) with agents in [0, {n}), got {edge!r}"

@@ -38,6 +38,10 @@ from commenv.spaces import Selection, Simplex, check_distributions
 TensorDict = dict[str, torch.Tensor]
 
 
+MAX_CYCLES_LIMIT = 2**62
+"""The longest episode a game accepts (``max_cycles``, quiz's ``max_lessons``): clocks and
+counters are int64 tensors, and longer limits would overflow them at the first step (a
+benchmark that wants no limit passes e.g. ``10**12``)."""
 MEMORY_LIMIT_BYTES = 256 * 2**20
 """Bound on the memory a game allocates per step for observations and inboxes (all agents and
 worlds together): 256 MiB. A configuration above it raises at construction with the computed
@@ -94,6 +98,15 @@ def check_int(
 def check_seed(name: str, value: Any) -> int:
     """A seed: an integer in [0, 2**63 - 1] (``mask_seed``, ``data_seed``...)."""
     return check_int(name, value, 0, 2**63 - 1)
+
+
+def generator_seed(seed: int) -> int:
+    """What a torch generator is seeded with for the user's ``seed``: ``seed`` itself below
+    2**32, else a 32-bit hash of it. torch's CPU generator keeps only the low 32 bits of its
+    seed, so without the hash seeds 2**32 apart would play the same episode."""
+    if seed < 2**32:
+        return seed
+    return int(np.random.SeedSequence(seed).generate_state(1, np.uint32)[0])
 
 
 def check_float(
@@ -184,7 +197,7 @@ def check_data_root(value: Any, name: str = "data_root") -> str | None:
 def check_memory(what: str, nbytes: int, allow_large: bool, **sizes: int) -> None:
     """Raise when ``nbytes`` exceed :data:`MEMORY_LIMIT_BYTES` unless ``allow_large``; the
     error names the configuration ``sizes`` the estimate came from."""
-    if nbytes > MEMORY_LIMIT_BYTES and not check_bool("allow_large", allow_large):
+    if not check_bool("allow_large", allow_large) and nbytes > MEMORY_LIMIT_BYTES:
         config = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
         raise ValueError(
             f"{config} needs {nbytes / 2**20:,.0f} MiB of {what}; expected at most "
@@ -281,6 +294,14 @@ def validate_action(
         check_distributions(
             f"invalid action for agent {agent!r}", torch.as_tensor(arr)[None], space
         )
+    elif type(space) is gymnasium.spaces.Box and arr.dtype != space.dtype:
+        # numpy's default float64 (and lists) taken as the space's dtype, as the batched face
+        # takes them: Box.contains refuses any dtype that does not cast to it safely
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            cast = arr.astype(space.dtype)
+        if not np.all(np.isfinite(cast)):
+            raise fail(f"values beyond the range of {space.dtype}")
+        arr = cast
     if not space.contains(arr):
         raise fail("values out of the space")
     return arr
@@ -656,6 +677,24 @@ class BatchedEnv(ABC):
         """An RGB frame ``(H, W, 3)`` uint8 of world ``env_index``."""
         return None
 
+    def _check_agent(self, agent: Any) -> None:
+        """``ValueError`` unless ``agent`` is one of ``possible_agents`` (the spaces' check)."""
+        known = self.__dict__.get("_known_agents")
+        if known is None:
+            known = self._known_agents = frozenset(self.possible_agents)
+        try:
+            ok = agent in known
+        except TypeError:  # unhashable: no agent name
+            ok = False
+        if not ok:
+            names = self.possible_agents
+            shown = names if len(names) <= 4 else [names[0], "...", names[-1]]
+            raise ValueError(f"unknown agent {agent!r}; the agents are {', '.join(shown)}")
+
+    def _check_render_index(self, env_index: Any) -> int:
+        """The world ``render(env_index)`` draws: an integer in [0, num_envs - 1]."""
+        return check_int("env_index", env_index, 0, self.num_envs - 1)
+
     def close(self) -> None:
         """Release the episode state (the game can be ``reset`` again afterwards)."""
         self._state = {}
@@ -680,21 +719,22 @@ class BatchedEnv(ABC):
         self.render_mode = render_mode
         self.validate = check_bool("validate", validate)
 
-    def _seed_generator(self, seed: int | None) -> torch.Generator:
+    def _seed_generator(self, seed: int) -> torch.Generator:
         gen = torch.Generator(device=self.device)
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy) % 2**63
         gen.manual_seed(int(seed))
         return gen
 
     def _seed_streams(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
-        """The game's main stream (seeded with ``seed`` itself: every full reset and step) and
-        the stream per-world resets draw from (derived from ``seed``), so that restarting some
-        worlds never shifts the draws of the others; ``None`` draws a fresh seed."""
+        """The game's main stream (seeded with ``seed`` itself, :func:`generator_seed`: every
+        full reset and step) and the stream per-world resets draw from (derived from
+        ``seed``), so that restarting some worlds never shifts the draws of the others;
+        ``None`` draws a fresh seed. A seed that is not an integer in [0, 2**63 - 1] raises
+        ``ValueError`` here, before the game changes anything."""
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % 2**63
-        derived = int(np.random.SeedSequence([int(seed), 1]).generate_state(1, np.uint64)[0])
-        return self._seed_generator(seed), self._seed_generator(derived % 2**63)
+        seed = check_seed("seed", seed)
+        derived = int(np.random.SeedSequence([seed, 1]).generate_state(1, np.uint64)[0])
+        return self._seed_generator(generator_seed(seed)), self._seed_generator(derived % 2**63)
 
 
 def to_numpy(value: Any) -> Any:
@@ -794,11 +834,13 @@ class BatchedParallelEnv(GameFace, ParallelEnv):
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         # inference_mode: no autograd bookkeeping, which dominates tiny one-world steps
-        self.agents = list(self.possible_agents)
         if self._one_world:  # the game's own one-world numpy path
-            return self.game.reset_one(seed=seed)
+            out = self.game.reset_one(seed=seed)
+            self.agents = list(self.possible_agents)  # after the game: a bad seed changes nothing
+            return out
         with torch.inference_mode():
             obs, infos = self.game.reset(seed=seed)
+        self.agents = list(self.possible_agents)
         return self._obs(obs), self._infos(infos)
 
     def step(self, actions: dict[str, Any]):
@@ -848,6 +890,8 @@ class ValidatingAECEnv(parallel_to_aec_wrapper):
     """
 
     def step(self, action: Any) -> None:
+        if "agent_selection" not in self.__dict__:  # set by the first reset
+            raise ValueError("step() called before reset(); call reset() first")
         agent = self.agent_selection
         if not (self.terminations[agent] or self.truncations[agent]):
             action = validate_action(agent, self.action_space(agent), action)
@@ -886,6 +930,14 @@ class OrderedAECEnv(OrderEnforcingWrapper):
     infos = _forwarded("infos", True)
     _cumulative_rewards = _forwarded("_cumulative_rewards", False)
     possible_agents = _forwarded("possible_agents", False)
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        flags = self._has_reset, self._has_updated
+        try:
+            super().reset(seed=seed, options=options)
+        except Exception:  # e.g. a bad seed: the env is as before, and so is its order
+            self._has_reset, self._has_updated = flags
+            raise
 
     def step(self, action: Any) -> None:
         if not self._has_reset:

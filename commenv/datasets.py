@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from commenv.core import generator_seed
+
 __all__ = ["DATASETS", "DatasetSplits", "Split", "load_dataset"]
 
 DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
@@ -228,7 +230,7 @@ def _file_splits(name: str, path: str, seed: int, val_fraction: float) -> Datase
 
 def _val_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random (train, val) index split of ``range(n)``; both sorted."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(generator_seed(seed))
     perm = torch.randperm(n, generator=gen).numpy()
     n_val = int(round(n * val_fraction))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
@@ -259,7 +261,7 @@ def _make_split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, scale: float) -> 
 def _synthetic_data(
     seed: int, size: int, shape: tuple[int, int, int], classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(generator_seed(seed))
     prototypes = torch.rand((classes, *shape), generator=gen)
     y = torch.arange(size) % classes
     y = y[torch.randperm(size, generator=gen)]
@@ -273,7 +275,7 @@ def _synthetic_splits(
     seed: int, val_fraction: float, size: int, shape: tuple[int, int, int], classes: int
 ) -> DatasetSplits:
     x, y = _synthetic_data(seed, size, shape, classes)
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(generator_seed(seed + 1))
     perm = torch.randperm(size, generator=gen)
     n_test = max(1, int(round(size * SYNTHETIC_TEST_FRACTION)))
     test_idx, rest = perm[:n_test].sort().values, perm[n_test:].sort().values

@@ -125,13 +125,14 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
   [0, 2**63 - 1].
 - ``train_size=None``: partition only a random ``train_size`` of the training samples (the
   rest belong to no node), an integer in [n_nodes, training samples], or ``None`` for all.
-- ``image_bits=8``: bits per pixel on the wire, an integer >= 1 (8: the uint8 pixels).
+- ``image_bits=8``: bits per pixel on the wire, an integer in [1, 64] (8: the uint8 pixels).
 - ``float_bits=32``: precision of logits/features on the wire: 32 or 64 (sent as is), 16 (IEEE
   half precision), or 1..15 (each sample's vector sent as ``2**float_bits`` levels between its
   min and max, plus those two as fp32, 64 bits per sample; ``commenv.channel.quantize``);
   below 32 it is also what arrives. Any other value (e.g. 33) raises.
 - ``bit_cost=0.0``: reward per bit sent, ``r_i = -bit_cost * bits``, a finite number >= 0.
-- ``max_cycles=5000``: steps per episode of each world (then truncated), an integer >= 1.
+- ``max_cycles=5000``: steps per episode of each world (then truncated), an integer in
+  [1, 2**62].
 - ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
 - ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
   directory that does not exist raises.
@@ -167,6 +168,7 @@ from commenv.channel import (
     quantize,
 )
 from commenv.core import (
+    MAX_CYCLES_LIMIT,
     BatchedEnv,
     BatchedParallelEnv,
     EnvFamily,
@@ -286,7 +288,8 @@ class NodeGraphGame(BatchedEnv):
             n_nodes, content, batch_size, consumption_prob, inbox_capacity, overflow, feature_dim
         )
         self._check_bandwidth(image_bits, float_bits, bit_cost)
-        self.max_cycles = check_int("max_cycles", max_cycles)
+        self.max_cycles = check_int("max_cycles", max_cycles, high=MAX_CYCLES_LIMIT)
+        check_channel_memory(self.n_nodes, None, allow_large, "n_nodes")  # before n_nodes names
         self.possible_agents = [f"node_{i}" for i in range(self.n_nodes)]
         data = self._build_data(dataset, data_seed, data_root)
         self._build_partitions(
@@ -334,7 +337,7 @@ class NodeGraphGame(BatchedEnv):
 
     def _check_bandwidth(self, image_bits: int, float_bits: int, bit_cost: float) -> None:
         """What a message costs: bits per pixel and per float, and the reward per bit."""
-        self.image_bits = check_int("image_bits", image_bits)
+        self.image_bits = check_int("image_bits", image_bits, 1, 64)
         self.float_bits = check_float_bits(float_bits)
         self.bit_cost = check_float("bit_cost", bit_cost, 0.0)
 
@@ -496,9 +499,11 @@ class NodeGraphGame(BatchedEnv):
 
     # -- spaces and graph ----------------------------------------------------------------
     def observation_space(self, agent: str) -> gymnasium.Space:
+        self._check_agent(agent)
         return self._obs_space
 
     def action_space(self, agent: str) -> gymnasium.Space:
+        self._check_agent(agent)
         return self._act_space
 
     def out_neighbours(self, agent: str | int) -> list[int]:
@@ -924,6 +929,7 @@ class NodeGraphGame(BatchedEnv):
         occupancy; ``ansi``: one line per node; ``human``: prints the ``ansi`` text."""
         if self.render_mode is None or not self._state:
             return None
+        env_index = self._check_render_index(env_index)
         st = self._state
         last_sent = self.last_sent(env_index).cpu()
         if self.render_mode in ("ansi", "human"):
@@ -954,7 +960,8 @@ class NodeGraphGame(BatchedEnv):
 
 
 _BIT_KINDS = frozenset("biuf")  # dtypes whose 0/1 values are bits (bool, ints, floats)
-_PAYLOAD_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))  # cast to float32 safely
+# float32 and the dtypes the action check takes as float32 (float64: numpy's default)
+_PAYLOAD_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))
 
 
 class NodeGraphParallelEnv(BatchedParallelEnv):
@@ -1060,8 +1067,9 @@ class NodeGraphParallelEnv(BatchedParallelEnv):
         shape = (self.batch_size, self.payload_dim)
         if not all(p.shape == shape for p in payloads):
             return None
-        pay = np.stack(payloads)
-        if not bool(np.isfinite(pay).all()):
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
+            pay = np.stack(payloads).astype(np.float32, copy=False)
+        if not bool(np.isfinite(pay).all()):  # NaN, inf, or beyond float32's range
             return None
         return bits[0], pay
 

@@ -106,7 +106,8 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 - ``drop_prob=0.0``: probability that the channel loses each message, in [0, 1].
 - ``k=None``: neighbours per agent for ``graph="ring"`` (1 <= k <= n_agents - 1); must stay
   ``None`` with any other graph.
-- ``max_cycles=25``: steps per episode (then truncated), an integer >= 1.
+- ``max_cycles=25``: steps per episode (then truncated), an integer in
+  [1, 2**62].
 - ``mask_seed=0``: seed of the noise masks, an integer in [0, 2**63 - 1].
 - ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
 - ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
@@ -145,6 +146,7 @@ import torch
 
 from commenv.channel import Channel, GraphSpec, check_channel_memory, make_adjacency
 from commenv.core import (
+    MAX_CYCLES_LIMIT,
     BatchedEnv,
     ObservationPool,
     TensorDict,
@@ -159,6 +161,8 @@ from commenv.core import (
     check_partial_reset,
     check_probability,
     check_seed,
+    describe,
+    generator_seed,
 )
 from commenv.datasets import DATASETS, load_dataset
 
@@ -295,7 +299,7 @@ def _filled_worlds(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | Non
 
 def noise_masks(n_agents: int, num_features: int, noise: float, seed: int) -> torch.Tensor:
     """The fixed per-agent inversion masks ``(n_agents, num_features)`` bool."""
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(generator_seed(int(seed)))
     return torch.rand(n_agents, num_features, generator=gen) < noise
 
 
@@ -345,9 +349,9 @@ class PartialObsGame(BatchedEnv):
         self._check_rules(
             n_agents, level, message_bits, num_candidates, info_weight, likelihood_weight
         )
-        self.max_cycles = check_int("max_cycles", max_cycles)
+        self.max_cycles = check_int("max_cycles", max_cycles, high=MAX_CYCLES_LIMIT)
+        self._build_channel(graph, k, flip_prob, drop_prob, allow_large)  # checks n_agents' size
         self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
-        self._build_channel(graph, k, flip_prob, drop_prob, allow_large)
         self._build_world(dataset, split, noise, mask_seed, data_seed, data_root)
         self._build_spaces(allow_large)
         self._build_out_slots()
@@ -406,6 +410,11 @@ class PartialObsGame(BatchedEnv):
         check_channel_memory(self.n_agents, None, allow_large)
         adjacency = make_adjacency(graph, self.n_agents, k)
         check_channel_memory(self.n_agents, adjacency, allow_large)
+        if not bool(adjacency.any()):
+            raise ValueError(
+                f"graph must have at least one edge (someone to hear), got {describe(graph)} "
+                "with none: no agent would ever hear a message"
+            )
         if self.level == "both" and not torch.equal(adjacency, adjacency.T):
             raise ValueError(
                 "level='both' needs a symmetric graph (every listener also speaks back), "
@@ -495,9 +504,11 @@ class PartialObsGame(BatchedEnv):
         return self._channel.max_in_degree
 
     def observation_space(self, agent: str) -> gymnasium.Space:
+        self._check_agent(agent)
         return self._obs_space
 
     def action_space(self, agent: str) -> gymnasium.Space:
+        self._check_agent(agent)
         return self._act_space
 
     # -- world -----------------------------------------------------------------------------
@@ -1090,6 +1101,7 @@ class PartialObsGame(BatchedEnv):
         ``ansi``: the messages as text; ``human``: prints the ``ansi`` text."""
         if self.render_mode is None or not self._state:
             return None
+        env_index = self._check_render_index(env_index)
         if self.render_mode in ("ansi", "human"):
             step = int(self._state["steps"][env_index])
             lines = [f"{self.metadata['name']} step {step}"]

@@ -97,7 +97,8 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``). PettingZoo's
 - ``exam_size=None``: exam samples, an integer in [1, validation samples]; ``None`` uses the
   whole validation split (1/6 of the official training set: 10,000 of 60,000 for
   (Fashion-)MNIST).
-- ``max_lessons=100``: lessons per episode (then truncated), an integer >= 1.
+- ``max_lessons=100``: lessons per episode (then truncated), an integer in
+  [1, 2**62].
 - ``target_accuracy=None``: exam accuracy that terminates the episode, in (0, 1], or ``None``.
 - ``data_seed=0``: seed of the dataset's train/val split, an integer in [0, 2**63 - 1].
 - ``data_root=None``: directory of a file dataset; ``None`` searches the default locations, a
@@ -131,6 +132,7 @@ from pettingzoo.utils.conversions import turn_based_aec_to_parallel_wrapper
 
 from commenv.channel import Channel, make_adjacency
 from commenv.core import (
+    MAX_CYCLES_LIMIT,
     BatchedEnv,
     EnvFamily,
     GameFace,
@@ -219,7 +221,7 @@ class QuizGame(BatchedEnv):
         self.stack_size = check_int("stack_size", stack_size)
         self.batch_size = check_int("batch_size", batch_size)
         self.exam_every = check_int("exam_every", exam_every)
-        self.max_lessons = check_int("max_lessons", max_lessons)
+        self.max_lessons = check_int("max_lessons", max_lessons, high=MAX_CYCLES_LIMIT)
         self.target_accuracy = check_float(
             "target_accuracy", target_accuracy, 0.0, 1.0, low_open=True, optional=True
         )
@@ -289,9 +291,11 @@ class QuizGame(BatchedEnv):
 
     # -- spaces ----------------------------------------------------------------------------
     def observation_space(self, agent: str) -> gymnasium.Space:
+        self._check_agent(agent)
         return self._spaces["obs"][agent]
 
     def action_space(self, agent: str) -> gymnasium.Space:
+        self._check_agent(agent)
         return self._spaces["act"][agent]
 
     @property
@@ -758,6 +762,7 @@ class QuizGame(BatchedEnv):
         counters as text; ``human``: prints the ``ansi`` text."""
         if self.render_mode is None or not self._started:
             return None
+        env_index = self._check_render_index(env_index)
         if self.render_mode in ("ansi", "human"):
             counts = self._render_counts(env_index)
             acc = counts.pop("acc")

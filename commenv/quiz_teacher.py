@@ -63,7 +63,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from commenv.core import check_choice, check_float, validate_action
+from commenv.core import check_choice, check_float, check_seed, describe, validate_action
 from commenv.quiz import QuizGame
 
 FEATURES = 5
@@ -109,6 +109,10 @@ class QuizTeacherEnv(gymnasium.Env):
         self.targets, self.overflow = targets, overflow
         self.overflow_penalty = check_float("overflow_penalty", overflow_penalty, 0.0)
         self.render_mode = render_mode
+        if teacher_model is not None and not isinstance(teacher_model, torch.nn.Module):
+            raise ValueError(
+                f"teacher_model must be a torch.nn.Module or None, got {describe(teacher_model)}"
+            )
         model = teacher_model or teacher_for(dataset, data_root=data_root, show_progress=False)
         self.teacher_probs = predict_probs(model, self.game.train_x)
         M = self.game.stack_size * self.game.batch_size
@@ -120,6 +124,8 @@ class QuizTeacherEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         from commenv_agents.teacher import Student
 
+        if seed is not None:  # the game's wording, before Gymnasium reseeds anything
+            check_seed("seed", seed)
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(2**31))
         game = self.game

@@ -287,3 +287,167 @@ def test_doc_page_examples_run():
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(page), "exec"), namespace)
+
+
+# -- seeds, spaces, graphs and sizes (an audit of every face) ---------------------------------
+SMALL = {
+    "partial_obs": {"message_bits": 4, "num_candidates": 2},
+    "node_graph": {"n_nodes": 3, "batch_size": 2},
+    "quiz": {"stack_size": 1, "batch_size": 4},
+}
+
+
+def _faces(game: str, device: torch.device):
+    family = getattr(commenv, f"{game}_v0")
+    cfg = SMALL[game]
+    return {
+        "parallel": lambda: family.parallel_env(**cfg),
+        "aec": lambda: family.env(**cfg),
+        "batched": lambda: family.batched(2, device=device, **cfg),
+    }
+
+
+@pytest.mark.parametrize("game", sorted(SMALL))
+@pytest.mark.parametrize("face", ["parallel", "aec", "batched"])
+@pytest.mark.parametrize("seed", [1.5, "3", True, -1, 2**63, np.float64(2.0)])
+def test_reset_refuses_a_bad_seed_and_changes_nothing(game, face, seed, device):
+    make = _faces(game, device)[face]
+    env, twin = make(), make()
+    for e in (env, twin):
+        e.reset(seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        env.reset(seed=seed)
+    if face == "batched":  # not reseeded: both random streams are where the twin's are
+        gens = [
+            (g._gen.get_state(), getattr(g, "_restart_gen", None) or g._reset_gen)
+            for g in (env, twin)
+        ]
+        gens = [(a, b.get_state()) for a, b in gens]
+        assert all(torch.equal(a, b) for a, b in zip(*gens, strict=True))
+        return
+    assert env.agents == twin.agents
+    if face == "parallel":  # the episode goes on as the twin's
+        first = {a: env.action_space(a).sample() for a in env.agents}
+        obs, twin_obs = env.step(first)[0], twin.step(first)[0]
+        assert obs.keys() == twin_obs.keys()
+        assert all(np.array_equal(obs[a], twin_obs[a]) for a in obs)
+
+
+@pytest.mark.parametrize("game", sorted(SMALL))
+def test_a_refused_first_reset_leaves_the_env_unstarted(game, device):
+    for face in ("parallel", "aec"):
+        env = _faces(game, device)[face]()
+        with pytest.raises(ValueError, match="seed"):
+            env.reset(seed=-1)
+        with pytest.raises(ValueError, match="before reset"):
+            env.step({} if face == "parallel" else None)
+
+
+def test_a_refused_reset_after_the_episode_keeps_it_finished():
+    env = commenv.partial_obs_v0(max_cycles=2)
+    env.reset(seed=0)
+    while env.agents:
+        env.step({a: np.zeros(36, np.int8) for a in env.agents})
+    with pytest.raises(ValueError, match="seed"):
+        env.reset(seed=-1)
+    assert env.agents == []
+    with pytest.raises(ValueError, match="finished episode"):
+        env.step({a: np.zeros(36, np.int8) for a in env.possible_agents})
+
+
+def _first_obs(seed: int | None = 0, **cfg) -> np.ndarray:
+    env = commenv.partial_obs_v0(**cfg)
+    obs, _ = env.reset(seed=seed)
+    return obs["agent_0"]
+
+
+def test_seeds_2_to_the_32_apart_are_different_episodes():
+    """torch's CPU generator keeps 32 bits of a seed: larger seeds are hashed first."""
+    assert commenv.core.generator_seed(2**32 - 1) == 2**32 - 1  # small seeds: as before
+    assert not np.array_equal(_first_obs(7), _first_obs(2**40 + 7))
+    assert not np.array_equal(_first_obs(mask_seed=5), _first_obs(mask_seed=5 + 2**32))
+    assert np.array_equal(_first_obs(2**40 + 7), _first_obs(2**40 + 7))
+
+
+def test_float64_and_list_payloads_are_the_float32_action():
+    """numpy's default dtype is taken as the space's float32 on the PettingZoo faces too."""
+    runs = []
+    for convert in (np.float32, np.float64, list):
+        env = commenv.node_graph_v0(n_nodes=3, batch_size=2, content="logits")
+        env.reset(seed=0)
+        out = []
+        for t in range(3):
+            pay = np.full((2, 10), 0.1 * t)
+            act = {"broadcast": np.ones(2, np.int8)}
+            act["payload"] = pay.tolist() if convert is list else pay.astype(convert)
+            obs = env.step({a: act for a in env.agents})[0]
+            out.append(np.stack([obs[a] for a in env.possible_agents]))
+        runs.append(np.stack(out))
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])
+    aec = commenv.node_graph_v0.env(n_nodes=3, batch_size=2, content="features")
+    aec.reset(seed=0)
+    shape = aec.action_space(aec.agent_selection)["payload"].shape
+    aec.step({"broadcast": np.ones(2, np.int8), "payload": np.zeros(shape).tolist()})
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: commenv.partial_obs_v0(graph=[], level="none"), "at least one edge"),
+        (lambda: commenv.partial_obs_v0(graph=np.zeros((2, 2)), level="none"), "one edge"),
+        (lambda: commenv.partial_obs_v0(n_agents=3, graph="ring", k=True), "k=True"),
+        (lambda: commenv.node_graph_v0(n_nodes=3, k=True), "k=True"),
+        (lambda: commenv.partial_obs_v0(graph=[(True, False)], level="feedback"), "edge"),
+        (lambda: commenv.partial_obs_v0(graph=np.array([["a", "b"], ["c", "d"]])), "0/1"),
+        (lambda: commenv.partial_obs_v0(allow_large="no"), "allow_large"),
+        (lambda: commenv.node_graph_v0(allow_large=None), "allow_large"),
+        (lambda: commenv.partial_obs_v0(n_agents=10**9), "n_agents"),
+        (lambda: commenv.node_graph_v0(n_nodes=10**9), "n_nodes"),
+        (lambda: commenv.node_graph_v0(max_cycles=10**30), "max_cycles"),
+        (lambda: commenv.partial_obs_v0(max_cycles=2**62 + 1), "max_cycles"),
+        (lambda: commenv.quiz_v0(max_lessons=2**63), "max_lessons"),
+        (lambda: commenv.node_graph_v0(image_bits=2**62), "image_bits"),
+    ],
+)
+def test_configurations_refused_at_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("game", sorted(SMALL))
+def test_spaces_of_an_unknown_agent_raise(game, device):
+    for face in _faces(game, device).values():
+        env = face()
+        for agent in ("ghost", 0, ["agent_0"]):
+            with pytest.raises(ValueError, match="unknown agent"):
+                env.observation_space(agent)
+            with pytest.raises(ValueError, match="unknown agent"):
+                env.action_space(agent)
+
+
+@pytest.mark.parametrize("game", sorted(SMALL))
+def test_batched_render_index_is_checked(game, device):
+    env = getattr(commenv, f"{game}_v0").batched(
+        2, device=device, render_mode="ansi", **SMALL[game]
+    )
+    env.reset(seed=0)
+    assert isinstance(env.render(1), str)
+    for bad in (2, -1, True, 0.0, "0"):
+        with pytest.raises(ValueError, match="env_index"):
+            env.render(bad)
+
+
+def test_raw_aec_step_before_reset_says_so():
+    env = commenv.partial_obs_v0.raw_env()
+    with pytest.raises(ValueError, match="before reset"):
+        env.step(np.zeros(36, np.int8))
+
+
+def test_quiz_teacher_checks_model_and_seed():
+    import gymnasium
+
+    with pytest.raises(ValueError, match="teacher_model"):
+        gymnasium.make("commenv/QuizTeacher-v0", teacher_model="x")
+    env = gymnasium.make("commenv/QuizTeacher-v0")
+    with pytest.raises(ValueError, match="seed"):
+        env.reset(seed=1.5)
