@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a bad option value found after parsing (e.g. an unknown run)
         print(f"commenv bench {args.name}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk, say how to go on
+        print(
+            f"\ncommenv bench {args.name}: interrupted; the runs that finished are kept in "
+            f"<out-dir>/*.partial.jsonl: run the same command with --resume to go on",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
@@ -58,6 +65,7 @@ def _print_envs() -> int:
     try:
         for name, family in commenv.ENVS.items():
             summary = (family.__doc__ or "").strip().splitlines()[0]
+            summary = summary.removeprefix(name).lstrip(" —-:")  # the docstring names it too
             print(f"{name}: {summary}")
             defaults = ", ".join(f"{k}={v!r}" for k, v in family.defaults().items())
             print(f"    {defaults}")

@@ -814,11 +814,12 @@ def run_output_sharing(args: GraphArgs, rt: Runtime, share: str, progress_every:
     wire = Wire(args.exchange, rt.device, rt.timeout)
     game = ShardGame(kw, nodes, wire, owner)
     arch = choose_arch(args, rt.device)
-    from commenv.bench.tools import load_object, seed_everything
+    from commenv.bench.tools import load_class, seed_everything
 
     seed_everything(args.seed)
     if args.agent:
-        cls = load_object(args.agent)
+        contract = "docs/agents.md#node-graph"
+        cls = load_class(args.agent, "--agent", ("step", "predict_proba"), contract)
         pop = cls(
             len(nodes),
             game.image_shape,

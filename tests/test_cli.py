@@ -99,3 +99,72 @@ def test_cuda_check_stops_cleanly_without_cuda(tmp_path):
     assert done.returncode == 2, done
     assert "no CUDA on this machine" in done.stderr
     assert not list(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+WRONG_AGENT = "class Wrong:\n    pass\n"
+
+
+@pytest.mark.parametrize(
+    "bench, argv, expected",
+    [
+        ("graph", ["--steps", "-5"], "--steps must be an integer >= 1, got int -5"),
+        ("graph", ["--seed", "-1"], "--seed must be an integer in [0,"),
+        ("graph", ["--eval-every", "0"], "--eval-every must be an integer >= 1"),
+        ("graph", ["--threads", "0"], "--threads must be an integer >= 1"),
+        ("speed", ["--seconds", "-1"], "--seconds must be a finite number > 0"),
+        ("speed", ["--sizes", "4096", "0"], "--sizes must be an integer >= 1, got int 0"),
+        ("quiz", ["--workers", "0"], "--workers must be an integer >= 1"),
+        ("graph", ["--agent", "nosuchmod:X"], "cannot import 'nosuchmod:X': No module named"),
+        ("graph", ["--agent", "wrong:Wrong"], "must be a class with step(), predict_proba()"),
+        ("unsupervised", ["--agent", "wrong:Wrong"], "must be a class with step(), encode()"),
+        ("language", ["--agent", "wrong:Wrong"], "must be a class with forward(), to()"),
+        ("frontier", ["--agent", "wrong:Wrong"], "missing step, predict_proba"),
+        (
+            "quiz",
+            ["--teacher", "wrong:Wrong"],
+            "--teacher 'wrong:Wrong' must be a class with act()",
+        ),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(
+    bench, argv, expected, capsys, tmp_path, monkeypatch, device
+):
+    """One line naming the option as typed, exit 2, and not even a partial file on disk."""
+    (tmp_path / "wrong.py").write_text(WRONG_AGENT)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    code = cli.main(
+        ["bench", bench, "--quick", *argv, "--out-dir", str(out), "--device", str(device)]
+    )
+    assert code == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_device_this_machine_lacks_is_a_usage_error(capsys, tmp_path):
+    assert (
+        cli.main(["bench", "graph", "--quick", "--device", "gpu", "--out-dir", str(tmp_path)]) == 2
+    )
+    assert "--device must be a device this machine has" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_result_metadata_names_versions_and_command(monkeypatch):
+    import numpy as np
+
+    import commenv
+    from commenv.bench.tools import run_metadata
+
+    monkeypatch.setattr("sys.argv", ["commenv", "bench", "graph", "--quick"])
+    meta = run_metadata({"seed": 0})
+    assert meta["commenv"] == commenv.__version__ and meta["numpy"] == np.__version__
+    assert meta["argv"] == ["bench", "graph", "--quick"]
+    assert meta["dirty"] in (True, False, None) and meta["args"] == {"seed": 0}
+
+
+def test_envs_names_each_game_once(capsys):
+    assert cli.main(["envs"]) == 0
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith(" "):
+            name = line.split(":")[0]
+            assert line.count(name) == 1, line

@@ -44,7 +44,7 @@ from commenv.bench.graph import CONFIGS as GRAPH_CONFIGS
 from commenv.bench.tools import (
     NodeGraphOptions,
     RunStore,
-    load_object,
+    load_class,
     markdown_table,
     parse_config,
     progress,
@@ -389,14 +389,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     jobs: list[tuple[str, Any]] = [(name, None) for name in args.protocols]
     if args.agent:
-        cls = load_object(args.agent)
-        if not callable(getattr(cls, "step", None)) or not callable(
-            getattr(cls, "predict_proba", None)
-        ):
-            raise TypeError(
-                f"--agent {args.agent!r} must be a class with step(views, out_valid) and "
-                f"predict_proba(x) (see {CommProtocol.__module__}.CommProtocol), got {cls!r}"
-            )
+        contract = f"{CommProtocol.__module__}.CommProtocol"
+        cls = load_class(args.agent, "--agent", ("step", "predict_proba"), contract)
         jobs.append((f"agent:{cls.__name__}", cls))
     store = RunStore(args.out_dir, NAME, resume=args.resume)
     print(

@@ -47,7 +47,7 @@ import torch
 from commenv.bench.tools import (
     OutputSharingOptions,
     RunStore,
-    load_object,
+    load_class,
     markdown_table,
     parse_config,
     progress,
@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     jobs = [job for job in jobs if job[0] in chosen]
     thesis = {c[0]: c[3:] for c in CONFIGS}
     if args.agent:
-        cls = load_object(args.agent)
+        cls = load_class(
+            args.agent, "--agent", ("step", "predict_proba"), "docs/agents.md#node-graph"
+        )
         jobs.append(
             (f"10 nodes, {cls.__name__} ({args.agent_content})", 10, args.agent_content, cls)
         )

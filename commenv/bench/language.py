@@ -186,7 +186,8 @@ def variants(args: Args) -> list[tuple[str, dict]]:
     if args.untrained:  # what the probe reads from random features: the floor to beat
         out.append(("untrained (lr 0)", {"kind": "gumbel", "lr": 0.0}))
     if args.agent:
-        cls = benchtools.load_object(args.agent)
+        contract = "docs/agents.md#partial-observation: a torch.nn.Module"
+        cls = benchtools.load_class(args.agent, "--agent", ("forward", "to"), contract)
         out.append((f"user {args.agent}", {"speaker_cls": cls}))
     return out
 

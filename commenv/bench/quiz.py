@@ -384,6 +384,8 @@ killed run resumes with ``--resume``)."""
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    if args.teacher:  # the user's class is checked before any configuration runs
+        benchtools.load_class(args.teacher, "--teacher", ("act",), "docs/agents.md#quiz")
     torch.set_num_threads(args.threads)
     names = list(args.names) + ([f"user:{args.teacher}"] if args.teacher else [])
     order = sorted(names, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY))

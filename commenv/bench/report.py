@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = p.parse_args(argv)
     root = Path(args.root)
     if not (root / "docs" / "results").is_dir():
-        raise ValueError(f"--root {root} has no docs/results folder; run from the repository root")
+        p.error(f"--root {root} has no docs/results folder; run from the repository root")
     if args.check:
         out = stale(root)
         for path in out:

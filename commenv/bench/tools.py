@@ -30,10 +30,13 @@ from commenv.node_graph import PARTITIONS
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; anything else is passed to torch."""
+    """``"auto"`` picks CUDA when available, else CPU; anything else must be a device this
+    machine has (``ValueError`` naming ``--device`` otherwise, before any work starts)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from commenv.core import check_device
+
+    return check_device(name, "--device")
 
 
 def seed_everything(seed: int) -> None:
@@ -74,14 +77,36 @@ def load_object(spec: str) -> Any:
             raise ValueError(f"cannot import {path}")
         module = importlib.util.module_from_spec(mod_spec)
         mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except FileNotFoundError:
+            raise ValueError(f"cannot import {spec!r}: no file {path}") from None
     else:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # let users name modules in their working dir
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # a missing module, or one of its own imports
+            raise ValueError(f"cannot import {spec!r}: {exc}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def load_class(spec: str, option: str, methods: Sequence[str], contract: str) -> type:
+    """:func:`load_object` for a user's ``--agent``/``--teacher`` class, checked before any
+    run starts: a class with each of ``methods`` callable, else ``ValueError`` naming the
+    option and pointing at the ``contract`` (where the interface is documented)."""
+    cls = load_object(spec)
+    missing = [m for m in methods if not callable(getattr(cls, m, None))]
+    if not isinstance(cls, type) or missing:
+        what = f"missing {', '.join(missing)}" if missing else "not a class"
+        raise ValueError(
+            f"{option} {spec!r} must be a class with {', '.join(f'{m}()' for m in methods)} "
+            f"(see {contract}); {what}: got {cls!r}"
+        )
+    return cls
 
 
 def progress(iterable: Iterable | None = None, **kwargs: Any):
@@ -113,12 +138,37 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digit
     return "\n".join(lines)
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout's tracked files differ from ``HEAD`` (``None``: not a checkout), so
+    that a result file says when its ``commit`` is not the whole story."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def run_metadata(args: Any) -> dict[str, Any]:
-    """What every result file records: commit, arguments, versions, machine, time."""
+    """What every result file records: commit (and whether tracked files had changes), the
+    command line, arguments, versions, machine, time."""
+    import numpy as np
+
+    import commenv
+
     arg_dict = vars(args) if hasattr(args, "__dict__") else dict(args)
     return {
         "commit": git_commit(),
+        "dirty": git_dirty(),
+        "argv": list(sys.argv[1:]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in arg_dict.items()},
+        "commenv": commenv.__version__,
+        "numpy": np.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -289,7 +339,42 @@ def parse_config(
     module = cls.__module__
     if prog is None and module.startswith("commenv.bench."):
         prog = f"commenv bench {module.rsplit('.', 1)[1]}"
-    return tyro.cli(cls, args=args, description=description, default=default, prog=prog)
+    config = tyro.cli(cls, args=args, description=description, default=default, prog=prog)
+    check_options(config)
+    return config
+
+
+COUNT_OPTIONS = (
+    *("steps", "threads", "eval_every", "batch_size", "workers", "rounds", "stages", "seeds"),
+    *("worlds", "n_nodes", "hidden", "feature_dim", "inbox_capacity", "message_bits"),
+    *("student_hidden", "teacher_stack", "exam_every", "probe_epochs", "probe_patience"),
+    *("patience_epochs", "temp_every", "codistill_period", "ist_period", "local_period"),
+    *("mi_negatives", "max_epochs", "train_size", "powersgd_rank", "sizes", "memory_sizes"),
+)
+"""Options that count something (steps, threads, sizes...): integers >= 1 wherever they occur."""
+POSITIVE_OPTIONS = ("lr", "seconds", "timeout")
+"""Options that are finite numbers > 0."""
+
+
+def check_options(config: Any) -> None:
+    """The options every benchmark shares a meaning for, checked once they are parsed and
+    before anything runs: counts (:data:`COUNT_OPTIONS`, each element of a tuple of sizes) are
+    integers >= 1, :data:`POSITIVE_OPTIONS` are > 0 and ``seed`` is an integer in
+    [0, 2**63 - 1]. ``ValueError`` names the option as it is typed (``--eval-every``); a field
+    left ``None`` takes its preset's value later."""
+    from commenv.core import check_float, check_int, check_seed
+
+    for field, value in vars(config).items():
+        flag = "--" + field.replace("_", "-")
+        if value is None:
+            continue
+        if field in COUNT_OPTIONS:
+            for v in value if isinstance(value, tuple | list) else (value,):
+                check_int(flag, v, 1)
+        elif field in POSITIVE_OPTIONS:
+            check_float(flag, value, 0.0, low_open=True)
+        elif field == "seed":
+            check_seed(flag, value)
 
 
 @dataclass

@@ -47,7 +47,7 @@ import torch
 from commenv.bench.tools import (
     NodeGraphOptions,
     RunStore,
-    load_object,
+    load_class,
     markdown_table,
     parse_config,
     progress,
@@ -451,7 +451,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         (n, spec, None) for n, spec in RUNS.items() if n in (args.runs or DEFAULT_RUNS)
     ]
     if args.agent:
-        cls = load_object(args.agent)
+        contract = "commenv_agents.unsupervised.UnsupervisedPopulation"
+        cls = load_class(args.agent, "--agent", ("step", "encode"), contract)
         fam = args.agent_family
         jobs.append(
             (
