@@ -113,7 +113,9 @@ class CommProtocol:
         num_classes: number of classes.
         channel: the channel everything is sent through (the game's); a fully connected one
             over ``N`` nodes is made when ``None``.
-        arch, hidden, feature_dim: the node model (:class:`BatchedClassifier`).
+        arch: the node model's architecture (:class:`BatchedClassifier`).
+        hidden: its hidden width.
+        feature_dim: its feature width (what ``content="features"`` shares).
         lr: Adam learning rate.
         device: ``"cpu"`` or ``"cuda"``.
         seed: initialisation seed.
@@ -492,8 +494,11 @@ class PowerSGDCompressor:
         rank: ``matrix_approximation_rank`` (>= 1).
         start_iter: vanilla all-reduce before this iteration (the hook's
             ``start_powerSGD_iter``).
-        min_compression_rate, use_error_feedback, warm_start, seed, epsilon: as the hook's
-            ``PowerSGDState``.
+        min_compression_rate: as the hook's ``PowerSGDState``.
+        use_error_feedback: as the hook's ``PowerSGDState``.
+        warm_start: as the hook's ``PowerSGDState``.
+        seed: as the hook's ``PowerSGDState`` (its ``random_seed``).
+        epsilon: as the hook's ``PowerSGDState``.
     """
 
     def __init__(

@@ -388,21 +388,22 @@ class _Population:
 class VAEPopulation(_Population):
     """``n_nodes`` VAE nodes as one batched model (see the module docstring).
 
-    Args:
-        n_nodes: population size ``N``.
-        image_shape: ``(C, H, W)`` of the images.
-        num_classes: ignored (label-free); accepted so every population is built alike.
-        arch: ``"mlp"`` or ``"cnn"`` (DCGAN-style strided convolutions).
-        share: ``"none"`` (never broadcast), ``"match"`` (KL(sender || receiver), the thesis)
-            or ``"contrastive"`` (InfoNCE on the means, ours).
-        broadcast_prob: probability of sending the current minibatch on each out-edge.
-        share_weight: weight of the share term (1: the ELBO's own KL scale).
-        temperature: InfoNCE temperature (``share="contrastive"``).
-        feature_dim: latent units (the env's ``feature_dim``; the payload is twice as wide).
-        hidden: hidden width.
-        lr: Adam learning rate (default 1e-3).
-        device: ``"cpu"`` or ``"cuda"``: same code.
-        seed: initialisation and broadcast sampling seed.
+    Arguments (the constructor every population shares; all but the first two are keywords):
+
+    - ``n_nodes``: population size ``N``.
+    - ``image_shape``: ``(C, H, W)`` of the images.
+    - ``num_classes``: ignored (label-free); accepted so every population is built alike.
+    - ``arch``: ``"mlp"`` or ``"cnn"`` (DCGAN-style strided convolutions).
+    - ``share``: ``"none"`` (never broadcast), ``"match"`` (KL(sender || receiver), the thesis)
+      or ``"contrastive"`` (InfoNCE on the means, ours).
+    - ``broadcast_prob``: probability of sending the current minibatch on each out-edge.
+    - ``share_weight``: weight of the share term (1: the ELBO's own KL scale).
+    - ``temperature``: InfoNCE temperature (``share="contrastive"``).
+    - ``feature_dim``: latent units (the env's ``feature_dim``; the payload is twice as wide).
+    - ``hidden``: hidden width.
+    - ``lr``: Adam learning rate (default 1e-3).
+    - ``device``: ``"cpu"`` or ``"cuda"``: same code.
+    - ``seed``: initialisation and broadcast sampling seed.
     """
 
     content = "gaussian_codes"

@@ -1105,6 +1105,16 @@ class QuizParallelEnv(turn_based_aec_to_parallel_wrapper):
         super().__init__(aec_env)
         self.agents: list[str] = []
 
+    @property
+    def game(self) -> QuizWorld:
+        """The one-world game this face plays (``env.game.obs_layout``, as on every game)."""
+        return self.aec_env.unwrapped.game
+
+    @property
+    def obs_layout(self) -> dict[str, slice]:
+        """The parts of the student's observation (``env.game.obs_layout``)."""
+        return self.game.obs_layout
+
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise ValueError(
