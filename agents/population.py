@@ -242,7 +242,12 @@ class OutputSharingPopulation:
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
 
-    def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
+    def step(
+        self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One training step of every node on its observed minibatch ``views`` (the game's
+        ``split_obs``); returns the broadcast bits ``(N, K)`` (each out-edge of ``out_valid``)
+        and the payload ``(N, M, P)`` sent with them (``None`` for ``share="labels"``)."""
         features, logits = self.model(views["images"])
         loss = node_losses(
             features, logits, views, self.share, self.temperature, self.feature_weight
@@ -256,6 +261,8 @@ class OutputSharingPopulation:
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        """Every node's class distribution ``(N, S, C)`` of images ``x`` ``(S, C, H, W)``
+        (``chunk`` samples at a time)."""
         out = []
         for start in range(0, len(x), chunk):
             xb = x[start : start + chunk].to(self.device)
@@ -303,7 +310,10 @@ class SequentialPopulation(OutputSharingPopulation):
         self.optimizers = [make_adam(m.parameters(), lr) for m in self.models]
         self.num_params_per_node = sum(p.numel() for p in self.models[0].parameters())
 
-    def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
+    def step(
+        self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As :meth:`OutputSharingPopulation.step`, one node after the other."""
         feats, logits = [], []
         for i, (model, opt) in enumerate(zip(self.models, self.optimizers, strict=True)):
             f, z = model(views["images"][i])
@@ -322,6 +332,7 @@ class SequentialPopulation(OutputSharingPopulation):
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        """As :meth:`OutputSharingPopulation.predict_proba`, one model after the other."""
         x = x.to(self.device)
         return torch.stack([m(x)[1].softmax(-1) for m in self.models])
 

@@ -174,9 +174,13 @@ class CommProtocol:
     def step(
         self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One training step of every node on ``views`` (the game's ``split_obs``): its
+        exchange through :attr:`channel`, its update; returns the game's broadcast bits
+        ``(N, K)`` and payload (``None`` when :attr:`content` is ``"labels"``)."""
         raise NotImplementedError
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Every node's class distribution ``(N, S, C)`` of images ``x`` ``(S, C, H, W)``."""
         raise NotImplementedError
 
     @torch.no_grad()

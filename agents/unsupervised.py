@@ -448,7 +448,11 @@ class VAEPopulation(_Population):
         self._code = torch.cat([mu, logvar], -1).detach()  # what this forward pass broadcasts
         return {"rec": rec, "prior_kl": prior_kl, "share": share, "total": rec + prior_kl + share}
 
-    def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
+    def step(
+        self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step of every node on ``views`` (the game's ``split_obs``; labels never
+        reach it); returns the broadcast bits ``(N, K)`` and the codes sent with them."""
         terms = self.losses(views)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].sum().backward()
@@ -458,6 +462,7 @@ class VAEPopulation(_Population):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        """Every node's features ``(N, S, feature_dim)`` of images ``x`` ``(S, C, H, W)``."""
         return torch.cat(
             [
                 self.gaussian(self._batched_input(x[s : s + chunk]))[0]
@@ -496,7 +501,11 @@ class BiGANPopulation(_Population):
         self.opt_ge = make_adam(self._ge_params, lr, betas=(0.5, 0.999))
         self.opt_d = make_adam(self.discriminator.parameters(), lr, betas=(0.5, 0.999))
 
-    def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
+    def step(
+        self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step of every node on ``views`` (the game's ``split_obs``; labels never
+        reach it); returns the broadcast bits ``(N, K)`` and the codes sent with them."""
         x = views["images"].to(self.device)
         inbox = (views["from_inbox"] > 0.5).float().to(self.device)
         N, M = x.shape[:2]
@@ -533,6 +542,7 @@ class BiGANPopulation(_Population):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        """Every node's features ``(N, S, feature_dim)`` of images ``x`` ``(S, C, H, W)``."""
         return torch.cat(
             [self.encoder(self._batched_input(x[s : s + chunk])) for s in range(0, len(x), chunk)],
             1,
@@ -555,7 +565,10 @@ class SequentialUnsupervised:
         ]
         self.n_nodes = n_nodes
 
-    def step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor):
+    def step(
+        self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As the batched population's ``step``, one node after the other."""
         bits, payload = [], []
         for i, node in enumerate(self.nodes):
             b, p = node.step({k: v[i : i + 1] for k, v in views.items()}, out_valid[i : i + 1])
@@ -564,4 +577,5 @@ class SequentialUnsupervised:
         return torch.cat(bits), torch.cat(payload)
 
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        """Every node's features ``(N, S, feature_dim)``, one node after the other."""
         return torch.cat([node.encode(x, chunk) for node in self.nodes])

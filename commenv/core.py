@@ -36,6 +36,8 @@ from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 from commenv.spaces import Selection, Simplex, check_distributions
 
 TensorDict = dict[str, torch.Tensor]
+StepResult = tuple[TensorDict, TensorDict, TensorDict, TensorDict, dict[str, dict]]
+"""What a batched ``step`` returns: ``(obs, rewards, terminations, truncations, infos)``."""
 
 
 MAX_CYCLES_LIMIT = 2**62

@@ -173,6 +173,7 @@ from commenv.core import (
     BatchedParallelEnv,
     EnvFamily,
     ObservationPool,
+    StepResult,
     TensorDict,
     batched_actions,
     check_action_keys,
@@ -686,7 +687,10 @@ class NodeGraphGame(BatchedEnv):
         }
 
     # -- step ----------------------------------------------------------------------------
-    def step(self, actions: TensorDict):
+    def step(self, actions: TensorDict) -> StepResult:
+        """Advance every world: ``actions[agent]`` are the broadcast bits ``(num_envs, K)``, or
+        ``{"broadcast", "payload"}`` -> ``(obs, rewards, terminations, truncations, infos)``
+        (:meth:`step_tensors` takes them stacked)."""
         if not self._state:
             raise ValueError("step() called before reset(); call reset() first")
         agents = self.possible_agents

@@ -149,6 +149,7 @@ from commenv.core import (
     MAX_CYCLES_LIMIT,
     BatchedEnv,
     ObservationPool,
+    StepResult,
     TensorDict,
     batched_actions,
     check_action_keys,
@@ -757,7 +758,9 @@ class PartialObsGame(BatchedEnv):
         act = act if act.is_floating_point() else act.float()
         return act[..., :L], act[..., L:]
 
-    def step(self, actions: TensorDict):
+    def step(self, actions: TensorDict) -> StepResult:
+        """Advance every world: ``actions[agent]`` ``(num_envs, message_bits + K)`` (bits, or
+        relaxed messages in [0, 1]) -> ``(obs, rewards, terminations, truncations, infos)``."""
         st = self._state
         if not st:
             raise ValueError("step() called before reset()")
@@ -864,7 +867,7 @@ class PartialObsGame(BatchedEnv):
         self._state = {k: torch.from_numpy(v) for k, v in np_state.items()}
         return self._observe_one(), self._infos_one()
 
-    def step_one(self, actions: dict[str, np.ndarray]):
+    def step_one(self, actions: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, dict]:
         """:meth:`step` of a one-world game in numpy, for actions already checked against the
         action space (the PettingZoo faces check them): ``(obs, rewards, terminations,
         truncations, infos)`` with Python floats and bools."""

@@ -137,6 +137,7 @@ from commenv.core import (
     EnvFamily,
     GameFace,
     OrderedAECEnv,
+    StepResult,
     TensorDict,
     batched_actions,
     check_choice,
@@ -571,7 +572,9 @@ class QuizGame(BatchedEnv):
         }
 
     # -- step ------------------------------------------------------------------------------
-    def step(self, actions: dict[str, Any]):
+    def step(self, actions: dict[str, Any]) -> StepResult:
+        """Play the turn of ``agent_selection`` in every world (``actions`` holds its action,
+        the batch's first dimension) -> ``(obs, rewards, terminations, truncations, infos)``."""
         agent = self._turn_agent(actions)
         checked = self._check_action(agent, actions[agent])  # nothing changes before this
         self._exam_done = torch.zeros_like(self._exam_done)
