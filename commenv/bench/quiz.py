@@ -344,6 +344,9 @@ def draw_figure(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
         "stack 2 Euclid soft",
         "stack 2 random soft",
     }
+    # one colour per configuration on both panels (the default cycle has 10; tables have more)
+    cmap = plt.get_cmap("tab20")
+    colour = {row["config"]: cmap(i % 20) for i, row in enumerate(rows)}
     for row in rows:
         xs = [sum(p["backward_passes"]) / len(p["backward_passes"]) for p in row["curve"]]
         ys = [100 * sum(p["accuracy"]) / len(p["accuracy"]) for p in row["curve"]]
@@ -351,7 +354,7 @@ def draw_figure(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
         on_right = row["config"] in {"baseline", "stack 2 CE soft"} or not on_left
         for ax, show in ((axes[0], on_left), (axes[1], on_right)):
             if show:
-                ax.plot(xs, ys, label=row["config"], lw=1.2)
+                ax.plot(xs, ys, label=row["config"], lw=1.2, color=colour[row["config"]])
     lows = [100 * min(p["accuracy"]) for r in rows for p in r["curve"]]
     for ax, title in zip(axes, ("stack size 2", "stack sizes"), strict=True):
         ax.set_xlabel("backward passes (student parameter updates)")

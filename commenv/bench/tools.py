@@ -50,19 +50,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def git_commit() -> str:
-    """The current git commit of the checkout, or ``"unknown"``."""
+def _git(*argv: str) -> subprocess.CompletedProcess | None:
+    """``git argv`` in this package's checkout (``None`` when git cannot run)."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+        return subprocess.run(
+            ["git", *argv],
             capture_output=True,
             text=True,
             timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
-        return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+
+
+def git_commit() -> str:
+    """The current git commit of the checkout, or ``"unknown"``."""
+    out = _git("rev-parse", "--short", "HEAD")
+    return (out.stdout.strip() if out is not None else "") or "unknown"
 
 
 def load_object(spec: str) -> Any:
@@ -141,17 +146,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digit
 def git_dirty() -> bool | None:
     """Whether the checkout's tracked files differ from ``HEAD`` (``None``: not a checkout), so
     that a result file says when its ``commit`` is not the whole story."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return bool(out.stdout.strip()) if out is not None and out.returncode == 0 else None
 
 
 def run_metadata(args: Any) -> dict[str, Any]:
