@@ -57,7 +57,8 @@ def test_bench_frontier_resumes_finished_runs(bench, tmp_path, monkeypatch, devi
     argv = [*TINY, "--protocols", "isolated", "sync_sgd", "--out-dir", str(tmp_path)]
     argv += ["--device", str(device)]
     first = bench.main(argv)
-    store = RunStore(tmp_path, "frontier")  # a killed run: one finished run on disk
+    args = bench.resolve(bench.parse_config(bench.Args, argv))
+    store = RunStore(tmp_path, "frontier", config=bench.resume_config(args))  # a killed run
     store.add("iid/sync_sgd", {**first[1], "seconds": -1.0})
     rows = bench.main([*argv, "--resume"])
     assert rows[1]["seconds"] == -1.0  # kept, not run again

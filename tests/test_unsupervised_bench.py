@@ -48,7 +48,10 @@ def test_end_to_end_tiny(tmp_path, capsys, device):
 
 
 def test_resume_skips_finished_runs(tmp_path, monkeypatch, device):
-    store = RunStore(tmp_path, "unsupervised")
+    argv = [*TINY, "--runs", "vae-1", "vae-10-none", "--out-dir", str(tmp_path), "--resume"]
+    argv += ["--device", str(device)]
+    config = bench.resume_config(bench.resolve(bench.parse_config(bench.Args, argv)))
+    store = RunStore(tmp_path, "unsupervised", config=config)  # a killed run
     done = {
         "run": "vae-1",
         "configuration": "VAE, 1 node",
@@ -64,10 +67,10 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch, device):
     monkeypatch.setattr(
         bench, "run_one", lambda args, name, *a: calls.append(name) or real(args, name, *a)
     )
-    rows = bench.main(
-        [*TINY, "--runs", "vae-1", "vae-10-none", "--out-dir", str(tmp_path), "--resume"]
-        + ["--device", str(device)]
-    )
+    with pytest.raises(ValueError, match="steps: 12 then, 13 now"):  # other options: refused
+        bench.main([*argv, "--steps", "13"])
+    assert calls == []
+    rows = bench.main(argv)
     assert calls == ["vae-10-none"]
     assert rows[0] == done
 

@@ -42,6 +42,7 @@ import torch
 
 from commenv.bench.graph import CONFIGS as GRAPH_CONFIGS
 from commenv.bench.tools import (
+    RUN_OPTIONS,
     NodeGraphOptions,
     RunStore,
     load_class,
@@ -49,6 +50,7 @@ from commenv.bench.tools import (
     parse_config,
     progress,
     pyplot,
+    result_options,
     save_figure,
     seed_everything,
     select_device,
@@ -383,6 +385,12 @@ def replot(json_path: str | Path) -> Path:
     return draw(groups, args)
 
 
+def resume_config(args: Args) -> dict[str, Any]:
+    """The options a run's row depends on, which ``--resume`` must find unchanged (the
+    protocols, partitions and user class only choose which runs happen)."""
+    return result_options(args, (*RUN_OPTIONS, "protocols", "partitions", "agent"))
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = resolve(parse_config(Args, argv, description=__doc__.split("\n\n")[0]))
     device = select_device(args.device)
@@ -392,7 +400,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         contract = f"{CommProtocol.__module__}.CommProtocol"
         cls = load_class(args.agent, "--agent", ("step", "predict_proba"), contract)
         jobs.append((f"agent:{cls.__name__}", cls))
-    store = RunStore(args.out_dir, NAME, resume=args.resume)
+    store = RunStore(args.out_dir, NAME, args.resume, resume_config(args))
     print(
         f"bench frontier: {args.dataset}, {args.n_nodes} nodes, {args.steps} steps, "
         f"arch {args.arch}, device {device}, partitions {list(args.partitions)}, "

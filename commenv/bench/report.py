@@ -67,6 +67,33 @@ CNN_ROWS = (
 """The unsupervised runs of the strided-CNN tables: the thesis' six and our decorrelation."""
 
 
+FULL_ROWS = (
+    "vae-1",
+    "vae-10-none",
+    "vae-10-match",
+    "vae-10-contrastive",
+    "bigan-1",
+    "bigan-10-none",
+    "bigan-10-match",
+    "bigan-10-contrastive",
+    "bigan-10-decorrelate",
+    "bigan-10-decorrelate-fixed",
+)
+"""The unsupervised full preset's runs: its default rows (the thesis' six and the contrastive
+rows), our decorrelation row and its control, in one file per seed."""
+
+
+def full_unsupervised_run(seed: int) -> Run:
+    """Table 2.3 at the full preset (Fashion-MNIST, MLP nodes, 3,000 steps, 4 probe stages)."""
+    return Run(
+        "unsupervised",
+        f"fashion-mnist-mlp-3000-seed{seed}",
+        ("--seed", str(seed), "--runs", *FULL_ROWS, "--resume"),
+        f"Fashion-MNIST, MLP nodes, the full preset (3,000 steps, 4 probe stages), seed {seed}: "
+        "the thesis' rows, ours and the control",
+    )
+
+
 def cnn_run(steps: int, seed: int, what: str) -> Run:
     """A strided-CNN table 2.3 run on Fashion-MNIST (:data:`CNN_ROWS`, 2 probe stages)."""
     args = ("--arch", "cnn", "--steps", str(steps), "--stages", "2", "--seed", str(seed))
@@ -140,6 +167,7 @@ RUNS: tuple[Run, ...] = (
         ("--quick", "--seed", "0"),
         "Quick preset: digits, 300 steps, 2 probe stages, seed 0",
     ),
+    *(full_unsupervised_run(seed) for seed in (0, 1, 2)),
     *(
         Run(
             "unsupervised",
@@ -302,7 +330,21 @@ BENCH_INTROS = {
         "run is on the measured Pareto front (see [the bandwidth frontier](../frontier.md))."
     ),
 }
-HEADLINE = {"graph": "Table 2.2", "quiz": "Table 3.1", "language": "Table 4.1"}
+HEADLINE = {
+    "graph": "Table 2.2",
+    "quiz": "Table 3.1",
+    "language": "Table 4.1",
+    "unsupervised": "Table 2.3",
+}
+SEED_SUMMARIES: dict[str, tuple[str, tuple[Run, ...]]] = {
+    "unsupervised": (
+        "Fashion-MNIST, MLP nodes, the full preset (3,000 steps, 4 probe stages), 3 seeds",
+        tuple(full_unsupervised_run(seed) for seed in (0, 1, 2)),
+    ),
+}
+"""Per benchmark, the runs of record that differ only in their seed: their results page opens
+with these runs' mean ± std per row and each claim's count of seeds where it holds, which is
+also the benchmark's headline (README, overview)."""
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -451,6 +493,68 @@ def language_pivot(data: dict[str, Any]) -> str:
     return markdown_table(out, ["level", "thesis (MNIST)", *speakers])
 
 
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def seed_summary(root: Path, bench: str) -> str | None:
+    """The mean ± std (over seeds) table of :data:`SEED_SUMMARIES`' runs of ``bench`` and, per
+    claim, in how many of the seeds it holds; ``None`` when no run of them is committed."""
+    if bench not in SEED_SUMMARIES:
+        return None
+    title, runs = SEED_SUMMARIES[bench]
+    files = {run: result_file(root, run) for run in runs}
+    done = [run for run, path in files.items() if path is not None]
+    if not done:
+        return None
+    datas = [json.loads(files[run].read_text()) for run in done]  # type: ignore[union-attr]
+    seeds = [d["meta"]["args"]["seed"] for d in datas]
+    rows: dict[str, dict[str, Any]] = {}
+    for data in datas:
+        for r in data["rows"]:
+            row = rows.setdefault(r["configuration"], {"avg": [], "coll": [], "first": r})
+            for key, col in (("avg", "avg_acc"), ("coll", "coll_acc")):
+                if r.get(col) is not None:
+                    row[key].append(r[col])
+    table = [
+        {
+            "configuration": name,
+            "thesis avg": row["first"].get("thesis_avg"),
+            "thesis coll": row["first"].get("thesis_coll"),
+            "avg": _mean_std(row["avg"]),
+            "coll": _mean_std(row["coll"]),
+            "seeds": len(row["avg"]),
+        }
+        for name, row in rows.items()
+    ]
+    columns = ["configuration", "thesis avg", "thesis coll", "avg", "coll", "seeds"]
+    lines = [
+        f"{title}: mean ± std over seeds {', '.join(map(str, seeds))} "
+        f"({', '.join(f'`{run.folder}/`' for run in done)}):",
+        "",
+        markdown_table(table, columns),
+    ]
+    claims: dict[str, list[bool]] = {}
+    for data in datas:
+        for claim, ok in (data.get("thesis_claims") or {}).items():
+            claims.setdefault(claim, []).append(ok["holds"] if isinstance(ok, dict) else bool(ok))
+    if claims:
+        lines.append("")
+        lines += [
+            f"- {claim}: holds in {sum(oks)} of {len(oks)} seeds" for claim, oks in claims.items()
+        ]
+    missing = [run for run in runs if run not in done]
+    for run in missing:
+        lines += ["", f"Not yet run: {run.title} (its command is on the {bench} results page)."]
+    return "\n".join(lines)
+
+
 # -- reading the files ----------------------------------------------------------------------
 def result_file(root: Path, run: Run) -> Path | None:
     """The JSON result file of ``run`` (None when the run has not been committed yet)."""
@@ -527,12 +631,19 @@ def run_section(root: Path, run: Run, level: str = "##") -> str:
 
 def bench_page(root: Path, bench: str) -> str:
     sections = [run_section(root, run) for run in RUNS if run.bench == bench]
+    summary = seed_summary(root, bench)
+    if summary is not None:
+        sections.insert(0, f"## {SEED_SUMMARIES[bench][0]}\n\n{summary}")
     head = [GENERATED, "", f"# {BENCH_TITLES[bench]}", "", BENCH_INTROS[bench], ""]
     return "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
 
 
 def headline(root: Path, bench: str) -> str:
-    """The README/overview table of one thesis table: its fullest committed run."""
+    """The README/overview table of one thesis table: its runs of record over seeds
+    (:func:`seed_summary`), else its fullest committed run."""
+    summary = seed_summary(root, bench)
+    if summary is not None:
+        return summary
     runs = [run for run in RUNS if run.bench == bench]
     done = [run for run in runs if result_file(root, run) is not None]
     full = [run for run in done if run.label != "quick"]

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 
 from commenv.bench.tools import (
+    RUN_OPTIONS,
     NodeGraphOptions,
     RunStore,
     load_class,
@@ -52,6 +53,7 @@ from commenv.bench.tools import (
     parse_config,
     progress,
     pyplot,
+    result_options,
     save_figure,
     seed_everything,
     select_device,
@@ -443,6 +445,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
+def resume_config(args: Args) -> dict[str, Any]:
+    """The options a run's row depends on, which ``--resume`` must find unchanged (the seed is
+    part of each run's name, ``vae-1@0``; the user class only adds a run)."""
+    return result_options(args, (*RUN_OPTIONS, "seed", "agent", "agent_family"))
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = resolve(parse_config(Args, argv, description=__doc__.split("\n\n")[0]))
     device = select_device(args.device)
@@ -462,7 +470,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
         )
     data = load_dataset(args.dataset, root=args.data_root)
-    store = RunStore(args.out_dir, NAME, resume=args.resume)
+    store = RunStore(args.out_dir, NAME, args.resume, resume_config(args))
     print(
         f"bench unsupervised: {args.dataset}, {args.steps} steps, {args.stages} probe stages, "
         f"arch {args.arch}, device {device}, {len(jobs)} runs"
