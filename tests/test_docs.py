@@ -157,3 +157,29 @@ def test_report_shows_a_missing_run_as_not_yet_run(tmp_path):
     page = report.bench_page(tmp_path, "graph")
     assert "Not yet run" in page and "python -m commenv.bench.graph" in page
     assert "|---" not in page  # no table, so no number, for a run without files
+
+
+def test_seed_summary_is_mean_and_std_over_the_seed_files(tmp_path):
+    """Table 2.3's headline: per row the mean ± std (n - 1) over the seeds' files, per claim the
+    seeds where it holds; a seed not yet committed is named as pending."""
+    _, runs = report.SEED_SUMMARIES["unsupervised"]
+    accs = {0: (80.0, 82.0, True), 1: (81.0, 85.0, False)}  # seed: (avg, coll, claim holds)
+    for run, (seed, (avg, coll, holds)) in zip(runs, accs.items(), strict=False):
+        folder = tmp_path / run.folder
+        folder.mkdir(parents=True)
+        data = {
+            "meta": {"args": {"seed": seed}},
+            "rows": [
+                {"configuration": "VAE, 1 node", "avg_acc": avg, "coll_acc": None},
+                {"configuration": "VAE, 10 nodes", "avg_acc": avg, "coll_acc": coll},
+            ],
+            "thesis_claims": {"a claim": {"holds": holds, "verdict": "why"}},
+        }
+        (folder / "unsupervised.json").write_text(json.dumps(data))
+    summary = report.seed_summary(tmp_path, "unsupervised")
+    assert "| VAE, 1 node | – | – | 80.5 ± 0.7 | – | 2 |" in summary
+    assert "| VAE, 10 nodes | – | – | 80.5 ± 0.7 | 83.5 ± 2.1 | 2 |" in summary
+    assert "- a claim: holds in 1 of 2 seeds" in summary
+    assert f"Not yet run: {runs[2].title}" in summary
+    assert report.headline(tmp_path, "unsupervised") == summary
+    assert report.seed_summary(tmp_path, "graph") is None
