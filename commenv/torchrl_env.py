@@ -274,11 +274,13 @@ def make_torchrl_env(
     device: str | torch.device = "cpu",
     group: str = "agents",
     infos: bool | None = None,
+    action_dtype: torch.dtype = torch.float32,
     **config: Any,
 ) -> BatchedTorchRLEnv:
     """Build game ``name`` with ``num_envs`` worlds on ``device`` and wrap it for TorchRL.
 
-    ``config`` goes to the game (``commenv.partial_obs_v0.batched(num_envs, device, **config)``).
+    ``group``, ``infos`` and ``action_dtype`` go to :class:`BatchedTorchRLEnv`; ``config`` to
+    the game (``commenv.partial_obs_v0.batched(num_envs, device, **config)``).
     Games whose agents share a ``Box`` observation and a 1-D ``MultiBinary`` action space
     work (partial_obs_v0; node_graph_v0 with label payloads); others raise ``TypeError``.
     The tensordicts hold the game's own observation tensors, uncopied; with
@@ -288,4 +290,4 @@ def make_torchrl_env(
 
     check_choice("name", name, tuple(commenv.ENVS))
     game = commenv.ENVS[name].batched(num_envs=num_envs, device=device, **config)
-    return BatchedTorchRLEnv(game, group=group, infos=infos)
+    return BatchedTorchRLEnv(game, group=group, infos=infos, action_dtype=action_dtype)

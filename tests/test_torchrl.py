@@ -35,6 +35,12 @@ def test_uint8_observations_keep_their_dtype_through_the_adapter(device):
     assert obs.dtype == torch.uint8 and int(obs.max()) <= 255 and int(obs.max()) > 1
 
 
+def test_make_torchrl_env_takes_the_action_dtype(device):
+    env = make_torchrl_env("partial_obs_v0", num_envs=4, device=device, action_dtype=torch.int8)
+    assert env.full_action_spec["agents", "action"].dtype == torch.int8
+    check_env_specs(env, seed=0)
+
+
 def test_node_graph_with_label_payloads_passes_check_env_specs(device):
     env = make_torchrl_env("node_graph_v0", num_envs=2, device=device, n_nodes=3)
     check_env_specs(env, seed=0)
