@@ -139,6 +139,8 @@ def _edges_graph(edges: Sequence, n: int) -> torch.Tensor:
             )
         if edge[0] == edge[1]:
             raise ValueError(f"an edge may not be a self-loop, got {edge!r}")
+        if adj[int(edge[0]), int(edge[1])]:
+            raise ValueError(f"edge {edge!r} is listed twice; list each edge once")
         adj[int(edge[0]), int(edge[1])] = True
     return adj
 

@@ -398,6 +398,7 @@ def test_float64_and_list_payloads_are_the_float32_action():
         (lambda: commenv.partial_obs_v0(n_agents=3, graph="ring", k=True), "k=True"),
         (lambda: commenv.node_graph_v0(n_nodes=3, k=True), "k=True"),
         (lambda: commenv.partial_obs_v0(graph=[(True, False)], level="feedback"), "edge"),
+        (lambda: commenv.partial_obs_v0(graph=[(0, 1), (0, 1)], level="feedback"), "twice"),
         (lambda: commenv.partial_obs_v0(graph=np.array([["a", "b"], ["c", "d"]])), "0/1"),
         (lambda: commenv.partial_obs_v0(allow_large="no"), "allow_large"),
         (lambda: commenv.node_graph_v0(allow_large=None), "allow_large"),
