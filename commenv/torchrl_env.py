@@ -37,7 +37,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from commenv.core import BatchedEnv, check_choice, describe
+from commenv.core import BatchedEnv, check_choice, check_seed, describe
 from commenv.partial_obs import PartialObsGame
 
 try:
@@ -175,7 +175,7 @@ class BatchedTorchRLEnv(EnvBase):
     # -- seeding, reset, step --------------------------------------------------------------
     def _set_seed(self, seed: int | None) -> None:
         """Seed the next reset: the same seed gives the same rollouts, bit for bit."""
-        self._pending_seed = None if seed is None else int(seed)
+        self._pending_seed = None if seed is None else check_seed("seed", seed)
 
     def _stacked_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Every agent's observations as one ``(B, n, ...)`` tensor: the game's own when the

@@ -35,6 +35,11 @@ def test_uint8_observations_keep_their_dtype_through_the_adapter(device):
     assert obs.dtype == torch.uint8 and int(obs.max()) <= 255 and int(obs.max()) > 1
 
 
+def test_a_bad_seed_is_refused_at_set_seed(env):
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        env.set_seed(-1)
+
+
 def test_make_torchrl_env_takes_the_action_dtype(device):
     env = make_torchrl_env("partial_obs_v0", num_envs=4, device=device, action_dtype=torch.int8)
     assert env.full_action_spec["agents", "action"].dtype == torch.int8
