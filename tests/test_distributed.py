@@ -276,7 +276,7 @@ def test_docs_page_python_blocks_run(monkeypatch, capsys):
     root = Path(__file__).resolve().parent.parent
     page = root / "docs" / "distributed.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
-    assert len(blocks) >= 2
+    assert blocks  # the tables themselves are generated blocks (report:distributed)
     monkeypatch.chdir(root)
     for block in blocks:
         exec(compile(block, str(page), "exec"), {})

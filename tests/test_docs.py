@@ -183,3 +183,15 @@ def test_seed_summary_is_mean_and_std_over_the_seed_files(tmp_path):
     assert f"Not yet run: {runs[2].title}" in summary
     assert report.headline(tmp_path, "unsupervised") == summary
     assert report.seed_summary(tmp_path, "graph") is None
+
+
+def test_feature_pages_blocks_are_generated_from_their_files():
+    """docs/distributed.md's tables come from the two placements' result files."""
+    text = report.distributed_tables(ROOT)
+    for label in report.DISTRIBUTED_RUNS:
+        path = ROOT / "docs" / "results" / "distributed" / label / "distributed.json"
+        rows = json.loads(path.read_text())["rows"]
+        assert f"`docs/results/distributed/{label}/`" in text
+        assert all(f"| {row['configuration']} | {row['processes']} |" in text for row in rows)
+    page = (ROOT / "docs" / "distributed.md").read_text()
+    assert text in page and ROOT / "docs" / "distributed.md" in report.generated(ROOT)

@@ -699,14 +699,54 @@ def expected_files(root: Path) -> dict[Path, str]:
 BLOCK = re.compile(r"(<!-- report:([\w-]+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 
+DISTRIBUTED_COLUMNS = [
+    "configuration",
+    "processes",
+    "avg_acc",
+    "coll_acc",
+    "sim_max_node_diff",
+    "bytes_per_node_step",
+    "wire_bytes_per_node_step",
+    "step_ms",
+    "comm_ms",
+]
+DISTRIBUTED_RUNS = ("digits-p1", "digits-p2")
+"""The two measured placements of docs/distributed.md (one process, two processes)."""
+
+
+def distributed_tables(root: Path) -> str:
+    """docs/distributed.md's tables: each placement's rows, read from its result file."""
+    parts = []
+    for label in DISTRIBUTED_RUNS:
+        path = root / "docs" / "results" / "distributed" / label / "distributed.json"
+        if not path.is_file():
+            parts.append(f"Not yet run: `docs/results/distributed/{label}/`.")
+            continue
+        data = json.loads(path.read_text())
+        size = data.get("world_size")
+        procs = f"{size} {'process' if size == 1 else 'processes'}"
+        parts.append(
+            f"`docs/results/distributed/{label}/`, {procs}. {_meta_line(data)}\n\n"
+            + markdown_table(data["rows"], DISTRIBUTED_COLUMNS, digits=2)
+        )
+    return "\n\n".join(parts)
+
+
+DOC_BLOCKS = {"distributed": distributed_tables}
+"""Generated blocks of feature pages (``<!-- report:NAME -->`` in ``docs/*.md``)."""
+
+
 def fill_blocks(root: Path, text: str) -> str:
-    """``text`` with every ``<!-- report:BENCH -->`` block replaced by that headline table."""
+    """``text`` with every ``<!-- report:NAME -->`` block replaced by that headline table (or
+    feature-page table, :data:`DOC_BLOCKS`)."""
+    valid = [*HEADLINE, *DOC_BLOCKS]
 
     def replace(m: re.Match) -> str:
         name = m.group(2)
-        if name not in HEADLINE:
-            raise ValueError(f"unknown report block {name!r}; valid choices: {list(HEADLINE)}")
-        return f"{m.group(1)}{headline(root, name)}\n{m.group(4)}"
+        if name not in valid:
+            raise ValueError(f"unknown report block {name!r}; valid choices: {valid}")
+        table = DOC_BLOCKS[name](root) if name in DOC_BLOCKS else headline(root, name)
+        return f"{m.group(1)}{table}\n{m.group(4)}"
 
     return BLOCK.sub(replace, text)
 
@@ -717,9 +757,10 @@ def generated(root: Path) -> dict[Path, str]:
     if unlisted:
         raise ValueError(f"result folders not listed in commenv.bench.report.RUNS: {unlisted}")
     files = expected_files(root)
-    readme = root / "README.md"
-    if readme.is_file():
-        files[readme] = fill_blocks(root, readme.read_text())
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    for page in pages:
+        if page.is_file() and BLOCK.search(page.read_text()):
+            files[page] = fill_blocks(root, page.read_text())
     return files
 
 
