@@ -195,3 +195,17 @@ def test_feature_pages_blocks_are_generated_from_their_files():
         assert all(f"| {row['configuration']} | {row['processes']} |" in text for row in rows)
     page = (ROOT / "docs" / "distributed.md").read_text()
     assert text in page and ROOT / "docs" / "distributed.md" in report.generated(ROOT)
+
+
+def test_distributed_growth_factors_are_the_files_ratio():
+    base = ROOT / "docs" / "results" / "distributed"
+    label, (labels_row, ddp_row) = report.DISTRIBUTED_LARGER
+
+    def bytes_of(run: str, config: str) -> float:
+        rows = json.loads((base / run / "distributed.json").read_text())["rows"]
+        return next(r["bytes_per_node_step"] for r in rows if r["configuration"] == config)
+
+    text = report.distributed_tables(ROOT)
+    for config in (labels_row, ddp_row):
+        ratio = bytes_of(label, config) / bytes_of("digits-p1", config)
+        assert f"{config}: {ratio:.1f}x" in text

@@ -712,6 +712,12 @@ DISTRIBUTED_COLUMNS = [
 ]
 DISTRIBUTED_RUNS = ("digits-p1", "digits-p2")
 """The two measured placements of docs/distributed.md (one process, two processes)."""
+DISTRIBUTED_LARGER = (
+    "fashion-p1-300steps",
+    ("10 nodes, labels", "sync SGD, 1 DDP workers, allreduce hook"),
+)
+"""The same measurement on larger images, and the rows whose bytes per node-step are compared
+with ``digits-p1``'s (a row matches by the start of its configuration)."""
 
 
 def distributed_tables(root: Path) -> str:
@@ -728,6 +734,22 @@ def distributed_tables(root: Path) -> str:
         parts.append(
             f"`docs/results/distributed/{label}/`, {procs}. {_meta_line(data)}\n\n"
             + markdown_table(data["rows"], DISTRIBUTED_COLUMNS, digits=2)
+        )
+    base = root / "docs" / "results" / "distributed"
+    label, prefixes = DISTRIBUTED_LARGER
+    small, large = (base / name / "distributed.json" for name in (DISTRIBUTED_RUNS[0], label))
+    if small.is_file() and large.is_file():
+        ratios = []
+        for prefix in prefixes:
+            pick = [
+                next(r["bytes_per_node_step"] for r in json.loads(f.read_text())["rows"]
+                     if r["configuration"].startswith(prefix))
+                for f in (small, large)
+            ]  # fmt: skip
+            ratios.append(f"{prefix}: {pick[1] / pick[0]:.1f}x")
+        parts.append(
+            f"Bytes per node-step on Fashion-MNIST (`{label}/`) over digits "
+            f"(`{DISTRIBUTED_RUNS[0]}/`): " + "; ".join(ratios) + "."
         )
     return "\n\n".join(parts)
 
