@@ -1169,7 +1169,13 @@ def _thesis(row: dict[str, Any]) -> tuple[float | None, float | None]:
 
 
 def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
-    from commenv.bench.tools import RunStore, markdown_table, parse_config
+    from commenv.bench.tools import (
+        RUN_OPTIONS,
+        RunStore,
+        markdown_table,
+        parse_config,
+        result_options,
+    )
 
     prog = "torchrun --nproc-per-node P -m commenv.distributed graph"
     args = parse_config(GraphArgs, argv, description=GraphArgs.__doc__, prog=prog).finalize()
@@ -1182,9 +1188,23 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
         dist.destroy_process_group()
         raise SystemExit(2) from None
     runs = [("share", c) for c in args.contents()] + [("sgd", h) for h in args.hooks()]
-    store = RunStore(args.out_dir, "distributed", resume=args.resume) if rt.rank == 0 else None
-    done: list[Any] = [sorted(store.rows) if store else None]
+    # what a row depends on: the options (the content and hook lists only choose which runs
+    # happen; the timeout changes nothing) and the number of processes
+    config = result_options(args, (*RUN_OPTIONS, "content", "sync_sgd", "agent", "timeout"))
+    config["processes"] = rt.world
+    store, refused = None, None
+    if rt.rank == 0:
+        try:
+            store = RunStore(args.out_dir, "distributed", args.resume, config)
+        except ValueError as e:  # --resume under other options: every rank stops, none hangs
+            refused = str(e)
+    done: list[Any] = [sorted(store.rows) if store else refused]
     dist.broadcast_object_list(done, src=0)
+    if isinstance(done[0], str):
+        if rt.rank == 0:
+            print(f"commenv.distributed: error: {done[0]}", file=sys.stderr, flush=True)
+        dist.destroy_process_group()
+        raise SystemExit(2)
     if rt.rank == 0:
         print(
             f"commenv.distributed: {rt.world} process(es), {rt.backend} on {rt.device}, "

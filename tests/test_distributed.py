@@ -241,6 +241,19 @@ def _wait_for(path: Path, seconds: float) -> None:
     time.sleep(1.0)  # well into the training loop
 
 
+def test_resume_under_other_options_stops_every_rank(tmp_path):
+    """A partial file of another step budget (or process count): both ranks stop, none hangs."""
+    from commenv.bench.tools import RunStore
+
+    RunStore(tmp_path, "distributed", config={"steps": 21}).add("share:labels", {"avg_acc": 1.0})
+    start = time.monotonic()
+    results = launch(2, [*SMALL, "--content", "labels", "--resume"], out_dir=tmp_path, wait=60)
+    assert time.monotonic() - start < 60
+    assert [rc for rc, _ in results] == [2, 2], results[0][1][-2000:]
+    assert "was written with other options" in results[0][1]
+    assert not (tmp_path / "distributed.json").exists()
+
+
 # The hung peer (SIGSTOP: only the timeout tells) is the slow variant; the killed one is default.
 @pytest.mark.parametrize("fault", ["kill", pytest.param("hang", marks=pytest.mark.slow)])
 def test_a_dead_or_hung_peer_stops_the_other_with_a_clear_error(tmp_path, fault):
