@@ -31,6 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from commenv.core import (
+    check_device,
+    check_float,
+    check_int,
+    check_seed,
+    describe,
+    generator_seed,
+)
 from commenv.evaluation import evaluate
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.layers import BatchedConv2d, BatchedLinear, conv_out
@@ -95,14 +103,14 @@ class BatchedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         G, M = x.shape[:2]
         if self.arch == "mlp":
-            h = x.reshape(G, M, -1)
+            h = x.flatten(2)  # (G, M, D), an empty batch too
             for layer in self.body:
                 h = F.relu(layer(h))
         else:
             h = x.transpose(0, 1).reshape(M, G * x.shape[2], *x.shape[3:])
             for conv in self.convs:
                 h = F.leaky_relu(conv(h), 0.2)
-            h = h.reshape(M, G, -1).transpose(0, 1)
+            h = h.unflatten(1, (G, -1)).flatten(2).transpose(0, 1)
             h = F.leaky_relu(self.body[0](h), 0.2)
         return h, self.head(h)
 
@@ -181,6 +189,73 @@ def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, **kw)
 
 
+def check_population(
+    n_nodes: Any,
+    image_shape: Any,
+    num_classes: Any = None,
+    *,
+    hidden: Any = 1,
+    feature_dim: Any = 1,
+    lr: Any = None,
+    seed: Any = 0,
+    device: Any = "cpu",
+    min_nodes: int = 1,
+) -> tuple[int, tuple[int, int, int], int | None, torch.device]:
+    """The constructor arguments every reference population shares, checked before anything is
+    built (or any RNG seeded): ``ValueError`` naming the argument, else ``(n_nodes,
+    image_shape, num_classes, device)`` as the population stores them. ``num_classes=None``
+    is for label-free populations; ``lr=None`` takes the population's default."""
+    n_nodes = check_int("n_nodes", n_nodes, min_nodes)
+    shape_ok = isinstance(image_shape, tuple | list | torch.Size) and len(image_shape) == 3
+    if not shape_ok or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in image_shape
+    ):
+        raise ValueError(
+            f"image_shape must be (C, H, W), three integers >= 1, got {describe(image_shape)}"
+        )
+    if num_classes is not None:
+        num_classes = check_int("num_classes", num_classes, 2)
+    check_int("hidden", hidden)
+    check_int("feature_dim", feature_dim)
+    if lr is not None:
+        check_float("lr", lr, 0.0)
+    check_seed("seed", seed)
+    return n_nodes, tuple(image_shape), num_classes, check_device(device)
+
+
+def image_chunks(x: Any, chunk: int) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` spans a population's ``predict_proba``/``encode`` runs ``x`` in,
+    after checking it: a floating-point ``(S, C, H, W)`` tensor (an empty batch is one empty
+    span, so the result is ``(N, 0, ...)``) and ``chunk >= 1``."""
+    check_int("chunk", chunk)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+        raise ValueError(
+            "images must be a floating-point tensor (S, C, H, W) in [0, 1] (uint8 pixels: "
+            f"x.float() / 255), got {describe(x)}"
+        )
+    return [(s, s + chunk) for s in range(0, len(x), chunk)] or [(0, 0)]
+
+
+STEP_KEYS = ("images", "labels", "payload", "from_inbox")
+"""The views an output-sharing step reads (the game's ``split_obs``)."""
+
+
+def check_step(views: dict[str, Any], out_valid: Any, n_nodes: int, keys: tuple[str, ...]) -> None:
+    """A population step's inputs, checked before any update: the views hold ``keys`` and
+    ``out_valid`` is the game's ``(n_nodes, K)`` bool mask (``game.out_valid``)."""
+    missing = [k for k in keys if k not in views]
+    if missing:
+        raise ValueError(
+            f"views lack {missing} (expected the game's split_obs() keys, at least {list(keys)})"
+        )
+    ok = isinstance(out_valid, torch.Tensor) and out_valid.dtype == torch.bool
+    if not ok or out_valid.ndim != 2 or out_valid.shape[0] != n_nodes:
+        raise ValueError(
+            f"out_valid must be the game's ({n_nodes}, K) bool mask (game.out_valid), got "
+            f"{describe(out_valid)}"
+        )
+
+
 def broadcast_bits(out_valid: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     """Independent Bernoulli(``prob``) bits for every real out-edge, zeros on padding."""
     u = torch.rand(out_valid.shape, generator=gen, device=out_valid.device)
@@ -226,20 +301,22 @@ class OutputSharingPopulation:
     ) -> None:
         if share not in SHARES:
             raise ValueError(f"unknown share {share!r}; valid choices: {list(SHARES)}")
-        if not 0.0 <= broadcast_prob <= 1.0:
-            raise ValueError(f"broadcast_prob must be in [0, 1], got {broadcast_prob!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        self.device = torch.device(device)
+        n_nodes, image_shape, num_classes, self.device = check_population(
+            n_nodes, image_shape, num_classes, hidden=hidden, feature_dim=feature_dim, lr=lr,
+            seed=seed, device=device,
+        )  # fmt: skip
+        broadcast_prob = check_float("broadcast_prob", broadcast_prob, 0.0, 1.0)
+        temperature = check_float("temperature", temperature, 0.0, low_open=True)
+        feature_weight = check_float("feature_weight", feature_weight, 0.0)
         self.n_nodes, self.share = n_nodes, share
         self.broadcast_prob = broadcast_prob if share != "none" else 0.0
         self.temperature, self.feature_weight = float(temperature), float(feature_weight)
-        torch.manual_seed(seed)
+        torch.manual_seed(generator_seed(seed))
         self.model = BatchedClassifier(
             n_nodes, image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
         ).to(self.device)
         self.optimizer = make_adam(self.model.parameters(), lr)
-        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(generator_seed(seed))
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
 
     def step(
@@ -248,6 +325,7 @@ class OutputSharingPopulation:
         """One training step of every node on its observed minibatch ``views`` (the game's
         ``split_obs``); returns the broadcast bits ``(N, K)`` (each out-edge of ``out_valid``)
         and the payload ``(N, M, P)`` sent with them (``None`` for ``share="labels"``)."""
+        check_step(views, out_valid, self.n_nodes, STEP_KEYS)
         features, logits = self.model(views["images"])
         loss = node_losses(
             features, logits, views, self.share, self.temperature, self.feature_weight
@@ -264,8 +342,8 @@ class OutputSharingPopulation:
         """Every node's class distribution ``(N, S, C)`` of images ``x`` ``(S, C, H, W)``
         (``chunk`` samples at a time)."""
         out = []
-        for start in range(0, len(x), chunk):
-            xb = x[start : start + chunk].to(self.device)
+        for start, stop in image_chunks(x, chunk):
+            xb = x[start:stop].to(self.device, torch.float32)
             _, logits = self.model(xb.unsqueeze(0).expand(self.n_nodes, *xb.shape))
             out.append(logits.softmax(-1))
         return torch.cat(out, 1)
@@ -314,6 +392,7 @@ class SequentialPopulation(OutputSharingPopulation):
         self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As :meth:`OutputSharingPopulation.step`, one node after the other."""
+        check_step(views, out_valid, self.n_nodes, STEP_KEYS)
         feats, logits = [], []
         for i, (model, opt) in enumerate(zip(self.models, self.optimizers, strict=True)):
             f, z = model(views["images"][i])
@@ -333,7 +412,8 @@ class SequentialPopulation(OutputSharingPopulation):
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
         """As :meth:`OutputSharingPopulation.predict_proba`, one model after the other."""
-        x = x.to(self.device)
+        image_chunks(x, chunk)  # the same checks
+        x = x.to(self.device, torch.float32)
         return torch.stack([m(x)[1].softmax(-1) for m in self.models])
 
 
@@ -358,6 +438,22 @@ def run_population(
     """
     if game.num_envs != 1:
         raise ValueError(f"run_population drives one world (num_envs=1), got {game.num_envs}")
+    check_int("steps", steps, 0)
+    check_int("eval_every", eval_every, 0)  # 0: only at the end
+    if steps > game.max_cycles:
+        raise ValueError(
+            f"steps={steps} is more than the game's max_cycles={game.max_cycles}: the episode "
+            "would end first; build the game with max_cycles >= steps"
+        )
+    nodes = getattr(population, "n_nodes", game.n_nodes)
+    if nodes != game.n_nodes:
+        raise ValueError(f"the population has {nodes} nodes, the game n_nodes={game.n_nodes}")
+    if test is not None:  # checked now, not after the whole training run
+        ok = isinstance(test, tuple | list) and len(test) == 2
+        if not ok or len(test[0]) != len(test[1]) or len(test[0]) == 0:
+            raise ValueError(
+                f"test must be (images (S, C, H, W), labels (S,)) with S >= 1, got {describe(test)}"
+            )
     obs, _ = game.reset(seed=seed)
     obs_all = game.observe_all()
     out_valid = game.out_valid

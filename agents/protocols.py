@@ -47,12 +47,13 @@ import numpy as np
 import torch
 
 from commenv.channel import Channel, make_adjacency
-from commenv.core import check_int
+from commenv.core import check_int, generator_seed
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.layers import BatchedConv2d, BatchedLinear
 from commenv_agents.population import (
     BatchedClassifier,
     OutputSharingPopulation,
+    check_population,
     make_adam,
     node_losses,
     run_population,
@@ -143,9 +144,11 @@ class CommProtocol:
         device: str | torch.device = "cpu",
         seed: int = 0,
     ) -> None:
-        self.n_nodes = check_int("n_nodes", n_nodes, 2)
-        self.device = torch.device(device)
-        self.image_shape, self.num_classes = tuple(image_shape), int(num_classes)
+        n_nodes, image_shape, num_classes, self.device = check_population(
+            n_nodes, image_shape, num_classes, hidden=hidden, feature_dim=feature_dim, lr=lr,
+            seed=seed, device=device, min_nodes=2,
+        )  # fmt: skip
+        self.n_nodes, self.image_shape, self.num_classes = n_nodes, image_shape, num_classes
         self.arch, self.hidden, self.feature_dim, self.lr = arch, hidden, feature_dim, lr
         self.seed = seed
         if channel is None:
@@ -273,7 +276,7 @@ class ReplicatedProtocol(CommProtocol):
 
     def __init__(self, n_nodes, image_shape, num_classes, **common: Any) -> None:
         super().__init__(n_nodes, image_shape, num_classes, **common)
-        torch.manual_seed(self.seed)
+        torch.manual_seed(generator_seed(self.seed))
         single = self._classifier(1)
         self.model = self._classifier(n_nodes)
         with torch.no_grad():
@@ -638,7 +641,7 @@ class Codistillation(CommProtocol):
             raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         super().__init__(n_nodes, image_shape, num_classes, **common)
         _require_full_graph(self.channel, "codistill")
-        torch.manual_seed(self.seed)
+        torch.manual_seed(generator_seed(self.seed))
         self.model = self._classifier(n_nodes)
         self.optimizer = make_adam(self.model.parameters(), self.lr)
         self.weight = float(weight)
@@ -705,7 +708,7 @@ class IndependentSubnets(CommProtocol):
                 f"ist splits hidden units among nodes: hidden={self.hidden} and "
                 f"feature_dim={self.feature_dim} must be >= n_nodes={n_nodes}"
             )
-        torch.manual_seed(self.seed)
+        torch.manual_seed(generator_seed(self.seed))
         self.full = self._classifier(1)
         self.model = self._classifier(n_nodes)
         self.optimizer = make_adam(self.model.parameters(), self.lr)
@@ -805,7 +808,7 @@ class Centralised(CommProtocol):
 
     def __init__(self, n_nodes, image_shape, num_classes, **common):
         super().__init__(n_nodes, image_shape, num_classes, **common)
-        torch.manual_seed(self.seed)
+        torch.manual_seed(generator_seed(self.seed))
         self.model = self._classifier(1)
         self.optimizer = make_adam(self.model.parameters(), self.lr)
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters())
@@ -898,6 +901,9 @@ def make_protocol(
     """
     if name not in PROTOCOL_SPECS:
         raise ValueError(f"unknown protocol {name!r}; valid choices: {list(PROTOCOLS)}")
+    strays = sorted(set(options or {}) - set(PROTOCOL_SPECS))
+    if strays:  # options of other protocols are fine (one dict serves a whole table)
+        raise ValueError(f"options name no protocol: {strays}; valid keys: {list(PROTOCOLS)}")
     spec = PROTOCOL_SPECS[name]
     own = dict((options or {}).get(name, {}))
     allowed = OPTIONS.get(spec.cls, ())

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from commenv.core import check_device, check_float, check_int, check_seed, generator_seed
 from commenv_agents.layers import BatchedMLP
 
 MEASURES: tuple[str, ...] = ("ce", "euclid", "random", "rho")
@@ -141,9 +142,15 @@ class Student:
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
-        gen = torch.Generator().manual_seed(int(seed))
+        for name, value, low in (
+            ("num_features", num_features, 1), ("num_classes", num_classes, 2),
+            ("num_envs", num_envs, 1), ("hidden", hidden, 1),
+        ):  # fmt: skip
+            check_int(name, value, low)
+        check_float("lr", lr, 0.0)
+        gen = torch.Generator().manual_seed(generator_seed(check_seed("seed", seed)))
         sizes = [num_features, hidden, hidden, num_classes]
-        self.model = BatchedMLP(num_envs, sizes, gen).to(device)
+        self.model = BatchedMLP(num_envs, sizes, gen).to(check_device(device))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
 
     @torch.no_grad()

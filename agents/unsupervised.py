@@ -74,6 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from commenv.core import check_float, generator_seed
 from commenv_agents.layers import (
     BatchedConv2d,
     BatchedConvTranspose2d,
@@ -81,7 +82,13 @@ from commenv_agents.layers import (
     BatchedMLP,
     conv_out,
 )
-from commenv_agents.population import broadcast_bits, make_adam
+from commenv_agents.population import (
+    broadcast_bits,
+    check_population,
+    check_step,
+    image_chunks,
+    make_adam,
+)
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn")
 SHARES: tuple[str, ...] = (
@@ -192,7 +199,7 @@ def _to_channels(x: torch.Tensor) -> torch.Tensor:
 
 def _from_channels(h: torch.Tensor, groups: int) -> torch.Tensor:
     """``(M, G * c, H, W) -> (G, M, c * H * W)``."""
-    return h.reshape(h.shape[0], groups, -1).transpose(0, 1)
+    return h.unflatten(1, (groups, -1)).flatten(2).transpose(0, 1)
 
 
 class BatchedEncoder(nn.Module):
@@ -222,7 +229,7 @@ class BatchedEncoder(nn.Module):
                 h = F.leaky_relu(conv(h), 0.2)
             h = _from_channels(h, self.groups)
         else:
-            h = x.reshape(*x.shape[:2], -1)
+            h = x.flatten(2)
         return self.out(F.leaky_relu(self.fc(h), 0.2))
 
 
@@ -312,20 +319,23 @@ class _Population:
     ) -> None:
         if share not in SHARES:
             raise ValueError(f"unknown share {share!r}; valid choices: {list(SHARES)}")
-        if not 0.0 <= broadcast_prob <= 1.0:
-            raise ValueError(f"broadcast_prob must be in [0, 1], got {broadcast_prob!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        _check_arch(arch, tuple(image_shape))
-        self.device = torch.device(device)
-        self.n_nodes, self.share, self.arch = int(n_nodes), share, arch
-        self.image_shape, self.feature_dim = tuple(image_shape), int(feature_dim)
-        self.broadcast_prob = float(broadcast_prob) if share != "none" else 0.0
-        self.share_weight, self.temperature = float(share_weight), float(temperature)
-        self.gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        self._hidden = int(hidden)
+        # num_classes is not checked: label-free nodes ignore it
+        n_nodes, image_shape, _, self.device = check_population(
+            n_nodes, image_shape, hidden=hidden, feature_dim=feature_dim, lr=lr, seed=seed,
+            device=device,
+        )  # fmt: skip
+        broadcast_prob = check_float("broadcast_prob", broadcast_prob, 0.0, 1.0)
+        temperature = check_float("temperature", temperature, 0.0, low_open=True)
+        share_weight = check_float("share_weight", share_weight, 0.0)
+        _check_arch(arch, image_shape)
+        self.n_nodes, self.share, self.arch = n_nodes, share, arch
+        self.image_shape, self.feature_dim = image_shape, feature_dim
+        self.broadcast_prob = broadcast_prob if share != "none" else 0.0
+        self.share_weight, self.temperature = share_weight, temperature
+        self.gen = torch.Generator(device=self.device).manual_seed(generator_seed(seed))
+        self._hidden = hidden
         self.last_losses: dict[str, torch.Tensor] = {}
-        torch.manual_seed(int(seed))
+        torch.manual_seed(generator_seed(seed))
 
     def _share_term(
         self,
@@ -373,11 +383,22 @@ class _Population:
         self.head = BatchedMLP(N, [F_, 2 * F_, F_], activation=F.relu).to(self.device)
         return list(self.head.parameters())
 
+    def _check_step(self, views: dict[str, torch.Tensor], out_valid: torch.Tensor) -> None:
+        """The step's inputs, before any update: the game's views (payload as wide as this
+        family's codes) and ``out_valid``."""
+        check_step(views, out_valid, self.n_nodes, ("images", "payload", "from_inbox"))
+        width = 2 * self.feature_dim if self.content == "gaussian_codes" else self.feature_dim
+        if views["payload"].shape[-1] != width:
+            raise ValueError(
+                f"views['payload'] must hold {width} values per sample ({self.content} of "
+                f"feature_dim={self.feature_dim}), got shape {tuple(views['payload'].shape)}"
+            )
+
     def _bits(self, out_valid: torch.Tensor) -> torch.Tensor:
         return broadcast_bits(out_valid, self.broadcast_prob, self.gen)
 
     def _batched_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device)
+        x = x.to(self.device, torch.float32)
         return x.unsqueeze(0).expand(self.n_nodes, *x.shape)
 
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
@@ -410,7 +431,7 @@ class VAEPopulation(_Population):
 
     def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], *args: Any, **kw: Any):
         super().__init__(n_nodes, image_shape, *args, **kw)
-        lr = kw.get("lr") or 1e-3
+        lr = 1e-3 if kw.get("lr") is None else kw["lr"]  # 0.0 is a learning rate too
         hidden = kw.get("hidden", 256)
         self.encoder = BatchedEncoder(
             self.n_nodes, self.image_shape, 2 * self.feature_dim, self.arch, hidden
@@ -453,6 +474,7 @@ class VAEPopulation(_Population):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One training step of every node on ``views`` (the game's ``split_obs``; labels never
         reach it); returns the broadcast bits ``(N, K)`` and the codes sent with them."""
+        self._check_step(views, out_valid)
         terms = self.losses(views)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].sum().backward()
@@ -463,13 +485,8 @@ class VAEPopulation(_Population):
     @torch.no_grad()
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
         """Every node's features ``(N, S, feature_dim)`` of images ``x`` ``(S, C, H, W)``."""
-        return torch.cat(
-            [
-                self.gaussian(self._batched_input(x[s : s + chunk]))[0]
-                for s in range(0, len(x), chunk)
-            ],
-            1,
-        )
+        spans = image_chunks(x, chunk)
+        return torch.cat([self.gaussian(self._batched_input(x[a:b]))[0] for a, b in spans], 1)
 
 
 class BiGANPopulation(_Population):
@@ -483,7 +500,7 @@ class BiGANPopulation(_Population):
 
     def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], *args: Any, **kw: Any):
         super().__init__(n_nodes, image_shape, *args, **kw)
-        lr = kw.get("lr") or 2e-4
+        lr = 2e-4 if kw.get("lr") is None else kw["lr"]
         hidden = kw.get("hidden", 256)
         self.instance_noise = 0.1
         N, F_, arch = self.n_nodes, self.feature_dim, self.arch
@@ -506,6 +523,7 @@ class BiGANPopulation(_Population):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One training step of every node on ``views`` (the game's ``split_obs``; labels never
         reach it); returns the broadcast bits ``(N, K)`` and the codes sent with them."""
+        self._check_step(views, out_valid)
         x = views["images"].to(self.device)
         inbox = (views["from_inbox"] > 0.5).float().to(self.device)
         N, M = x.shape[:2]
@@ -544,7 +562,7 @@ class BiGANPopulation(_Population):
     def encode(self, x: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
         """Every node's features ``(N, S, feature_dim)`` of images ``x`` ``(S, C, H, W)``."""
         return torch.cat(
-            [self.encoder(self._batched_input(x[s : s + chunk])) for s in range(0, len(x), chunk)],
+            [self.encoder(self._batched_input(x[a:b])) for a, b in image_chunks(x, chunk)],
             1,
         )
 

@@ -120,3 +120,123 @@ def test_bad_population_config(device):
     game = NodeGraphGame(n_nodes=2, num_envs=2, device=device)
     with pytest.raises(ValueError, match="num_envs=1"):
         run_population(game, OutputSharingPopulation(2, (1, 8, 8), 10, device=device), 1)
+
+
+# -- argument checks (before anything is built or seeded) --------------------------------------
+SHAPE = (1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_nodes": 0}, "n_nodes"),
+        ({"n_nodes": 2.5}, "n_nodes"),
+        ({"image_shape": (8, 8)}, "image_shape"),
+        ({"image_shape": (0, 8, 8)}, "image_shape"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"hidden": 0}, "hidden"),
+        ({"feature_dim": 0}, "feature_dim"),
+        ({"lr": float("nan")}, "lr"),
+        ({"lr": "a"}, "lr"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"feature_weight": -1.0}, "feature_weight"),
+        ({"broadcast_prob": "0.5"}, "broadcast_prob"),
+        ({"device": "gpu"}, "device"),
+    ],
+)
+def test_population_arguments_are_checked_first(kwargs, match, device):
+    from commenv_agents.protocols import make_protocol
+    from commenv_agents.unsupervised import BiGANPopulation, VAEPopulation
+
+    args = {"n_nodes": 3, "image_shape": SHAPE, "num_classes": 10, **kwargs}
+    n, shape, classes = args.pop("n_nodes"), args.pop("image_shape"), args.pop("num_classes")
+    args.setdefault("device", device)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    with pytest.raises(ValueError, match=match):
+        OutputSharingPopulation(n, shape, classes, **args)  # device-free: args has the device
+    assert torch.equal(torch.random.get_rng_state(), state)  # refused before seeding anything
+    if not kwargs.keys() & {"num_classes", "feature_weight"}:  # label-free nodes: the rest
+        for cls in (VAEPopulation, BiGANPopulation):
+            with pytest.raises(ValueError, match=match):
+                cls(n, shape, **args)
+    shared = ("hidden", "feature_dim", "lr", "seed", "device")
+    if kwargs.keys() & {"n_nodes", "image_shape", "num_classes", *shared}:
+        with pytest.raises(ValueError, match=match):
+            make_protocol(
+                "sync_sgd", n, shape, classes, **{k: args[k] for k in shared if k in args}
+            )  # device-free: args holds the fixture's device
+
+
+def test_lr_zero_is_kept(device):
+    from commenv_agents.unsupervised import VAEPopulation
+
+    pop = VAEPopulation(2, SHAPE, lr=0.0, feature_dim=4, hidden=8, device=device)
+    assert pop.optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_a_bad_step_changes_nothing(device):
+    from commenv_agents.unsupervised import BiGANPopulation
+
+    game = NodeGraphGame(n_nodes=3, content="logits", batch_size=4, device=device)
+    game.reset(seed=0)
+    views = game.split_obs(game.observe_all()[0])
+    pop = OutputSharingPopulation(3, game.image_shape, 10, share="logits", device=device)
+    before = [p.detach().clone() for p in pop.model.parameters()]
+    for bad in (game.out_valid.float(), game.out_valid[:2], game.out_valid[:, None]):
+        with pytest.raises(ValueError, match="out_valid"):
+            pop.step(views, bad)
+    with pytest.raises(ValueError, match="views lack"):
+        pop.step({k: v for k, v in views.items() if k != "labels"}, game.out_valid)
+    assert all(torch.equal(a, b) for a, b in zip(before, pop.model.parameters(), strict=True))
+    codes = NodeGraphGame(n_nodes=3, content="codes", feature_dim=4, batch_size=4, device=device)
+    codes.reset(seed=0)
+    cviews = codes.split_obs(codes.observe_all()[0])
+    bigan = BiGANPopulation(3, codes.image_shape, feature_dim=4, hidden=8, device=device)
+    gen_state = bigan.gen.get_state()
+    with pytest.raises(ValueError, match="payload"):
+        bigan.step({**cviews, "payload": torch.zeros(3, 4, 7, device=device)}, codes.out_valid)
+    assert torch.equal(bigan.gen.get_state(), gen_state)
+
+
+def test_predict_proba_and_encode_take_empty_and_float64_batches(device):
+    from commenv_agents.unsupervised import VAEPopulation
+
+    pop = OutputSharingPopulation(3, SHAPE, 10, device=device)
+    assert pop.predict_proba(torch.zeros(0, *SHAPE)).shape == (3, 0, 10)
+    x = torch.rand(5, *SHAPE, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pop.predict_proba(x.double()), pop.predict_proba(x))
+    vae = VAEPopulation(3, SHAPE, feature_dim=4, hidden=8, device=device)
+    assert vae.encode(torch.zeros(0, *SHAPE)).shape == (3, 0, 4)
+    for bad in (x.to(torch.uint8), x.numpy()):
+        with pytest.raises(ValueError, match="floating-point"):
+            pop.predict_proba(bad)
+    with pytest.raises(ValueError, match="chunk"):
+        pop.predict_proba(x, chunk=0)
+
+
+def test_run_population_checks_before_training(device):
+    game = NodeGraphGame(n_nodes=3, batch_size=4, max_cycles=10, device=device)
+    pop = OutputSharingPopulation(3, game.image_shape, 10, device=device)
+    imgs, labels = game.test_images[:10], game.test_labels[:10]
+    for kwargs, match in (
+        ({"steps": 11}, "max_cycles"),
+        ({"steps": -1}, "steps"),
+        ({"steps": 5, "eval_every": -1}, "eval_every"),
+        ({"steps": 5, "test": (imgs, labels[:7])}, "test must be"),
+        ({"steps": 5, "test": imgs}, "test must be"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            run_population(game, pop, **kwargs)
+    four = OutputSharingPopulation(4, game.image_shape, 10, device=device)
+    with pytest.raises(ValueError, match="4 nodes"):
+        run_population(game, four, 5)
+
+
+def test_make_protocol_refuses_options_of_no_protocol(device):
+    from commenv_agents.protocols import make_protocol
+
+    with pytest.raises(ValueError, match="name no protocol"):
+        make_protocol("topk", 3, SHAPE, 10, options={"topkk": {"ratio": 0.1}}, device=device)
