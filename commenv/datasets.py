@@ -389,10 +389,7 @@ def _missing_message(name: str, root: str | os.PathLike[str] | None) -> str:
     ]
     if name == "fashion-mnist":
         how.append("on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist")
-    how.append(
-        "use download=True with torchvision installed (pip install 'commenv[vision]' with a "
-        "torchvision build matching your torch)"
-    )
+    how.append(f"use download=True with torchvision installed: {vision_hint()}")
     return (
         f"{name} data files not found ({files}). Searched:\n{searched}\nTo get the data:\n"
         + "\n".join(f"  * {h}" for h in how)
@@ -607,13 +604,22 @@ def _read_cifar_dir(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
 # --------------------------------------------------------------------------------------------
 
 
+def vision_hint() -> str:
+    """How to add torchvision without pip swapping the installed torch for another build (a
+    plain ``pip install 'commenv[vision]'`` may pull PyPI's CUDA torch in)."""
+    index = "https://download.pytorch.org/whl/cpu" if "+cpu" in torch.__version__ else None
+    where = f" --index-url {index}" if index else ""
+    return (
+        f"the commenv[vision] extra, torchvision: pip install --no-deps torchvision{where} (a "
+        f"release built for your torch {torch.__version__}; --no-deps keeps that torch)"
+    )
+
+
 def _download(name: str, target: Path) -> None:
     """Download ``name`` into ``target`` with torchvision (imported lazily, only here)."""
     advice = (
-        f"download=True needs a working torchvision: install commenv[vision] "
-        f"(pip install 'commenv[vision]') with a torchvision build matching your torch "
-        f"{torch.__version__} (e.g. from https://download.pytorch.org/whl/cpu for CPU-only "
-        f"torch), or place the {name} files under root= or $COMMENV_DATA yourself."
+        f"download=True needs a working torchvision: {vision_hint()}; or place the {name} "
+        "files under root= or $COMMENV_DATA yourself."
     )
     try:
         import torchvision.datasets as tvd  # optional: must stay lazy

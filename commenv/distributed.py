@@ -1172,6 +1172,7 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
     from commenv.bench.tools import (
         RUN_OPTIONS,
         RunStore,
+        figure,
         markdown_table,
         parse_config,
         result_options,
@@ -1252,7 +1253,7 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
             print("\n".join(f"- {c}: {'holds' if ok else 'FAILS'}" for c, ok in claims.items()))
         extra = {"world_size": rt.world, "backend": rt.backend, "thesis_claims": claims}
         json_path, csv_path = store.finish(rows, args, extra)
-        png = _plot(rows, Path(args.out_dir) / "distributed.png", args, rt.world)
+        png = figure(_plot, rows, Path(args.out_dir) / "distributed.png", args, rt.world)
         print(f"\nwrote {json_path}, {csv_path}, {png}", flush=True)
     dist.barrier()
     _shutdown()
@@ -1389,7 +1390,14 @@ def _proj(
 
 
 def cmd_project(argv: Sequence[str]) -> list[dict[str, Any]]:
-    from commenv.bench.tools import markdown_table, parse_config, pyplot, save_figure, write_results
+    from commenv.bench.tools import (
+        figure,
+        markdown_table,
+        parse_config,
+        pyplot,
+        save_figure,
+        write_results,
+    )
 
     prog = "python -m commenv.distributed project"
     args = parse_config(ProjectArgs, argv, description=ProjectArgs.__doc__, prog=prog)
@@ -1414,24 +1422,28 @@ def cmd_project(argv: Sequence[str]) -> list[dict[str, Any]]:
     print(markdown_table(rows, list(rows[0]), digits=3))
     extra = {"source": str(args.results), "source_meta": data["meta"]}
     json_path, csv_path = write_results(out_dir, "projection", rows, args, extra)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, proto in enumerate(dict.fromkeys(r["protocol"] for r in rows)):
-        mine = [r for r in rows if r["protocol"] == proto]
-        ax.plot(
-            [r["machines"] for r in mine],
-            [r["step_ms"] for r in mine],
-            "o-",
-            color=f"C{i}",
-            label=proto,
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("machines P (one node or worker each)")
-    ax.set_ylabel("projected step time (ms)")
-    ax.set_title(f"{args.bandwidth_gbps:g} Gb/s, {args.latency_us:g} us latency")
-    ax.legend(fontsize=7)
-    png = save_figure(fig, Path(out_dir) / "projection.png")
+
+    def draw() -> Path:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, proto in enumerate(dict.fromkeys(r["protocol"] for r in rows)):
+            mine = [r for r in rows if r["protocol"] == proto]
+            ax.plot(
+                [r["machines"] for r in mine],
+                [r["step_ms"] for r in mine],
+                "o-",
+                color=f"C{i}",
+                label=proto,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("machines P (one node or worker each)")
+        ax.set_ylabel("projected step time (ms)")
+        ax.set_title(f"{args.bandwidth_gbps:g} Gb/s, {args.latency_us:g} us latency")
+        ax.legend(fontsize=7)
+        return save_figure(fig, Path(out_dir) / "projection.png")
+
+    png = figure(draw)
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return rows
 

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 import commenv
+from commenv.bench.tools import require
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +96,7 @@ def cast_actions_wrapper(venv):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    require("supersuit", "stable_baselines3", extra="rl")
     import supersuit as ss
     import torch
     from stable_baselines3 import PPO

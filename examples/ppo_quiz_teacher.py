@@ -160,10 +160,11 @@ def evaluate(env: gymnasium.Env, policy: Any, episodes: int, seed: int) -> dict[
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)  # --help works without SB3
+    benchtools.require("stable_baselines3", extra="rl")
     import torch
     from stable_baselines3 import PPO
 
-    args = parse_args(argv)
     torch.set_num_threads(args.threads)  # tiny networks: more threads only contend
     benchtools.seed_everything(args.seed)
     env = make_env(args)

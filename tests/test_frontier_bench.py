@@ -93,3 +93,25 @@ def test_bench_frontier_help(bench, capsys):
         bench.main(["--help"])
     out = capsys.readouterr().out
     assert "--topk-ratio" in out and "fraction of the gradient entries sent" in out
+
+
+def test_without_matplotlib_the_results_are_written_and_the_figure_is_named(
+    bench, tmp_path, monkeypatch, capsys, device
+):
+    """A plain install (no [plot]): the files come first, then a note instead of a traceback."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real(name, *a),
+    )
+    monkeypatch.setenv("COMMENV_NO_PROGRESS", "1")
+    argv = [*TINY, "--protocols", "isolated", "--out-dir", str(tmp_path), "--device", str(device)]
+    bench.main(argv)
+    assert (tmp_path / "frontier.json").is_file() and (tmp_path / "frontier.csv").is_file()
+    assert not (tmp_path / "frontier.png").exists()
+    assert "no figure (matplotlib is not installed: pip install 'commenv[plot]'" in (
+        capsys.readouterr().out
+    )

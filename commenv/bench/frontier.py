@@ -45,6 +45,7 @@ from commenv.bench.tools import (
     RUN_OPTIONS,
     NodeGraphOptions,
     RunStore,
+    figure,
     load_class,
     markdown_table,
     parse_config,
@@ -434,8 +435,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if claims:
             print(f"\nThe issue's targets on this run ({args.dataset}, {partition}, one seed):\n")
             print("\n".join(f"- {claim}: {verdict}" for claim, verdict in claims.items()))
-    png = draw(groups, args)
-    json_path, csv_path = store.finish(rows, args, extra)
+    json_path, csv_path = store.finish(rows, args, extra)  # the files first, then the figure
+    png = figure(draw, groups, args)
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return rows
 

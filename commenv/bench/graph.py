@@ -47,6 +47,7 @@ import torch
 from commenv.bench.tools import (
     OutputSharingOptions,
     RunStore,
+    figure,
     load_class,
     markdown_table,
     parse_config,
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print("\n".join(verdict_lines(claims, rows, args)))
     extra = {"target_accuracy": target, "arch": arch, "thesis_claims": claims}
     json_path, csv_path = store.finish(rows, args, extra)
-    png = plot(rows, target, args, Path(args.out_dir) / "graph.png")
+    png = figure(plot, rows, target, args, Path(args.out_dir) / "graph.png")
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return rows
 

@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ]
     extra = {"runs": raw, "thesis_claims": claims}
     json_path, csv_path = store.finish(rows, args, extra)
-    png = plot(runs, levels, Path(args.out_dir) / "language.png", args.dataset)
+    png = benchtools.figure(plot, runs, levels, Path(args.out_dir) / "language.png", args.dataset)
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return rows
 

@@ -431,7 +431,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     json_path, csv_path = store.finish(rows, args, {"thesis_claims": claims})
     written = [json_path, csv_path]
     if not args.no_plot:
-        written.append(draw_figure(rows, Path(args.out_dir) / "quiz.png", args.dataset))
+        written.append(
+            benchtools.figure(draw_figure, rows, Path(args.out_dir) / "quiz.png", args.dataset)
+        )
     print(f"\nwrote {', '.join(map(str, written))}")
     return rows
 

@@ -61,6 +61,7 @@ from commenv.bench.report import SPEED_COLUMNS
 from commenv.bench.tools import (
     RUN_OPTIONS,
     RunStore,
+    figure,
     markdown_table,
     parse_config,
     pyplot,
@@ -1049,7 +1050,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(markdown_table(agents, ["name", "steps_per_s", "note"], digits=0))
     extra = {"targets": targets(env, before), "verdict_lines": lines}
     json_path, csv_path = store.finish(env + agents, args, extra)
-    png = plot(env, agents, Path(args.out_dir) / "speed.png")
+    png = figure(plot, env, agents, Path(args.out_dir) / "speed.png")
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return env + agents
 

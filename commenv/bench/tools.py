@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -64,9 +64,16 @@ def _git(*argv: str) -> subprocess.CompletedProcess | None:
         return None
 
 
+def _in_checkout() -> bool:
+    """Whether this file is tracked by the git repository around it: a commenv checkout, not
+    an installed copy inside some other project's repository (a ``.venv`` in a repo)."""
+    out = _git("ls-files", "--error-unmatch", Path(__file__).name)
+    return out is not None and out.returncode == 0
+
+
 def git_commit() -> str:
-    """The current git commit of the checkout, or ``"unknown"``."""
-    out = _git("rev-parse", "--short", "HEAD")
+    """The current git commit of the commenv checkout, or ``"unknown"`` (an installed copy)."""
+    out = _git("rev-parse", "--short", "HEAD") if _in_checkout() else None
     return (out.stdout.strip() if out is not None else "") or "unknown"
 
 
@@ -146,7 +153,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digit
 def git_dirty() -> bool | None:
     """Whether the checkout's tracked files differ from ``HEAD`` (``None``: not a checkout), so
     that a result file says when its ``commit`` is not the whole story."""
-    out = _git("status", "--porcelain", "--untracked-files=no")
+    out = _git("status", "--porcelain", "--untracked-files=no") if _in_checkout() else None
     return bool(out.stdout.strip()) if out is not None and out.returncode == 0 else None
 
 
@@ -509,6 +516,26 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def require(*modules: str, extra: str) -> None:
+    """Stop with the install command (``SystemExit``, not a traceback) when an optional
+    module of ``extra`` is missing: the examples' first line of work."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"this needs {', '.join(missing)}: pip install 'commenv[{extra}]'")
+
+
+PLOT_HINT = "matplotlib is not installed: pip install 'commenv[plot]' for the figure"
+
+
+def figure(draw: Callable[..., Path], *args: Any, **kwargs: Any) -> Path | str:
+    """``draw(*args, **kwargs)``, a benchmark's figure, once its result files are written;
+    without matplotlib (the ``[plot]`` extra) a note saying so instead of a traceback that
+    would hide the files just written."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return f"no figure ({PLOT_HINT})"
+    return draw(*args, **kwargs)
 
 
 def pyplot():

@@ -48,6 +48,7 @@ from commenv.bench.tools import (
     RUN_OPTIONS,
     NodeGraphOptions,
     RunStore,
+    figure,
     load_class,
     markdown_table,
     parse_config,
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "thesis_claims": {c: {"holds": ok, "verdict": line} for c, (ok, line) in claims.items()}
     }
     json_path, csv_path = store.finish(rows, args, extra)
-    png = plot(rows, Path(args.out_dir) / f"{NAME}.png", preset)
+    png = figure(plot, rows, Path(args.out_dir) / f"{NAME}.png", preset)
     print(f"\nwrote {json_path}, {csv_path}, {png}")
     return rows
 
