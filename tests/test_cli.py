@@ -5,6 +5,7 @@ import importlib
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,20 @@ def test_envs_names_each_game_once(capsys):
         if not line.startswith(" "):
             name = line.split(":")[0]
             assert line.count(name) == 1, line
+
+
+def test_an_installed_copy_inside_another_repo_records_no_commit(tmp_path):
+    """The commit is commenv's own checkout's: a copy in some project's .venv says 'unknown'."""
+    import shutil
+
+    repo = tmp_path / "project"
+    shutil.copytree(Path(cli.__file__).parent, repo / "site" / "commenv")
+    (repo / "README").write_text("someone else's project\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
+    for args in (["init", "-q"], ["add", "README"], ["commit", "-qm", "theirs"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    code = "from commenv.bench.tools import git_commit, git_dirty; print(git_commit(), git_dirty())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo / "site", capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["unknown", "None"]
