@@ -112,6 +112,15 @@ def test_missing_rows_and_before_file_are_not_judged_and_say_why():
     assert any("the row was not measured in this run" in x for x in missing)
 
 
+def test_a_missing_reference_is_named_not_the_measured_row():
+    """Without MPE2 the PettingZoo row is measured but has no ``x MPE2``: say which is missing."""
+    rows = _rows(**{speed.PO_PZ: {"agent-steps/s": 40_000, "x MPE2": None}})
+    lines = speed.verdict_lines(rows, None, "cpu")
+    line = next(x for x in lines if x.startswith("- PettingZoo face of partial_obs_v0"))
+    assert "not judged" in line and "the reference it is divided by was not measured" in line
+    assert "the row was not measured" not in line
+
+
 def test_scaling_verdict_names_the_size_it_used():
     rows = _rows(**{speed.SCALE_RATIO: {"note": "agent-steps/s at 16,384 / at 4,096 worlds"}})
     line = next(x for x in speed.verdict_lines(rows, BEFORE, "cpu") if "32,768 worlds >=" in x)

@@ -836,13 +836,25 @@ class Target:
     """What the observations alone allow on this run (a bound row), quoted beside the figure."""
 
 
+def _missing(row: dict | None, column: str) -> str:
+    """Why a target has no figure: the row was not run, or its ``column`` is empty (for
+    ``x MPE2`` and the VMAS ratios: the reference was not measured, e.g. not installed)."""
+    if row is None:
+        return "the row was not measured in this run"
+    if row.get("note"):
+        return row["note"]
+    return (
+        f"its {column!r} is empty: the reference it is divided by was not measured in this run "
+        "(pip install mpe2 vmas)"
+    )
+
+
 def _read(row_key: str, column: str, fmt: str) -> Callable:
     def read(by_name: dict[str, dict], before: dict[str, dict] | None):
         row = by_name.get(row_key)
         value = None if row is None else row.get(column)
         if value is None or value != value:  # absent or NaN
-            why = (row or {}).get("note") or "the row was not measured in this run"
-            return None, f"{row_key}: {why}"
+            return None, f"{row_key}: {_missing(row, column)}"
         return value, fmt.format(value)
 
     return read
@@ -854,7 +866,7 @@ def _vs_before(row_key: str) -> Callable:
     def read(by_name: dict[str, dict], before: dict[str, dict] | None):
         now = (by_name.get(row_key) or {}).get("x MPE2")
         if now is None:
-            return None, f"{row_key}: not measured in this run (or no MPE2)"
+            return None, f"{row_key}: {_missing(by_name.get(row_key), 'x MPE2')}"
         if before is None:
             return (
                 None,
