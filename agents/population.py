@@ -24,7 +24,8 @@ that it needs and the two methods of :class:`NodePopulation`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -189,6 +190,18 @@ def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, **kw)
 
 
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG for a model's initialisation (layers draw from it), then hand
+    the caller's RNG state back: building a population never reseeds the user's stream."""
+    devices = []
+    if device.type == "cuda":
+        devices = [torch.cuda.current_device() if device.index is None else device.index]
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        torch.manual_seed(generator_seed(seed))
+        yield
+
+
 def check_population(
     n_nodes: Any,
     image_shape: Any,
@@ -311,13 +324,25 @@ class OutputSharingPopulation:
         self.n_nodes, self.share = n_nodes, share
         self.broadcast_prob = broadcast_prob if share != "none" else 0.0
         self.temperature, self.feature_weight = float(temperature), float(feature_weight)
-        torch.manual_seed(generator_seed(seed))
-        self.model = BatchedClassifier(
-            n_nodes, image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
-        ).to(self.device)
+        with seeded(seed, self.device):
+            self._build_models(n_nodes, image_shape, num_classes, arch, hidden, feature_dim)
         self.optimizer = make_adam(self.model.parameters(), lr)
         self.gen = torch.Generator(device=self.device).manual_seed(generator_seed(seed))
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
+
+    def _build_models(
+        self,
+        n_nodes: int,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        arch: str,
+        hidden: int,
+        feature_dim: int,
+    ) -> None:
+        """The networks, initialised from the seeded global stream (:func:`seeded`)."""
+        self.model = BatchedClassifier(
+            n_nodes, image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
+        ).to(self.device)
 
     def step(
         self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
@@ -366,6 +391,7 @@ class SequentialPopulation(OutputSharingPopulation):
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
+        self._loop_nodes = n_nodes  # built by _build_models, within the seeded initialisation
         super().__init__(
             1,
             image_shape,
@@ -379,14 +405,27 @@ class SequentialPopulation(OutputSharingPopulation):
             **kwargs,
         )
         self.n_nodes = n_nodes
+        self.optimizers = [make_adam(m.parameters(), lr) for m in self.models]
+        self.num_params_per_node = sum(p.numel() for p in self.models[0].parameters())
+
+    def _build_models(
+        self,
+        n_nodes: int,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        arch: str,
+        hidden: int,
+        feature_dim: int,
+    ) -> None:
+        """The one-node model of the base class, then the loop's own models (in that order, as
+        the loop was always initialised)."""
+        super()._build_models(n_nodes, image_shape, num_classes, arch, hidden, feature_dim)
         self.models = [
             SingleClassifier(
                 image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
             ).to(self.device)
-            for _ in range(n_nodes)
+            for _ in range(self._loop_nodes)
         ]
-        self.optimizers = [make_adam(m.parameters(), lr) for m in self.models]
-        self.num_params_per_node = sum(p.numel() for p in self.models[0].parameters())
 
     def step(
         self, views: dict[str, torch.Tensor], out_valid: torch.Tensor

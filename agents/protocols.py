@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from commenv.channel import Channel, make_adjacency
-from commenv.core import check_int, generator_seed
+from commenv.core import check_int
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.layers import BatchedConv2d, BatchedLinear
 from commenv_agents.population import (
@@ -57,6 +57,7 @@ from commenv_agents.population import (
     make_adam,
     node_losses,
     run_population,
+    seeded,
 )
 
 FLOAT_BITS = 32
@@ -276,9 +277,9 @@ class ReplicatedProtocol(CommProtocol):
 
     def __init__(self, n_nodes, image_shape, num_classes, **common: Any) -> None:
         super().__init__(n_nodes, image_shape, num_classes, **common)
-        torch.manual_seed(generator_seed(self.seed))
-        single = self._classifier(1)
-        self.model = self._classifier(n_nodes)
+        with seeded(self.seed, self.device):
+            single = self._classifier(1)
+            self.model = self._classifier(n_nodes)
         with torch.no_grad():
             for p, q in zip(self.model.parameters(), single.parameters(), strict=True):
                 p.copy_(q.reshape(1, -1).expand(n_nodes, -1).reshape(p.shape))
@@ -641,8 +642,8 @@ class Codistillation(CommProtocol):
             raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         super().__init__(n_nodes, image_shape, num_classes, **common)
         _require_full_graph(self.channel, "codistill")
-        torch.manual_seed(generator_seed(self.seed))
-        self.model = self._classifier(n_nodes)
+        with seeded(self.seed, self.device):
+            self.model = self._classifier(n_nodes)
         self.optimizer = make_adam(self.model.parameters(), self.lr)
         self.weight = float(weight)
         self.stale: BatchedClassifier | None = None
@@ -708,9 +709,9 @@ class IndependentSubnets(CommProtocol):
                 f"ist splits hidden units among nodes: hidden={self.hidden} and "
                 f"feature_dim={self.feature_dim} must be >= n_nodes={n_nodes}"
             )
-        torch.manual_seed(generator_seed(self.seed))
-        self.full = self._classifier(1)
-        self.model = self._classifier(n_nodes)
+        with seeded(self.seed, self.device):
+            self.full = self._classifier(1)
+            self.model = self._classifier(n_nodes)
         self.optimizer = make_adam(self.model.parameters(), self.lr)
         self.gen = torch.Generator(device="cpu").manual_seed(self.seed)
         self.num_params_per_node = sum(p.numel() for p in self.full.parameters())
@@ -808,8 +809,8 @@ class Centralised(CommProtocol):
 
     def __init__(self, n_nodes, image_shape, num_classes, **common):
         super().__init__(n_nodes, image_shape, num_classes, **common)
-        torch.manual_seed(generator_seed(self.seed))
-        self.model = self._classifier(1)
+        with seeded(self.seed, self.device):
+            self.model = self._classifier(1)
         self.optimizer = make_adam(self.model.parameters(), self.lr)
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters())
         self.sample_bits = 8 * math.prod(self.image_shape) + index_bits(num_classes)

@@ -88,6 +88,7 @@ from commenv_agents.population import (
     check_step,
     image_chunks,
     make_adam,
+    seeded,
 )
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn")
@@ -333,9 +334,14 @@ class _Population:
         self.broadcast_prob = broadcast_prob if share != "none" else 0.0
         self.share_weight, self.temperature = share_weight, temperature
         self.gen = torch.Generator(device=self.device).manual_seed(generator_seed(seed))
-        self._hidden = hidden
+        self._hidden, self._lr = hidden, lr
         self.last_losses: dict[str, torch.Tensor] = {}
-        torch.manual_seed(generator_seed(seed))
+        with seeded(seed, self.device):  # the family's networks; the caller's RNG untouched
+            self._build()
+
+    def _build(self) -> None:
+        """The family's networks and optimisers (from the seeded global stream)."""
+        raise NotImplementedError
 
     def _share_term(
         self,
@@ -429,10 +435,9 @@ class VAEPopulation(_Population):
 
     content = "gaussian_codes"
 
-    def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], *args: Any, **kw: Any):
-        super().__init__(n_nodes, image_shape, *args, **kw)
-        lr = 1e-3 if kw.get("lr") is None else kw["lr"]  # 0.0 is a learning rate too
-        hidden = kw.get("hidden", 256)
+    def _build(self) -> None:
+        lr = 1e-3 if self._lr is None else self._lr  # 0.0 is a learning rate too
+        hidden = self._hidden
         self.encoder = BatchedEncoder(
             self.n_nodes, self.image_shape, 2 * self.feature_dim, self.arch, hidden
         ).to(self.device)
@@ -498,10 +503,9 @@ class BiGANPopulation(_Population):
 
     content = "codes"
 
-    def __init__(self, n_nodes: int, image_shape: tuple[int, int, int], *args: Any, **kw: Any):
-        super().__init__(n_nodes, image_shape, *args, **kw)
-        lr = 2e-4 if kw.get("lr") is None else kw["lr"]
-        hidden = kw.get("hidden", 256)
+    def _build(self) -> None:
+        lr = 2e-4 if self._lr is None else self._lr
+        hidden = self._hidden
         self.instance_noise = 0.1
         N, F_, arch = self.n_nodes, self.feature_dim, self.arch
         self.encoder = BatchedEncoder(N, self.image_shape, F_, arch, hidden).to(self.device)

@@ -240,3 +240,43 @@ def test_make_protocol_refuses_options_of_no_protocol(device):
 
     with pytest.raises(ValueError, match="name no protocol"):
         make_protocol("topk", 3, SHAPE, 10, options={"topkk": {"ratio": 0.1}}, device=device)
+
+
+def test_building_a_population_leaves_the_callers_rng_alone(device):
+    """Populations seed their own initialisation; the user's global stream goes on unchanged."""
+    from commenv_agents.protocols import PROTOCOLS, make_protocol
+    from commenv_agents.unsupervised import BiGANPopulation, VAEPopulation
+
+    builders = [
+        lambda: OutputSharingPopulation(3, SHAPE, 10, seed=7, device=device),
+        lambda: SequentialPopulation(3, SHAPE, 10, seed=7, device=device),
+        lambda: VAEPopulation(3, SHAPE, feature_dim=4, hidden=8, seed=7, device=device),
+        lambda: BiGANPopulation(3, SHAPE, feature_dim=4, hidden=8, seed=7, device=device),
+        *(
+            lambda name=name: make_protocol(name, 3, SHAPE, 10, hidden=8, seed=7, device=device)
+            for name in PROTOCOLS
+        ),
+    ]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    for build in builders:
+        torch.manual_seed(123)
+        first = build()
+        assert torch.equal(torch.rand(3), expected)
+        second = build()  # and the same seed still gives the same initialisation
+        mine, twins = _module_params(first), _module_params(second)
+        assert mine and all(torch.equal(a, b) for a, b in zip(mine, twins, strict=True))
+
+
+def _module_params(obj, depth: int = 2) -> list[torch.Tensor]:
+    """Every parameter of the torch modules an agent holds (its models, or those of the agent
+    it wraps), in attribute order."""
+    values = list(vars(obj).values())
+    values += [m for v in values if isinstance(v, list) for m in v]
+    out = [p for m in values if isinstance(m, torch.nn.Module) for p in m.parameters()]
+    inner = [
+        v for v in values if hasattr(v, "__dict__") and type(v).__module__.startswith("commenv")
+    ]
+    for agent in inner if depth else []:
+        out += _module_params(agent, depth - 1)
+    return out
