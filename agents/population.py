@@ -325,24 +325,16 @@ class OutputSharingPopulation:
         self.broadcast_prob = broadcast_prob if share != "none" else 0.0
         self.temperature, self.feature_weight = float(temperature), float(feature_weight)
         with seeded(seed, self.device):
-            self._build_models(n_nodes, image_shape, num_classes, arch, hidden, feature_dim)
+            net = {"arch": arch, "hidden": hidden, "feature_dim": feature_dim}
+            self._build_models(n_nodes, image_shape, num_classes, **net)
         self.optimizer = make_adam(self.model.parameters(), lr)
         self.gen = torch.Generator(device=self.device).manual_seed(generator_seed(seed))
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
 
-    def _build_models(
-        self,
-        n_nodes: int,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        arch: str,
-        hidden: int,
-        feature_dim: int,
-    ) -> None:
-        """The networks, initialised from the seeded global stream (:func:`seeded`)."""
-        self.model = BatchedClassifier(
-            n_nodes, image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
-        ).to(self.device)
+    def _build_models(self, n_nodes: int, image_shape: tuple, num_classes: int, **net: Any) -> None:
+        """The networks (``net``: arch, hidden, feature_dim), initialised from the seeded
+        global stream (:func:`seeded`)."""
+        self.model = BatchedClassifier(n_nodes, image_shape, num_classes, **net).to(self.device)
 
     def step(
         self, views: dict[str, torch.Tensor], out_valid: torch.Tensor
@@ -408,22 +400,12 @@ class SequentialPopulation(OutputSharingPopulation):
         self.optimizers = [make_adam(m.parameters(), lr) for m in self.models]
         self.num_params_per_node = sum(p.numel() for p in self.models[0].parameters())
 
-    def _build_models(
-        self,
-        n_nodes: int,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        arch: str,
-        hidden: int,
-        feature_dim: int,
-    ) -> None:
+    def _build_models(self, n_nodes: int, image_shape: tuple, num_classes: int, **net: Any) -> None:
         """The one-node model of the base class, then the loop's own models (in that order, as
         the loop was always initialised)."""
-        super()._build_models(n_nodes, image_shape, num_classes, arch, hidden, feature_dim)
+        super()._build_models(n_nodes, image_shape, num_classes, **net)
         self.models = [
-            SingleClassifier(
-                image_shape, num_classes, arch=arch, hidden=hidden, feature_dim=feature_dim
-            ).to(self.device)
+            SingleClassifier(image_shape, num_classes, **net).to(self.device)
             for _ in range(self._loop_nodes)
         ]
 
