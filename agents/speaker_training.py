@@ -29,7 +29,15 @@ import torch
 
 import commenv
 from commenv.bench.tools import seed_everything
-from commenv.core import check_choice
+from commenv.core import (
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+    check_probability,
+    check_seed,
+    describe,
+)
 from commenv.partial_obs import PartialObsGame
 from commenv.probe import BestValidation, LinearProbe
 from commenv_agents.speakers import (
@@ -115,9 +123,30 @@ class SpeakerRunConfig:
         check_choice("level", self.level, tuple(LEVEL_GAMES))
         check_choice("mi_estimator", self.mi_estimator, MI_ESTIMATORS)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        for name in ("steps", "batch_size", "eval_every", "message_bits"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("steps", "batch_size", "eval_every", "message_bits", "mi_negatives"):
+            check_int(name, getattr(self, name))
+        for name in ("hidden", "disc_hidden"):
+            widths = getattr(self, name)
+            if not isinstance(widths, tuple | list) or not widths:
+                raise ValueError(f"{name} must be a tuple of widths >= 1, got {describe(widths)}")
+            for width in widths:
+                check_int(name, width)
+        check_float("lr", self.lr, 0.0)  # 0: the untrained speakers' row
+        check_float("probe_lr", self.probe_lr, 0.0, low_open=True)
+        for name in ("likelihood_scale", "entropy_coef", "rl_likelihood_weight"):
+            check_float(name, getattr(self, name), 0.0)
+        check_float("likelihood_weight", self.likelihood_weight, optional=True)
+        check_probability("noise", self.noise)
+        check_probability("baseline_momentum", self.baseline_momentum)
+        check_seed("seed", self.seed)
+        check_seed("mask_seed", self.mask_seed)
+        check_device(self.device)
+        if not isinstance(self.temperature, TemperatureSchedule):
+            raise ValueError(
+                f"temperature must be a TemperatureSchedule, got {describe(self.temperature)}"
+            )
+        if not callable(self.speaker_cls):
+            raise ValueError(f"speaker_cls must be a torch module class, got {self.speaker_cls!r}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (the MI term pairs views across worlds)")
 

@@ -185,6 +185,8 @@ class Student:
         self, images: torch.Tensor, labels: torch.Tensor, chunk: int = 4096
     ) -> torch.Tensor:
         """Accuracy ``(N,)`` of every student on flat ``images`` ``(n, D)``."""
+        if len(labels) == 0:
+            raise ValueError("accuracy of an empty test set: pass at least one sample")
         correct = 0
         for start in range(0, len(labels), chunk):  # bounded memory on big test sets
             x = images[start : start + chunk]

@@ -286,3 +286,31 @@ def test_reinforce_trains_with_the_contrastive_term(device):
     )
     result = train_speakers(cfg)
     assert result.val_acc == train_speakers(cfg).val_acc and len(result.steps) == 2
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("steps", 2.5),
+        ("message_bits", 2.5),
+        ("mi_negatives", 0),
+        ("hidden", (0,)),
+        ("hidden", 8),
+        ("lr", float("nan")),
+        ("probe_lr", 0.0),
+        ("noise", 2.0),
+        ("baseline_momentum", 2.0),
+        ("entropy_coef", float("nan")),
+        ("likelihood_weight", float("nan")),
+        ("seed", -1),
+        ("seed", 1.5),
+        ("device", "bogus"),
+        ("temperature", 0.5),
+        ("speaker_cls", 3),
+    ],
+)
+def test_speaker_run_config_refuses_bad_values_when_built(field, value):
+    from commenv_agents.speaker_training import SpeakerRunConfig
+
+    with pytest.raises(ValueError, match=field):
+        SpeakerRunConfig(**{field: value})  # device-free: refused while the config is built

@@ -550,3 +550,24 @@ def test_bench_quiz_judges_the_claims_its_rows_can_decide(bench_quiz):
     assert len(lines) == 2 and all(
         "on digits" in line and "`commenv bench" in line for line in lines
     )
+
+
+def test_run_quiz_checks_its_limits_and_the_student_first(device):
+    from commenv_agents.quiz_runner import run_quiz
+
+    game = commenv.quiz_v0.batched(num_envs=2, device=device, stack_size=1, batch_size=4)
+    teacher = PassThroughTeacher(game)
+    two = Student(game.num_features, game.num_classes, num_envs=2, device=device)
+    three = Student(game.num_features, game.num_classes, num_envs=3, device=device)
+    for kwargs, match in (
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"max_epochs": 1.5}, "max_epochs"),
+        ({"patience_epochs": -5}, "patience_epochs"),
+        ({"test": (torch.zeros(0, game.num_features), torch.zeros(0, dtype=torch.long))}, "test"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            run_quiz(game, two, teacher, show_progress=False, **kwargs)
+    with pytest.raises(ValueError, match="3 students"):
+        run_quiz(game, three, teacher, show_progress=False)
+    with pytest.raises(ValueError, match="empty test set"):
+        two.accuracy(torch.zeros(0, game.num_features), torch.zeros(0, dtype=torch.long))
