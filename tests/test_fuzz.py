@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import commenv
+from commenv.core import MAX_CYCLES_LIMIT
 from tests.conftest import DEVICE, device_problem
 
 STATS: collections.Counter = collections.Counter()
@@ -406,7 +407,7 @@ HOSTILE_VALUES = st.one_of(
 INT, FLOAT, PROB, BOOL, SEED = "int", "float", "prob", "bool", "seed"
 CONFIG_KINDS = {  # (game, parameter): (kind, low, high); None = unbounded
     ("partial_obs", "message_bits"): (INT, 1, 40),
-    ("partial_obs", "max_cycles"): (INT, 1, None),
+    ("partial_obs", "max_cycles"): (INT, 1, MAX_CYCLES_LIMIT),
     ("partial_obs", "noise"): (PROB, 0, 1),
     ("partial_obs", "info_weight"): (FLOAT, None, None),
     ("partial_obs", "likelihood_weight"): (FLOAT, None, None),
@@ -420,13 +421,13 @@ CONFIG_KINDS = {  # (game, parameter): (kind, low, high); None = unbounded
     ("node_labels", "inbox_capacity"): (INT, 1, 40),
     ("node_labels", "consumption_prob"): (PROB, 0, 1),
     ("node_labels", "bit_cost"): (FLOAT, 0, None),
-    ("node_labels", "image_bits"): (INT, 1, None),
-    ("node_labels", "max_cycles"): (INT, 1, None),
+    ("node_labels", "image_bits"): (INT, 1, 64),
+    ("node_labels", "max_cycles"): (INT, 1, MAX_CYCLES_LIMIT),
     ("node_labels", "partition_seed"): (SEED, 0, 2**63 - 1),
     ("node_labels", "validate"): (BOOL, None, None),
     ("quiz", "stack_size"): (INT, 1, 40),
     ("quiz", "exam_every"): (INT, 1, None),
-    ("quiz", "max_lessons"): (INT, 1, None),
+    ("quiz", "max_lessons"): (INT, 1, MAX_CYCLES_LIMIT),
     ("quiz", "data_seed"): (SEED, 0, 2**63 - 1),
     ("quiz", "validate"): (BOOL, None, None),
 }
