@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from commenv.channel import Channel, make_adjacency
-from commenv.core import check_int
+from commenv.core import check_int, generator_seed
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.layers import BatchedConv2d, BatchedLinear
 from commenv_agents.population import (
@@ -713,7 +713,7 @@ class IndependentSubnets(CommProtocol):
             self.full = self._classifier(1)
             self.model = self._classifier(n_nodes)
         self.optimizer = make_adam(self.model.parameters(), self.lr)
-        self.gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        self.gen = torch.Generator(device="cpu").manual_seed(generator_seed(self.seed))
         self.num_params_per_node = sum(p.numel() for p in self.full.parameters())
         self.owner1 = self.owner2 = torch.zeros(1)
         D = math.prod(self.image_shape)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from commenv.core import check_int
+from commenv.core import check_int, describe
 from commenv_agents.teacher import Student
 
 
@@ -78,13 +78,15 @@ def run_quiz(
 
     check_int("patience_epochs", patience_epochs)
     check_int("max_epochs", max_epochs, optional=True)
-    students = student.model.layers[0].weight.shape[0]
-    if students != game.num_envs:
+    if student.num_envs != game.num_envs:
         raise ValueError(
-            f"the student holds {students} students, the game num_envs={game.num_envs} worlds"
+            f"the student holds {student.num_envs} students, the game num_envs={game.num_envs} "
+            "worlds"
         )
     if test is not None and (len(test) != 2 or len(test[0]) != len(test[1]) or not len(test[1])):
-        raise ValueError(f"test must be (images (n, D), labels (n,)) with n >= 1, got {test!r}")
+        raise ValueError(
+            f"test must be (images (n, D), labels (n,)) with n >= 1, got {describe(test)}"
+        )
     obs, infos = game.reset(seed=seed)
     N, B, C = game.num_envs, game.batch_size, game.num_classes
     ack = torch.full((N, B, C), 1.0 / C, device=game.device)

@@ -180,6 +180,11 @@ class Student:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
 
+    @property
+    def num_envs(self) -> int:
+        """Students side by side (the batched model's groups)."""
+        return self.model.layers[0].weight.shape[0]
+
     @torch.no_grad()
     def accuracy(
         self, images: torch.Tensor, labels: torch.Tensor, chunk: int = 4096
@@ -190,8 +195,7 @@ class Student:
         correct = 0
         for start in range(0, len(labels), chunk):  # bounded memory on big test sets
             x = images[start : start + chunk]
-            n = self.model.layers[0].weight.shape[0]
-            pred = self.model(x.expand(n, -1, -1)).argmax(-1)
+            pred = self.model(x.expand(self.num_envs, -1, -1)).argmax(-1)
             correct = correct + (pred == labels[start : start + chunk]).sum(1)
         return correct.float() / len(labels)
 
@@ -573,7 +577,7 @@ class HardnessTeacher:
                 f"got {tuple(train_probs.shape)}"
             )
         self.train_probs = train_probs.to(game.device)
-        self.generator = torch.Generator(device=game.device).manual_seed(int(seed))
+        self.generator = torch.Generator(device=game.device).manual_seed(generator_seed(int(seed)))
 
     def act(self, obs: torch.Tensor, infos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The lesson for the stack in ``obs`` ``(N, obs_dim)``."""

@@ -185,3 +185,19 @@ def test_an_installed_copy_inside_another_repo_records_no_commit(tmp_path):
         [sys.executable, "-c", code], cwd=repo / "site", capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["unknown", "None"]
+
+
+def test_a_users_file_is_executed_once_and_a_missing_one_named(tmp_path, monkeypatch):
+    from commenv.bench.tools import load_object
+
+    (tmp_path / "counted.py").write_text(
+        "import builtins\nbuiltins.COMMENV_LOADS = getattr(builtins, 'COMMENV_LOADS', 0) + 1\n"
+        "class Agent:\n    pass\n"
+    )
+    import builtins
+
+    monkeypatch.setattr(builtins, "COMMENV_LOADS", 0, raising=False)
+    assert load_object(f"{tmp_path / 'counted.py'}:Agent").__name__ == "Agent"
+    assert builtins.COMMENV_LOADS == 1
+    with pytest.raises(ValueError, match="no file"):
+        load_object(f"{tmp_path / 'absent.py'}:Agent")

@@ -722,34 +722,39 @@ with ``digits-p1``'s (a row matches by the start of its configuration)."""
 
 def distributed_tables(root: Path) -> str:
     """docs/distributed.md's tables: each placement's rows, read from its result file."""
+    base = root / "docs" / "results" / "distributed"
+    larger, prefixes = DISTRIBUTED_LARGER
+    datas = {
+        label: json.loads(path.read_text())
+        for label in (*DISTRIBUTED_RUNS, larger)
+        if (path := base / label / "distributed.json").is_file()
+    }
     parts = []
     for label in DISTRIBUTED_RUNS:
-        path = root / "docs" / "results" / "distributed" / label / "distributed.json"
-        if not path.is_file():
+        if label not in datas:
             parts.append(f"Not yet run: `docs/results/distributed/{label}/`.")
             continue
-        data = json.loads(path.read_text())
+        data = datas[label]
         size = data.get("world_size")
         procs = f"{size} {'process' if size == 1 else 'processes'}"
         parts.append(
             f"`docs/results/distributed/{label}/`, {procs}. {_meta_line(data)}\n\n"
             + markdown_table(data["rows"], DISTRIBUTED_COLUMNS, digits=2)
         )
-    base = root / "docs" / "results" / "distributed"
-    label, prefixes = DISTRIBUTED_LARGER
-    small, large = (base / name / "distributed.json" for name in (DISTRIBUTED_RUNS[0], label))
-    if small.is_file() and large.is_file():
+    small = DISTRIBUTED_RUNS[0]
+    if small in datas and larger in datas:
         ratios = []
         for prefix in prefixes:
             pick = [
-                next(r["bytes_per_node_step"] for r in json.loads(f.read_text())["rows"]
+                next(r["bytes_per_node_step"] for r in datas[label]["rows"]
                      if r["configuration"].startswith(prefix))
-                for f in (small, large)
+                for label in (small, larger)
             ]  # fmt: skip
             ratios.append(f"{prefix}: {pick[1] / pick[0]:.1f}x")
         parts.append(
-            f"Bytes per node-step on Fashion-MNIST (`{label}/`) over digits "
-            f"(`{DISTRIBUTED_RUNS[0]}/`): " + "; ".join(ratios) + "."
+            f"Bytes per node-step on Fashion-MNIST (`{larger}/`) over digits (`{small}/`): "
+            + "; ".join(ratios)
+            + "."
         )
     return "\n\n".join(parts)
 

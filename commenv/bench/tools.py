@@ -8,6 +8,7 @@ user's own agent from ``module:Class``. Those pieces live here once.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import importlib.util
 import io
@@ -64,9 +65,11 @@ def _git(*argv: str) -> subprocess.CompletedProcess | None:
         return None
 
 
+@functools.cache
 def _in_checkout() -> bool:
     """Whether this file is tracked by the git repository around it: a commenv checkout, not
-    an installed copy inside some other project's repository (a ``.venv`` in a repo)."""
+    an installed copy inside some other project's repository (a ``.venv`` in a repo). Asked
+    of git once per process (the commit and the dirty flag both need it)."""
     out = _git("ls-files", "--error-unmatch", Path(__file__).name)
     return out is not None and out.returncode == 0
 
@@ -88,7 +91,6 @@ def load_object(spec: str) -> Any:
         if mod_spec is None or mod_spec.loader is None:
             raise ValueError(f"cannot import {path}")
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
         try:
             mod_spec.loader.exec_module(module)
         except FileNotFoundError:
