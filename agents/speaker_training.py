@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import commenv
-from commenv.bench.tools import seed_everything
+from commenv.bench.tools import seed_scope
 from commenv.core import (
     check_choice,
     check_device,
@@ -239,9 +239,15 @@ def train_speakers(
 ) -> RunResult:
     """Train a teacher and a student at ``cfg.level`` and probe their features.
 
-    ``progress(n)`` is called with the number of steps done since the last call.
+    ``progress(n)`` is called with the number of steps done since the last call. The run is
+    seeded by ``cfg.seed`` alone; the caller's Python, NumPy and torch RNG states are left as
+    they were.
     """
-    seed_everything(cfg.seed)
+    with seed_scope(cfg.seed, cfg.device):
+        return _train_speakers(cfg, progress)
+
+
+def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | None) -> RunResult:
     device = torch.device(cfg.device)
     games = make_games(cfg, cfg.batch_size)
     game = games["train"]

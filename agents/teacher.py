@@ -226,12 +226,55 @@ def train_teacher(
     (needs ``image_shape``; its batches are shifted by up to 1/14 of the image side, 2 pixels on
     28x28, a cheap augmentation).
     Images are flat ``(n, D)``. Returns the best-validation model (eval mode) and a log
-    ``{"best_val_accuracy", "best_epoch", "epochs", "history"}``.
+    ``{"best_val_accuracy", "best_epoch", "epochs", "history"}``. The run is seeded by
+    ``seed`` alone (initialisation and dropout masks); the caller's RNG states are left as
+    they were.
     """
+    from commenv.bench.tools import seed_scope
+
+    with seed_scope(int(seed), device):
+        return _train_teacher(
+            train_x,
+            train_y,
+            val_x,
+            val_y,
+            num_classes=num_classes,
+            hidden=hidden,
+            dropout=dropout,
+            batch_size=batch_size,
+            lr=lr,
+            max_epochs=max_epochs,
+            patience=patience,
+            seed=seed,
+            device=device,
+            show_progress=show_progress,
+            arch=arch,
+            image_shape=image_shape,
+        )
+
+
+def _train_teacher(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    *,
+    num_classes: int,
+    hidden: int,
+    dropout: float,
+    batch_size: int,
+    lr: float,
+    max_epochs: int,
+    patience: int,
+    seed: int,
+    device: str | torch.device,
+    show_progress: bool,
+    arch: str,
+    image_shape: tuple[int, int, int] | None,
+) -> tuple[nn.Module, dict[str, Any]]:
     from commenv.bench.tools import progress
 
     gen = torch.Generator().manual_seed(int(seed))
-    torch.manual_seed(int(seed))  # dropout masks
     if arch not in TEACHER_ARCHS:
         raise ValueError(f"unknown teacher arch {arch!r}; valid choices: {list(TEACHER_ARCHS)}")
     if arch == "cnn":

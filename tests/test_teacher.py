@@ -7,6 +7,7 @@ import copy
 import importlib
 import itertools
 import math
+import random
 import warnings
 from pathlib import Path
 
@@ -267,6 +268,32 @@ def test_teacher_training_learns_and_stops_early(tiny_teacher: TeacherMLP, devic
         device=device,
     )
     assert log["best_epoch"] == 0 and log["epochs"] == 3
+
+
+def _rng_states() -> tuple:
+    np_state = np.random.get_state()[1].tolist()  # noqa: NPY002
+    return random.getstate(), np_state, torch.random.get_rng_state()
+
+
+def test_train_teacher_seeds_its_own_run_and_leaves_the_callers_rng_alone(device):
+    """The same seed trains the same teacher whatever the caller's streams hold, and the
+    caller's Python, NumPy and torch streams are where they were after it."""
+    data = commenv.load_dataset("digits")
+    kw = dict(num_classes=10, hidden=16, max_epochs=2, show_progress=False, seed=3)
+    weights = []
+    for caller_seed in (0, 99):
+        random.seed(caller_seed)
+        np.random.seed(caller_seed)  # noqa: NPY002 - the legacy global stream a user may hold
+        torch.manual_seed(caller_seed)
+        before = _rng_states()
+        model, _ = train_teacher(
+            data.train.flat()[:256], data.train.y[:256], data.val.flat(), data.val.y,
+            device=device, **kw,
+        )  # fmt: skip
+        after = _rng_states()
+        assert after[:2] == before[:2] and torch.equal(after[2], before[2])
+        weights.append([p.detach().cpu() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
 
 # -- teacher agents in the game --------------------------------------------------------------

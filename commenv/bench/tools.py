@@ -7,6 +7,7 @@ user's own agent from ``module:Class``. Those pieces live here once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import importlib
@@ -20,7 +21,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -49,6 +50,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds legacy users of the global RNG
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seed_scope(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """:func:`seed_everything` for the block, then the caller's Python, NumPy and torch (CPU,
+    and ``device`` when it is a GPU) RNG states back: a library call that trains seeds its own
+    run without moving the user's streams. The benchmarks' ``main`` functions own their
+    process and seed it outright instead."""
+    import random
+
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+    try:
+        device = torch.device(device)
+        gpus = []
+        if device.type == "cuda":
+            gpus = [torch.cuda.current_device() if device.index is None else device.index]
+        with torch.random.fork_rng(devices=gpus):
+            seed_everything(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)  # noqa: NPY002
 
 
 def _git(*argv: str) -> subprocess.CompletedProcess | None:
