@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -337,22 +340,50 @@ def predict_probs(
     return out
 
 
-def save_teacher(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Save weights and config as plain tensors/numbers (loadable with ``weights_only=True``)."""
-    path = Path(path)
+def _atomic_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` through a temporary file and a rename: a run killed mid-save leaves no
+    half-written file for the next run to trust."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}}, path
-    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
+def _cached(path: Path, load: Any) -> Any:
+    """``load(path)``, or ``None`` (with a warning) when there is no file or it cannot be read
+    (cut short by a kill before saves were atomic, or not a cache file): then it is rebuilt."""
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        warnings.warn(f"cached {path} cannot be read ({err}); computing it again", stacklevel=3)
+        return None
+
+
+def save_teacher(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save weights and config as plain tensors/numbers (loadable with ``weights_only=True``),
+    atomically."""
+    blob = {"config": model.config, "state_dict": model.state_dict(), "extra": extra or {}}
+    return _atomic_save(blob, Path(path))
+
+
 def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a :func:`save_teacher` file safely (``torch.load(..., weights_only=True)``)."""
+    """Load a :func:`save_teacher` file safely (``torch.load(..., weights_only=True)``); the
+    caller's RNG is left alone (the weights are loaded, not drawn)."""
     blob = torch.load(Path(path), map_location=device, weights_only=True)
     if not isinstance(blob, dict) or not {"config", "state_dict"} <= set(blob):
         raise ValueError(f"{path} is not a teacher file written by save_teacher()")
-    model = build_teacher_model(blob["config"]).to(device)
+    with torch.random.fork_rng(devices=[]):  # the layers' initialisation, overwritten below
+        model = build_teacher_model(blob["config"])
+    model = model.to(device)
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model
@@ -449,8 +480,9 @@ def out_of_fold_probs_for(
     """:func:`out_of_fold_probs` of ``dataset``, cached on disk beside :func:`teacher_for`'s
     teachers (``weights_only`` tensor file)."""
     path = _cache_path(cache_dir, dataset, data_seed, seed, f"_oof{folds}", train_kwargs)
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
+    probs = _cached(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    if isinstance(probs, torch.Tensor):
+        return probs
     data, train_kwargs = _training_data(dataset, data_root, data_seed, train_kwargs)
     probs = out_of_fold_probs(
         data.train.flat(),
@@ -464,8 +496,7 @@ def out_of_fold_probs_for(
         show_progress=show_progress,
         **train_kwargs,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(probs, path)
+    _atomic_save(probs, path)
     return probs
 
 
@@ -486,8 +517,9 @@ def teacher_for(
     split seed, training seed and any non-default training arguments.
     """
     path = _cache_path(cache_dir, dataset, data_seed, seed, "", train_kwargs)
-    if path.exists():
-        return load_teacher(path, device)
+    model = _cached(path, lambda p: load_teacher(p, device))
+    if model is not None:
+        return model
     data, train_kwargs = _training_data(dataset, data_root, data_seed, train_kwargs)
     model, log = train_teacher(
         data.train.flat(),

@@ -33,6 +33,7 @@ from commenv_agents.teacher import (
     predict_probs,
     save_teacher,
     select_topk,
+    teacher_for,
     train_teacher,
 )
 
@@ -202,6 +203,40 @@ def test_teacher_save_load_roundtrip(tmp_path: Path, teacher_on: TeacherMLP, dev
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a teacher file"):
         load_teacher(tmp_path / "bad.pt", device=device)
+    torch.manual_seed(0)
+    state = torch.random.get_rng_state()
+    load_teacher(path, device=device)
+    assert torch.equal(torch.random.get_rng_state(), state)  # loaded, not drawn
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def test_a_save_cut_short_leaves_no_file(tmp_path: Path, tiny_teacher, monkeypatch):
+    """A save that dies half way (a kill, a full disk) leaves nothing at the final path, so
+    the next run does not load half a teacher."""
+
+    def dies(obj, f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_teacher(tiny_teacher, tmp_path / "t.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_cache_file_is_trained_again(tmp_path: Path):
+    """A teacher cache file cut short (left by a kill before saves were atomic) is a cache
+    miss with a warning, not an error in every later run."""
+    kw = dict(cache_dir=tmp_path, hidden=8, max_epochs=1, show_progress=False)
+    first = teacher_for("digits", **kw)  # device-free: the cache is the subject (CPU)
+    (path,) = tmp_path.glob("*.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="cannot be read"):
+        again = teacher_for("digits", **kw)  # device-free: as above
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)
+    )
+    assert isinstance(load_teacher(path), TeacherMLP)  # device-free: rewritten whole
 
 
 def test_cnn_teacher_trains_saves_and_loads(tmp_path: Path, device):
