@@ -39,6 +39,7 @@ from commenv.core import (
     check_seed,
     describe,
     generator_seed,
+    seed_torch,
 )
 from commenv.evaluation import evaluate
 from commenv.node_graph import NodeGraphGame
@@ -198,7 +199,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     if device.type == "cuda":
         devices = [torch.cuda.current_device() if device.index is None else device.index]
     with torch.random.fork_rng(devices=devices, device_type="cuda"):
-        torch.manual_seed(generator_seed(seed))
+        seed_torch(generator_seed(seed), device)
         yield
 
 

@@ -111,6 +111,18 @@ def generator_seed(seed: int) -> int:
     return int(np.random.SeedSequence(seed).generate_state(1, np.uint32)[0])
 
 
+def seed_torch(seed: int, device: str | torch.device = "cpu") -> None:
+    """Seed torch's CPU generator and, for a GPU ``device``, that GPU's; not every GPU's, as
+    ``torch.manual_seed`` does (lazily for GPUs not yet initialised), so that a block which
+    forks only these streams (``torch.random.fork_rng``) hands every stream of the caller
+    back as it was."""
+    torch.default_generator.manual_seed(seed)
+    device = torch.device(device)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
 def check_float(
     name: str,
     value: Any,

@@ -214,7 +214,7 @@ def fit_linear_probe(
     device = train_x.device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+        torch.default_generator.manual_seed(int(seed))  # built on the CPU, then moved
         probe = LinearProbe(train_x.shape[1], train_x.shape[2], num_classes, lr=lr).to(device)
     best = BestValidation(train_x.shape[1])
     curve = []

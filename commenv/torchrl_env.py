@@ -212,16 +212,16 @@ class BatchedTorchRLEnv(EnvBase):
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs: Any) -> TensorDictBase:
         mask = None if tensordict is None else tensordict.get("_reset", None)
-        seed, self._pending_seed = self._pending_seed, None
         partial = None
-        if mask is not None and self._last is not None and seed is None:
+        if mask is not None and self._last is not None:
             mask = mask.reshape(self.game.num_envs, -1).any(-1)
             if not mask.any():
                 return self._last.clone()
             if not mask.all():
                 partial = mask.to(self.game.device)
         with torch.no_grad():
-            if partial is None:
+            if partial is None:  # a pending set_seed waits for this, the next full reset
+                seed, self._pending_seed = self._pending_seed, None
                 obs, infos = self.game.reset(seed=seed)
             else:  # only the finished worlds restart; the others keep their state
                 obs, infos = self.game.reset(env_index=partial)

@@ -192,3 +192,25 @@ def test_killed_wave_benchmark_resumes_without_repeating_a_run(bench, tmp_path, 
     first = before[0]
     kept = {key(r): r for r in rows}[first["run"]]
     assert kept["seconds"] == first["row"]["seconds"]  # resumed, not recomputed
+
+
+def test_a_figure_cut_short_leaves_no_png(tmp_path):
+    """Figures are written as the result files are, through a temporary file: a save that
+    dies half way leaves the old PNG (or none), never half of one."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from commenv.bench.tools import save_figure
+
+    fig = plt.figure()
+    path = save_figure(fig, tmp_path / "f.png")
+    good = path.read_bytes()
+    assert good.startswith(b"\x89PNG") and [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+    def dies(target, **kw):
+        Path(target).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    fig = plt.figure()
+    fig.savefig = dies
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["f.png"]

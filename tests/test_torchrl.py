@@ -167,6 +167,14 @@ def test_reset_mask_all_none_or_partial(env):
     obs = out["agents", "observation"]
     assert torch.equal(obs[keep], td["agents", "observation"][keep])
     assert not obs[3][:, env.game.obs_layout["heard"]].any()
+    # a seed set now waits for the next full reset: a partial mask restarts its worlds only
+    env.set_seed(11)
+    env._reset(TensorDict({"_reset": partial}, batch_size=[8], device=env.device))
+    assert env.game.steps.tolist() == [1, 1, 1, 0, 1, 1, 1, 1]
+    seeded = env.reset()["agents", "observation"]
+    twin = make_torchrl_env("partial_obs_v0", num_envs=8, device=env.device, **SMALL)
+    twin.set_seed(11)
+    assert torch.equal(seeded, twin.reset()["agents", "observation"])
 
 
 def test_collector_restarts_only_the_worlds_that_finished(device):

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
+from commenv.core import seed_torch
 from commenv.node_graph import PARTITIONS
 
 
@@ -54,10 +55,10 @@ def seed_everything(seed: int) -> None:
 
 @contextlib.contextmanager
 def seed_scope(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
-    """:func:`seed_everything` for the block, then the caller's Python, NumPy and torch (CPU,
-    and ``device`` when it is a GPU) RNG states back: a library call that trains seeds its own
-    run without moving the user's streams. The benchmarks' ``main`` functions own their
-    process and seed it outright instead."""
+    """Python's, NumPy's, torch's CPU and ``device``'s streams seeded with ``seed`` for the
+    block (as :func:`seed_everything` seeds them), then handed back to the caller as they were:
+    a library call that trains seeds its own run without moving the user's streams. The
+    benchmarks' ``main`` functions own their process and seed it outright instead."""
     import random
 
     import numpy as np
@@ -69,7 +70,9 @@ def seed_scope(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
         if device.type == "cuda":
             gpus = [torch.cuda.current_device() if device.index is None else device.index]
         with torch.random.fork_rng(devices=gpus):
-            seed_everything(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)  # noqa: NPY002 - legacy users of the global RNG
+            seed_torch(seed, device)  # the streams forked here, no other GPU's
             yield
     finally:
         random.setstate(py_state)
@@ -535,13 +538,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a matplotlib figure as PNG and close it."""
+    """Save a matplotlib figure as PNG (atomically) and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:  # through a temporary file, as the result files: a kill leaves no half a PNG
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return path
 
 
