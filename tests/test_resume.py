@@ -129,6 +129,10 @@ def test_killed_benchmark_resumes_without_repeating_a_run(bench, sig, tmp_path, 
     assert not partial.exists()  # a clean finish leaves no partial file
     data = json.loads((out / f"{bench}.json").read_text())
     first = before[0]
+    # the resumed runs say what computed them (this code: no "other code" note)
+    assert set(data["resumed"]) == {e["run"] for e in before}
+    assert data["resumed"][first["run"]]["commit"] == data["meta"]["commit"]
+    assert "other code" not in done.stdout
     if bench == "speed":
         names = [r.get("benchmark") or r["name"] for r in data["rows"]]
         assert len(names) == len(set(names)) and names[0].startswith("MPE2")
@@ -153,6 +157,25 @@ def test_resume_under_other_options_refuses_to_mix_rows(tmp_path):
     store = RunStore(tmp_path, "graph", config={})
     store.finish([{"a": 1}], {"steps": 20})
     assert not store.path.exists() and (tmp_path / "graph.json").exists()
+
+
+def test_rows_resumed_from_other_code_are_named(tmp_path, capsys):
+    """A run the partial file holds from another commit (or one written before runs carried
+    their provenance) is kept, listed under "resumed" with what computed it, and named."""
+    store = RunStore(tmp_path, "graph", config={})
+    store.add("1 node", {"avg_acc": 50.0})
+    lines = store.path.read_text().splitlines()
+    entry = json.loads(lines[1])
+    assert set(entry["meta"]) == {"commit", "dirty", "commenv", "torch", "time"}
+    entry["meta"]["commit"] = "0123abc"
+    old = json.dumps({"run": "2 nodes", "row": {"avg_acc": 60.0}})  # no meta: an old file
+    store.path.write_text("\n".join([lines[0], json.dumps(entry), old]) + "\n")
+    resumed = RunStore(tmp_path, "graph", resume=True, config={})
+    resumed.finish([{"avg_acc": 50.0}, {"avg_acc": 60.0}], {"steps": 20})
+    data = json.loads((tmp_path / "graph.json").read_text())
+    assert data["resumed"]["1 node"]["commit"] == "0123abc"
+    assert data["resumed"]["2 nodes"] == {"commit": "unrecorded"}
+    assert "2 resumed run(s) were computed by other code" in capsys.readouterr().out
 
 
 # The two benchmarks of this wave, same contract: (extra argv, run keys as the partial file

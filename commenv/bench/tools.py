@@ -274,11 +274,15 @@ class RunStore:
         self.path = self.out_dir / f"{name}.partial.jsonl"
         self.config = json.loads(json.dumps(config or {}, default=_jsonable))
         self.rows: dict[str, dict[str, Any]] = {}
+        self.resumed: dict[str, dict[str, Any]] = {}
+        """The runs taken from the partial file, with what computed each (:func:`provenance`)."""
+        self.sources: dict[str, dict[str, Any]] = {}
         if resume and self.path.exists():
             self._load()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         head = json.dumps({"config": self.config}, default=_jsonable) + "\n"
-        atomic_write(self.path, head + "".join(_run_line(k, v) for k, v in self.rows.items()))
+        lines = (_run_line(k, v, self.resumed[k]) for k, v in self.rows.items())
+        atomic_write(self.path, head + "".join(lines))
 
     def _load(self) -> None:
         for line in self.path.read_text().splitlines():
@@ -290,6 +294,7 @@ class RunStore:
                 self._check_config(entry["config"])
             elif "run" in entry:
                 self.rows[entry["run"]] = entry["row"]
+                self.resumed[entry["run"]] = entry.get("meta") or {"commit": "unrecorded"}
 
     def _check_config(self, old: dict[str, Any]) -> None:
         changed = {k: (old.get(k), self.config.get(k)) for k in {*old, *self.config}}
@@ -305,9 +310,9 @@ class RunStore:
         return run in self.rows
 
     def add(self, run: str, row: dict[str, Any]) -> dict[str, Any]:
-        """Record a finished run (durably) and return its row."""
+        """Record a finished run (durably, with its :func:`provenance`) and return its row."""
         with self.path.open("a") as f:
-            f.write(_run_line(run, row))
+            f.write(_run_line(run, row, provenance()))
             f.flush()
             os.fsync(f.fileno())
         self.rows[run] = row
@@ -316,7 +321,24 @@ class RunStore:
     def finish(
         self, rows: Sequence[dict[str, Any]], args: Any, extra: dict[str, Any] | None = None
     ) -> tuple[Path, Path]:
-        """Write the result files atomically, then remove the partial file."""
+        """Write the result files atomically, then remove the partial file. Runs resumed from
+        an earlier invocation are listed under ``"resumed"`` with what computed them, and a
+        line is printed when that was other code than this process runs."""
+        if self.resumed:
+            extra = {**(extra or {}), "resumed": self.resumed}
+            now = provenance()
+            other = sorted(
+                run
+                for run, src in self.resumed.items()
+                if any(src.get(k) != now[k] for k in ("commit", "dirty", "commenv", "torch"))
+            )
+            if other:
+                print(
+                    f"note: {len(other)} resumed run(s) were computed by other code than this "
+                    f"one ({now['commit']}): {', '.join(other[:5])}"
+                    + (", ..." if len(other) > 5 else "")
+                    + f"; see 'resumed' in {self.name}.json"
+                )
         paths = write_results(self.out_dir, self.name, rows, args, extra)
         self.path.unlink(missing_ok=True)
         return paths
@@ -343,8 +365,21 @@ def result_options(args: Any, ignore: Sequence[str] = RUN_OPTIONS) -> dict[str, 
     return {k: v for k, v in arg_dict.items() if k not in ignore}
 
 
-def _run_line(run: str, row: dict[str, Any]) -> str:
-    return json.dumps({"run": run, "row": row}, default=_jsonable) + "\n"
+def provenance() -> dict[str, Any]:
+    """What computed a run: the code (commit, uncommitted changes, versions) and when."""
+    import commenv
+
+    return {
+        "commit": git_commit(),
+        "dirty": git_dirty(),
+        "commenv": commenv.__version__,
+        "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _run_line(run: str, row: dict[str, Any], meta: dict[str, Any]) -> str:
+    return json.dumps({"run": run, "row": row, "meta": meta}, default=_jsonable) + "\n"
 
 
 T = TypeVar("T")
