@@ -500,6 +500,37 @@ def out_of_fold_probs_for(
     return probs
 
 
+def cache_record(
+    dataset: str,
+    *,
+    out_of_fold: bool = False,
+    data_seed: int = 0,
+    seed: int = 0,
+    folds: int = 2,
+    cache_dir: str | Path | None = None,
+    **train_kwargs: Any,
+) -> dict[str, Any] | None:
+    """What a result file records of the cached teacher (or, with ``out_of_fold``, the
+    out-of-fold predictions) that :func:`teacher_for` (:func:`out_of_fold_probs_for`) uses
+    for these arguments: file name, SHA-256 and, for a teacher, the log saved with it
+    (accuracies, epochs). ``None`` when there is no such file. Two runs whose tables differ
+    because their caches held different teachers can then be told apart."""
+    import hashlib
+
+    kind = f"_oof{folds}" if out_of_fold else ""
+    path = _cache_path(cache_dir, dataset, data_seed, seed, kind, train_kwargs)
+    if not path.exists():
+        return None
+    record: dict[str, Any] = {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    if not out_of_fold:
+        blob = _cached(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+        record["log"] = blob.get("extra", {}) if isinstance(blob, dict) else None
+    return record
+
+
 def teacher_for(
     dataset: str,
     *,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib
 import itertools
+import json
 import math
 import random
 import warnings
@@ -488,6 +489,10 @@ def test_bench_quiz_runs_several_worlds_end_to_end(tmp_path, capsys, bench_quiz,
     assert "| stack 2 CE soft |" in out and "2 worlds per configuration" in out
     assert (tmp_path / "quiz.json").exists() and (tmp_path / "quiz.csv").exists()
     assert not (tmp_path / "quiz.partial.jsonl").exists()  # a clean finish leaves no partial
+    # the file names the cached teacher it used: which file, its hash and training log
+    teacher = json.loads((tmp_path / "quiz.json").read_text())["teachers"]["teacher"]
+    assert len(teacher["sha256"]) == 64 and teacher["file"].startswith("digits_split0_seed0")
+    assert 0 < teacher["log"]["best_val_accuracy"] <= 1
 
 
 def test_median_reach_counts_worlds_that_never_get_there_as_slowest(bench_quiz):

@@ -57,6 +57,7 @@ from commenv_agents.teacher import (
     HardnessTeacher,
     PassThroughTeacher,
     Student,
+    cache_record,
     out_of_fold_probs_for,
     teacher_for,
 )
@@ -428,7 +429,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if claims:
         print("\nThe thesis' claims on this run:\n")
         print("\n".join(verdict_lines(claims, args)))
-    json_path, csv_path = store.finish(rows, args, {"thesis_claims": claims})
+    json_path, csv_path = store.finish(
+        rows, args, {"thesis_claims": claims, "teachers": teacher_records(names, args)}
+    )
     written = [json_path, csv_path]
     if not args.no_plot:
         written.append(
@@ -447,6 +450,17 @@ def prepare_teachers(names: list[str], args: Args, device: torch.device) -> None
         out_of_fold_probs_for(
             args.dataset, data_root=args.data_root, device=device, **teacher_training(args)
         )
+
+
+def teacher_records(names: list[str], args: Args) -> dict[str, Any]:
+    """The cached teacher files the configurations ``names`` used (:func:`cache_record`)."""
+    kw = teacher_training(args)
+    out: dict[str, Any] = {}
+    if any(n.startswith("user:") or CONFIGS[n][1] is not None for n in names):
+        out["teacher"] = cache_record(args.dataset, **kw)
+    if any(n in HELD_OUT for n in names):
+        out["out_of_fold"] = cache_record(args.dataset, out_of_fold=True, **kw)
+    return out
 
 
 CLAIMS: dict[str, tuple[str, str, str]] = {
