@@ -741,7 +741,9 @@ class BatchedEnv(ABC):
     def _seed_streams(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
         """The game's main stream (seeded with ``seed`` itself, :func:`generator_seed`: every
         full reset and step) and the stream per-world resets draw from (derived from
-        ``seed``), so that restarting some worlds never shifts the draws of the others;
+        ``seed``), so that restarting some worlds never shifts the draws of the others' current
+        episodes (the restart stream itself is shared: a restart's draws depend on the
+        restarts before it);
         ``None`` draws a fresh seed. A seed that is not an integer in [0, 2**63 - 1] raises
         ``ValueError`` here, before the game changes anything."""
         if seed is None:

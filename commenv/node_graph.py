@@ -50,20 +50,21 @@ slot order: world, receiver, sender) and reads and writes only the minibatches t
 accept, so its cost follows the broadcasts made, not the graph's edges times the payload; bits
 are billed per message exactly as :meth:`commenv.channel.Channel.route` bills them.
 
-**Batched face and per-world reset.** ``game = commenv.node_graph_v0.batched(num_envs,
-device)`` steps ``num_envs`` independent worlds at once (``step`` with per-agent dicts, or
+**Batched face and per-world reset.** ``game = commenv.node_graph_v0.batched(num_envs, device)``
+steps ``num_envs`` independent worlds at once (``step`` with per-agent dicts, or
 ``step_tensors(bits, payload)`` on stacked tensors). Each world has its own step clock and is
 truncated at its own ``max_cycles``. ``game.reset(env_index=i)`` (an int, indices, or a
-``(num_envs,)`` bool mask) restarts only those worlds: their clocks, inboxes and per-node
-counters go back to 0 and they draw a fresh first minibatch, while every other world is left
-bit for bit as it was and goes on exactly as it would have without the reset (partial resets
-draw from their own stream, derived from the seed). ``reset(seed=s)`` reseeds and restarts every
-world; a seed together with ``env_index`` raises (a partial reset continues the stream); same
-seed and same sequence of resets, same episodes (``tests/test_node_graph_batched.py``).
-``env.bandwidth()`` counts since the last full reset. The PettingZoo faces (one world) give the
-same episodes as the batched face with ``num_envs=1`` for the same seed, bit for bit; they check
-and convert every node's action at once, and hand anything unusual to the generic per-agent
-check, so errors name the same agent as before.
+``(num_envs,)`` bool mask) restarts only those worlds: their clocks, inboxes and per-node counters
+go back to 0 and they draw a fresh first minibatch, while every other world is left bit for bit as
+it was and its episode goes on exactly as it would have without the reset (partial resets draw from
+their own stream, derived from the seed; that stream is the batch's, so what a later restart draws
+depends on the restarts before it, in any world). ``reset(seed=s)`` reseeds and restarts every
+world; a seed together with ``env_index`` raises (a partial reset continues the stream); same seed
+and same sequence of resets, same episodes (``tests/test_node_graph_batched.py``).
+``env.bandwidth()`` counts since the last full reset. The PettingZoo faces (one world) give the same
+episodes as the batched face with ``num_envs=1`` for the same seed, bit for bit; they check and
+convert every node's action at once, and hand anything unusual to the generic per-agent check, so
+errors name the same agent as before.
 
 **Label-free contents** (unsupervised nodes, thesis 2.2.4, table 2.3). ``content="codes"``:
 the payload is the sender's feature vector per sample (``(M, feature_dim)``, e.g. a BiGAN

@@ -60,8 +60,10 @@ a world's episode is truncated when its clock reaches ``max_cycles`` (never term
 ``reset(env_index=...)`` (an index, a list or 1-D tensor of indices, or a ``(num_envs,)`` bool
 mask; ``commenv.core.check_env_index``) restarts only those worlds: their clocks go back to 0,
 they hear nothing and see no candidates, and their first world is drawn from the game's
-restart stream (a second generator seeded from the same seed), so every other world continues
-bit for bit as if nothing had happened; ``obs``/``infos`` cover the whole batch. A seed together
+restart stream (a second generator seeded from the same seed), so every other world's episode
+continues bit for bit as if nothing had happened; ``obs``/``infos`` cover the whole batch. The
+restart stream is the batch's, not each world's: the first world of a later restart depends on
+the restarts before it, in any world. A seed together
 with ``env_index`` raises ``ValueError`` (a partial reset continues the streams). The same seed
 and the same sequence of actions and resets give the same episodes.
 

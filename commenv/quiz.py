@@ -61,7 +61,8 @@ each world keeps its own clocks (lessons, epochs, forward and backward passes, t
 world that ended keeps its flag True and keeps playing until it is reset.
 
 **Per-world reset** (batched face). ``reset(env_index=i)`` (an int, indices or a
-``(num_envs,)`` bool mask) restarts only those worlds; the others are untouched, bit for bit.
+``(num_envs,)`` bool mask) restarts only those worlds; the others' episodes are untouched, bit
+for bit (what a later restart draws depends on the restarts before it, in any world).
 The worlds share one turn order (``agent_selection`` and ``phase`` are the batch's, so one
 action tensor serves every world), and a restarted world begins at its first turn, the first
 quiz of its first round. A partial reset is therefore allowed only where a fresh episode's
