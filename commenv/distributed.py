@@ -67,12 +67,16 @@ import torch.nn.functional as F
 
 from commenv.bench.tools import OutputSharingOptions
 from commenv.channel import GRAPHS, Channel, check_float_bits, float_message_bits, make_adjacency
-from commenv.core import check_choice, check_int
+from commenv.core import check_choice, check_device, check_int, generator_seed
 from commenv.datasets import DATASETS, load_dataset
+from commenv.datasets import _clear_cache as clear_dataset_cache
 from commenv.evaluation import evaluate
-from commenv.node_graph import CONTENTS, OVERFLOWS, PARTITIONS, partition_indices
+from commenv.node_graph import OVERFLOWS, PARTITIONS, partition_indices
 
-SHARES: tuple[str, ...] = ("none", *CONTENTS)
+SHARES: tuple[str, ...] = ("none", "labels", "logits", "features")
+"""What a row may share (node_graph_v0's label-free feature payloads run on one machine)."""
+PIXEL_DATASETS: tuple[str, ...] = tuple(d for d in DATASETS if d != "synthetic")
+"""Datasets of 8-bit images: what a process ships are their uint8 pixels."""
 HOOKS: tuple[str, ...] = ("allreduce", "fp16", "powersgd")
 EXCHANGES: tuple[str, ...] = ("auto", "all_to_all", "all_gather")
 PIXEL_SCALE: dict[str, float] = {"digits": 16.0}
@@ -184,7 +188,7 @@ def check_args(args: GraphArgs, world_size: int) -> None:
         check_choice("sync_sgd", h, HOOKS)
     if not args.contents() and not args.hooks():
         raise ValueError("nothing to run: give --content and/or --sync-sgd")
-    check_choice("dataset", args.dataset, DATASETS)
+    check_choice("dataset", args.dataset, PIXEL_DATASETS)
     check_choice("arch", args.arch, ("auto", "mlp", "cnn"))
     check_choice("overflow", args.overflow, OVERFLOWS)
     check_choice("partition", args.partition, PARTITIONS)
@@ -203,6 +207,10 @@ def check_args(args: GraphArgs, world_size: int) -> None:
         raise ValueError("n_nodes=1 has no channel: use --content none (the single-node baseline)")
     if not (0.0 <= args.consumption_prob <= 1.0):
         raise ValueError(f"consumption_prob must be in [0, 1], got {args.consumption_prob!r}")
+    for name in ("broadcast_margin", "temperature"):
+        value = getattr(args, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {args.timeout!r}")
     if args.graph == "ring":
@@ -274,6 +282,13 @@ def unpack_bits(packed: torch.Tensor, length: int, bits: int) -> torch.Tensor:
     return (flat.reshape(n, length, bits) * weights).sum(-1)
 
 
+def _from_bytes(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bytes ``(n, k)`` read as ``dtype`` ``(n, k / size)``. Copied first: a slice of the records
+    can count as contiguous with a row stride that is no multiple of the dtype's size (one
+    record of an odd length), which ``view`` refuses."""
+    return x.clone(memory_format=torch.contiguous_format).view(dtype)
+
+
 def _as_bytes(x: torch.Tensor) -> torch.Tensor:
     return (
         x.contiguous()
@@ -286,9 +301,10 @@ class RecordCodec:
     """Fixed-size byte records, one per (sender, receiver) delivery.
 
     Layout: header (int32 sender, receiver, ``M`` sample indices), the ``M*D`` uint8 pixels,
-    the payload: labels packed at ``ceil(log2 C)`` bits, floats as fp32 / fp16, or below 16 bits
-    the per-sample min and max (fp32) and the levels packed at ``float_bits`` bits. The message
-    part is exactly the game's bill, rounded up to whole bytes per message.
+    the payload: labels packed at ``ceil(log2 C)`` bits, floats as fp64 / fp32 / fp16, or below
+    16 bits the per-sample min and max (fp32) and the levels packed at ``float_bits`` bits. The
+    message part is exactly the game's bill, rounded up to whole bytes per message (checked when
+    the codec is built).
     """
 
     def __init__(
@@ -303,15 +319,21 @@ class RecordCodec:
             self.payload_bytes = math.ceil(self.payload_bits / 8)
         else:
             self.payload_bits = float_message_bits(M, P, self.float_bits)
-            if self.float_bits >= 32:
-                self.payload_bytes = M * P * 4
+            if self.float_bits >= 32:  # fp32, or fp64: what is billed is what travels
+                self.payload_bytes = M * P * self.float_bits // 8
             elif self.float_bits == 16:
                 self.payload_bytes = M * P * 2
             else:
                 self.payload_bytes = M * 8 + math.ceil(M * P * self.float_bits / 8)
+        if math.ceil(self.payload_bits / 8) != self.payload_bytes:
+            raise RuntimeError(
+                f"record layout ships {self.payload_bytes} payload bytes per message where the "
+                f"channel bills {self.payload_bits} bits ({content}, float_bits={fb})"
+            )
         self.image_bits = M * pixels * 8
         self.header_bytes = 4 * (2 + M)
         self.message_bytes = M * pixels + self.payload_bytes
+        self._wide = torch.float64 if self.float_bits == 64 else torch.float32
         self.record_bytes = self.header_bytes + self.message_bytes
 
     def encode(
@@ -330,7 +352,7 @@ class RecordCodec:
         if self.content == "labels":
             parts.append(pack_bits(payload.long(), self.label_bits))
         elif self.float_bits >= 32:
-            parts.append(_as_bytes(payload.to(torch.float32)))
+            parts.append(_as_bytes(payload.to(self._wide)))
         elif self.float_bits == 16:
             parts.append(_as_bytes(payload.to(torch.float16)))
         else:
@@ -349,7 +371,7 @@ class RecordCodec:
         """Inverse of :meth:`encode`: sender, receiver, idx, pixels ``(n, M, D)``, payload."""
         n, M, P = records.shape[0], self.M, self.P
         h, d = self.header_bytes, self.M * self.D
-        head = records[:, :h].contiguous().view(torch.int32).long()
+        head = _from_bytes(records[:, :h], torch.int32).long()
         body = records[:, h + d :]
         out = {
             "sender": head[:, 0],
@@ -360,11 +382,11 @@ class RecordCodec:
         if self.content == "labels":
             out["payload"] = unpack_bits(body, M, self.label_bits)
         elif self.float_bits >= 32:
-            out["payload"] = body.contiguous().view(torch.float32).reshape(n, M, P)
+            out["payload"] = _from_bytes(body, self._wide).float().reshape(n, M, P)
         elif self.float_bits == 16:
-            out["payload"] = body.contiguous().view(torch.float16).float().reshape(n, M, P)
+            out["payload"] = _from_bytes(body, torch.float16).float().reshape(n, M, P)
         else:
-            lh = body[:, : M * 8].contiguous().view(torch.float32).reshape(n, M, 2)
+            lh = _from_bytes(body[:, : M * 8], torch.float32).reshape(n, M, 2)
             low, high = lh[..., :1], lh[..., 1:]
             levels = unpack_bits(body[:, M * 8 :], M * P, self.float_bits).reshape(n, M, P)
             step = (high - low) / (2**self.float_bits - 1)
@@ -572,6 +594,7 @@ class ShardGame:
         self.part_len = lengths.to(dev)
         self.global_idx = flat_idx.to(dev)
         del data, x, pixels
+        clear_dataset_cache()  # the loader's cache held the whole training set
 
         if N > 1:
             k = N - 1 if kw["graph"] == "ring" and kw["k"] is None else kw["k"]
@@ -600,7 +623,7 @@ class ShardGame:
         return self.row_table.gather(1, pos)  # local rows (n, M)
 
     def reset(self, seed: int) -> dict[str, torch.Tensor]:
-        self.gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.gen = torch.Generator(device=self.device).manual_seed(generator_seed(int(seed)))
         if self.channel is not None:
             self.channel.reset_counters()
         n, M, P, cap, dev = self.n, self.M, self.payload_dim, self.cap, self.device
@@ -784,7 +807,7 @@ def make_shard_population(
         for mine, theirs in zip(pop.model.parameters(), full.model.parameters(), strict=True):
             take = theirs.reshape(n_nodes, -1)[torch.as_tensor(nodes)]
             mine.copy_(take.reshape(mine.shape))
-    pop.gen = torch.Generator(device=device).manual_seed(int(kwargs.get("seed", 0)))
+    pop.gen = torch.Generator(device=device).manual_seed(generator_seed(int(kwargs.get("seed", 0))))
     return pop
 
 
@@ -1003,11 +1026,14 @@ def run_sync_sgd(args: GraphArgs, rt: Runtime, hook: str) -> dict[str, Any]:
     part = torch.from_numpy(plan_partitions(data.train.y, kw)[rt.rank])
     x = data.train.x[part].to(rt.device)
     y = data.train.y[part].to(rt.device)
-    torch.manual_seed(args.seed)
+    test, image_shape, num_classes = data.test, data.image_shape, data.num_classes
+    del data, part
+    clear_dataset_cache()  # only this rank's partition (and the test split) stays
+    torch.manual_seed(generator_seed(args.seed))
     arch = choose_arch(args, rt.device)
     model = SingleClassifier(
-        data.image_shape,
-        data.num_classes,
+        image_shape,
+        num_classes,
         arch=arch,
         hidden=args.hidden,
         feature_dim=args.feature_dim,
@@ -1027,7 +1053,7 @@ def run_sync_sgd(args: GraphArgs, rt: Runtime, hook: str) -> dict[str, Any]:
         )
         ddp.register_comm_hook(state, psgd.powerSGD_hook)
     opt = make_adam(ddp.parameters(), args.lr)
-    gen = torch.Generator(device=rt.device).manual_seed(args.seed * 1000 + rt.rank)
+    gen = torch.Generator(device=rt.device).manual_seed(generator_seed(args.seed * 1000 + rt.rank))
     per_step: list[int] = []
     step_times = []
 
@@ -1047,8 +1073,8 @@ def run_sync_sgd(args: GraphArgs, rt: Runtime, hook: str) -> dict[str, Any]:
             step_times.append(time.perf_counter() - start)
             per_step.append(meter.bytes - before)
     with torch.no_grad():
-        logits = torch.cat([model(xb.to(rt.device))[1] for xb in data.test.x.split(2000)])
-        acc = 100.0 * float((logits.argmax(-1).cpu() == data.test.y).float().mean())
+        logits = torch.cat([model(xb.to(rt.device))[1] for xb in test.x.split(2000)])
+        acc = 100.0 * float((logits.argmax(-1).cpu() == test.y).float().mean())
     steady = float(np.median(per_step[5:] if len(per_step) > 10 else per_step))
     params = sum(p.numel() for p in model.parameters())
     step_s = wire_sum(rt, float(np.median(step_times))) / rt.world  # median step, rank mean
@@ -1127,8 +1153,20 @@ def startup_checks(args: GraphArgs, rt: Runtime) -> None:
         )
     try:
         check_args(args, rt.world)
+        # what only the game and the data can say (a Dirichlet alpha, a train size, a dataset
+        # missing on this machine): build the first row's game once, as every row will
+        from commenv.node_graph import NodeGraphGame
+
+        first = (args.contents() or ["labels"])[0]
+        NodeGraphGame(**game_kwargs(args, first), device="cpu")
+        if args.agent:
+            from commenv.bench.tools import load_class
+
+            load_class(
+                args.agent, "--agent", ("step", "predict_proba"), "docs/agents.md#node-graph"
+            )
         error = ""
-    except (ValueError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure here stops every rank, none hangs
         error = f"{type(e).__name__}: {e}"
     errors: list[Any] = [None] * rt.world
     dist.all_gather_object(errors, error)
@@ -1179,7 +1217,13 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
     )
 
     prog = "torchrun --nproc-per-node P -m commenv.distributed graph"
-    args = parse_config(GraphArgs, argv, description=GraphArgs.__doc__, prog=prog).finalize()
+    try:  # before the process group: each rank refuses on its own, none waits for another
+        args = parse_config(GraphArgs, argv, description=GraphArgs.__doc__, prog=prog).finalize()
+        if args.device != "auto":
+            check_device(args.device, "--device")
+    except ValueError as e:
+        print(f"commenv.distributed: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     torch.set_num_threads(args.threads)
     rt = init_runtime(args)
     try:
@@ -1220,17 +1264,13 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
                 continue
             if kind == "share":
                 row = run_output_sharing(args, rt, what, progress_every=max(1, args.steps // 4))
-                if args.check_simulation and rt.rank == 0:
-                    sim = simulate(args, what, rt.device)
-                    row["sim_avg_acc"], row["sim_coll_acc"] = sim["avg_acc"], sim["coll_acc"]
-                    row["sim_max_node_diff"] = max(
-                        abs(a - b) for a, b in zip(row["per_node"], sim["per_node"], strict=True)
-                    )
             else:
                 row = run_sync_sgd(args, rt, what)
             if store is not None:
                 store.add(name, row)
-            dist.barrier()
+            where = (rt.rank, rt.world, args.steps, rt.timeout)
+            guarded(*where, f"the barrier after {name}", dist.barrier)
+        guarded(rt.rank, rt.world, args.steps, rt.timeout, "leaving the group", _shutdown)
     except PeerFailure as e:
         partial = store.path if store else Path(args.out_dir) / "distributed.partial.jsonl"
         print(
@@ -1243,6 +1283,14 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if store is not None:
         rows = [store.rows[f"{k}:{v}"] for k, v in runs]
+        if args.check_simulation:  # the process group is gone: no rank waits on these
+            for (kind, what), row in zip(runs, rows, strict=True):
+                if kind == "share" and "sim_max_node_diff" not in row:
+                    sim = simulate(args, what, rt.device)
+                    row["sim_avg_acc"], row["sim_coll_acc"] = sim["avg_acc"], sim["coll_acc"]
+                    row["sim_max_node_diff"] = max(
+                        abs(a - b) for a, b in zip(row["per_node"], sim["per_node"], strict=True)
+                    )
         for row in rows:
             row["thesis_avg"], row["thesis_coll"] = _thesis(row) if row["curve"] else (None, None)
         print(f"\nnode_graph_v0 on {rt.world} process(es), {args.dataset}, {args.steps} steps:\n")
@@ -1255,8 +1303,6 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
         json_path, csv_path = store.finish(rows, args, extra)
         png = figure(_plot, rows, Path(args.out_dir) / "distributed.png", args, rt.world)
         print(f"\nwrote {json_path}, {csv_path}, {png}", flush=True)
-    dist.barrier()
-    _shutdown()
     return rows
 
 

@@ -99,14 +99,23 @@ def test_pack_bits_round_trip():
 
 
 @pytest.mark.parametrize(
-    ("content", "float_bits"),
-    [("labels", 32), ("logits", 32), ("logits", 16), ("features", 5), ("features", 8)],
+    ("content", "float_bits", "M", "n"),
+    [
+        ("labels", 32, 8, 3),
+        ("logits", 32, 8, 3),
+        ("logits", 16, 8, 3),
+        ("logits", 64, 8, 3),  # shipped as fp64: what is billed
+        ("features", 5, 8, 3),
+        ("features", 8, 8, 3),
+        # one record whose length is no multiple of 4 (a slice view that cannot be reinterpreted)
+        ("labels", 32, 10, 1),
+        ("features", 5, 7, 1),
+    ],
 )
-def test_codec_round_trip_matches_channel_bill(content, float_bits):
-    M, D, P = 8, 64, 10 if content != "features" else 6
+def test_codec_round_trip_matches_channel_bill(content, float_bits, M, n):
+    D, P = 64, 10 if content != "features" else 6
     codec = RecordCodec(M, D, content, P, 10, float_bits)
     g = torch.Generator().manual_seed(1)
-    n = 3
     idx = torch.randint(0, 1000, (n, M), generator=g)
     pixels = torch.randint(0, 256, (n, M, D), generator=g).to(torch.uint8)
     if content == "labels":
@@ -134,6 +143,12 @@ def test_bad_input_named_before_training():
         check_args(small_args("--content", "labels,gossip"), 2)
     with pytest.raises(ValueError, match="sync_sgd"):
         check_args(small_args("--sync-sgd", "topk"), 2)
+    with pytest.raises(ValueError, match=r"content.*'features'\]"):  # no label-free codes here
+        check_args(small_args("--content", "codes"), 2)
+    with pytest.raises(ValueError, match="dataset"):  # synthetic images are not 8-bit pixels
+        check_args(small_args("--dataset", "synthetic"), 2)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        check_args(small_args("--temperature", "0"), 2)
     assert [len(s) for s in shards(10, 4)] == [3, 3, 2, 2]
 
 
@@ -182,13 +197,17 @@ def test_two_uneven_processes_match_simulation_and_run_ddp(tmp_path):
         "--sync-sgd",
         "allreduce,fp16,powersgd",
     ]
-    results = launch(2, [*SMALL, *extra, "--exchange", "all_to_all"], out_dir=tmp_path)
+    # 200 steps: enough training that a receiver fed the wrong images ends elsewhere (at 20
+    # steps the nodes are near chance and such a bug matched the simulation)
+    longer = ["--steps", "200", "--eval-every", "100"]
+    argv = [*SMALL, *extra, *longer, "--exchange", "all_to_all"]
+    results = launch(2, argv, out_dir=tmp_path)
     assert [rc for rc, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
     rows = _rows(tmp_path)
     for share in ("labels", "logits"):
         row = rows[f"output sharing ({share})"]
         assert row["processes"] == 2 and row["exchange"] == "all_to_all"
-        sim = simulate(small_args("--n-nodes", "5", "--content", share), share)
+        sim = simulate(small_args("--n-nodes", "5", "--content", share, *longer), share)
         _check_against_simulation(row, sim)
     params = rows["DDP (allreduce)"]["params_per_node"]
     assert rows["DDP (allreduce)"]["bytes_per_node_step"] == 4 * params
@@ -206,12 +225,22 @@ def test_four_processes_all_gather_match_simulation(tmp_path):
         "all_gather",
         "--overflow",
         "drop_newest",
+        *("--steps", "200", "--eval-every", "100"),  # trained enough to tell wrong images
     ]
     results = launch(4, argv, out_dir=tmp_path)
     assert [rc for rc, _ in results] == [0] * 4, results[0][1][-3000:]
     row = _rows(tmp_path)["output sharing (features)"]
     assert row["exchange"] == "all_gather"
-    sim_args = small_args("--content", "features", "--overflow", "drop_newest")
+    sim_args = small_args(
+        "--content",
+        "features",
+        "--overflow",
+        "drop_newest",
+        "--steps",
+        "200",
+        "--eval-every",
+        "100",
+    )
     _check_against_simulation(row, simulate(sim_args, "features"))
     assert row["dropped"] > 0  # the overflow policy was exercised
 
