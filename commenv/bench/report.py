@@ -395,7 +395,9 @@ FRONTIER_COLUMNS = {
     "bits_to_target": "bits to target",
     "forward_passes": "forward passes",
     "backward_passes": "backward passes",
-    "pareto": "Pareto front",
+    "model_copies": "model copies",
+    "pareto": "front (coll)",
+    "pareto_avg": "front (avg)",
 }
 SPEED_COLUMNS = (
     "benchmark",
