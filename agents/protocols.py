@@ -9,7 +9,7 @@ evaluation (:mod:`commenv.evaluation`, average and collective accuracy). Everyth
 sends is counted by the game's :class:`commenv.Channel`, per tag: output sharing through the
 game's own broadcasts (``"images"``, ``"payload"``), the others with :meth:`Channel.route`
 (all-gathers of compressed gradients, whose receivers decode what arrived) or
-:meth:`Channel.account` (collectives summed in-process).
+:meth:`Channel.account` (collectives summed in-process, compressed or not).
 
 **Bit models** (``b = 32`` bits per float, ``P`` parameters per model, ``N`` nodes):
 
@@ -17,8 +17,12 @@ game's own broadcasts (``"images"``, ``"payload"``), the others with :meth:`Chan
   values, ``2 (N - 1) ceil(L / N) b`` bits (= ``2 (N - 1) / N b L`` when ``N`` divides ``L``):
   :func:`ring_allreduce_bits`. Used by ``sync_sgd`` (every step, ``L = P``), ``local_sgd``
   (every ``period`` steps) and ``powersgd`` (its three all-reduces: uncompressed tensors, P, Q).
-- *all-gather* of a compressed message: each node sends it to its ``N - 1`` peers
-  (``topk``: ``k (32 + ceil(log2 P))``; ``int8``: ``8 P + 64``; ``sign``: ``P + 32``).
+- *all-gather* of a compressed message (``topk``): each node sends its
+  ``k (32 + ceil(log2 P))`` bits to its ``N - 1`` peers.
+- *compressed all-reduce* (``int8``, ``sign``): the ring all-reduce's ``2 (N - 1)`` chunks of
+  ``L = ceil(P / N)`` values, each compressed (reduce-scatter of compressed chunks, re-compressed
+  means gathered back; 1-bit Adam's compressed all-reduce): ``2 (N - 1) (8 L + 64)`` and
+  ``2 (N - 1) (L + 32)`` bits.
 - *checkpoint broadcast* (``codistill``): each node sends its ``32 P`` parameters to ``N - 1``
   peers every ``period`` steps. *Parameter server* (``ist``): node 0 holds the full model and
   sends every other node its subnet, which comes back after ``period`` steps. *Data shipping*
@@ -45,8 +49,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from commenv.channel import Channel, make_adjacency
+from commenv.channel import Channel, float_message_bits, make_adjacency, quantize
 from commenv.core import check_int, generator_seed
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.layers import BatchedConv2d, BatchedLinear
@@ -92,7 +97,8 @@ class Compute:
     forward: int = 0
     backward: int = 0
     model_copies: int = 0
-    """Extra models each node holds besides its own (stale peer copies, ...)."""
+    """Extra model-sized tensors each node holds besides its own model (stale peer copies,
+    error-feedback residuals)."""
     pass_fraction: float = 1.0
     """Multiply-adds of one pass relative to the full model (IST's subnets are narrower)."""
 
@@ -206,6 +212,29 @@ def _require_full_graph(channel: Channel, name: str) -> None:
         )
 
 
+def _require_edges(channel: Channel, name: str, edges: str) -> None:
+    """The edges ``name``'s traffic travels on must be in the channel: ``"ring"`` (i -> i + 1,
+    a ring all-reduce), ``"star"`` (0 <-> i, a parameter server at node 0) or ``"to0"``
+    (i -> 0, shipping to node 0)."""
+    n = channel.n_agents
+    needed = torch.zeros(n, n, dtype=torch.bool)
+    i = torch.arange(n)
+    if edges == "ring":
+        needed[i, (i + 1) % n] = True
+    if edges in ("star", "to0"):
+        needed[1:, 0] = True
+    if edges == "star":
+        needed[0, 1:] = True
+    missing = (needed & ~channel.adjacency.cpu()).nonzero().tolist()
+    if missing:
+        shown = ", ".join(f"{a}->{b}" for a, b in missing[:6]) + (
+            ", ..." if len(missing) > 6 else ""
+        )
+        raise ValueError(
+            f"protocol {name!r} sends on the {edges} edges, which the channel lacks: {shown}"
+        )
+
+
 # -- output sharing (the thesis) -------------------------------------------------------------
 class OutputSharing(CommProtocol):
     """Output sharing through :class:`OutputSharingPopulation` and node_graph_v0's broadcasts.
@@ -255,18 +284,32 @@ class OutputSharing(CommProtocol):
 
 
 # -- gradient exchange ------------------------------------------------------------------------
-def node_shapes(model: BatchedClassifier) -> list[tuple[int, ...]]:
-    """Per-node shape of each parameter of ``model`` (in ``model.parameters()`` order)."""
-    shapes: dict[int, tuple[int, ...]] = {}
+def torch_layout(model: BatchedClassifier) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+    """Each parameter of one node as torch's own layer holds it, and where its values sit.
+
+    Returns the per-node shapes (in ``model.parameters()`` order) in ``torch.nn``'s layout,
+    ``nn.Linear``'s weight ``(out, in)`` where :class:`BatchedLinear` stores ``(in, out)``, and
+    the index ``perm`` ``(P,)`` with ``flat[:, perm]`` the node's flat parameters (or gradients)
+    in that layout, so that a compressor sees the matrices a DDP hook would see.
+    """
+    layout: dict[int, tuple[tuple[int, ...], bool]] = {}  # shape, stored transposed
     for module in model.modules():
         if isinstance(module, BatchedLinear):
-            shapes[id(module.weight)] = tuple(module.weight.shape[1:])
-            shapes[id(module.bias)] = tuple(module.bias.shape[1:])
+            d_in, d_out = module.weight.shape[1:]
+            layout[id(module.weight)] = ((d_out, d_in), True)
+            layout[id(module.bias)] = ((d_out,), False)
         elif isinstance(module, BatchedConv2d):
             c_out = module.weight.shape[0] // module.groups
-            shapes[id(module.weight)] = (c_out, *module.weight.shape[1:])
-            shapes[id(module.bias)] = (c_out,)
-    return [shapes[id(p)] for p in model.parameters()]
+            layout[id(module.weight)] = ((c_out, *module.weight.shape[1:]), False)
+            layout[id(module.bias)] = ((c_out,), False)
+    shapes, pieces, offset = [], [], 0
+    for p in model.parameters():
+        shape, transposed = layout[id(p)]
+        index = torch.arange(offset, offset + math.prod(shape))
+        pieces.append(index.view(shape[::-1]).T.flatten() if transposed else index)
+        shapes.append(shape)
+        offset += index.numel()
+    return shapes, torch.cat(pieces)
 
 
 class ReplicatedProtocol(CommProtocol):
@@ -335,6 +378,10 @@ class SyncSGD(ReplicatedProtocol):
     """Synchronous data-parallel SGD: the gradients are averaged (ring all-reduce, fp32) every
     step, so the replicas stay identical and train like one model on the combined batch."""
 
+    def __init__(self, n_nodes, image_shape, num_classes, **common):
+        super().__init__(n_nodes, image_shape, num_classes, **common)
+        _require_edges(self.channel, "sync_sgd", "ring")
+
     def exchange(self, grads):
         self.channel.account("gradients", ring_allreduce_bits(self.n_nodes, grads.shape[1]))
         return grads.mean(0, keepdim=True).expand_as(grads)
@@ -347,6 +394,7 @@ class LocalSGD(ReplicatedProtocol):
     def __init__(self, n_nodes, image_shape, num_classes, *, period: int = 10, **common):
         self.period = check_int("period", period, 1)
         super().__init__(n_nodes, image_shape, num_classes, **common)
+        _require_edges(self.channel, "local_sgd", "ring")
 
     @torch.no_grad()
     def after_step(self):
@@ -369,6 +417,7 @@ class ErrorFeedback(ReplicatedProtocol):
         super().__init__(n_nodes, image_shape, num_classes, **common)
         _require_full_graph(self.channel, type(self).__name__)
         self.residual = torch.zeros(n_nodes, self.num_params_per_node, device=self.device)
+        self.compute.model_copies = 1  # the residual: one model-sized buffer per node
 
     def encode(self, x: torch.Tensor) -> tuple[list[tuple[torch.Tensor, int]], torch.Tensor]:
         """``x`` ``(N, P)`` -> (message parts ``[(tensor (N, ...), bits per message)]``, what
@@ -423,8 +472,53 @@ class TopK(ErrorFeedback):
         return out.scatter_add_(1, idx.flatten(1), values.flatten(1))
 
 
-class Int8(ErrorFeedback):
-    """Uniform quantisation with error feedback: each node's vector as ``2**bits`` levels
+class CompressedAllReduce(ReplicatedProtocol):
+    """A compressed all-reduce with error feedback on both sides, as DeepSpeed's compressed
+    all-reduce for 1-bit Adam (Tang et al. 2021): each node adds its residual to its gradient,
+    splits it into ``N`` chunks of ``ceil(P / N)`` values, compresses each chunk and sends chunk
+    ``j`` to node ``j`` (reduce-scatter); node ``j`` averages the ``N`` decoded chunks, adds its
+    own (server) residual, compresses that mean and sends it to every peer (all-gather). Every
+    node applies the same decoded vector, so the replicas stay identical. Each node sends
+    ``2 (N - 1)`` compressed chunks per step (:meth:`message_bits`), the compressed twin of the
+    ring all-reduce's ``2 (N - 1)`` chunks; a compressor that needs no chunking (top-k) is an
+    all-gather instead (:class:`ErrorFeedback`). Subclasses implement :meth:`compress` and
+    :meth:`chunk_bits`."""
+
+    def __init__(self, n_nodes, image_shape, num_classes, **common):
+        super().__init__(n_nodes, image_shape, num_classes, **common)
+        _require_full_graph(self.channel, type(self).__name__)
+        self.chunk = math.ceil(self.num_params_per_node / n_nodes)
+        self.residual = torch.zeros(n_nodes, self.num_params_per_node, device=self.device)
+        self.server_residual = torch.zeros(n_nodes, self.chunk, device=self.device)
+        self.compute.model_copies = 1  # the residuals: one model-sized buffer per node
+
+    def compress(self, x: torch.Tensor) -> torch.Tensor:
+        """What a receiver decodes from each chunk ``x[..., :]`` of ``self.chunk`` values."""
+        raise NotImplementedError
+
+    def chunk_bits(self) -> int:
+        """Bits of one compressed chunk of ``self.chunk`` values."""
+        raise NotImplementedError
+
+    def message_bits(self) -> int:
+        """Bits one node sends per step: ``2 (N - 1)`` compressed chunks."""
+        return 2 * (self.n_nodes - 1) * self.chunk_bits()
+
+    def exchange(self, grads):
+        N, P, L = self.n_nodes, self.num_params_per_node, self.chunk
+        corrected = grads + self.residual
+        chunks = F.pad(corrected, (0, N * L - P)).view(N, N, L)  # [sender, owner, value]
+        sent = self.compress(chunks)
+        self.residual = corrected - sent.view(N, N * L)[:, :P]
+        reduced = sent.mean(0) + self.server_residual  # chunk j, at its owner j
+        gathered = self.compress(reduced)
+        self.server_residual = reduced - gathered
+        self.channel.account("gradients", self.message_bits())
+        return gathered.view(1, N * L)[:, :P].expand(N, P)
+
+
+class Int8(CompressedAllReduce):
+    """Uniform quantisation in a compressed all-reduce: each chunk as ``2**bits`` levels
     between its min and max (``commenv.channel.quantize``), plus the two as fp32."""
 
     def __init__(self, n_nodes, image_shape, num_classes, *, bits: int = 8, **common):
@@ -433,38 +527,23 @@ class Int8(ErrorFeedback):
             raise ValueError(f"bits must be in [1, 8] (uint8 codes), got {bits!r}")
         super().__init__(n_nodes, image_shape, num_classes, **common)
 
-    def message_bits(self):
-        return self.bits * self.num_params_per_node + 2 * FLOAT_BITS
+    def chunk_bits(self):
+        return float_message_bits(1, self.chunk, self.bits)
 
-    def encode(self, x):
-        low = x.amin(1, keepdim=True)
-        step = (x.amax(1, keepdim=True) - low) / (2**self.bits - 1)
-        safe = torch.where(step > 0, step, torch.ones_like(step))
-        codes = torch.round((x - low) / safe).to(torch.uint8)
-        scale = torch.cat([low, step], 1)
-        own = low + codes.float() * step
-        return [(codes, self.bits * codes.shape[1]), (scale, 2 * FLOAT_BITS)], own
-
-    def decode(self, parts):
-        codes, scale = parts
-        return (scale[..., :1] + codes.float() * scale[..., 1:]).sum(1)
+    def compress(self, x):
+        return quantize(x, self.bits)
 
 
-class Sign(ErrorFeedback):
-    """1-bit signSGD with error feedback (EF-signSGD, Karimireddy et al. 2019): one sign bit per
-    coordinate and the fp32 scale ``||x||_1 / P``."""
+class Sign(CompressedAllReduce):
+    """1-bit sign compression in a compressed all-reduce (EF-signSGD's compressor,
+    Karimireddy et al. 2019, on both sides as 1-bit Adam's): one sign bit per value and the
+    fp32 scale ``||x||_1 / L`` per chunk."""
 
-    def message_bits(self):
-        return self.num_params_per_node + FLOAT_BITS
+    def chunk_bits(self):
+        return self.chunk + FLOAT_BITS
 
-    def encode(self, x):
-        signs = torch.where(x >= 0, 1, -1).to(torch.int8)
-        scale = x.abs().mean(1, keepdim=True)
-        return [(signs, signs.shape[1]), (scale, FLOAT_BITS)], scale * signs.float()
-
-    def decode(self, parts):
-        signs, scale = parts
-        return (scale * signs.float()).sum(1)
+    def compress(self, x):
+        return x.abs().mean(-1, keepdim=True) * torch.where(x >= 0, 1.0, -1.0)
 
 
 # -- PowerSGD -------------------------------------------------------------------------------
@@ -608,15 +687,19 @@ class PowerSGD(ReplicatedProtocol):
         check_int("rank", rank, 1)
         check_int("start_iter", start_iter, 0)
         super().__init__(n_nodes, image_shape, num_classes, **common)
+        _require_edges(self.channel, "powersgd", "ring")
+        shapes, perm = torch_layout(self.model)
+        self.perm, self.unperm = perm.to(self.device), perm.argsort().to(self.device)
         self.compressor = PowerSGDCompressor(
-            n_nodes, node_shapes(self.model), rank, start_iter=start_iter, seed=self.seed
+            n_nodes, shapes, rank, start_iter=start_iter, seed=self.seed
         )
+        self.compute.model_copies = 1  # the hook's error buffer: one model-sized tensor
 
     def exchange(self, grads):
-        applied, lengths = self.compressor(grads)
+        applied, lengths = self.compressor(grads[:, self.perm])
         bits = sum(ring_allreduce_bits(self.n_nodes, length) for length in lengths)
         self.channel.account("gradients", bits)
-        return applied
+        return applied[:, self.unperm]
 
 
 # -- codistillation ---------------------------------------------------------------------------
@@ -696,12 +779,13 @@ class IndependentSubnets(CommProtocol):
     for ``period`` steps (its kept activations scaled by ``N``, as inverted dropout, so that the
     full model's pre-activations match), and sends it back; node 0 writes each weight back from
     its owner and averages the output bias. Weights between units of different nodes stay as
-    they are until a later partition puts both ends on one node. All nodes are evaluated as the
-    full model."""
+    they are until a later partition puts both ends on one node. The population is evaluated
+    as node 0's full model as of the last merge (no model broadcast is billed for it)."""
 
     def __init__(self, n_nodes, image_shape, num_classes, *, period: int = 10, **common):
         self.period = check_int("period", period, 1)
         super().__init__(n_nodes, image_shape, num_classes, **common)
+        _require_edges(self.channel, "ist", "star")
         if self.arch != "mlp":
             raise ValueError(f"ist trains MLP subnets: arch must be 'mlp', got {self.arch!r}")
         if min(self.hidden, self.feature_dim) < n_nodes:
@@ -797,18 +881,21 @@ class IndependentSubnets(CommProtocol):
         return self._no_broadcast(out_valid), None
 
     def predict_proba(self, x):
-        model = self.full if self.t % self.period == 0 else self.merged()
-        return self._predict(model, x)
+        # node 0's full model as of the last merge: mid-round, the subnets' changes have not
+        # been uploaded (nor billed) yet
+        return self._predict(self.full, x)
 
 
 # -- the centralised reference ----------------------------------------------------------------
 class Centralised(CommProtocol):
     """Ship the data: every node sends its minibatch (8-bit pixels, ``ceil(log2 C)``-bit labels)
     to node 0, which trains one model (node 0's replica initialisation) on the combined batch.
-    The reference synchronous SGD must match; every node is evaluated as that model."""
+    The reference synchronous SGD must match; the population is evaluated as node 0's model
+    (no model broadcast is billed for it)."""
 
     def __init__(self, n_nodes, image_shape, num_classes, **common):
         super().__init__(n_nodes, image_shape, num_classes, **common)
+        _require_edges(self.channel, "centralised", "to0")
         with seeded(self.seed, self.device):
             self.model = self._classifier(1)
         self.optimizer = make_adam(self.model.parameters(), self.lr)

@@ -44,7 +44,10 @@ def test_bench_frontier_end_to_end(bench, tmp_path, monkeypatch, capsys, device)
     assert "- sync SGD matches one model on the combined batch (within 0.5 points): holds" in out
     saved = json.loads((tmp_path / "frontier.json").read_text())
     assert set(saved["verdicts"]) == {"iid", "dirichlet"}
-    assert len(saved["verdicts"]["iid"]) == 4
+    assert len(saved["verdicts"]["iid"]) == 5
+    # both fronts: isolated's 0 bits put it on each; the reference is on neither
+    assert iid["isolated"]["pareto_avg"] == "yes" and iid["centralised"]["pareto_avg"] == "ref"
+    assert "Pareto front over (total bits, average accuracy)" in out
     assert (tmp_path / "frontier.csv").exists() and (tmp_path / "frontier.png").exists()
     assert not (tmp_path / "frontier.partial.jsonl").exists()  # a clean finish
     (tmp_path / "frontier.png").unlink()
@@ -68,6 +71,30 @@ def test_bench_frontier_resumes_finished_runs(bench, tmp_path, monkeypatch, devi
 def test_pareto_front(bench):
     points = [(0, 50.0), (10, 80.0), (10, 70.0), (100, 80.0), (1000, 90.0)]
     assert bench.pareto_front(points) == [True, True, False, False, True]
+
+
+def test_front_verdict_names_only_the_protocols_that_dominate(bench):
+    """A verdict that fails names the rows that beat true labels by the front's own rule: not
+    the reference (it is off the front), not a row that only ties it."""
+
+    def row(protocol, bits, avg, coll):
+        curve = [{"step": 1, "bits": bits, "average": avg, "collective": coll}]
+        return {"protocol": protocol, "total_bits": bits, "avg_acc": avg, "coll_acc": coll,
+                "curve": curve}  # fmt: skip
+
+    rows = [
+        row("labels", 100, 80.0, 90.0),
+        row("twin", 100, 80.0, 90.0),  # ties: dominates nothing
+        row("isolated", 0, 70.0, 91.0),  # a better vote for free, a worse single model
+        row("centralised", 50, 95.0, 95.0),  # the reference
+    ]
+    bench.annotate(rows, target=None)
+    claims = bench.verdicts(rows)
+    coll = claims["output sharing (true labels) is on the measured Pareto front"]
+    avg = next(v for k, v in claims.items() if "average accuracy" in k)
+    assert coll.startswith("FAILS: isolated reach(es)"), coll
+    assert avg.startswith("holds"), avg
+    assert [r["pareto_avg"] for r in rows] == ["yes", "yes", "yes", "ref"]
 
 
 @pytest.mark.parametrize(

@@ -83,8 +83,8 @@ def test_ring_allreduce_bit_model():
     [
         ("sync_sgd", ring_allreduce_bits(N, P)),
         ("topk", (N - 1) * math.floor(0.05 * P) * (32 + index_bits(P))),
-        ("int8", (N - 1) * (8 * P + 64)),
-        ("sign", (N - 1) * (P + 32)),
+        ("int8", 2 * (N - 1) * (8 * math.ceil(P / N) + 64)),  # 2 (N - 1) compressed chunks
+        ("sign", 2 * (N - 1) * (math.ceil(P / N) + 32)),
     ],
 )
 def test_gradient_bits_match_the_analytic_count(name, per_step, device):
@@ -93,16 +93,20 @@ def test_gradient_bits_match_the_analytic_count(name, per_step, device):
     assert proto.num_params_per_node == P
     assert sent(chan, "gradients") == [3 * per_step] * N
     assert sent(chan, "init") == [(N - 1) * 32 * P, 0, 0]
-    if name != "sync_sgd":
+    if name == "topk":  # an all-gather: one message to each peer
         assert proto.message_bits() * (N - 1) == per_step
+    elif name != "sync_sgd":  # a compressed all-reduce: message_bits is the node's whole step
+        assert proto.message_bits() == per_step
+        assert per_step < ring_allreduce_bits(N, P) / 3  # 8 or 1 bits where sync sends 32
     assert proto.compute.forward == proto.compute.backward == 3 * N
 
 
 def test_powersgd_bits_match_the_analytic_count(device):
     proto, chan = small("powersgd", device, rank=2)
     run_steps(proto, device, 2)
-    # (n, m) per node: the weights compress at rank 2 ((n + m) 2 * 2 < n m), the biases not
-    compressed = [(64, 16), (16, 8), (8, 10)]
+    # (n, m) per node, nn.Linear's (out, in) as the hook sees them: the weights compress at
+    # rank 2 ((n + m) 2 * 2 < n m), the biases not
+    compressed = [(16, 64), (8, 16), (10, 8)]
     lengths = [
         HIDDEN + FEAT + C,
         sum(n * 2 for n, _ in compressed),
@@ -112,6 +116,25 @@ def test_powersgd_bits_match_the_analytic_count(device):
     per_step = sum(ring_allreduce_bits(N, n) for n in lengths)
     assert sent(chan, "gradients") == [2 * per_step] * N
     assert per_step < ring_allreduce_bits(N, P) / 4
+
+
+def test_powersgd_sees_the_matrices_torch_layers_hold(device):
+    """The compressor gets each node's parameters in nn.Linear's layout (weight (out, in)),
+    the matrices torch's PowerSGD hook compresses under DDP, not BatchedLinear's (in, out)."""
+    proto, _ = small("powersgd", device)
+    flat = torch.cat([p.detach().reshape(N, -1) for p in proto.model.parameters()], 1)
+    layers = [*proto.model.body, proto.model.head]
+    node = 1
+    hook_view = torch.cat(
+        [
+            t
+            for layer in layers
+            for t in (layer.weight[node].T.flatten(), layer.bias[node].flatten())
+        ]
+    )
+    assert torch.equal(flat[node, proto.perm], hook_view.detach())
+    assert torch.equal(flat[:, proto.perm][:, proto.unperm], flat)
+    assert [s for s in proto.compressor.shapes if len(s) == 2] == [(16, 64), (8, 16), (10, 8)]
 
 
 def test_periodic_protocols_bits(device):
@@ -183,11 +206,42 @@ def test_error_feedback_keeps_the_residual_bounded(cls, device):
     assert max(norms) <= bound * grad_norm
 
 
-def test_int8_decodes_what_the_channel_quantizes(device):
-    proto = Int8(N, SHAPE, C, hidden=HIDDEN, feature_dim=FEAT, device=device)
-    x = torch.randn(N, P, device=device)
-    _, own = proto.encode(x)
-    torch.testing.assert_close(own, quantize(x, 8), rtol=0, atol=1e-6)
+@pytest.mark.parametrize("cls", [Int8, Sign])
+def test_compressed_allreduce_by_hand(cls, device):
+    """Step one of the reduce-scatter / all-gather, computed by hand from the chunks: every
+    node applies the same re-compressed mean of the compressed chunks."""
+    proto = cls(N, SHAPE, C, hidden=HIDDEN, feature_dim=FEAT, device=device)
+    L = math.ceil(P / N)
+    if cls is Int8:
+        compress = lambda x: quantize(x, 8)  # noqa: E731 - the channel's own 8-bit levels
+    else:
+        compress = lambda x: x.abs().mean(-1, keepdim=True) * torch.where(x >= 0, 1.0, -1.0)  # noqa: E731
+    grads = torch.randn(N, P, generator=torch.Generator().manual_seed(1)).to(device)
+    applied = proto.exchange(grads)
+    chunks = [[grads[i, j * L : (j + 1) * L] for j in range(N)] for i in range(N)]
+    means = [sum(compress(chunks[i][j]) for i in range(N)) / N for j in range(N)]
+    expected = torch.cat([compress(m) for m in means])
+    assert applied.shape == (N, P)
+    for node in range(N):
+        torch.testing.assert_close(applied[node], expected, rtol=1e-6, atol=1e-6)
+    own = torch.cat([compress(c) for c in chunks[0]])
+    torch.testing.assert_close(proto.residual[0], grads[0] - own, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [Int8, Sign])
+def test_compressed_allreduce_error_feedback_loses_nothing(cls, device):
+    """With residuals on both sides, what was applied over T steps is the mean gradient over T
+    steps minus what the residuals still hold: the compression delays, it never drops."""
+    proto = cls(N, SHAPE, C, hidden=HIDDEN, feature_dim=FEAT, device=device)
+    g = torch.Generator().manual_seed(2)
+    applied = torch.zeros(P, dtype=torch.float64, device=device)
+    true = torch.zeros(P, dtype=torch.float64, device=device)
+    for _ in range(20):
+        grads = torch.randn(N, P, generator=g).to(device)
+        applied += proto.exchange(grads)[0].double()
+        true += grads.double().mean(0)
+    held = proto.residual.double().mean(0) + proto.server_residual.double().flatten()[:P]
+    torch.testing.assert_close(applied, true - held, rtol=0, atol=1e-4)
 
 
 def test_sync_sgd_is_one_model_on_the_combined_batch(device):
@@ -355,6 +409,43 @@ def test_bad_setups_raise(device):
         make_protocol("topk", 4, SHAPE, C, channel=ring, device=device)
     with pytest.raises(ValueError, match="n_nodes must be an integer >= 2"):
         make_protocol("sync_sgd", 1, SHAPE, C, device=device)
+
+
+@pytest.mark.parametrize(
+    ("name", "graph", "missing"),
+    [
+        ("sync_sgd", "one_way", "1->2"),  # a ring all-reduce needs i -> i + 1
+        ("local_sgd", "one_way", "1->2"),
+        ("powersgd", "one_way", "1->2"),
+        ("ist", "one_way", "1->0"),  # the subnets come back to node 0
+        ("centralised", "one_way", "1->0"),
+    ],
+)
+def test_collectives_need_the_edges_they_travel_on(name, graph, missing, device):
+    """A collective billed on edges the channel does not have is refused at construction;
+    the ring (sync, local, PowerSGD) is enough for the all-reduces."""
+    lean = Channel(make_adjacency(graph, N), device=device)
+    with pytest.raises(ValueError, match=f"lacks: .*{missing}"):
+        make_protocol(name, N, SHAPE, C, channel=lean, hidden=HIDDEN, device=device)
+    ring = Channel(make_adjacency("ring", N, k=1), device=device)
+    if name in ("sync_sgd", "local_sgd", "powersgd"):
+        proto = make_protocol(name, N, SHAPE, C, channel=ring, hidden=HIDDEN, device=device)
+        run_steps(proto, device, 1)
+
+
+def test_ist_evaluates_what_node_0_holds(device):
+    """Mid-round, the subnets' updates have not travelled (nor been billed): the population is
+    evaluated as node 0's model of the last merge, which moves only when a round ends."""
+    ist, chan = small("ist", device, period=4)
+    x = torch.rand(5, *SHAPE, device=device)
+    run_steps(ist, device, 4)
+    after_round = ist.predict_proba(x)
+    billed = sum(sent(chan, "subnets"))
+    run_steps(ist, device, 2)  # half a round
+    torch.testing.assert_close(ist.predict_proba(x), after_round, rtol=0, atol=0)
+    assert sum(sent(chan, "subnets")) == billed * 3 // 2  # only the next round's download
+    run_steps(ist, device, 2)
+    assert not torch.equal(ist.predict_proba(x), after_round)
 
 
 def test_docs_page_example_runs():

@@ -326,18 +326,24 @@ BENCH_INTROS = {
     "frontier": (
         "Every protocol on the same partitions, models and step budget: final average and "
         "collective accuracy, total bits through `commenv.Channel`, bits per node-step, steps "
-        "and bits to the target accuracy, compute (forward/backward passes) and whether the "
-        "run is on the measured Pareto front (see [the bandwidth frontier](../frontier.md))."
+        "and bits to the target accuracy, compute (forward/backward passes, model copies) and "
+        "whether the run is on each measured Pareto front: over collective accuracy (the "
+        "thesis' entropy-weighted vote, free only for replicated protocols) and over average "
+        "accuracy (one node's model alone); see [the bandwidth frontier](../frontier.md)."
     ),
 }
 HEADLINE = {"graph": "Table 2.2", "quiz": "Table 3.1", "language": "Table 4.1"}
 """The README's generated tables (``<!-- report:NAME -->`` blocks; the README stays short)."""
-OVERVIEW = {**HEADLINE, "unsupervised": "Table 2.3"}
+OVERVIEW = {**HEADLINE, "unsupervised": "Table 2.3", "frontier": "The bandwidth frontier"}
 """The results overview's headline tables: the README's and table 2.3's."""
 SEED_SUMMARIES: dict[str, tuple[str, tuple[Run, ...]]] = {
     "unsupervised": (
         "Fashion-MNIST, MLP nodes, the full preset (3,000 steps, 4 probe stages), 3 seeds",
         tuple(full_unsupervised_run(seed) for seed in (0, 1, 2)),
+    ),
+    "frontier": (
+        "Fashion-MNIST, 10 nodes, 1,000 steps, both partitions, 3 seeds",
+        tuple(r for r in RUNS if r.bench == "frontier" and r.label.startswith("fashion-mnist")),
     ),
 }
 """Per benchmark, the runs of record that differ only in their seed: their results page opens
@@ -395,7 +401,9 @@ FRONTIER_COLUMNS = {
     "bits_to_target": "bits to target",
     "forward_passes": "forward passes",
     "backward_passes": "backward passes",
-    "pareto": "Pareto front",
+    "model_copies": "model copies",
+    "pareto": "front (coll)",
+    "pareto_avg": "front (avg)",
 }
 SPEED_COLUMNS = (
     "benchmark",
@@ -512,6 +520,8 @@ def seed_summary(root: Path, bench: str) -> str | None:
     if not done:
         return None
     datas = [json.loads(files[run].read_text()) for run in done]  # type: ignore[union-attr]
+    if bench == "frontier":
+        return frontier_summary(done, datas)
     seeds = [d["meta"]["args"]["seed"] for d in datas]
     rows: dict[str, dict[str, Any]] = {}
     for data in datas:
@@ -550,6 +560,56 @@ def seed_summary(root: Path, bench: str) -> str | None:
     missing = [run for run in runs if run not in done]
     for run in missing:
         lines += ["", f"Not yet run: {run.title} (its command is on the {bench} results page)."]
+    return "\n".join(lines)
+
+
+def frontier_summary(runs: list[Run], datas: list[dict[str, Any]]) -> str:
+    """Per partition and protocol, over the seeds: accuracies (mean ± std), bits, and on how
+    many seeds the row is on each Pareto front; then each verdict's count of seeds."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    claims: dict[tuple[str, str], list[bool]] = {}
+    seeds: dict[str, set[int]] = {}
+    for data in datas:
+        seed = data["meta"]["args"]["seed"]
+        for r in data["rows"]:
+            seeds.setdefault(r["partition"], set()).add(seed)
+            row = rows.setdefault((r["partition"], r["protocol"]), {"rows": []})
+            row["rows"].append(r)
+        for partition, verdicts in (data.get("verdicts") or {}).items():
+            for claim, verdict in verdicts.items():
+                claims.setdefault((partition, claim), []).append(verdict.startswith("holds"))
+
+    def on(rs: list[dict[str, Any]], key: str) -> str:
+        if any(key not in r for r in rs):
+            return "–"
+        return "ref" if rs[0][key] == "ref" else f"{sum(r[key] == 'yes' for r in rs)}/{len(rs)}"
+
+    table = [
+        {
+            "partition": partition,
+            "protocol": protocol,
+            "avg": _mean_std([r["avg_acc"] for r in row["rows"]]),
+            "coll": _mean_std([r["coll_acc"] for r in row["rows"]]),
+            "bits (mean)": round(sum(r["total_bits"] for r in row["rows"]) / len(row["rows"])),
+            "front (coll)": on(row["rows"], "pareto"),
+            "front (avg)": on(row["rows"], "pareto_avg"),
+            "seeds": len(row["rows"]),
+        }
+        for (partition, protocol), row in rows.items()
+    ]
+    columns = list(table[0]) if table else []
+    per = "; ".join(f"{p}: {', '.join(map(str, sorted(s)))}" for p, s in seeds.items())
+    lines = [
+        f"Mean ± std over the seeds (per partition: {per}) of "
+        f"{', '.join(f'`{run.folder}/`' for run in runs)}:",
+        "",
+        markdown_table(table, columns),
+        "",
+    ]
+    lines += [
+        f"- {partition}: {claim}: holds in {sum(oks)} of {len(oks)} seeds"
+        for (partition, claim), oks in claims.items()
+    ]
     return "\n".join(lines)
 
 
