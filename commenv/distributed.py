@@ -406,8 +406,9 @@ def guarded(rank: int, world: int, step: int, timeout: float, what: str, fn, *a,
     except Exception as e:  # gloo/NCCL raise RuntimeError subclasses with their own text
         raise PeerFailure(
             f"rank {rank} of {world}: {what} failed at step {step} "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:300]}). A peer process died or "
-            f"did not answer within --timeout={timeout:g} s."
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]}). Unless that names an error "
+            f"of this process, a peer process died or did not answer within "
+            f"--timeout={timeout:g} s."
         ) from e
 
 
