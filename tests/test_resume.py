@@ -154,6 +154,9 @@ def test_resume_under_other_options_refuses_to_mix_rows(tmp_path):
     with pytest.raises(ValueError, match="steps: 10 then, 20 now"):
         RunStore(tmp_path, "graph", resume=True, config={"steps": 20})
     assert "1 node" not in RunStore(tmp_path, "graph", resume=False, config={"steps": 20})
+    # starting over without --resume kept the finished run aside
+    backup = tmp_path / "graph.partial.jsonl.bak"
+    assert '"1 node"' in backup.read_text()
     store = RunStore(tmp_path, "graph", config={})
     store.finish([{"a": 1}], {"steps": 20})
     assert not store.path.exists() and (tmp_path / "graph.json").exists()

@@ -252,8 +252,9 @@ class RunStore:
     Each finished run is appended as one JSON line ``{"run": name, "row": {...}}`` to
     ``<out_dir>/<name>.partial.jsonl`` (flushed and fsynced); a line cut short by a kill is
     ignored. With ``resume=True`` the runs already there are kept, otherwise the file starts
-    empty. :meth:`finish` writes the result files atomically and removes the partial file, so a
-    clean finish leaves no partial file and a partial file always means "not complete".
+    empty (an earlier one that holds finished runs is kept as ``<name>.partial.jsonl.bak``).
+    :meth:`finish` writes the result files atomically and removes the partial file, so a clean
+    finish leaves no partial file and a partial file always means "not complete".
 
     Args:
         out_dir: the benchmark's result folder.
@@ -276,9 +277,16 @@ class RunStore:
         self.rows: dict[str, dict[str, Any]] = {}
         self.resumed: dict[str, dict[str, Any]] = {}
         """The runs taken from the partial file, with what computed each (:func:`provenance`)."""
-        self.sources: dict[str, dict[str, Any]] = {}
         if resume and self.path.exists():
             self._load()
+        elif self.path.exists() and '"run"' in self.path.read_text():
+            # starting over: the killed invocation's finished runs move aside, not away
+            backup = self.path.with_name(f"{self.path.name}.bak")
+            os.replace(self.path, backup)
+            print(
+                f"note: {self.path} held finished runs of an earlier invocation; without "
+                f"--resume this one starts over, and they are kept in {backup}"
+            )
         self.out_dir.mkdir(parents=True, exist_ok=True)
         head = json.dumps({"config": self.config}, default=_jsonable) + "\n"
         lines = (_run_line(k, v, self.resumed[k]) for k, v in self.rows.items())
