@@ -122,6 +122,9 @@ def build_teacher_model(config: dict[str, Any]) -> nn.Module:
     return TeacherMLP(**config) if arch == "mlp" else TeacherCNN(**config)
 
 
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
 class Student:
     """The thesis' student (2 x 32 ReLU, no dropout, Adam), one per env of a batched game.
 
@@ -166,15 +169,42 @@ class Student:
     ) -> torch.Tensor:
         """One Adam step on the masked rows with cross-entropy to (soft) ``targets``.
 
-        Returns the per-env loss ``(N,)``; an env whose mask is empty gets no gradient.
+        Returns the per-env loss ``(N,)``. An env whose mask is empty (a skipped lesson, no
+        backward pass) keeps its parameters and Adam moments bit for bit: a zero gradient
+        would still move them through Adam's momentum. Adam's step count is the batch's, so
+        the next real step of such an env has the bias correction of one step later.
         """
+        active = mask.any(1)
+        if not bool(active.any()):
+            return torch.zeros(mask.shape[0], device=mask.device)
+        frozen = None if bool(active.all()) else self._snapshot(~active)
         logp = torch.log_softmax(self.model(images), -1)
         per_row = -(targets * logp).sum(-1) * mask
         loss = per_row.sum(1) / mask.sum(1).clamp(min=1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
         self.optimizer.step()
+        if frozen is not None:
+            self._restore(~active, frozen)
         return loss.detach()
+
+    @torch.no_grad()
+    def _snapshot(self, envs: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The parameters and Adam moments of the envs ``envs`` ``(N,)`` bool."""
+        out = []
+        for p in self.model.parameters():
+            state = self.optimizer.state.get(p, {})
+            kept = {k: state[k][envs].clone() for k in _MOMENTS if k in state}
+            out.append({"param": p[envs].clone(), **kept})
+        return out
+
+    @torch.no_grad()
+    def _restore(self, envs: torch.Tensor, saved: list[dict[str, torch.Tensor]]) -> None:
+        for p, kept in zip(self.model.parameters(), saved, strict=True):
+            p[envs] = kept["param"]
+            state = self.optimizer.state[p]
+            for k in _MOMENTS:  # moments Adam created at this step start at zero
+                state[k][envs] = kept[k] if k in kept else 0.0
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """A detached copy of the model parameters (for best-validation checkpoints)."""

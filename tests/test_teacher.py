@@ -165,6 +165,33 @@ def test_difficulty_formulas():
 
 
 # -- the student -----------------------------------------------------------------------------
+def test_an_empty_lesson_moves_no_student(device):
+    """A skipped lesson costs no backward pass, so it must not train: with Adam's momentum a
+    zero gradient would still move the parameters (an RL teacher could farm free updates)."""
+    s = Student(4, 3, num_envs=2, seed=0, device=device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 5, 4, generator=g).to(device)
+    t = torch.softmax(torch.randn(2, 5, 3, generator=g), -1).to(device)
+    half = torch.zeros(2, 5, dtype=torch.bool, device=device)
+    half[0] = True  # world 0 studies, world 1's lesson is empty
+    for first in (True, False):  # before Adam has moments, and after
+        if not first:
+            s.study(x, t, torch.ones_like(half))
+        before = s.state_dict()
+        moments = {k: v.clone() for k, v in s.optimizer.state_dict()["state"].get(0, {}).items()}
+        s.study(x, t, half)
+        after = s.state_dict()
+        assert all(torch.equal(before[k][1], after[k][1]) for k in before)
+        assert not all(torch.equal(before[k][0], after[k][0]) for k in before)
+        state = s.optimizer.state_dict()["state"][0]
+        for k in ("exp_avg", "exp_avg_sq"):
+            kept = moments[k][1] if k in moments else torch.zeros_like(state[k][1])
+            assert torch.equal(state[k][1], kept)
+    before = s.state_dict()
+    s.study(x, t, torch.zeros_like(half))  # nobody studies: nothing moves at all
+    assert all(torch.equal(before[k], v) for k, v in s.state_dict().items())
+
+
 def test_batched_students_train_exactly_like_separate_ones(device):
     torch.manual_seed(0)
     pair = Student(6, 3, num_envs=2, seed=1, device=device)
