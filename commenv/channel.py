@@ -212,10 +212,20 @@ def float_message_bits(vectors: int, width: int, bits: int) -> int:
     return vectors * (width * bits + (64 if bits < 16 else 0))
 
 
+HALF_MAX = 65504.0
+"""The largest finite IEEE half-precision value."""
+
+
+def half_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float16, saturating at +-:data:`HALF_MAX` instead of overflowing to inf."""
+    return x.clamp(-HALF_MAX, HALF_MAX).to(torch.float16)
+
+
 def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     """What a receiver reconstructs from floats ``x`` sent at ``bits`` bits per value.
 
-    ``bits`` 32 or 64: ``x`` itself; 16: rounded to IEEE half precision; 1..15: each vector along
+    ``bits`` 32 or 64: ``x`` itself; 16: rounded to IEEE half precision, saturating at its largest
+    finite value (+-65504: a finite payload never arrives as inf); 1..15: each vector along
     the last dimension is sent as ``2**bits`` evenly spaced levels between its min and max,
     rounded to the nearest level. No gradient: a channel carries values, not graphs.
     """
@@ -224,7 +234,7 @@ def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
         return x
     x = x.detach()
     if bits == 16:
-        return x.to(torch.float16).to(x.dtype)
+        return half_precision(x).to(x.dtype)
     low = x.amin(-1, keepdim=True)
     step = (x.amax(-1, keepdim=True) - low) / (2**bits - 1)
     safe = torch.where(step > 0, step, torch.ones_like(step))  # a constant vector is exact
@@ -302,10 +312,11 @@ class Channel:
     ) -> None:
         check_probability("flip_prob", flip_prob)
         check_probability("drop_prob", drop_prob)
-        adj = torch.as_tensor(adjacency, dtype=torch.bool).cpu().clone()
-        if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
-            raise ValueError(f"adjacency must be square (n, n), got shape {tuple(adj.shape)}")
-        adj.fill_diagonal_(False)
+        shape = tuple(getattr(adjacency, "shape", np.shape(adjacency)))
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(f"adjacency must be square (n, n), got shape {shape}")
+        # 0/1 only and no self-loops, as make_adjacency checks a user matrix: nothing is cast
+        adj = _matrix_graph(adjacency, shape[0])
         self.device = torch.device(device)
         self.adjacency = adj.to(self.device)
         self.n_agents = int(adj.shape[0])

@@ -66,7 +66,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from commenv.bench.tools import OutputSharingOptions
-from commenv.channel import GRAPHS, Channel, check_float_bits, float_message_bits, make_adjacency
+from commenv.channel import (
+    GRAPHS,
+    Channel,
+    check_float_bits,
+    float_message_bits,
+    half_precision,
+    make_adjacency,
+)
 from commenv.core import check_choice, check_device, check_int, generator_seed
 from commenv.datasets import DATASETS, load_dataset
 from commenv.datasets import _clear_cache as clear_dataset_cache
@@ -354,7 +361,7 @@ class RecordCodec:
         elif self.float_bits >= 32:
             parts.append(_as_bytes(payload.to(self._wide)))
         elif self.float_bits == 16:
-            parts.append(_as_bytes(payload.to(torch.float16)))
+            parts.append(_as_bytes(half_precision(payload)))
         else:
             x = payload.to(torch.float32)
             low, high = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)

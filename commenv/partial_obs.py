@@ -49,10 +49,30 @@ when ``j``'s message reached ``i``; ``m~_j`` is what arrived after noise):
   With ``num_candidates = 0`` only the likelihood term remains and constant messages win:
   the degenerate game, kept for study.
 
+  **The discrimination term keeps messages informative for memoryless listeners only.** The
+  target candidate is ``x_{t-1}`` through the listener's own fixed mask, which is exactly the
+  ``view`` it observed one step earlier: a listener that remembers its previous observation
+  (a recurrent policy, frame stacking) finds the target without any message, and constant
+  messages then earn the full reward at every level. Train listeners on the current
+  observation alone, or score what they learned with the likelihood term and a probe.
+  Distractors are drawn with replacement, so one can equal the target (about 0.25 % of steps
+  on digits with ``K = 4``); such a step cannot be answered.
+
 Differentiable agents use the batched face with float messages in [0, 1] that require grad:
 the channel delivers them with gradient on the edges the level opens (``feedback``,
 ``both``) and detached otherwise (``none``, ``receive``), and the rewards above stay
-differentiable in the messages.
+differentiable in the messages. Two consequences for a training loop:
+
+- On ``feedback``/``both`` the ``heard`` slots of the observations carry the senders' graph,
+  so a listener's next message depends on earlier messages through autograd. A loop that
+  calls ``backward`` every step must detach the observations it feeds back
+  (``{a: o.detach() for a, o in obs.items()}``), or keep the graph and backpropagate once per
+  episode (as EGG's Gumbel-Softmax games do); otherwise the second ``backward`` fails and the
+  graph grows with the episode.
+- A delivered edge's likelihood term is in the listener's reward and, on ``feedback``/``both``,
+  again in the speaker's: the sum of all rewards counts its gradient twice. Differentiate each
+  agent's own reward with respect to its own parameters (``torch.autograd.grad``), or sum the
+  listeners' rewards alone, for the thesis' gradients.
 
 **Episodes and resets.** Every world keeps its own step clock (``game.steps``, ``(num_envs,)``);
 a world's episode is truncated when its clock reaches ``max_cycles`` (never terminated early).
@@ -105,7 +125,9 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
 - ``info_weight=1.0``: weight of the discrimination reward, a finite number.
 - ``likelihood_weight=0.5``: weight of the likelihood reward, a finite number.
 - ``flip_prob=0.0``: probability that the channel flips each delivered bit, in [0, 1].
-- ``drop_prob=0.0``: probability that the channel loses each message, in [0, 1].
+- ``drop_prob=0.0``: probability that the channel loses each message, in [0, 1]. Flips and
+  drops draw from the game's one stream, so with the same seed, other noise levels see other
+  worlds after the first draws: compare noise levels over several seeds.
 - ``k=None``: neighbours per agent for ``graph="ring"`` (1 <= k <= n_agents - 1); must stay
   ``None`` with any other graph.
 - ``max_cycles=25``: steps per episode (then truncated), an integer in

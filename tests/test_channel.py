@@ -228,3 +228,27 @@ def test_quantize_exact_half_and_constant_vectors():
     for bad in (0, 20, 31, 2.5, True):
         with pytest.raises(ValueError, match="float_bits"):
             quantize(x, bad)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "match"),
+    [
+        ([[1, 1], [0, 0]], "self-loops"),  # agent 0 would hear itself
+        ([[0, 2], [0.5, 0]], "only 0/1"),  # was cast to bool: two edges
+        ([[0, -1], [0, 0]], "only 0/1"),
+        ([[0, 1, 0], [1, 0, 1]], "square"),
+    ],
+)
+def test_a_bad_adjacency_is_refused_not_cast(matrix, match, device):
+    """Channel checks a matrix as make_adjacency checks a user graph: nothing is cast or
+    cleared silently."""
+    with pytest.raises(ValueError, match=match):
+        Channel(torch.tensor(matrix), device=device)
+
+
+def test_half_precision_saturates_instead_of_arriving_as_inf():
+    """A finite payload stays finite through a 16-bit channel (+-65504 at most)."""
+    x = torch.tensor([[1e5, -1e9, 1.0, 65504.0]])
+    got = quantize(x, 16)
+    assert torch.isfinite(got).all()
+    assert got.tolist() == [[65504.0, -65504.0, 1.0, 65504.0]]

@@ -329,3 +329,20 @@ def test_doc_page_matches_the_code(device):
             assert act["broadcast"] == gymnasium.spaces.MultiBinary(K)
             assert act["payload"].shape == (M, P)
         assert game.action_space("node_1") is act
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (dict(k=5), "k must stay None with n_nodes=1"),
+        (dict(graph="bogus"), "unknown graph 'bogus'"),
+        (dict(graph=[(0, 1)]), "a single node has no edges"),
+        (dict(graph="all_to_all", k=3), "k must stay None"),
+    ],
+)
+def test_a_single_node_refuses_a_graph_it_would_ignore(config, match, device):
+    """n_nodes=1 has no channel, so a k or an edge that would mean one is an error, not a
+    value silently dropped."""
+    with pytest.raises(ValueError, match=match):
+        NodeGraphGame(n_nodes=1, device=device, **config)
+    NodeGraphGame(n_nodes=1, graph=[], device=device)  # what a single node can have
