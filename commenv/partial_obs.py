@@ -1124,8 +1124,10 @@ class PartialObsGame(BatchedEnv):
 
     # -- render ----------------------------------------------------------------------------
     def render(self, env_index: int = 0) -> np.ndarray | str | None:
-        """``rgb_array``: the world, each agent's view and each agent's last message as bits;
-        ``ansi``: the messages as text; ``human``: prints the ``ansi`` text."""
+        """``rgb_array``: the current world, each agent's view of it, and below them each
+        agent's last message as bits, which it spoke one step earlier about the previous world
+        (all zeros at step 0, before anyone spoke); ``ansi``: those messages as text;
+        ``human``: prints the ``ansi`` text."""
         if self.render_mode is None or not self._state:
             return None
         env_index = self._check_render_index(env_index)
