@@ -6,7 +6,7 @@
 | Agents | ``agent_0`` ... ``agent_{n-1}`` (``n_agents``, default 2) |
 | Parallel API | native (AEC by ``commenv.partial_obs_v0.env()``) |
 | Action space | ``MultiBinary(message_bits + num_candidates)`` |
-| Observation space | ``Box(0, 1, (D + max_in * (1 + message_bits) + K * D,))`` float32 |
+| Observation space | ``Box(0, 1, (D + max_in * (1 + message_bits) + K * D,))`` float32 (+1 with ``blind_prob``) |
 | Batched face | ``commenv.partial_obs_v0.batched(num_envs, device)`` |
 
 **World.** Each step the world is one fresh sample ``x_t`` of an image dataset (``D`` pixels).
@@ -23,7 +23,8 @@ or 8-bit with ``obs_dtype="uint8"``):
    ``t - 1`` about ``x_{t-1}``, after channel noise; ``present = 0`` and zero bits where no
    message arrived (no such sender, a drop, or the first step);
 3. ``candidates``: ``num_candidates`` (``K``) worlds seen through ``i``'s own mask: ``x_{t-1}``
-   and ``K - 1`` distractors, in a random order (zeros on the first step).
+   and ``K - 1`` distractors, in a random order (zeros on the first step);
+4. ``blind`` (only with ``blind_prob > 0``): 1 when this step's ``view`` is hidden (all zeros).
 
 **Action** of agent ``i``: ``[m_i (message_bits bits) | c_i (K bits)]``: its message about
 ``x_t`` and its choice of which candidate the heard messages describe (a one-hot; any other
@@ -49,12 +50,17 @@ when ``j``'s message reached ``i``; ``m~_j`` is what arrived after noise):
   With ``num_candidates = 0`` only the likelihood term remains and constant messages win:
   the degenerate game, kept for study.
 
-  **The discrimination term keeps messages informative for memoryless listeners only.** The
-  target candidate is ``x_{t-1}`` through the listener's own fixed mask, which is exactly the
-  ``view`` it observed one step earlier: a listener that remembers its previous observation
-  (a recurrent policy, frame stacking) finds the target without any message, and constant
-  messages then earn the full reward at every level. Train listeners on the current
-  observation alone, or score what they learned with the likelihood term and a probe.
+  **Blind steps, for listeners with memory.** The target candidate is ``x_{t-1}`` through the
+  listener's own fixed mask, which is exactly the ``view`` it observed one step earlier: a
+  listener that remembers its previous observation (a recurrent policy, frame stacking)
+  finds the target without any message, and constant messages then earn the full reward at
+  every level. With ``blind_prob = p > 0`` each agent's view is hidden at each step with
+  probability ``p`` (``blind`` flag), and the rewards score what only the messages can tell:
+  ``g_i`` counts only for a listener blind at ``t - 1``, on the messages of speakers who were
+  not, and the likelihood term only on edges where neither end is blind at ``t``. Then a
+  listener with memory still needs the messages, and constant messages earn chance
+  (``tests/test_partial_obs.py`` plays that oracle). The default ``p = 0`` keeps every step
+  scored, for listeners that act on the current observation alone.
   Distractors are drawn with replacement, so one can equal the target (about 0.25 % of steps
   on digits with ``K = 4``); such a step cannot be answered.
 
@@ -124,6 +130,8 @@ raises ``ValueError`` naming the argument (``docs/bad_input.md``).
   says nothing.
 - ``info_weight=1.0``: weight of the discrimination reward, a finite number.
 - ``likelihood_weight=0.5``: weight of the likelihood reward, a finite number.
+- ``blind_prob=0.0``: probability that an agent's view is hidden at a step, in [0, 1] (see
+  "Blind steps"; drawn from a stream of its own, so the worlds are those of ``0``).
 - ``flip_prob=0.0``: probability that the channel flips each delivered bit, in [0, 1].
 - ``drop_prob=0.0``: probability that the channel loses each message, in [0, 1]. Flips and
   drops draw from the game's one stream, so with the same seed, other noise levels see other
@@ -365,9 +373,11 @@ class PartialObsGame(BatchedEnv):
         allow_large: bool = False,
         reuse_obs: bool = False,
         obs_dtype: str = "float32",
+        blind_prob: float = 0.0,
     ) -> None:
         check_choice("obs_dtype", obs_dtype, OBS_DTYPES)
         self.obs_dtype = obs_dtype
+        self.blind_prob = check_probability("blind_prob", blind_prob)
         self._init_common(
             num_envs=num_envs, device=device, render_mode=render_mode, validate=validate
         )
@@ -495,6 +505,9 @@ class PartialObsGame(BatchedEnv):
             "candidates": slice(D + S * (1 + L), D + S * (1 + L) + K * D),
         }
         obs_dim = self.obs_layout["candidates"].stop
+        if self.blind_prob:  # one flag: this step's view is hidden
+            self.obs_layout["blind"] = slice(obs_dim, obs_dim + 1)
+            obs_dim += 1
         obs_bytes = np.dtype(self.obs_dtype).itemsize * self.num_envs * self.n_agents * obs_dim
         self._draw_chunk = max(1, min(self._DRAW_CHUNK, self._DRAW_WORLD_STEPS // self.num_envs))
         draw_bytes = 8 * self._draw_chunk * self.num_envs * (2 + max(K, 1))
@@ -591,6 +604,7 @@ class PartialObsGame(BatchedEnv):
             return self._observe(), self._infos()
         if seed is not None or not self._state:
             self._gen, self._restart_gen = self._seed_streams(seed)
+            self._seed_blind()
         B, n, S, L = self.num_envs, self.n_agents, self.max_in, self.message_bits
         self._refill_draws()
         world = self._next_draw()[0]
@@ -606,6 +620,12 @@ class PartialObsGame(BatchedEnv):
             "messages": torch.zeros(B, n, L, device=self.device),
             "steps": torch.zeros(B, dtype=torch.long, device=self.device),
         }
+        if self.blind_prob:
+            st = self._state
+            st["blind"], st["blind_prev"] = (
+                self._blind_draw(),
+                torch.zeros_like(st["delivered"][..., 0]),
+            )
         self._fresh = True
         return self._observe(), self._infos()
 
@@ -625,7 +645,8 @@ class PartialObsGame(BatchedEnv):
         st["world"] = torch.where(mask, fresh, st["world"])
         st["label"] = self.labels[st["world"]]
         st["prev_label"] = st["prev_label"].masked_fill(mask, -1)
-        for key in ("candidates", "target", "heard", "delivered", "messages", "steps"):
+        keys = ("candidates", "target", "heard", "delivered", "messages", "steps")
+        for key in (*keys, "blind_prev") if self.blind_prob else keys:
             st[key] = _filled_worlds(st[key], mask, rows)
         self._fresh = (
             True if self._fresh is True else (mask if self._fresh is None else self._fresh | mask)
@@ -642,6 +663,10 @@ class PartialObsGame(BatchedEnv):
         st, lay = self._state, self.obs_layout
         obs = self._obs_buffer()
         self._write_views(st["world"][:, None], obs[..., lay["view"]].unsqueeze(2))
+        if self.blind_prob:  # hidden views are zeros, and the flag says so
+            hide = st["blind"][..., None]
+            obs[..., lay["view"]].masked_fill_(hide, 0)
+            obs[..., lay["blind"]].copy_(hide).mul_(255 if self.obs_dtype == "uint8" else 1)
         fresh, self._fresh = self._fresh, None  # worlds at step 0 since the last observation
         if self.num_candidates:
             cand = obs[..., lay["candidates"]].unflatten(-1, (self.num_candidates, -1))
@@ -796,8 +821,11 @@ class PartialObsGame(BatchedEnv):
             tag="message",
             out=self._inbox_out(messages),
         )
+        heard_before, delivered = self._scored(
+            st, st["delivered"], delivery.delivered, self._channel.senders.clamp(min=0)
+        )
         rewards = self._block_rewards(
-            choice, st["delivered"], st["target"], messages, delivery.inbox, delivery.delivered
+            choice, heard_before, st["target"], messages, delivery.inbox, delivered
         )
 
         # Advance the world; this step's messages are heard in the next observation.
@@ -810,6 +838,8 @@ class PartialObsGame(BatchedEnv):
             st["target"] = target
         st["prev_label"] = st["label"]
         st["world"], st["label"] = world, self.labels.index_select(0, world)
+        if self.blind_prob:
+            st["blind_prev"], st["blind"] = st["blind"], self._blind_draw()
 
         truncated = st["steps"] >= self.max_cycles
         terminated = torch.zeros_like(truncated)
@@ -857,6 +887,7 @@ class PartialObsGame(BatchedEnv):
             )
         if seed is not None or not self._state:
             self._gen, self._restart_gen = self._seed_streams(seed)
+            self._seed_blind()
         if not hasattr(self, "_np_images"):
             self._np_images = self.images.numpy()
             self._np_labels = self.labels.numpy()
@@ -887,6 +918,9 @@ class PartialObsGame(BatchedEnv):
             "messages": np.zeros((1, n, L), np.float32),
             "steps": np.zeros(1, np.int64),
         }
+        if self.blind_prob:
+            np_state["blind"] = self._blind_draw().numpy()
+            np_state["blind_prev"] = np.zeros((1, n), np.bool_)
         self._np_state = np_state
         self._state = {k: torch.from_numpy(v) for k, v in np_state.items()}
         return self._observe_one(), self._infos_one()
@@ -903,9 +937,8 @@ class PartialObsGame(BatchedEnv):
         L = self.message_bits
         messages, choice = act[..., :L], act[..., L:]
         inbox, delivered = self._route_one(messages)
-        rewards = self._rewards(
-            _NUMPY, choice, st["delivered"], st["target"], messages, inbox, delivered
-        )
+        heard_before, scored = self._scored(st, st["delivered"], delivered, self._np_gather)
+        rewards = self._rewards(_NUMPY, choice, heard_before, st["target"], messages, inbox, scored)
 
         st["steps"] += 1
         st["heard"][...], st["delivered"][...], st["messages"][...] = inbox, delivered, messages
@@ -923,6 +956,9 @@ class PartialObsGame(BatchedEnv):
         st["prev_label"][...] = st["label"]
         st["world"][...] = world
         st["label"][...] = self._np_labels[world]
+        if self.blind_prob:
+            st["blind_prev"][...] = st["blind"]
+            st["blind"][...] = self._blind_draw().numpy()
 
         truncated = bool(st["steps"][0] >= self.max_cycles)
         values = rewards[0].tolist()
@@ -991,6 +1027,10 @@ class PartialObsGame(BatchedEnv):
         views = self._np_views
         world = st["world"][0]
         obs[:, lay["view"]] = views[world] if views is not None else self._np_view_table(world)
+        if self.blind_prob:
+            hide = st["blind"][0][:, None]
+            obs[:, lay["view"]] *= ~hide
+            obs[:, lay["blind"]] = hide * (255 if self.obs_dtype == "uint8" else 1)
         K, S, L = self.num_candidates, self.max_in, self.message_bits
         if K:
             cand = obs[:, lay["candidates"]].reshape(n, K, -1)
@@ -1024,6 +1064,32 @@ class PartialObsGame(BatchedEnv):
     # Every sum over slots or senders is an explicit left-to-right chain of float32 additions,
     # so that numpy and torch give the same bits (a matmul or a library reduction may add in
     # another order).
+    def _seed_blind(self) -> None:
+        """The stream of the blind draws, derived from the game's seed (no other draw moves)."""
+        if self.blind_prob:
+            seq = np.random.SeedSequence([self._gen.initial_seed(), 2])
+            self._blind_gen = self._seed_generator(int(seq.generate_state(1, np.uint64)[0] >> 1))
+
+    def _blind_draw(self) -> torch.Tensor:
+        """Whose view the next observation hides, ``(num_envs, n_agents)`` bool."""
+        shape = (self.num_envs, self.n_agents)
+        gen = self._blind_gen
+        return torch.rand(shape, generator=gen, device=gen.device) < self.blind_prob
+
+    def _scored(self, st, heard_before, delivered, senders):
+        """What the rewards score with blind steps (``blind_prob``; the arguments as they are
+        without): discrimination only for a listener blind at ``t - 1``, on the slots of
+        speakers who were not (only their messages say which world it was, and it could not
+        have seen it); likelihood only on edges where neither end is blind now (a message
+        spoken without a view predicts nothing). ``senders`` ``(n, max_in)``: each slot's
+        sender (padding slots are never delivered)."""
+        if not self.blind_prob:
+            return heard_before, delivered
+        before, now = st["blind_prev"], st["blind"]
+        heard_before = heard_before & before[:, :, None] & ~before[:, senders]
+        delivered = delivered & ~now[:, :, None] & ~now[:, senders]
+        return heard_before, delivered
+
     def _rewards(self, ops, choice, heard_before, target, messages, inbox, delivered):
         """``(B, n)`` rewards of one step (the module docstring's rules).
 
@@ -1110,7 +1176,7 @@ class PartialObsGame(BatchedEnv):
         # graph's own: listeners' in-degrees and speakers' out-degrees, each at least 1.
         ch = self._channel
         self._static_counts_np = self._static_counts = None
-        if ch.drop_prob == 0 and bool(ch.slot_valid.all()):
+        if ch.drop_prob == 0 and bool(ch.slot_valid.all()) and not self.blind_prob:
             listen = np.maximum(ch.in_degree.cpu().numpy(), 1).astype(np.float32)
             speak = np.maximum(ch.out_degree.cpu().numpy(), 1).astype(np.float32)
             self._static_counts_np = (listen, speak)

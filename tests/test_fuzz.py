@@ -413,6 +413,7 @@ CONFIG_KINDS = {  # (game, parameter): (kind, low, high); None = unbounded
     ("partial_obs", "likelihood_weight"): (FLOAT, None, None),
     ("partial_obs", "flip_prob"): (PROB, 0, 1),
     ("partial_obs", "drop_prob"): (PROB, 0, 1),
+    ("partial_obs", "blind_prob"): (PROB, 0, 1),
     ("partial_obs", "mask_seed"): (SEED, 0, 2**63 - 1),
     ("partial_obs", "data_seed"): (SEED, 0, 2**63 - 1),
     ("partial_obs", "validate"): (BOOL, None, None),

@@ -297,3 +297,49 @@ def test_uint8_observations_refuse_messages_that_carry_gradients(device):
     assert int(game.steps.max()) == 0  # nothing happened
     obs, *_ = game.step(dict.fromkeys(game.possible_agents, relaxed.detach()))
     assert obs["agent_0"].dtype == torch.uint8 and int(game.steps.max()) == 1
+
+
+def _memory_listener_reward(device, blind_prob, informative, steps=24, B=256, L=16, K=4):
+    """Mean discrimination reward of a listener that remembers its last view, on a one-way
+    graph (agent_0 speaks, agent_1 listens; no likelihood term): it picks the candidate equal
+    to its remembered view when it has one, else the candidate whose first ``L`` pixels match
+    the heard bits best. The speaker says nothing (zeros) or those pixels of its view."""
+    game = _game(
+        device, graph="one_way", level="receive", likelihood_weight=0.0, message_bits=L,
+        num_candidates=K, noise=0.05, num_envs=B, blind_prob=blind_prob, max_cycles=steps + 1,
+    )  # fmt: skip
+    lay = game.obs_layout
+    obs, _ = game.reset(seed=3)
+    memory, total = None, 0.0
+    for _ in range(steps):
+        own = obs["agent_1"]
+        cand = own[:, lay["candidates"]].unflatten(-1, (K, -1))  # (B, K, D)
+        heard = own[:, lay["heard"]][:, 1:]  # the one slot's bits
+        by_bits = ((cand[..., :L] > 0.5).float() - heard[:, None]).abs().sum(-1)
+        pick = by_bits.argmin(-1)
+        if memory is not None:
+            seen, view = memory
+            by_memory = (cand - view[:, None]).abs().sum(-1).argmin(-1)
+            pick = torch.where(seen, by_memory, pick)
+        choice = torch.nn.functional.one_hot(pick, K).float()
+        view0 = obs["agent_0"][:, lay["view"]]
+        said = (view0[:, :L] > 0.5).float() if informative else torch.zeros(B, L, device=device)
+        act0 = torch.cat([said, torch.zeros(B, K, device=device)], 1)
+        act1 = torch.cat([torch.zeros(B, L, device=device), choice], 1)
+        blind = own[:, lay["blind"]][:, 0] > 0 if blind_prob else torch.zeros(B, dtype=torch.bool)
+        memory = (~blind.to(device), own[:, lay["view"]].clone())
+        obs, rew, *_ = game.step({"agent_0": act0, "agent_1": act1})
+        total += float(rew["agent_1"].mean())
+    return total / steps
+
+
+def test_blind_steps_make_a_listener_with_memory_need_the_messages(device):
+    """Without blind steps a listener that remembers its last view wins the discrimination
+    game with constant messages; with them constant messages earn chance on the scored steps
+    (a quarter of the steps at p = 0.5: blind listener, sighted speaker) and informative
+    messages earn more."""
+    assert _memory_listener_reward(device, 0.0, informative=False) > 0.9  # the loophole
+    constant = _memory_listener_reward(device, 0.5, informative=False)
+    informative = _memory_listener_reward(device, 0.5, informative=True)
+    assert constant < 0.25 * 0.25 * 1.5  # chance (1/K) on the scored quarter of the steps
+    assert informative > 2 * constant

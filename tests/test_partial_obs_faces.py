@@ -25,6 +25,10 @@ CONFIGS = {
         n_agents=4, graph="all_to_all", flip_prob=0.1, drop_prob=0.3, obs_dtype="uint8"
     ),
     "uint8-synthetic": dict(dataset="synthetic", message_bits=4, obs_dtype="uint8"),
+    "blind-steps": dict(blind_prob=0.4, message_bits=5),
+    "blind-uint8-all-to-all-drops": dict(
+        blind_prob=0.5, n_agents=3, graph="all_to_all", drop_prob=0.2, obs_dtype="uint8"
+    ),
 }
 STEPS = 70  # past two chunks of pre-drawn randomness and two episode ends
 
