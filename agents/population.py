@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from commenv.core import (
+    check_choice,
     check_device,
     check_float,
     check_int,
@@ -191,6 +192,19 @@ def make_adam(params: Any, lr: float, **kw: Any) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, **kw)
 
 
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+"""Optimisers a population trains with: Adam (the thesis'), or SGD with momentum 0.9 (what
+the gradient-compression papers train with: error feedback's guarantee is SGD's)."""
+
+
+def make_optimizer(params: Any, lr: float, kind: str = "adam") -> torch.optim.Optimizer:
+    """``kind`` of :data:`OPTIMIZERS` over ``params`` at learning rate ``lr``."""
+    check_choice("optimizer", kind, OPTIMIZERS)
+    if kind == "sgd":
+        return torch.optim.SGD(list(params), lr=lr, momentum=0.9)
+    return make_adam(params, lr)
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global RNG for a model's initialisation (layers draw from it), then hand
@@ -291,9 +305,10 @@ class OutputSharingPopulation:
         feature_weight: weight of the feature MSE.
         hidden: width of the hidden layers.
         feature_dim: width of the top-level features (must match the env's).
-        lr: Adam learning rate (the thesis: Adam with defaults).
+        lr: learning rate (the thesis: Adam with defaults).
         device: ``"cpu"`` or ``"cuda"``: same code.
         seed: initialisation and broadcast sampling seed.
+        optimizer: ``"adam"`` (the thesis) or ``"sgd"`` (momentum 0.9), :data:`OPTIMIZERS`.
     """
 
     def __init__(
@@ -312,7 +327,9 @@ class OutputSharingPopulation:
         lr: float = 1e-3,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        optimizer: str = "adam",
     ) -> None:
+        check_choice("optimizer", optimizer, OPTIMIZERS)
         if share not in SHARES:
             raise ValueError(f"unknown share {share!r}; valid choices: {list(SHARES)}")
         n_nodes, image_shape, num_classes, self.device = check_population(
@@ -328,7 +345,7 @@ class OutputSharingPopulation:
         with seeded(seed, self.device):
             net = {"arch": arch, "hidden": hidden, "feature_dim": feature_dim}
             self._build_models(n_nodes, image_shape, num_classes, **net)
-        self.optimizer = make_adam(self.model.parameters(), lr)
+        self.optimizer = make_optimizer(self.model.parameters(), lr, optimizer)
         self.gen = torch.Generator(device=self.device).manual_seed(generator_seed(seed))
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
 

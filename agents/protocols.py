@@ -52,14 +52,15 @@ import torch
 import torch.nn.functional as F
 
 from commenv.channel import Channel, float_message_bits, make_adjacency, quantize
-from commenv.core import check_int, generator_seed
+from commenv.core import check_choice, check_int, generator_seed
 from commenv.node_graph import NodeGraphGame
 from commenv_agents.layers import BatchedConv2d, BatchedLinear
 from commenv_agents.population import (
+    OPTIMIZERS,
     BatchedClassifier,
     OutputSharingPopulation,
     check_population,
-    make_adam,
+    make_optimizer,
     node_losses,
     run_population,
     seeded,
@@ -124,9 +125,11 @@ class CommProtocol:
         arch: the node model's architecture (:class:`BatchedClassifier`).
         hidden: its hidden width.
         feature_dim: its feature width (what ``content="features"`` shares).
-        lr: Adam learning rate.
+        lr: learning rate.
         device: ``"cpu"`` or ``"cuda"``.
         seed: initialisation seed.
+        optimizer: ``"adam"`` (every protocol's default) or ``"sgd"`` (momentum 0.9, what the
+            gradient-compression papers train with), for every node of every protocol.
 
     Subclasses set the class attributes :attr:`content` and :attr:`float_bits` (what the
     ``node_graph_v0`` game must carry) and implement :meth:`step` and :meth:`predict_proba`.
@@ -150,11 +153,14 @@ class CommProtocol:
         lr: float = 1e-3,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        optimizer: str = "adam",
     ) -> None:
         n_nodes, image_shape, num_classes, self.device = check_population(
             n_nodes, image_shape, num_classes, hidden=hidden, feature_dim=feature_dim, lr=lr,
             seed=seed, device=device, min_nodes=2,
         )  # fmt: skip
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        self.optimizer_kind = optimizer
         self.n_nodes, self.image_shape, self.num_classes = n_nodes, image_shape, num_classes
         self.arch, self.hidden, self.feature_dim, self.lr = arch, hidden, feature_dim, lr
         self.seed = seed
@@ -270,6 +276,7 @@ class OutputSharing(CommProtocol):
             lr=self.lr,
             device=self.device,
             seed=self.seed,
+            optimizer=self.optimizer_kind,
         )
         self.num_params_per_node = self.pop.num_params_per_node
 
@@ -326,7 +333,7 @@ class ReplicatedProtocol(CommProtocol):
         with torch.no_grad():
             for p, q in zip(self.model.parameters(), single.parameters(), strict=True):
                 p.copy_(q.reshape(1, -1).expand(n_nodes, -1).reshape(p.shape))
-        self.optimizer = make_adam(self.model.parameters(), self.lr)
+        self.optimizer = make_optimizer(self.model.parameters(), self.lr, self.optimizer_kind)
         self.params = list(self.model.parameters())
         self.num_params_per_node = sum(p.numel() for p in self.params) // n_nodes
 
@@ -727,7 +734,7 @@ class Codistillation(CommProtocol):
         _require_full_graph(self.channel, "codistill")
         with seeded(self.seed, self.device):
             self.model = self._classifier(n_nodes)
-        self.optimizer = make_adam(self.model.parameters(), self.lr)
+        self.optimizer = make_optimizer(self.model.parameters(), self.lr, self.optimizer_kind)
         self.weight = float(weight)
         self.stale: BatchedClassifier | None = None
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters()) // n_nodes
@@ -796,7 +803,7 @@ class IndependentSubnets(CommProtocol):
         with seeded(self.seed, self.device):
             self.full = self._classifier(1)
             self.model = self._classifier(n_nodes)
-        self.optimizer = make_adam(self.model.parameters(), self.lr)
+        self.optimizer = make_optimizer(self.model.parameters(), self.lr, self.optimizer_kind)
         self.gen = torch.Generator(device="cpu").manual_seed(generator_seed(self.seed))
         self.num_params_per_node = sum(p.numel() for p in self.full.parameters())
         self.owner1 = self.owner2 = torch.zeros(1)
@@ -898,7 +905,7 @@ class Centralised(CommProtocol):
         _require_edges(self.channel, "centralised", "to0")
         with seeded(self.seed, self.device):
             self.model = self._classifier(1)
-        self.optimizer = make_adam(self.model.parameters(), self.lr)
+        self.optimizer = make_optimizer(self.model.parameters(), self.lr, self.optimizer_kind)
         self.num_params_per_node = sum(p.numel() for p in self.model.parameters())
         self.sample_bits = 8 * math.prod(self.image_shape) + index_bits(num_classes)
 

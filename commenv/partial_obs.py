@@ -6,7 +6,7 @@
 | Agents | ``agent_0`` ... ``agent_{n-1}`` (``n_agents``, default 2) |
 | Parallel API | native (AEC by ``commenv.partial_obs_v0.env()``) |
 | Action space | ``MultiBinary(message_bits + num_candidates)`` |
-| Observation space | ``Box(0, 1, (D + max_in * (1 + message_bits) + K * D,))`` float32 (+1 with ``blind_prob``) |
+| Observation space | ``Box(0, 1, (D + max_in * (1 + message_bits) + K * D [+ 1],))`` float32 |
 | Batched face | ``commenv.partial_obs_v0.batched(num_envs, device)`` |
 
 **World.** Each step the world is one fresh sample ``x_t`` of an image dataset (``D`` pixels).
@@ -24,7 +24,8 @@ or 8-bit with ``obs_dtype="uint8"``):
    message arrived (no such sender, a drop, or the first step);
 3. ``candidates``: ``num_candidates`` (``K``) worlds seen through ``i``'s own mask: ``x_{t-1}``
    and ``K - 1`` distractors, in a random order (zeros on the first step);
-4. ``blind`` (only with ``blind_prob > 0``): 1 when this step's ``view`` is hidden (all zeros).
+4. ``blind`` (only with ``blind_prob > 0``, the ``[+ 1]`` of the space): 1 when this step's
+   ``view`` is hidden (all zeros).
 
 **Action** of agent ``i``: ``[m_i (message_bits bits) | c_i (K bits)]``: its message about
 ``x_t`` and its choice of which candidate the heard messages describe (a one-hot; any other

@@ -106,6 +106,7 @@ def test_front_verdict_names_only_the_protocols_that_dominate(bench):
         (["--topk-ratio", "0"], r"ratio must be a ratio in \(0, 1\]"),
         (["--powersgd-rank", "0"], "rank must be an integer >= 1"),
         (["--local-period", "0"], "period must be an integer >= 1"),
+        (["--optimizer", "lamb"], "unknown optimizer 'lamb'"),
     ],
 )
 def test_bench_frontier_bad_input(bench, tmp_path, monkeypatch, argv, match, device):

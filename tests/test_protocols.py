@@ -457,3 +457,28 @@ def test_docs_page_example_runs():
     assert blocks
     for block in blocks:
         exec(compile(block.split("```")[0], str(page), "exec"), {})
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_every_protocol_trains_with_the_sgd_optimizer_on_request(name, device):
+    """optimizer="sgd" (momentum SGD, what error feedback's guarantee assumes) reaches every
+    node of every protocol; Adam stays the default."""
+    options = {"ist": {"period": 2}}.get(name, {})
+    for kind, cls in (("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
+        chan = Channel(make_adjacency("all_to_all", N), device=device)
+        proto = make_protocol(
+            name, N, SHAPE, C, channel=chan, hidden=HIDDEN, feature_dim=FEAT, device=device,
+            options={name: options} if options else None,
+            **({"optimizer": kind} if kind == "sgd" else {}),
+        )  # fmt: skip
+        holders = [proto, getattr(proto, "pop", None)]
+        found = [
+            v for h in holders if h is not None for v in vars(h).values()
+            if isinstance(v, torch.optim.Optimizer)
+        ]  # fmt: skip
+        if name != "isolated" or found:
+            assert found and all(type(o) is cls for o in found), (name, kind, found)
+        if name not in ("isolated", "labels", "logits", "features", "features_8bit"):
+            run_steps(proto, device, 2)
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        make_protocol(name, N, SHAPE, C, optimizer="lamb", device=device)

@@ -62,6 +62,7 @@ from commenv.bench.tools import (
 )
 from commenv.core import check_choice
 from commenv.node_graph import PARTITIONS, NodeGraphGame
+from commenv_agents.population import OPTIMIZERS
 from commenv_agents.protocols import (
     PROTOCOL_SPECS,
     PROTOCOLS,
@@ -144,6 +145,9 @@ class Args(NodeGraphOptions):
     """codistillation: weight of the distillation term"""
     ist_period: int = 10
     """IST: local steps per subnet round"""
+    optimizer: str = "adam"
+    """every protocol's optimiser: adam (the thesis') or sgd (momentum 0.9, what the
+    compression papers pair error feedback with; give it its own --lr, e.g. 0.05)"""
     target: float | None = None
     """target accuracy in percent (default: synchronous SGD's final accuracy - 1 point)"""
     agent: str | None = None
@@ -160,6 +164,7 @@ def resolve(args: Args) -> Args:
         check_choice("protocol", name, PROTOCOLS)
     for name in args.partitions:
         check_choice("partition", name, PARTITIONS)
+    check_choice("optimizer", args.optimizer, OPTIMIZERS)
     if args.n_nodes < 2:
         raise ValueError(f"n_nodes must be >= 2 (a frontier needs a channel), got {args.n_nodes}")
     args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
@@ -211,6 +216,8 @@ def run_one(
         lr=args.lr,
         device=device,
         seed=args.seed,
+        # a user's class is built as before unless another optimiser is asked for
+        **({"optimizer": args.optimizer} if cls is None or args.optimizer != "adam" else {}),
     )
     seed_everything(args.seed)
     if cls is not None:
