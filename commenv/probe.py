@@ -138,8 +138,10 @@ class BestValidation:
         val_acc: torch.Tensor,
         test_acc: torch.Tensor,
         test_probs: torch.Tensor | None = None,
+        active: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Record a checkpoint; a probe keeps the first checkpoint among ties. Returns which
+        """Record a checkpoint; a probe keeps the first checkpoint among ties, and a probe
+        outside ``active`` ``(P,)`` bool (stopped early) keeps the one it has. Returns which
         probes improved ``(P,)`` bool."""
         val_acc, test_acc = val_acc.detach().cpu().float(), test_acc.detach().cpu().float()
         if val_acc.shape != (self.num_probes,) or test_acc.shape != (self.num_probes,):
@@ -148,6 +150,8 @@ class BestValidation:
                 f"{tuple(val_acc.shape)} and {tuple(test_acc.shape)}"
             )
         better = val_acc > self.best_val
+        if active is not None:
+            better &= active.cpu()
         self.best_val = torch.where(better, val_acc, self.best_val)
         self.test_at_best = torch.where(better, test_acc, self.test_at_best)
         self.best_step = torch.where(better, torch.tensor(step), self.best_step)
@@ -194,9 +198,11 @@ def fit_linear_probe(
     """Fit linear probes on frozen features; report test accuracy at the best validation epoch.
 
     Features are ``(N, P, H)`` or ``(N, H)``; they are detached (the probed model is frozen).
-    Same ``seed`` and inputs give the same result. ``patience=k``: early stopping, training
-    stops once no probe's validation accuracy has improved for ``k`` epochs (at most
-    ``epochs``); either way each probe is scored at its own best validation epoch.
+    Same ``seed`` and inputs give the same result. ``patience=k``: early stopping, each probe
+    on its own: a probe whose validation accuracy has not improved for ``k`` epochs keeps the
+    checkpoint it has, and training ends when every probe has stopped (at most ``epochs``).
+    So a probe is scored as it would be if it were trained alone, whatever the other probes
+    do; each probe is scored at its own best validation epoch.
     ``keep_probs``: also return the test distributions at that epoch (``test_probs``).
     """
     train_x = _as_probe_batch(train_x, "train_x")
@@ -218,7 +224,8 @@ def fit_linear_probe(
         probe = LinearProbe(train_x.shape[1], train_x.shape[2], num_classes, lr=lr).to(device)
     best = BestValidation(train_x.shape[1])
     curve = []
-    since_better = 0
+    since_better = torch.zeros(train_x.shape[1], dtype=torch.long)
+    active = torch.ones(train_x.shape[1], dtype=torch.bool)  # probes still early-stopping
     for epoch in range(epochs):
         order = torch.randperm(train_x.shape[0], generator=gen).to(device)
         for start in range(0, len(order), batch_size):
@@ -229,11 +236,13 @@ def fit_linear_probe(
         if keep_probs:
             with torch.no_grad():
                 probs = probe(test_x).softmax(-1).transpose(0, 1)
-        better = best.update(epoch, val_acc, probe.accuracy(test_x, test_y), probs)
+        better = best.update(epoch, val_acc, probe.accuracy(test_x, test_y), probs, active)
         curve.append(val_acc.cpu())
-        since_better = 0 if bool(better.any()) else since_better + 1
-        if patience is not None and since_better >= patience:
-            break
+        since_better = torch.where(better, 0, since_better + 1)
+        if patience is not None:
+            active &= since_better < patience
+            if not bool(active.any()):
+                break
     return ProbeResult(
         best.best_val, best.test_at_best, best.best_step, torch.stack(curve), best.probs_at_best
     )

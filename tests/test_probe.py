@@ -74,3 +74,39 @@ def test_bad_inputs_raise_value_error():
     x, y = _blobs(30, 0)
     with pytest.raises(ValueError, match="share"):
         fit_linear_probe(x, y, x[:, :3], y, x, y, num_classes=3)
+
+
+def test_each_probe_stops_early_on_its_own(device):
+    """With patience, a probe keeps the checkpoint it had when its own validation accuracy
+    stopped improving, however long the probes beside it go on improving: the best epoch of
+    every probe is the one its own curve and the patience rule give."""
+    x, y = _blobs(600, 0)
+    noise = torch.randn(600, 4, generator=torch.Generator().manual_seed(1))
+    feats = torch.stack([noise, x * 0.2], 1).to(device)  # 1 learns slowly: it goes on longer
+    y = y.to(device)
+    res = fit_linear_probe(
+        feats[:400], y[:400], feats[400:500], y[400:500], feats[500:], y[500:],
+        num_classes=3, epochs=40, batch_size=64, lr=1e-3, seed=0, patience=2,
+    )  # fmt: skip
+    curve = res.val_curve
+    for p in range(2):
+        best, best_epoch, since = -1.0, -1, 0
+        for epoch, v in enumerate(curve[:, p].tolist()):  # the rule, probe by probe
+            if v > best:
+                best, best_epoch, since = v, epoch, 0
+            else:
+                since += 1
+                if since >= 2:
+                    break
+        assert int(res.best_epoch[p]) == best_epoch, p
+    # the noise probe stopped long before the run ended (probe 1 kept it going)
+    assert len(curve) > int(res.best_epoch[0]) + 2 + 5
+    assert int(curve[:, 0].argmax()) > int(res.best_epoch[0])  # it improved after it stopped
+    # the tracker itself: a probe outside `active` keeps its checkpoint
+    track = BestValidation(2)
+    track.update(0, torch.tensor([0.5, 0.5]), torch.tensor([0.4, 0.4]))
+    improved = track.update(
+        1, torch.tensor([0.9, 0.9]), torch.tensor([0.8, 0.8]), active=torch.tensor([False, True])
+    )
+    assert improved.tolist() == [False, True]
+    assert torch.allclose(track.test_at_best, torch.tensor([0.4, 0.8]))
