@@ -628,20 +628,31 @@ def test_hardness_teacher_uses_given_train_probs(device):
 
 def test_bench_quiz_judges_the_claims_its_rows_can_decide(bench_quiz):
     rows = [
-        {"config": "baseline", "bp to base": 670},
-        {"config": "stack 5 CE soft", "bp to base": 370},
-        {"config": "stack 5 random soft", "bp to base": None},  # never reached the baseline
+        {"config": "baseline", "bp to base": 670, "test acc": 93.0},
+        {"config": "stack 5 CE soft", "bp to base": 370, "test acc": 93.4},
+        {"config": "stack 5 random soft", "bp to base": None, "test acc": 92.1},  # never there
     ]
     claims = bench_quiz.thesis_claims(rows)
     assert claims == {
         "stack 5 CE soft reaches the baseline sooner": True,
         "CE selection beats random selection (stack 5)": True,
+        "every teacher row ends within 0.5 points of the baseline": False,  # random: -0.9
     }
+    rows[2]["test acc"] = 92.6
+    assert bench_quiz.thesis_claims(rows)[bench_quiz.ACCURACY_CLAIM]
+    rows += [
+        {"config": "stack 2 CE soft", "bp to base": 500, "test acc": 93.0},
+        {"config": "stack 2 Euclid soft", "bp to base": 800, "test acc": 93.0},
+        {"config": "stack 2 random soft", "bp to base": 700, "test acc": 93.0},
+    ]
+    more = bench_quiz.thesis_claims(rows)
+    assert more[bench_quiz.STACK_CLAIM]  # 370 < 500
+    assert not more[bench_quiz.RANDOM_CLAIM]  # Euclid (800) is slower than random (700)
     rows[1]["bp to base"] = None
-    assert not any(bench_quiz.thesis_claims(rows).values())
+    assert not any(v for k, v in bench_quiz.thesis_claims(rows[:3]).items() if "within" not in k)
     args = bench_quiz.parse_args(["--quick"])
     lines = bench_quiz.verdict_lines(claims, args)
-    assert len(lines) == 2 and all(
+    assert len(lines) == 3 and all(
         "on digits" in line and "`commenv bench" in line for line in lines
     )
 

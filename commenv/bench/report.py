@@ -377,7 +377,7 @@ QUIZ_COLUMNS = {
     "test acc": "test acc",
     "±": "±",
     "bp @best": "bp @ best val",
-    "bp to base": "bp to baseline",
+    "bp to base": "bp to baseline (test curve)",
     "speed-up": "speed-up",
     "speed-up -0.5": "speed-up -0.5",
 }
@@ -427,11 +427,33 @@ LANGUAGE_COLUMNS = {
 }
 
 
-def _claims(data: dict[str, Any]) -> list[str]:
+def judged(bench: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The thesis' claims on a result file's rows: judged again from the rows by the
+    benchmark's own judge where it has one that needs nothing but the rows (table 3.1,
+    table 2.3), so that a file written before a claim was added is judged on it too; else as
+    the run stored them."""
+    import copy
+
+    rows = copy.deepcopy(data["rows"])
+    if bench == "quiz" and any(r.get("config") == "baseline" for r in rows):
+        from commenv.bench.quiz import add_comparisons, thesis_claims
+
+        add_comparisons(rows)
+        return thesis_claims(rows)
+    if bench == "unsupervised" and rows and "run" in rows[0]:
+        from commenv.bench.unsupervised import judge
+
+        a = data["meta"]["args"]
+        preset = f"{a['dataset']} ({a['steps']} steps, {a['arch']})"
+        return {c: {"holds": ok, "verdict": why} for c, (ok, why) in judge(rows, preset).items()}
+    return data.get("thesis_claims")
+
+
+def _claims(data: dict[str, Any], bench: str = "") -> list[str]:
     """One line per thesis claim the files can judge."""
     if data.get("verdict_lines"):  # speed: the issue-18 targets, as the run judged them
         return list(data["verdict_lines"])
-    claims = data.get("thesis_claims")
+    claims = judged(bench, data)
     if claims:
         return [f"- {claim}: {_verdict(ok)}" for claim, ok in claims.items()]
     verdicts = data.get("verdicts")  # frontier: per partition, claim -> "holds: why"
@@ -550,7 +572,7 @@ def seed_summary(root: Path, bench: str) -> str | None:
     ]
     claims: dict[str, list[bool]] = {}
     for data in datas:
-        for claim, ok in (data.get("thesis_claims") or {}).items():
+        for claim, ok in (judged(bench, data) or {}).items():
             claims.setdefault(claim, []).append(ok["holds"] if isinstance(ok, dict) else bool(ok))
     if claims:
         lines.append("")
@@ -677,7 +699,7 @@ def run_section(root: Path, run: Run, level: str = "##") -> str:
         return "\n".join(lines)
     data = json.loads(path.read_text())
     lines += [_meta_line(data), "", run_table(run.bench, data), ""]
-    claims = _claims(data)
+    claims = _claims(data, run.bench)
     if claims:
         lines += ["Claims judged on this run:", "", *claims, ""]
     lines.append(_files_line(root, run))
@@ -696,9 +718,18 @@ def bench_page(root: Path, bench: str) -> str:
     return "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
 
 
-def headline(root: Path, bench: str) -> str:
+def _brief(claims: list[str], bench: str) -> list[str]:
+    """The README's one line for a run's claim lines: how many hold (the list is on the
+    results page)."""
+    held = sum(": holds" in line for line in claims)
+    return [f"Claims judged on this run: {held} of {len(claims)} hold (listed on the {bench} "
+            "results page)."]  # fmt: skip
+
+
+def headline(root: Path, bench: str, brief: bool = False) -> str:
     """The README/overview table of one thesis table: its runs of record over seeds
-    (:func:`seed_summary`), else its fullest committed run."""
+    (:func:`seed_summary`), else its fullest committed run. ``brief`` (the README): each run's
+    claims as one count."""
     summary = seed_summary(root, bench)
     if summary is not None:
         return summary
@@ -712,14 +743,18 @@ def headline(root: Path, bench: str) -> str:
         data = json.loads(result_file(root, run).read_text())  # type: ignore[union-attr]
         table = language_pivot(data) if bench == "language" else run_table(bench, data)
         lines += [f"{run.title} (`{run.folder}/`):", "", table]
-        claims = _claims(data)
+        claims = _claims(data, bench)
         if claims:
-            lines += ["", *claims]
+            lines += ["", *(_brief(claims, bench) if brief else claims)]
         # the verdicts of the other full runs too, so the front page hides no failed claim
-        others = [(r, _claims(json.loads(result_file(root, r).read_text()))) for r in full[1:]]
+        others = [
+            (r, _claims(json.loads(result_file(root, r).read_text()), bench))  # type: ignore[union-attr]
+            for r in full[1:]
+        ]
         for other, other_claims in others:
             if other_claims:
-                lines += ["", f"{other.title} (`{other.folder}/`):", "", *other_claims]
+                shown = _brief(other_claims, bench) if brief else other_claims
+                lines += ["", f"{other.title} (`{other.folder}/`):", "", *shown]
     for run in pending:
         lines += ["", f"Not yet run: {run.title} (its command is on the {bench} results page)."]
     return "\n".join(lines)
@@ -823,16 +858,16 @@ DOC_BLOCKS = {"distributed": distributed_tables}
 """Generated blocks of feature pages (``<!-- report:NAME -->`` in ``docs/*.md``)."""
 
 
-def fill_blocks(root: Path, text: str) -> str:
+def fill_blocks(root: Path, text: str, brief: bool = False) -> str:
     """``text`` with every ``<!-- report:NAME -->`` block replaced by that headline table (or
-    feature-page table, :data:`DOC_BLOCKS`)."""
+    feature-page table, :data:`DOC_BLOCKS`); ``brief``: claims as counts (the README)."""
     valid = [*HEADLINE, *DOC_BLOCKS]
 
     def replace(m: re.Match) -> str:
         name = m.group(2)
         if name not in valid:
             raise ValueError(f"unknown report block {name!r}; valid choices: {valid}")
-        table = DOC_BLOCKS[name](root) if name in DOC_BLOCKS else headline(root, name)
+        table = DOC_BLOCKS[name](root) if name in DOC_BLOCKS else headline(root, name, brief)
         return f"{m.group(1)}{table}\n{m.group(4)}"
 
     return BLOCK.sub(replace, text)
@@ -847,7 +882,7 @@ def generated(root: Path) -> dict[Path, str]:
     pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
     for page in pages:
         if page.is_file() and BLOCK.search(page.read_text()):
-            files[page] = fill_blocks(root, page.read_text())
+            files[page] = fill_blocks(root, page.read_text(), brief=page.name == "README.md")
     return files
 
 

@@ -14,11 +14,12 @@ the stage whose probe validates best, and its test accuracy there is reported. A
 is the mean over nodes; the collective is the entropy-weighted decision of
 :mod:`commenv.evaluation` over the nodes' probe distributions at their best stages.
 
-The thesis' three claims (CIFAR-10) are judged on the run's own rows, one line each: the
-collective of 10 independent nodes beats the single node by >= 3 points (both families); full
+The thesis' claims (CIFAR-10) are judged on the run's own rows, one line each: the collective
+of 10 independent nodes beats the single node by >= 3 points (both families); full
 communication does not beat no communication (collective, both families); the VAE+KL collective
-ends above the single VAE. Ours: the contrastive collective is >= 1 point above the
-no-communication collective for at least one family.
+ends above the single VAE and the BiGAN+MSE collective below the single BiGAN; no 10-node
+average (with or without sharing) reaches the single node. Ours: the contrastive collective is
+>= 1 point above the no-communication collective for at least one family.
 
 Usage::
 
@@ -375,6 +376,30 @@ def judge(rows: list[dict[str, Any]], preset: str) -> dict[str, tuple[bool, str]
         all,
         "matching neighbours' codes brings no gain, as in the thesis",
         "where it fails, matching neighbours' codes helps, unlike the thesis",
+    )
+    mse, single_bigan = _coll(by, "bigan-10-match"), _coll(by, "bigan-1")
+    if mse is not None and single_bigan is not None:
+        claim(
+            "BiGAN + MSE collective ends below the single BiGAN",
+            [("bigan", mse < single_bigan, f"BiGAN {mse} vs {single_bigan}")],
+            all,
+            "matching codes leaves the BiGAN group behind one node with all the data",
+            "the MSE-sharing BiGAN group is not behind one BiGAN with all the data",
+        )
+    averages = []
+    for fam in ("vae", "bigan"):
+        one = _coll(by, f"{fam}-1")
+        for what in ("none", "match"):
+            row = by.get(f"{fam}-10-{what}")
+            if one is not None and row is not None:
+                avg = round(row["avg_acc"], 1)
+                averages.append((fam, avg < one, f"{fam.upper()} 10-{what} avg {avg} vs {one}"))
+    claim(
+        "no 10-node average reaches the single node (with or without sharing)",
+        averages,
+        all,
+        "one node with all the data beats the average node of every group",
+        "where it fails, an average node of 1/10 of the data matches the single node",
     )
     kl, single = _coll(by, "vae-10-match"), _coll(by, "vae-1")
     if kl is not None and single is not None:
