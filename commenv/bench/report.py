@@ -319,9 +319,13 @@ BENCH_INTROS = {
         "Linear-probe test accuracy (%) on each node's encoder at its best validation stage: "
         "average, and collective for populations, beside the thesis' CIFAR-10 numbers; "
         "val coll is the collective on the validation split (what our rows were selected on; "
-        "absent from files written before it was recorded); best_stage_step is the "
-        "unsupervised step of the best stage (see "
-        "[unsupervised nodes](../unsupervised.md))."
+        "absent from files written before it was recorded); best_stage_step is the nodes' "
+        "mean of the unsupervised step of each node's best stage (see "
+        "[unsupervised nodes](../unsupervised.md)). Each probe early-stops on its own since "
+        "`ec4f43a`; a file whose commit is older stopped all of a run's probes together, when "
+        "none improved, which let a 10-node row's probes train longer than the single node's: "
+        "the quick preset, rerun at `ec4f43a`, lost a little on its 10-node rows and nothing "
+        "on its single nodes (compare its file with the one before it in git)."
     ),
     "frontier": (
         "Every protocol on the same partitions, models and step budget: final average and "
