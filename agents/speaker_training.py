@@ -113,6 +113,8 @@ class SpeakerRunConfig:
     rl_likelihood_weight: float = 0.5
     """REINFORCE: the game's ``likelihood_weight`` (reward per unit of bit agreement)."""
     baseline_momentum: float = 0.99
+    """REINFORCE: momentum of the running-mean reward baseline, which starts at the first
+    batch's mean reward (not at 0, which the MI reward sits about log 4 below)."""
     seed: int = 0
     mask_seed: int = 0
     device: str = "cpu"
@@ -275,7 +277,7 @@ def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | Non
     evaluate = _Evaluator(games)
     best = BestValidation(game.n_agents)
     steps, val_curve, test_curve, temps = [], [], [], []
-    state: dict[str, Any] = {"baseline": torch.zeros(game.n_agents, device=device)}
+    state: dict[str, Any] = {"baseline": None}  # set from the first batch's rewards
     if cfg.kind == "reinforce":
         state["obs"], state["infos"] = game.reset(seed=cfg.seed)
 
@@ -348,6 +350,9 @@ def _reinforce_step(cfg, game, wrapper, disc, opt, gen, state) -> tuple[torch.Te
     if cfg.likelihood == "contrastive" and game.level != "none":
         ce, credit = _contrastive_credit(cfg, game, out, gen)
         listener_loss, reward = ce, reward + credit
+    if state["baseline"] is None:  # a baseline started at 0 sat ~log 4 off the MI reward for
+        # hundreds of steps at momentum 0.99: every advantage then had the same sign
+        state["baseline"] = reward.mean(0).detach()
     advantage = reward - state["baseline"]
     policy = -(advantage.detach() * out.log_prob).mean(0).sum()
     policy = policy - cfg.entropy_coef * out.entropy.mean(0).sum()
