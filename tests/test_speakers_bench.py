@@ -67,11 +67,12 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language, device):
         "gumbel straight-through",
         "gumbel contrastive (ours)",
         "user commenv_agents.speakers:Speaker",
+        "untrained (lr 0)",  # the floor, run by default on the first level only
     }
     assert {r["level"] for r in rows} == {"none", "both"}
     assert all(0 <= r["ours"] <= 100 and r["thesis (MNIST)"] > 60 for r in rows)
     data = json.loads((tmp_path / "language.json").read_text())
-    assert len(data["runs"]) == 8 and data["meta"]["args"]["steps"] == 12
+    assert len(data["runs"]) == 8 + 1 and data["meta"]["args"]["steps"] == 12
     likelihoods = {r["speaker"]: r["config"]["likelihood"] for r in data["runs"]}
     assert likelihoods["gumbel contrastive (ours)"] == "contrastive"
     assert likelihoods["gumbel"] == "bce"

@@ -125,8 +125,9 @@ class Args:
     likelihood: Literal[LIKELIHOODS] = _RUN.likelihood
     """likelihood term: the thesis' bit cross-entropy, or contrastive (ours: the listener must
     pick its world's message out of the batch)"""
-    untrained: bool = False
-    """add a reference row: the probe on an untrained speaker (lr 0)"""
+    untrained: bool = True
+    """add the reference row: the probe on an untrained speaker (lr 0, one level), the floor
+    every trained row is judged against (--no-untrained leaves it out)"""
     entropy_coef: float = _RUN.entropy_coef
     """REINFORCE entropy bonus"""
     remedies: str = ",".join(REMEDIES)
@@ -325,15 +326,24 @@ def table_rows(runs: list, levels: list[str]) -> list[dict]:
 ORDERING = "both > feedback > receive > none"
 
 
+FLOOR = "every level above the untrained speaker"
+UNTRAINED = "untrained (lr 0)"
+
+
 def thesis_claims(rows: list[dict]) -> dict[str, bool]:
-    """Per speaker with all four levels: does the thesis' ordering of the levels hold?"""
+    """Per speaker with all four levels: does the thesis' ordering of the levels hold, and
+    (with the untrained row) does every level's student probe beat an untrained speaker's,
+    the floor that shows the training taught the features something?"""
     claims = {}
+    floor = next((r["ours"] for r in rows if r["speaker"] == UNTRAINED), None)
     for name in dict.fromkeys(r["speaker"] for r in rows):
         acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
         if set(acc) >= set(THESIS):
             claims[f"{name}: {ORDERING}"] = (
                 acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
             )
+            if floor is not None:
+                claims[f"{name}: {FLOOR}"] = all(acc[lv] > floor for lv in THESIS)
     return claims
 
 
@@ -346,17 +356,26 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
         "Fashion-MNIST, reported in the README"
     )
     lines = []
+    floor = next((r["ours"] for r in rows if r["speaker"] == UNTRAINED), None)
     for claim, ok in claims.items():
-        name = claim.removesuffix(f": {ORDERING}")
+        name = claim.rsplit(": ", 1)[0]
         acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
-        gap = acc["both"] - acc["none"]
-        meaning = (
-            "more communication, a better student probe"
-            if ok
-            else "the levels do not order the student's probe accuracy (small images and short "
-            "runs leave messages little to add)"
-        )
-        meaning += f" (both - none = {gap:+.1f} points, thesis +7.0)"
+        if claim.endswith(FLOOR):
+            meaning = (
+                "training taught the features what the probe reads"
+                if ok
+                else "some levels' students read less from the features than from an untrained "
+                "speaker's"
+            )
+            meaning += f" (lowest level {min(acc.values()):.1f}, untrained {floor:.1f})"
+        else:
+            gap = acc["both"] - acc["none"]
+            meaning = (
+                "more communication, a better student probe"
+                if ok
+                else "the levels do not order the student's probe accuracy here"
+            )
+            meaning += f" (both - none = {gap:+.1f} points, thesis +7.0)"
         lines.append(benchtools.verdict(claim, ok, preset, meaning, regime))
     return lines
 

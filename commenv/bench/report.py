@@ -431,7 +431,28 @@ LANGUAGE_COLUMNS = {
 }
 
 
-def judged(bench: str, data: dict[str, Any]) -> dict[str, Any] | None:
+def language_floor(root: Path | None, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The untrained speaker's row for a table 4.1 file without one: from the committed run of
+    the same dataset, steps and seeds that has it (``None`` if there is none)."""
+    from commenv.bench.language import UNTRAINED
+
+    if root is None or any(r.get("speaker") == UNTRAINED for r in data["rows"]):
+        return None
+    a = data["meta"]["args"]
+    for run in RUNS:
+        path = result_file(root, run) if run.bench == "language" else None
+        other = json.loads(path.read_text()) if path else None
+        if other is None or other is data:
+            continue
+        b = other["meta"]["args"]
+        if all(a.get(k) == b.get(k) for k in ("dataset", "steps", "seeds", "seed")):
+            row = next((r for r in other["rows"] if r.get("speaker") == UNTRAINED), None)
+            if row is not None:
+                return {**row, "from": run.folder}
+    return None
+
+
+def judged(bench: str, data: dict[str, Any], root: Path | None = None) -> dict[str, Any] | None:
     """The thesis' claims on a result file's rows: judged again from the rows by the
     benchmark's own judge where it has one that needs nothing but the rows (table 3.1,
     table 2.3), so that a file written before a claim was added is judged on it too; else as
@@ -450,14 +471,25 @@ def judged(bench: str, data: dict[str, Any]) -> dict[str, Any] | None:
         a = data["meta"]["args"]
         preset = f"{a['dataset']} ({a['steps']} steps, {a['arch']})"
         return {c: {"holds": ok, "verdict": why} for c, (ok, why) in judge(rows, preset).items()}
+    if bench == "language" and rows and "level" in rows[0]:
+        from commenv.bench.language import thesis_claims
+
+        floor = language_floor(root, data)
+        claims = thesis_claims([*rows, floor] if floor else rows)
+        if floor:  # say where the floor was measured
+            claims = {
+                (f"{c} (floor: `{floor['from']}/`)" if c.endswith("untrained speaker") else c): ok
+                for c, ok in claims.items()
+            }
+        return claims
     return data.get("thesis_claims")
 
 
-def _claims(data: dict[str, Any], bench: str = "") -> list[str]:
+def _claims(data: dict[str, Any], bench: str = "", root: Path | None = None) -> list[str]:
     """One line per thesis claim the files can judge."""
     if data.get("verdict_lines"):  # speed: the issue-18 targets, as the run judged them
         return list(data["verdict_lines"])
-    claims = judged(bench, data)
+    claims = judged(bench, data, root)
     if claims:
         return [f"- {claim}: {_verdict(ok)}" for claim, ok in claims.items()]
     verdicts = data.get("verdicts")  # frontier: per partition, claim -> "holds: why"
@@ -465,17 +497,6 @@ def _claims(data: dict[str, Any], bench: str = "") -> list[str]:
         return [
             f"- {part}, {claim}: {v}" for part, vs in verdicts.items() for claim, v in vs.items()
         ]
-    rows = data["rows"]
-    if rows and "level" in rows[0]:  # language: the ordering per speaker
-        lines = []
-        for speaker in dict.fromkeys(r["speaker"] for r in rows):
-            acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == speaker}
-            if {"none", "receive", "feedback", "both"} <= set(acc):
-                ok = acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
-                lines.append(
-                    f"- {speaker}: both > feedback > receive > none: {'holds' if ok else 'FAILS'}"
-                )
-        return lines
     return []
 
 
@@ -576,7 +597,7 @@ def seed_summary(root: Path, bench: str) -> str | None:
     ]
     claims: dict[str, list[bool]] = {}
     for data in datas:
-        for claim, ok in (judged(bench, data) or {}).items():
+        for claim, ok in (judged(bench, data, root) or {}).items():
             claims.setdefault(claim, []).append(ok["holds"] if isinstance(ok, dict) else bool(ok))
     if claims:
         lines.append("")
@@ -703,7 +724,7 @@ def run_section(root: Path, run: Run, level: str = "##") -> str:
         return "\n".join(lines)
     data = json.loads(path.read_text())
     lines += [_meta_line(data), "", run_table(run.bench, data), ""]
-    claims = _claims(data, run.bench)
+    claims = _claims(data, run.bench, root)
     if claims:
         lines += ["Claims judged on this run:", "", *claims, ""]
     lines.append(_files_line(root, run))
@@ -747,12 +768,12 @@ def headline(root: Path, bench: str, brief: bool = False) -> str:
         data = json.loads(result_file(root, run).read_text())  # type: ignore[union-attr]
         table = language_pivot(data) if bench == "language" else run_table(bench, data)
         lines += [f"{run.title} (`{run.folder}/`):", "", table]
-        claims = _claims(data, bench)
+        claims = _claims(data, bench, root)
         if claims:
             lines += ["", *(_brief(claims, bench) if brief else claims)]
         # the verdicts of the other full runs too, so the front page hides no failed claim
         others = [
-            (r, _claims(json.loads(result_file(root, r).read_text()), bench))  # type: ignore[union-attr]
+            (r, _claims(json.loads(result_file(root, r).read_text()), bench, root))  # type: ignore[union-attr]
             for r in full[1:]
         ]
         for other, other_claims in others:
