@@ -32,7 +32,9 @@ and averaged over the minibatch, with ``BCE`` on ``D``'s logits:
   trained to flip D's labels rather than to minimise D's log-likelihood), plus on a received
   minibatch ``share_weight * MSE(E(x), e_sender)`` (``share="match"``, the thesis).
 
-Stabilising tricks: one-sided label smoothing (real target 0.9), Adam with ``lr=2e-4``,
+Stabilising tricks: instance noise (Gaussian, sigma 0.1, the same sample added to the real and
+the fake images D sees in both steps), one-sided label smoothing (real target 0.9), Adam with
+``lr=2e-4``,
 ``betas=(0.5, 0.999)`` (DCGAN), LeakyReLU(0.2) in D and E, dropout 0.5 in D's hidden layers
 (masks from the node's generator, 32 mask bits per random integer), batch norm in the
 generator's up-sampling stack (``arch="cnn"``), D updated once per G/E update on the same

@@ -41,7 +41,7 @@ TINY = {
     ],
     "language": [
         *("--steps", "20", "--eval-every", "20", "--seeds", "1", "--levels", "none,both"),
-        *("--kinds", "gumbel", "--remedies", "", "--ours", ""),
+        *("--kinds", "gumbel", "--remedies", "", "--ours", "", "--no-untrained"),
         *("--hidden", "8", "--disc-hidden", "8", "--batch-size", "16"),
     ],
     "speed": [

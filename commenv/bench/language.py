@@ -107,6 +107,8 @@ class Args:
     """MI discriminator hidden widths"""
     lr: float = _RUN.lr
     """Adam learning rate"""
+    probe_lr: float = _RUN.probe_lr
+    """learning rate of the online linear probe (Adam, one step per speaker batch)"""
     temp_start: float = _TEMP.start
     """initial Gumbel temperature"""
     temp_decay: float = _TEMP.decay
