@@ -131,3 +131,25 @@ def test_infonce_and_untrained_rows(tmp_path, bench_language, device):
     runs = json.loads((tmp_path / "language.json").read_text())["runs"]
     assert {r["config"]["mi_estimator"] for r in runs} == {"infonce"}
     assert {r["config"]["mi_negatives"] for r in runs} == {3}
+
+
+def test_claims_weigh_the_seeds_noise_and_the_untrained_floor(bench_language):
+    """The ordering is judged on the means, then again with every step beyond two standard
+    errors of the difference (the rows' std is over seeds, ddof 0), and against the floor."""
+
+    def row(speaker, level, ours, std, seeds=5):
+        return {"speaker": speaker, "level": level, "ours": ours, "± std": std, "seeds": seeds}
+
+    means = {"none": 46.6, "receive": 50.3, "feedback": 61.7, "both": 71.4}
+    stds = {"none": 2.7, "receive": 4.2, "feedback": 1.1, "both": 0.6}
+    rows = [row("g", lv, means[lv], stds[lv]) for lv in means]
+    rows.append(row("untrained (lr 0)", "none", 71.6, 0.7))
+    claims = bench_language.thesis_claims(rows)
+    ordering = "both > feedback > receive > none"
+    assert claims[f"g: {ordering}"]  # on the means
+    assert not claims[f"g: {ordering}, each step beyond 2 standard errors"]  # 3.7 < 2 x 2.5
+    assert not claims["g: every level above the untrained speaker"]  # 71.4 < 71.6
+    rows[1]["ours"] = 56.0  # receive - none = 9.4 > 2 s.e.
+    assert bench_language.thesis_claims(rows)[f"g: {ordering}, each step beyond 2 standard errors"]
+    lines = bench_language.verdict_lines(claims, rows, bench_language.parse_args(["--quick"]))
+    assert len(lines) == len(claims)

@@ -329,6 +329,16 @@ ORDERING = "both > feedback > receive > none"
 
 
 FLOOR = "every level above the untrained speaker"
+LEVELS_UP = ("none", "receive", "feedback", "both")
+
+
+def _standard_error(a: dict, b: dict) -> float:
+    """Standard error of the difference of two rows' means over seeds (their ``± std`` is the
+    population std over ``seeds`` runs, so the sample variance is ``std**2 * n / (n - 1)``)."""
+    var = [r["± std"] ** 2 * r["seeds"] / (r["seeds"] - 1) / r["seeds"] for r in (a, b)]
+    return (var[0] + var[1]) ** 0.5
+
+
 UNTRAINED = "untrained (lr 0)"
 
 
@@ -344,6 +354,12 @@ def thesis_claims(rows: list[dict]) -> dict[str, bool]:
             claims[f"{name}: {ORDERING}"] = (
                 acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
             )
+            spread = {r["level"]: r for r in rows if r["speaker"] == name}
+            if all(r.get("seeds", 0) > 1 and r.get("± std") is not None for r in spread.values()):
+                claims[f"{name}: {ORDERING}, each step beyond 2 standard errors"] = all(
+                    acc[hi] - acc[lo] > 2 * _standard_error(spread[hi], spread[lo])
+                    for lo, hi in zip(LEVELS_UP, LEVELS_UP[1:], strict=False)
+                )
             if floor is not None:
                 claims[f"{name}: {FLOOR}"] = all(acc[lv] > floor for lv in THESIS)
     return claims
@@ -362,7 +378,15 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
     for claim, ok in claims.items():
         name = claim.rsplit(": ", 1)[0]
         acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
-        if claim.endswith(FLOOR):
+        if "standard errors" in claim:
+            name = claim.split(": ")[0]
+            acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
+            meaning = (
+                "each level's gain is larger than the seeds' noise"
+                if ok
+                else "at least one step of the ordering is within the seeds' noise"
+            )
+        elif claim.endswith(FLOOR):
             meaning = (
                 "training taught the features what the probe reads"
                 if ok
