@@ -175,6 +175,13 @@ RUNS: tuple[Run, ...] = (
         "Quick preset: digits, 300 steps, 2 probe stages, seed 0",
     ),
     *(full_unsupervised_run(seed) for seed in (0, 1, 2)),
+    Run(
+        "unsupervised",
+        "fashion-mnist-mlp-3000-seed0-probe-each",
+        ("--seed", "0", "--threads", "1", "--runs", *FULL_ROWS),
+        "Fashion-MNIST, the full preset, seed 0, rerun with each probe early-stopping on its own "
+        "(`ec4f43a`; the 3-seed files above stopped a run's probes together)",
+    ),
     *(
         Run(
             "unsupervised",
@@ -337,7 +344,8 @@ BENCH_INTROS = {
         "`ec4f43a`; a file whose commit is older stopped all of a run's probes together, when "
         "none improved, which let a 10-node row's probes train longer than the single node's: "
         "the quick preset, rerun at `ec4f43a`, lost a little on its 10-node rows and nothing "
-        "on its single nodes (compare its file with the one before it in git)."
+        "on its single nodes (compare its file with the one before it in git), and the full "
+        "preset's seed 0, rerun at `ec4f43a`, is on this page beside the 3-seed files."
     ),
     "frontier": (
         "Every protocol on the same partitions, models and step budget: final average and "
