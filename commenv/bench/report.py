@@ -177,7 +177,7 @@ RUNS: tuple[Run, ...] = (
     *(full_unsupervised_run(seed) for seed in (0, 1, 2)),
     Run(
         "unsupervised",
-        "fashion-mnist-mlp-3000-seed0-probe-each",
+        "probe-each/fashion-mnist-mlp-3000-seed0",  # the folder name the run wrote
         ("--seed", "0", "--threads", "1", "--runs", *FULL_ROWS),
         "Fashion-MNIST, the full preset, seed 0, rerun with each probe early-stopping on its own "
         "(`ec4f43a`; the 3-seed files above stopped a run's probes together)",
