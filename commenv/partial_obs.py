@@ -822,9 +822,7 @@ class PartialObsGame(BatchedEnv):
             tag="message",
             out=self._inbox_out(messages),
         )
-        heard_before, delivered = self._scored(
-            st, st["delivered"], delivery.delivered, self._channel.senders.clamp(min=0)
-        )
+        heard_before, delivered = self._scored(st, st["delivered"], delivery.delivered)
         rewards = self._block_rewards(
             choice, heard_before, st["target"], messages, delivery.inbox, delivered
         )
@@ -938,7 +936,7 @@ class PartialObsGame(BatchedEnv):
         L = self.message_bits
         messages, choice = act[..., :L], act[..., L:]
         inbox, delivered = self._route_one(messages)
-        heard_before, scored = self._scored(st, st["delivered"], delivered, self._np_gather)
+        heard_before, scored = self._scored(st, st["delivered"], delivered, numpy=True)
         rewards = self._rewards(_NUMPY, choice, heard_before, st["target"], messages, inbox, scored)
 
         st["steps"] += 1
@@ -1077,15 +1075,15 @@ class PartialObsGame(BatchedEnv):
         gen = self._blind_gen
         return torch.rand(shape, generator=gen, device=gen.device) < self.blind_prob
 
-    def _scored(self, st, heard_before, delivered, senders):
+    def _scored(self, st, heard_before, delivered, numpy=False):
         """What the rewards score with blind steps (``blind_prob``; the arguments as they are
         without): discrimination only for a listener blind at ``t - 1``, on the slots of
         speakers who were not (only their messages say which world it was, and it could not
         have seen it); likelihood only on edges where neither end is blind now (a message
-        spoken without a view predicts nothing). ``senders`` ``(n, max_in)``: each slot's
-        sender (padding slots are never delivered)."""
+        spoken without a view predicts nothing). Padding slots are never delivered."""
         if not self.blind_prob:
             return heard_before, delivered
+        senders = self._np_gather if numpy else self._channel.senders.clamp(min=0)
         before, now = st["blind_prev"], st["blind"]
         heard_before = heard_before & before[:, :, None] & ~before[:, senders]
         delivered = delivered & ~now[:, :, None] & ~now[:, senders]
