@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -371,18 +370,12 @@ def predict_probs(
 
 
 def _atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` through a temporary file and a rename: a run killed mid-save leaves no
-    half-written file for the next run to trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` through :func:`commenv.bench.tools.atomic_path`: a run killed mid-save
+    leaves no half-written file for the next run to trust."""
+    from commenv.bench.tools import atomic_path
+
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
     return path
 
 

@@ -210,18 +210,28 @@ def run_metadata(args: Any) -> dict[str, Any]:
     }
 
 
-def atomic_write(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: a run killed mid-write
-    leaves the old file or the new one, never half of one."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; once the block succeeds it is
+    synced to disk and renamed onto ``path``, else removed. A run killed mid-write leaves the
+    old file or the new one, never half of one (result files, figures, cached teachers)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    try:
+        yield tmp
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, newline="")
+    return Path(path)
 
 
 def write_results(
@@ -584,16 +594,12 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     """Save a matplotlib figure as PNG (atomically) and close it."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:  # through a temporary file, as the result files: a kill leaves no half a PNG
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:  # as the result files: a kill leaves no half a PNG
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
-    return path
+    return Path(path)
 
 
 def require(*modules: str, extra: str) -> None:
