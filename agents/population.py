@@ -40,7 +40,7 @@ from commenv.core import (
     check_seed,
     describe,
     generator_seed,
-    seed_torch,
+    torch_seeded,
 )
 from commenv.evaluation import evaluate
 from commenv.node_graph import NodeGraphGame
@@ -209,11 +209,7 @@ def make_optimizer(params: Any, lr: float, kind: str = "adam") -> torch.optim.Op
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global RNG for a model's initialisation (layers draw from it), then hand
     the caller's RNG state back: building a population never reseeds the user's stream."""
-    devices = []
-    if device.type == "cuda":
-        devices = [torch.cuda.current_device() if device.index is None else device.index]
-    with torch.random.fork_rng(devices=devices, device_type="cuda"):
-        seed_torch(generator_seed(seed), device)
+    with torch_seeded(generator_seed(seed), device):
         yield
 
 

@@ -18,11 +18,12 @@ check per face (:func:`validate_action` for numpy, :func:`batched_actions` for t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -111,16 +112,21 @@ def generator_seed(seed: int) -> int:
     return int(np.random.SeedSequence(seed).generate_state(1, np.uint32)[0])
 
 
-def seed_torch(seed: int, device: str | torch.device = "cpu") -> None:
-    """Seed torch's CPU generator and, for a GPU ``device``, that GPU's; not every GPU's, as
-    ``torch.manual_seed`` does (lazily for GPUs not yet initialised), so that a block which
-    forks only these streams (``torch.random.fork_rng``) hands every stream of the caller
-    back as it was."""
-    torch.default_generator.manual_seed(seed)
+@contextlib.contextmanager
+def torch_seeded(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """torch's CPU stream and, for a GPU ``device``, that GPU's, seeded with ``seed`` for the
+    block, then handed back to the caller as they were. Only those streams: not every GPU's,
+    as ``torch.manual_seed`` seeds them (lazily for GPUs not yet initialised)."""
     device = torch.device(device)
+    gpus = []
     if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
+        gpus = [torch.cuda.current_device() if device.index is None else device.index]
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        if gpus:
+            with torch.cuda.device(gpus[0]):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def check_float(

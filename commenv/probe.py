@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from commenv.core import torch_seeded
+
 
 def _as_probe_batch(features: torch.Tensor, name: str = "features") -> torch.Tensor:
     if features.ndim == 2:
@@ -219,8 +221,7 @@ def fit_linear_probe(
     _check_labels(train_y, train_x.shape[0], num_classes)
     device = train_x.device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(int(seed))  # built on the CPU, then moved
+    with torch_seeded(int(seed)):  # built on the CPU, then moved
         probe = LinearProbe(train_x.shape[1], train_x.shape[2], num_classes, lr=lr).to(device)
     best = BestValidation(train_x.shape[1])
     curve = []

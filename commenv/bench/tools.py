@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
-from commenv.core import seed_torch
+from commenv.core import torch_seeded
 from commenv.node_graph import PARTITIONS
 
 
@@ -65,14 +65,9 @@ def seed_scope(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
 
     py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     try:
-        device = torch.device(device)
-        gpus = []
-        if device.type == "cuda":
-            gpus = [torch.cuda.current_device() if device.index is None else device.index]
-        with torch.random.fork_rng(devices=gpus):
+        with torch_seeded(seed, device):
             random.seed(seed)
             np.random.seed(seed % 2**32)  # noqa: NPY002 - legacy users of the global RNG
-            seed_torch(seed, device)  # the streams forked here, no other GPU's
             yield
     finally:
         random.setstate(py_state)
