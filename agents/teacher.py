@@ -262,94 +262,55 @@ def train_teacher(
     ``seed`` alone (initialisation and dropout masks); the caller's RNG states are left as
     they were.
     """
-    from commenv.bench.tools import seed_scope
+    from commenv.bench.tools import progress, seed_scope
 
     with seed_scope(int(seed), device):
-        return _train_teacher(
-            train_x,
-            train_y,
-            val_x,
-            val_y,
-            num_classes=num_classes,
-            hidden=hidden,
-            dropout=dropout,
-            batch_size=batch_size,
-            lr=lr,
-            max_epochs=max_epochs,
-            patience=patience,
-            seed=seed,
-            device=device,
-            show_progress=show_progress,
-            arch=arch,
-            image_shape=image_shape,
-        )
-
-
-def _train_teacher(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
-    *,
-    num_classes: int,
-    hidden: int,
-    dropout: float,
-    batch_size: int,
-    lr: float,
-    max_epochs: int,
-    patience: int,
-    seed: int,
-    device: str | torch.device,
-    show_progress: bool,
-    arch: str,
-    image_shape: tuple[int, int, int] | None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    from commenv.bench.tools import progress
-
-    gen = torch.Generator().manual_seed(int(seed))
-    if arch not in TEACHER_ARCHS:
-        raise ValueError(f"unknown teacher arch {arch!r}; valid choices: {list(TEACHER_ARCHS)}")
-    if arch == "cnn":
-        if image_shape is None:
-            raise ValueError("arch='cnn' needs image_shape=(C, H, W)")
-        model: nn.Module = TeacherCNN(image_shape, num_classes).to(device)
-        shift = min(image_shape[1:]) // 14  # 2 pixels on 28x28 images, none on 8x8 digits
-    else:
-        model, shift = TeacherMLP(train_x.shape[1], num_classes, hidden, dropout).to(device), 0
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    best, best_state, best_epoch, history = -1.0, None, 0, []
-    quiet = {} if show_progress else {"disable": True}
-    bar = progress(range(max_epochs), desc="teacher", **quiet)
-    for epoch in bar:
-        model.train()
-        perm = torch.randperm(len(train_y), generator=gen)
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start : start + batch_size]
-            x = train_x[idx].to(device)
-            if shift:
-                dy, dx = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
-                x = x.reshape(-1, *image_shape).roll((dy, dx), (2, 3)).reshape(len(idx), -1)
-            loss = F.cross_entropy(model(x), train_y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        acc = float((predict_probs(model, val_x, device).argmax(-1).cpu() == val_y).float().mean())
-        history.append(acc)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(val=f"{acc:.4f}")
-        if acc > best:
-            best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    log = {
-        "best_val_accuracy": best,
-        "best_epoch": best_epoch,
-        "epochs": len(history),
-        "history": history,
-    }
-    return model, log
+        gen = torch.Generator().manual_seed(int(seed))
+        if arch not in TEACHER_ARCHS:
+            raise ValueError(f"unknown teacher arch {arch!r}; valid choices: {list(TEACHER_ARCHS)}")
+        if arch == "cnn":
+            if image_shape is None:
+                raise ValueError("arch='cnn' needs image_shape=(C, H, W)")
+            model: nn.Module = TeacherCNN(image_shape, num_classes).to(device)
+            shift = min(image_shape[1:]) // 14  # 2 pixels on 28x28 images, none on 8x8 digits
+        else:
+            model, shift = TeacherMLP(train_x.shape[1], num_classes, hidden, dropout).to(device), 0
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        best, best_state, best_epoch, history = -1.0, None, 0, []
+        quiet = {} if show_progress else {"disable": True}
+        bar = progress(range(max_epochs), desc="teacher", **quiet)
+        for epoch in bar:
+            model.train()
+            perm = torch.randperm(len(train_y), generator=gen)
+            for start in range(0, len(perm), batch_size):
+                idx = perm[start : start + batch_size]
+                x = train_x[idx].to(device)
+                if shift:
+                    dy, dx = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
+                    x = x.reshape(-1, *image_shape).roll((dy, dx), (2, 3)).reshape(len(idx), -1)
+                loss = F.cross_entropy(model(x), train_y[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            acc = float(
+                (predict_probs(model, val_x, device).argmax(-1).cpu() == val_y).float().mean()
+            )
+            history.append(acc)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(val=f"{acc:.4f}")
+            if acc > best:
+                best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= patience:
+                break
+        model.load_state_dict(best_state)
+        model.eval()
+        log = {
+            "best_val_accuracy": best,
+            "best_epoch": best_epoch,
+            "epochs": len(history),
+            "history": history,
+        }
+        return model, log
 
 
 @torch.no_grad()
