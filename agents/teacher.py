@@ -21,6 +21,7 @@ module:Class`` puts one into table 3.1.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import pickle
 import warnings
@@ -505,12 +506,12 @@ def cache_record(
     path = _cache_path(cache_dir, dataset, data_seed, seed, kind, train_kwargs)
     if not path.exists():
         return None
-    record: dict[str, Any] = {
-        "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-    }
+    data = path.read_bytes()  # hashed and, for a teacher, read: one read of the file
+    record: dict[str, Any] = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest()}
     if not out_of_fold:
-        blob = _cached(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+        blob = _cached(
+            path, lambda p: torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        )
         record["log"] = blob.get("extra", {}) if isinstance(blob, dict) else None
     return record
 
