@@ -2,7 +2,11 @@
 
 :func:`train_speakers` trains a teacher (``agent_0``) and a student (``agent_1``) together at one
 communication level and tracks a linear probe on every agent's features (the thesis' table 4.1
-metric: the student's probe test accuracy at its best validation checkpoint).
+metric: the student's probe test accuracy at its best validation checkpoint). With
+``offline_probe_stages`` it also fits, at that many stages of training, a linear probe on the
+frozen features of the whole train split (standardized, early-stopped on validation: see
+:data:`OFFLINE_PROBE`), the instrument that does not depend on how fast an online probe can
+follow features that move under it.
 
 Levels are configurations of the game (:data:`LEVEL_GAMES`); the loops never branch on the
 level beyond what the game defines:
@@ -39,7 +43,7 @@ from commenv.core import (
     describe,
 )
 from commenv.partial_obs import PartialObsGame
-from commenv.probe import BestValidation, LinearProbe
+from commenv.probe import BestValidation, LinearProbe, fit_linear_probe
 from commenv_agents.speakers import (
     LIKELIHOODS,
     MI_ESTIMATORS,
@@ -73,6 +77,17 @@ THESIS_LIKELIHOOD_WEIGHT: dict[str, float] = {
 }
 """Figure 4.3 caption: 0.01 for one-way (receive), 0.005 for the two with gradient feedback."""
 
+OFFLINE_PROBE: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 256,
+    "lr": 1e-2,
+    "patience": 5,
+    "standardize": True,
+}
+"""The offline probe's settings (:func:`commenv.probe.fit_linear_probe`): z-scored features,
+Adam at 1e-2, at most 30 epochs over the train split, each probe stopping after 5 epochs
+without a better validation accuracy."""
+
 KINDS: tuple[str, ...] = ("gumbel", "reinforce")
 STUDENT = 1  # agent_1, the listener of the one-way graph
 
@@ -94,6 +109,9 @@ class SpeakerRunConfig:
     lr: float = 1e-3
     probe_lr: float = 1e-3
     eval_every: int = 100
+    offline_probe_stages: int = 0
+    """Stages (evenly spaced, the last at the final step) at which an offline probe is fit on
+    the frozen features (:data:`OFFLINE_PROBE`); 0: none."""
     likelihood_weight: float | None = None
     """None: ``likelihood_scale`` x the thesis' weight of the level."""
     likelihood_scale: float = 0.1
@@ -127,6 +145,12 @@ class SpeakerRunConfig:
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
         for name in ("steps", "batch_size", "eval_every", "message_bits", "mi_negatives"):
             check_int(name, getattr(self, name))
+        check_int("offline_probe_stages", self.offline_probe_stages, 0)
+        if self.offline_probe_stages > self.steps:
+            raise ValueError(
+                f"offline_probe_stages must be <= steps ({self.steps}), got "
+                f"{self.offline_probe_stages}"
+            )
         for name in ("hidden", "disc_hidden"):
             widths = getattr(self, name)
             if not isinstance(widths, tuple | list) or not widths:
@@ -173,6 +197,11 @@ class RunResult:
     test_at_best: list[float]
     best_step: list[int]
     seconds: float
+    offline: dict[str, Any] | None = None
+    """The offline probe (``offline_probe_stages`` > 0): ``steps`` of the stages, ``val_acc``
+    and ``test_acc`` ``[stage][agent]``, per agent ``best_val``, ``test_at_best`` and
+    ``best_step``, the stage of best validation (%), and ``seconds``, the probes' share of
+    ``seconds``."""
 
     @property
     def student_test(self) -> float:
@@ -189,6 +218,11 @@ class RunResult:
             "final_val": curve[-1],
             "final_test": self.test_acc[-1][agent],
         }
+
+    @property
+    def offline_student_test(self) -> float | None:
+        """The offline probe's student test accuracy at its best validation stage."""
+        return None if self.offline is None else self.offline["test_at_best"][STUDENT]
 
 
 def make_games(cfg: SpeakerRunConfig, num_envs: int) -> dict[str, PartialObsGame]:
@@ -217,9 +251,11 @@ def make_games(cfg: SpeakerRunConfig, num_envs: int) -> dict[str, PartialObsGame
 class _Evaluator:
     """Probe accuracy on the full val and test splits, batched over agents."""
 
-    def __init__(self, games: dict[str, PartialObsGame], chunk: int = 4096) -> None:
+    def __init__(
+        self, games: dict[str, PartialObsGame], chunk: int = 4096, train: bool = False
+    ) -> None:
         self.data = {}
-        for split in ("val", "test"):
+        for split in ("train", "val", "test") if train else ("val", "test"):
             g = games[split]
             idx = torch.arange(len(g.images), device=g.device)
             self.data[split] = (idx, g, g.labels)
@@ -234,6 +270,23 @@ class _Evaluator:
         return tuple(
             probe.accuracy(self.features(speaker, s), self.data[s][2]) for s in ("val", "test")
         )
+
+    def offline(self, speaker: torch.nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Val and test accuracy ``(n_agents,)`` of linear probes fit on the frozen features
+        of the whole train split (:data:`OFFLINE_PROBE`)."""
+        feats = {s: self.features(speaker, s) for s in ("train", "val", "test")}
+        res = fit_linear_probe(
+            feats["train"],
+            self.data["train"][2],
+            feats["val"],
+            self.data["val"][2],
+            feats["test"],
+            self.data["test"][2],
+            num_classes=self.data["train"][1].num_classes,
+            seed=seed,
+            **OFFLINE_PROBE,
+        )
+        return res.val_acc, res.test_acc
 
 
 def train_speakers(
@@ -274,8 +327,12 @@ def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | Non
         wrapper = ReinforceWrapper(speaker)
         step_fn = _reinforce_step
     opt = torch.optim.Adam([*wrapper.parameters(), *disc.parameters()], lr=cfg.lr)
-    evaluate = _Evaluator(games)
+    evaluate = _Evaluator(games, train=cfg.offline_probe_stages > 0)
     best = BestValidation(game.n_agents)
+    stages = offline_stages(cfg.steps, cfg.offline_probe_stages)
+    offline_best = BestValidation(game.n_agents)
+    offline_curves: dict[str, list] = {"steps": [], "val_acc": [], "test_acc": []}
+    offline_seconds = 0.0
     steps, val_curve, test_curve, temps = [], [], [], []
     state: dict[str, Any] = {"baseline": None}  # set from the first batch's rewards
     if cfg.kind == "reinforce":
@@ -296,6 +353,17 @@ def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | Non
             val_curve.append([100 * float(a) for a in val_acc])
             test_curve.append([100 * float(a) for a in test_acc])
             temps.append(temp)
+        if step in stages:  # the probe's own seeded streams: training's are left alone
+            wrapper.eval()
+            began = time.perf_counter()
+            val_acc, test_acc = evaluate.offline(speaker, cfg.seed)
+            offline_seconds += time.perf_counter() - began
+            wrapper.train()
+            offline_best.update(step, val_acc, test_acc)
+            offline_curves["steps"].append(step)
+            offline_curves["val_acc"].append([100 * float(a) for a in val_acc])
+            offline_curves["test_acc"].append([100 * float(a) for a in test_acc])
+        if step % cfg.eval_every == 0 or step == cfg.steps:
             if progress is not None:
                 progress(done_since)
                 done_since = 0
@@ -312,7 +380,22 @@ def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | Non
         test_at_best=[100 * float(v) for v in best.test_at_best],
         best_step=[int(s) for s in best.best_step],
         seconds=time.perf_counter() - start,
+        offline=None
+        if not stages
+        else {
+            **offline_curves,
+            "best_val": [100 * float(v) for v in offline_best.best_val],
+            "test_at_best": [100 * float(v) for v in offline_best.test_at_best],
+            "best_step": [int(s) for s in offline_best.best_step],
+            "seconds": offline_seconds,
+        },
     )
+
+
+def offline_stages(steps: int, stages: int) -> list[int]:
+    """The steps at which the offline probe is fit: ``stages`` evenly spaced, the last at
+    ``steps``."""
+    return [round(steps * (i + 1) / stages) for i in range(stages)]
 
 
 def _mi(cfg: SpeakerRunConfig) -> dict[str, Any]:

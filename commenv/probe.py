@@ -196,6 +196,7 @@ def fit_linear_probe(
     seed: int = 0,
     patience: int | None = None,
     keep_probs: bool = False,
+    standardize: bool = False,
 ) -> ProbeResult:
     """Fit linear probes on frozen features; report test accuracy at the best validation epoch.
 
@@ -206,6 +207,11 @@ def fit_linear_probe(
     So a probe is scored as it would be if it were trained alone, whatever the other probes
     do; each probe is scored at its own best validation epoch.
     ``keep_probs``: also return the test distributions at that epoch (``test_probs``).
+    ``standardize``: z-score every feature with the train split's mean and std (per probe and
+    unit; val and test with the train statistics) before fitting, as linear evaluation of
+    learned representations commonly does (e.g. MAE's probe: a BatchNorm without affine before
+    the classifier): a probe on raw features also measures how well their scale suits Adam at
+    ``lr``, and trained features often sit at large offsets with small spread.
     """
     train_x = _as_probe_batch(train_x, "train_x")
     val_x, test_x = _as_probe_batch(val_x, "val_x"), _as_probe_batch(test_x, "test_x")
@@ -219,6 +225,10 @@ def fit_linear_probe(
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be >= 1 or None, got {patience!r}")
     _check_labels(train_y, train_x.shape[0], num_classes)
+    if standardize:
+        mean = train_x.mean(0)
+        std = train_x.std(0, unbiased=False).clamp_min(1e-6)  # a constant unit stays 0
+        train_x, val_x, test_x = ((x - mean) / std for x in (train_x, val_x, test_x))
     device = train_x.device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch_seeded(int(seed)):  # built on the CPU, then moved

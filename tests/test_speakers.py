@@ -345,3 +345,42 @@ def test_reinforce_baseline_starts_at_the_first_rewards(monkeypatch, device):
     )  # fmt: skip
     train_speakers(cfg)
     assert len(seen) == 1 and bool((seen[0] < -1.0).all())  # about the first rewards, not 0
+
+
+def test_offline_probe_stages_leave_training_alone_and_pick_the_best_stage(device):
+    """The offline probes (fit on frozen train-split features at each stage) draw nothing from
+    the training streams: the online curves are those of a run without them, bit for bit; the
+    reported stage is each agent's best by validation, and its test accuracy is that stage's."""
+    kw = dict(
+        level="both",
+        dataset="digits",
+        steps=30,
+        eval_every=10,
+        hidden=(16,),
+        disc_hidden=(16,),
+        batch_size=32,
+        message_bits=8,
+        device=str(device),
+    )
+    plain = train_speakers(SpeakerRunConfig(**kw))
+    probed = train_speakers(SpeakerRunConfig(**kw, offline_probe_stages=3))
+    assert probed.val_acc == plain.val_acc and probed.test_acc == plain.test_acc
+    assert plain.offline is None and plain.offline_student_test is None
+    off = probed.offline
+    assert off["steps"] == [10, 20, 30] and len(off["val_acc"]) == 3
+    for agent in range(2):
+        curve = [stage[agent] for stage in off["val_acc"]]
+        best = max(range(3), key=curve.__getitem__)
+        assert off["best_step"][agent] == off["steps"][best]
+        assert off["test_at_best"][agent] == off["test_acc"][best][agent]
+    assert probed.offline_student_test == off["test_at_best"][1]
+    assert 0 < off["seconds"] < probed.seconds
+    again = train_speakers(SpeakerRunConfig(**kw, offline_probe_stages=3))
+    assert again.offline["test_acc"] == off["test_acc"]  # seeded
+
+
+def test_offline_probe_stages_are_checked_when_built():
+    with pytest.raises(ValueError, match="offline_probe_stages must be <= steps"):
+        SpeakerRunConfig(steps=5, offline_probe_stages=6)
+    with pytest.raises(ValueError, match="offline_probe_stages"):
+        SpeakerRunConfig(offline_probe_stages=-1)

@@ -71,6 +71,7 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language, device):
     }
     assert {r["level"] for r in rows} == {"none", "both"}
     assert all(0 <= r["ours"] <= 100 and r["thesis (MNIST)"] > 60 for r in rows)
+    assert all(0 <= r["offline"] <= 100 for r in rows)  # the quick preset's 2 offline stages
     data = json.loads((tmp_path / "language.json").read_text())
     assert len(data["runs"]) == 8 + 1 and data["meta"]["args"]["steps"] == 12
     likelihoods = {r["speaker"]: r["config"]["likelihood"] for r in data["runs"]}
@@ -153,3 +154,30 @@ def test_claims_weigh_the_seeds_noise_and_the_untrained_floor(bench_language):
     assert bench_language.thesis_claims(rows)[f"g: {ordering}, each step beyond 2 standard errors"]
     lines = bench_language.verdict_lines(claims, rows, bench_language.parse_args(["--quick"]))
     assert len(lines) == len(claims)
+
+
+def test_the_floor_is_judged_again_with_the_offline_probe(bench_language):
+    """Rows with offline-probe means get the floor claim a second time on those means, and
+    rows without them (files from before the offline probe) do not."""
+
+    def row(speaker, level, ours, offline):
+        return {"speaker": speaker, "level": level, "ours": ours, "± std": 1.0, "seeds": 5,
+                "offline": offline}  # fmt: skip
+
+    levels = ("none", "receive", "feedback", "both")
+    rows = [row("g", lv, 50.0 + i, 80.0 + i) for i, lv in enumerate(levels)]
+    rows.append(row("untrained (lr 0)", "none", 71.6, 79.5))
+    claims = bench_language.thesis_claims(rows)
+    assert not claims["g: every level above the untrained speaker"]
+    assert claims["g: every level above the untrained speaker (offline probe)"]
+    lines = bench_language.verdict_lines(claims, rows, bench_language.parse_args(["--quick"]))
+    assert len(lines) == len(claims) and "untrained 79.5" in lines[-1]
+    rows[0]["offline"] = 79.0
+    assert not bench_language.thesis_claims(rows)[
+        "g: every level above the untrained speaker (offline probe)"
+    ]
+    for r in rows:
+        r.pop("offline")
+    assert "g: every level above the untrained speaker (offline probe)" not in (
+        bench_language.thesis_claims(rows)
+    )

@@ -93,6 +93,10 @@ class Args:
     """worlds per training step"""
     eval_every: int = 250
     """steps between probe evaluations"""
+    offline_probe_stages: int = 3
+    """stages of training (evenly spaced, the last at the end) at which a linear probe is also
+    fit offline on the frozen features of the whole train split (standardized, early-stopped
+    on validation); 0: only the thesis' online probe"""
     kinds: str = ",".join(KINDS)
     """comma-separated speaker kinds (gumbel, reinforce; '' for none)"""
     levels: str = ",".join(LEVEL_GAMES)
@@ -154,6 +158,7 @@ QUICK: dict = dict(
     seeds=2,
     steps=600,
     eval_every=50,
+    offline_probe_stages=2,
     hidden=(64, 64),
     disc_hidden=(128,),
     temp_every=50,
@@ -248,7 +253,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     runs = []
     for name, level, seed, _ in plan:
         stored = store.rows[run_key(name, level, seed)]
-        runs.append((name, level, seed, RunResult(**{k: stored[k] for k in result_fields})))
+        kept = {k: stored[k] for k in result_fields if k in stored}  # older files: no offline
+        runs.append((name, level, seed, RunResult(**kept)))
 
     rows = table_rows(runs, levels)
     columns = [
@@ -261,6 +267,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "peak val",
         "final val",
         "peak step",
+        "offline",
+        "offline ± std",
         "seeds",
         "s/run",
     ]
@@ -281,6 +289,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "student_test": r.student_test,
             "teacher_test": r.test_at_best[0],
             **r.peak_final(),
+            "offline_student_test": r.offline_student_test,
+            "offline": r.offline,
             "seconds": r.seconds,
             "steps": r.steps,
             "val_acc": r.val_acc,
@@ -298,7 +308,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def table_rows(runs: list, levels: list[str]) -> list[dict]:
-    """One row per (speaker, level): mean ± std of the student's test accuracy at best val."""
+    """One row per (speaker, level): mean ± std of the student's test accuracy at best val,
+    of the online probe (``ours``, the thesis' metric) and of the offline one (``offline``,
+    ``None`` for runs without it)."""
     rows = []
     for name in dict.fromkeys(n for n, *_ in runs):
         for level in levels:
@@ -307,6 +319,8 @@ def table_rows(runs: list, levels: list[str]) -> list[dict]:
                 continue
             mean, std = summarize([r.student_test for r in group])
             pf = [r.peak_final() for r in group]
+            offline = [r.offline_student_test for r in group]
+            off_mean, off_std = (None, None) if None in offline else summarize(offline)
             rows.append(
                 {
                     "speaker": name,
@@ -318,6 +332,8 @@ def table_rows(runs: list, levels: list[str]) -> list[dict]:
                     "peak val": summarize([p["peak_val"] for p in pf])[0],
                     "final val": summarize([p["final_val"] for p in pf])[0],
                     "peak step": int(summarize([p["peak_step"] for p in pf])[0]),
+                    "offline": off_mean,
+                    "offline ± std": off_std,
                     "seeds": len(group),
                     "s/run": summarize([r.seconds for r in group])[0],
                 }
@@ -329,6 +345,7 @@ ORDERING = "both > feedback > receive > none"
 
 
 FLOOR = "every level above the untrained speaker"
+OFFLINE = " (offline probe)"
 LEVELS_UP = ("none", "receive", "feedback", "both")
 
 
@@ -347,9 +364,12 @@ def thesis_claims(rows: list[dict]) -> dict[str, bool]:
     (with the untrained row) does every level's student probe beat an untrained speaker's,
     the floor that shows the training taught the features something?"""
     claims = {}
-    floor = next((r["ours"] for r in rows if r["speaker"] == UNTRAINED), None)
+    floor_row = next((r for r in rows if r["speaker"] == UNTRAINED), None)
+    floor = None if floor_row is None else floor_row["ours"]
+    off_floor = None if floor_row is None else floor_row.get("offline")
     for name in dict.fromkeys(r["speaker"] for r in rows):
         acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
+        off = {r["level"]: r.get("offline") for r in rows if r["speaker"] == name}
         if set(acc) >= set(THESIS):
             claims[f"{name}: {ORDERING}"] = (
                 acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
@@ -362,6 +382,8 @@ def thesis_claims(rows: list[dict]) -> dict[str, bool]:
                 )
             if floor is not None:
                 claims[f"{name}: {FLOOR}"] = all(acc[lv] > floor for lv in THESIS)
+            if off_floor is not None and None not in off.values():
+                claims[f"{name}: {FLOOR}{OFFLINE}"] = all(off[lv] > off_floor for lv in THESIS)
     return claims
 
 
@@ -374,10 +396,12 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
         "Fashion-MNIST, reported in the README"
     )
     lines = []
-    floor = next((r["ours"] for r in rows if r["speaker"] == UNTRAINED), None)
+    floor_row = next((r for r in rows if r["speaker"] == UNTRAINED), None)
     for claim, ok in claims.items():
         name = claim.rsplit(": ", 1)[0]
-        acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
+        column = "offline" if claim.endswith(OFFLINE) else "ours"
+        acc = {r["level"]: r[column] for r in rows if r["speaker"] == name}
+        floor = None if floor_row is None else floor_row.get(column)
         if "standard errors" in claim:
             name = claim.split(": ")[0]
             acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
@@ -386,7 +410,7 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
                 if ok
                 else "at least one step of the ordering is within the seeds' noise"
             )
-        elif claim.endswith(FLOOR):
+        elif claim.endswith(FLOOR) or claim.endswith(FLOOR + OFFLINE):
             meaning = (
                 "training taught the features what the probe reads"
                 if ok
