@@ -320,7 +320,15 @@ BENCH_INTROS = {
         "speaker batch, unnormalised features); the likelihood term predicts with the "
         "listener's own message distribution (its softmax at temperature 1). The untrained "
         "speaker's row (lr 0) is the floor: what the same probe reads from random features; "
-        "each trained speaker is judged on beating it at every level."
+        "each trained speaker is judged on beating it at every level. The `offline probe` "
+        "columns (files made with `--offline-probe-stages`) are a second instrument, ours: at "
+        "evenly spaced stages of training, linear probes are fit on the frozen features of the "
+        "whole train split, z-scored with its statistics (trained features sit at large "
+        "offsets with a small spread, which an online probe on raw features reads badly), "
+        "early-stopped on validation; the best stage by validation is reported on test. An "
+        "online probe chases features that move under it while the floor's features stand "
+        "still; the offline probe removes that advantage, so the floor claim is judged again "
+        "on it."
     ),
     "speed": (
         "Agent-steps per second with random valid actions, median of interleaved rounds on one "
