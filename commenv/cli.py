@@ -40,22 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in names:
         print(f"unknown benchmark {args.name!r}; valid choices: {names}", file=sys.stderr)
         return 2
+    from commenv.bench.tools import cli_main
+
     module = importlib.import_module(f"commenv.bench.{args.name}")
-    try:
-        module.main(rest)
-    except SystemExit as exc:  # --help, or a usage error the option parser reported
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except ValueError as exc:  # a bad option value found after parsing (e.g. an unknown run)
-        print(f"commenv bench {args.name}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk, say how to go on
-        print(
-            f"\ncommenv bench {args.name}: interrupted; the runs that finished are kept in "
-            f"<out-dir>/*.partial.jsonl: run the same command with --resume to go on",
-            file=sys.stderr,
-        )
-        return 130
-    return 0
+    return cli_main(module.main, args.name, rest)
 
 
 def _print_envs() -> int:

@@ -207,6 +207,20 @@ def load_dataset(
 # --------------------------------------------------------------------------------------------
 
 
+def check_available(name: str, root: str | os.PathLike[str] | None = None) -> None:
+    """``ValueError`` (the one :func:`load_dataset` gives) unless ``name`` is a known data set
+    that can be loaded from ``root`` here, checked without reading it: a benchmark refuses a
+    missing data set before its first run, not at the run that needs it."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid choices: {list(DATASETS)}")
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise ValueError(f"data_root {str(root)!r} is not a directory")
+    if name in ("digits", "synthetic"):
+        return
+    if _locate(name, root) is None:
+        raise ValueError(_missing_message(name, root))
+
+
 @functools.lru_cache(maxsize=4)
 def _file_splits(name: str, path: str, seed: int, val_fraction: float) -> DatasetSplits:
     """Split the (cached) arrays of a file-based dataset; cached per (name, path, seed, vf)."""

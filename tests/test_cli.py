@@ -119,6 +119,14 @@ WRONG_AGENT = "class Wrong:\n    pass\n"
         ("graph", ["--agent", "wrong:Wrong"], "must be a class with step(), predict_proba()"),
         ("unsupervised", ["--agent", "wrong:Wrong"], "must be a class with step(), encode()"),
         ("language", ["--agent", "wrong:Wrong"], "must be a class with forward(), to()"),
+        ("language", ["--dataset", "bogus"], "unknown dataset 'bogus'; valid choices"),
+        ("language", ["--data-root", "/nonexistent"], "'/nonexistent' is not a directory"),
+        ("language", ["--noise", "2"], "noise must be a finite number in [0.0, 1.0]"),
+        (
+            "language",
+            ["--kinds", "gumbel", "--levels", "", "--remedies", "", "--ours", ""],
+            "nothing to run: --kinds, --levels",
+        ),
         ("frontier", ["--agent", "wrong:Wrong"], "missing step, predict_proba"),
         (
             "quiz",
@@ -201,3 +209,59 @@ def test_a_users_file_is_executed_once_and_a_missing_one_named(tmp_path, monkeyp
     assert builtins.COMMENV_LOADS == 1
     with pytest.raises(ValueError, match="no file"):
         load_object(f"{tmp_path / 'absent.py'}:Agent")
+
+
+def test_python_dash_m_refuses_like_the_console_command(tmp_path):
+    """``python -m commenv.bench.<name>`` (the other documented entry) exits 2 with the
+    message, not a traceback, and its usage line names the module, not the file."""
+    done = subprocess.run(
+        [sys.executable, "-m", "commenv.bench.graph", "--seed", "-1", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done
+    assert "commenv bench graph: --seed must be" in done.stderr
+    assert "Traceback" not in done.stderr
+    usage = subprocess.run(
+        [sys.executable, "-m", "commenv.bench.graph", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert usage.startswith("usage: commenv bench graph ")
+
+
+def test_an_out_dir_that_cannot_be_a_folder_is_refused(capsys, tmp_path):
+    afile = tmp_path / "a-file"
+    afile.write_text("keep me")
+    for out, expected in (
+        (afile, "which is a file"),
+        (afile / "below", "cannot be made"),
+    ):
+        assert cli.main(["bench", "graph", "--quick", "--out-dir", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--out-dir" in err and expected in err
+    assert afile.read_text() == "keep me"
+
+
+def test_a_user_class_whose_constructor_cannot_be_called_is_refused_first(
+    capsys, tmp_path, monkeypatch
+):
+    """An ``--agent`` whose constructor does not take the benchmark's keywords is refused
+    before the built-in rows train (it used to fail after them, with a traceback)."""
+    (tmp_path / "narrow.py").write_text(
+        "import torch\n\n"
+        "class Narrow(torch.nn.Module):\n"
+        "    def __init__(self, n_agents):\n"
+        "        super().__init__()\n\n"
+        "    def forward(self, views):\n"
+        "        return views\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv = ["bench", "language", "--quick", "--agent", "narrow:Narrow", "--out-dir", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--agent 'narrow:Narrow' is built as Narrow(n_agents=, in_features=" in err
+    assert not out.exists()

@@ -153,10 +153,13 @@ def test_resume_under_other_options_refuses_to_mix_rows(tmp_path):
     assert "1 node" in RunStore(tmp_path, "graph", resume=True, config={"steps": 10})
     with pytest.raises(ValueError, match="steps: 10 then, 20 now"):
         RunStore(tmp_path, "graph", resume=True, config={"steps": 20})
-    assert "1 node" not in RunStore(tmp_path, "graph", resume=False, config={"steps": 20})
-    # starting over without --resume kept the finished run aside
+    fresh = RunStore(tmp_path, "graph", resume=False, config={"steps": 20})
+    assert "1 node" not in fresh
     backup = tmp_path / "graph.partial.jsonl.bak"
-    assert '"1 node"' in backup.read_text()
+    assert not backup.exists() and '"1 node"' in fresh.path.read_text()  # nothing written yet
+    fresh.add("2 nodes", {"avg_acc": 60.0})
+    # starting over without --resume kept the finished run aside, at its first write
+    assert '"1 node"' in backup.read_text() and '"1 node"' not in fresh.path.read_text()
     store = RunStore(tmp_path, "graph", config={})
     store.finish([{"a": 1}], {"steps": 20})
     assert not store.path.exists() and (tmp_path / "graph.json").exists()
@@ -240,3 +243,20 @@ def test_a_figure_cut_short_leaves_no_png(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         save_figure(fig, path)
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_a_store_writes_nothing_until_a_run_finishes(tmp_path):
+    """Building the store only reads: a benchmark that refuses its input after building it
+    (or selects no run) leaves the out dir, a killed run's partial file included, as it was;
+    ``finish`` refuses an empty table rather than replacing the results with it."""
+    store = RunStore(tmp_path / "new", "graph", config={})
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="nothing ran"):
+        store.finish([], {})
+    assert not (tmp_path / "new").exists()
+    killed = RunStore(tmp_path, "graph", config={"steps": 10})
+    killed.add("1 node", {"avg_acc": 50.0})
+    before = killed.path.read_text()
+    RunStore(tmp_path, "graph", resume=False, config={"steps": 99})  # then a refusal
+    assert killed.path.read_text() == before and not (tmp_path / "graph.partial.jsonl.bak").exists()
+    assert "1 node" in RunStore(tmp_path, "graph", resume=True, config={"steps": 10})

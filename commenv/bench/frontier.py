@@ -483,4 +483,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from commenv.bench.tools import cli_main
+
+    raise SystemExit(cli_main(main, "frontier"))

@@ -451,4 +451,6 @@ def speed_rows(
 
 
 if __name__ == "__main__":
-    main()
+    from commenv.bench.tools import cli_main
+
+    raise SystemExit(cli_main(main, "graph"))

@@ -195,7 +195,9 @@ def variants(args: Args) -> list[tuple[str, dict]]:
         out.append(("untrained (lr 0)", {"kind": "gumbel", "lr": 0.0}))
     if args.agent:
         contract = "docs/agents.md#partial-observation: a torch.nn.Module"
-        cls = benchtools.load_class(args.agent, "--agent", ("forward", "to"), contract)
+        cls = benchtools.load_class(
+            args.agent, "--agent", ("forward", "to"), contract, SPEAKER_KWARGS
+        )
         out.append((f"user {args.agent}", {"speaker_cls": cls}))
     return out
 
@@ -224,6 +226,10 @@ def run_configs(args: Args, device: torch.device) -> list[tuple[str, str, int, d
     ]
 
 
+SPEAKER_KWARGS = ("n_agents", "in_features", "message_bits", "hidden")
+"""What a speaker class is built with (``agents.speaker_training``)."""
+
+
 def run_key(name: str, level: str, seed: int) -> str:
     """A run's name in the partial file."""
     return f"{name} | {level} | seed {seed}"
@@ -234,6 +240,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     device = benchtools.select_device(args.device)
     plan = run_configs(args, device)
+    benchtools.require_runs(plan, "--kinds, --levels, --remedies, --ours and --untrained")
+    for *_, cfg in plan:  # every run's values refused now, not after the runs before it
+        SpeakerRunConfig(**cfg)
+    benchtools.check_dataset(args.dataset, args.data_root)
     levels = list(dict.fromkeys(level for _, level, _, _ in plan))
     store = benchtools.RunStore(
         args.out_dir, "language", args.resume, benchtools.result_options(args)
@@ -456,4 +466,6 @@ def plot(runs: list, levels: list[str], path: Path, dataset: str) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from commenv.bench.tools import cli_main
+
+    raise SystemExit(cli_main(main, "language"))

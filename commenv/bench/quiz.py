@@ -619,4 +619,6 @@ def speed_rows(quick: bool = True) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from commenv.bench.tools import cli_main
+
+    raise SystemExit(cli_main(main, "quiz"))

@@ -1100,4 +1100,6 @@ def plot(env: list[dict], agents: list[dict], path: Path) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from commenv.bench.tools import cli_main
+
+    raise SystemExit(cli_main(main, "speed"))

@@ -131,10 +131,19 @@ def load_object(spec: str) -> Any:
         raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
 
 
-def load_class(spec: str, option: str, methods: Sequence[str], contract: str) -> type:
+def load_class(
+    spec: str,
+    option: str,
+    methods: Sequence[str],
+    contract: str,
+    init_kwargs: Sequence[str] | None = None,
+) -> type:
     """:func:`load_object` for a user's ``--agent``/``--teacher`` class, checked before any
-    run starts: a class with each of ``methods`` callable, else ``ValueError`` naming the
-    option and pointing at the ``contract`` (where the interface is documented)."""
+    run starts: a class with each of ``methods`` callable and, given ``init_kwargs``, a
+    constructor that takes those keywords (and needs no others), else ``ValueError`` naming
+    the option and pointing at the ``contract`` (where the interface is documented)."""
+    import inspect
+
     cls = load_object(spec)
     missing = [m for m in methods if not callable(getattr(cls, m, None))]
     if not isinstance(cls, type) or missing:
@@ -143,6 +152,18 @@ def load_class(spec: str, option: str, methods: Sequence[str], contract: str) ->
             f"{option} {spec!r} must be a class with {', '.join(f'{m}()' for m in methods)} "
             f"(see {contract}); {what}: got {cls!r}"
         )
+    if init_kwargs is not None:
+        try:
+            signature = inspect.signature(cls)
+        except (TypeError, ValueError):  # a builtin's: nothing to check
+            return cls
+        try:
+            signature.bind(**dict.fromkeys(init_kwargs))
+        except TypeError as exc:
+            raise ValueError(
+                f"{option} {spec!r} is built as {cls.__name__}({', '.join(f'{k}=' for k in init_kwargs)}) "
+                f"(see {contract}), but its constructor{signature} refuses that: {exc}"
+            ) from None
     return cls
 
 
@@ -282,9 +303,16 @@ class RunStore:
         self.rows: dict[str, dict[str, Any]] = {}
         self.resumed: dict[str, dict[str, Any]] = {}
         """The runs taken from the partial file, with what computed each (:func:`provenance`)."""
+        self._opened = False
         if resume and self.path.exists():
             self._load()
-        elif self.path.exists() and '"run"' in self.path.read_text():
+
+    def _open(self) -> None:
+        """Start the partial file, on the first write: a benchmark that refuses its input
+        after building the store has changed nothing on disk."""
+        if self._opened:
+            return
+        if not self.resumed and self.path.exists() and '"run"' in self.path.read_text():
             # starting over: the killed invocation's finished runs move aside, not away
             backup = self.path.with_name(f"{self.path.name}.bak")
             os.replace(self.path, backup)
@@ -296,6 +324,7 @@ class RunStore:
         head = json.dumps({"config": self.config}, default=_jsonable) + "\n"
         lines = (_run_line(k, v, self.resumed[k]) for k, v in self.rows.items())
         atomic_write(self.path, head + "".join(lines))
+        self._opened = True
 
     def _load(self) -> None:
         for line in self.path.read_text().splitlines():
@@ -324,6 +353,7 @@ class RunStore:
 
     def add(self, run: str, row: dict[str, Any]) -> dict[str, Any]:
         """Record a finished run (durably, with its :func:`provenance`) and return its row."""
+        self._open()
         with self.path.open("a") as f:
             f.write(_run_line(run, row, provenance()))
             f.flush()
@@ -337,6 +367,9 @@ class RunStore:
         """Write the result files atomically, then remove the partial file. Runs resumed from
         an earlier invocation are listed under ``"resumed"`` with what computed them, and a
         line is printed when that was other code than this process runs."""
+        if not rows:
+            raise ValueError(f"no rows to write in {self.out_dir}: nothing ran")
+        self._open()
         if self.resumed:
             extra = {**(extra or {}), "resumed": self.resumed}
             now = provenance()
@@ -418,6 +451,9 @@ def parse_config(
     args = list(sys.argv[1:] if argv is None else argv)
     default = cls(**{"quick": True, **quick}) if quick is not None and "--quick" in args else None
     module = cls.__module__
+    if module == "__main__":  # python -m commenv.bench.<name>: the module's real name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
     if prog is None and module.startswith("commenv.bench."):
         prog = f"commenv bench {module.rsplit('.', 1)[1]}"
     config = tyro.cli(cls, args=args, description=description, default=default, prog=prog)
@@ -456,6 +492,64 @@ def check_options(config: Any) -> None:
             check_float(flag, value, 0.0, low_open=True)
         elif field == "seed":
             check_seed(flag, value)
+        elif field == "out_dir":
+            check_out_dir(flag, value)
+
+
+def check_out_dir(flag: str, value: Any) -> Path:
+    """A result folder that exists or can be made: not empty, not a file, under a writable
+    folder; ``ValueError`` naming ``flag`` otherwise (checked before anything runs)."""
+    if str(value).strip() == "":
+        raise ValueError(f"{flag} must name a folder, got an empty path")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} must be a folder, got {str(path)!r}, which is a file")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} cannot be made: {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {str(path)!r} cannot be written: {str(parent)!r} is read-only")
+    return path
+
+
+def cli_main(main: Callable[[list[str] | None], Any], name: str, argv: list[str] | None = None):
+    """Run a benchmark's ``main`` as a command (``commenv bench <name>`` and
+    ``python -m commenv.bench.<name>`` alike): a bad value found after parsing exits 2 with its
+    message, not a traceback; Ctrl-C says how to resume. Returns the exit status."""
+    try:
+        main(argv)
+    except SystemExit as exc:  # --help, or a usage error the option parser reported
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except ValueError as exc:  # a bad option value found after parsing (e.g. an unknown run)
+        print(f"commenv bench {name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk, say how to go on
+        print(
+            f"\ncommenv bench {name}: interrupted; the runs that finished are kept in "
+            f"<out-dir>/*.partial.jsonl: run the same command with --resume to go on",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def check_dataset(name: str, data_root: str | None) -> None:
+    """``--dataset``/``--data-root`` checked before any run: a known data set that is there."""
+    from commenv.datasets import check_available
+
+    try:
+        check_available(name, data_root)
+    except ValueError as exc:
+        raise ValueError(f"--dataset {name!r} (--data-root {data_root!r}): {exc}") from None
+
+
+def require_runs(plan: Sequence[Any], what: str) -> None:
+    """``ValueError`` when the options select no run at all (``what`` says which options
+    choose them), before any file is touched: an empty table would replace the results."""
+    if not plan:
+        raise ValueError(f"nothing to run: {what} select no run")
 
 
 @dataclass

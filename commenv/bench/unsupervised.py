@@ -623,4 +623,6 @@ def _drive(game: NodeGraphGame, pop: Any, steps: int) -> tuple[float, float]:
 
 
 if __name__ == "__main__":
-    main()
+    from commenv.bench.tools import cli_main
+
+    raise SystemExit(cli_main(main, "unsupervised"))
