@@ -160,9 +160,10 @@ def load_class(
         try:
             signature.bind(**dict.fromkeys(init_kwargs))
         except TypeError as exc:
+            call = f"{cls.__name__}({', '.join(f'{k}=' for k in init_kwargs)})"
             raise ValueError(
-                f"{option} {spec!r} is built as {cls.__name__}({', '.join(f'{k}=' for k in init_kwargs)}) "
-                f"(see {contract}), but its constructor{signature} refuses that: {exc}"
+                f"{option} {spec!r} is built as {call} (see {contract}), but its "
+                f"constructor{signature} refuses that: {exc}"
             ) from None
     return cls
 
