@@ -23,16 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="commenv", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="run a benchmark", add_help=False)
+    bench = sub.add_parser(
+        "bench", help=f"run a benchmark: {', '.join(available_benchmarks())}", add_help=False
+    )
     bench.add_argument("name", nargs="?", help=f"one of {available_benchmarks()}")
     sub.add_parser("envs", help="list the games and their defaults")
     args, rest = parser.parse_known_args(argv)
+    # only a benchmark's own options follow its name; anything else is a usage error
+    asks_help = args.command == "bench" and args.name is None and rest in (["-h"], ["--help"])
+    if rest and (args.command == "envs" or args.name is None) and not asks_help:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     if args.command == "envs":
         return _print_envs()
 
     names = available_benchmarks()
-    if args.name is None or args.name in ("-h", "--help"):
+    if args.name is None:
         print(f"usage: commenv bench {{{','.join(names)}}} [options]\n")
         for name in names:
             print(f"  {name:13s} {BENCHMARKS[name]}")

@@ -947,9 +947,9 @@ class NodeGraphGame(BatchedEnv):
     def render(self, env_index: int = 0) -> np.ndarray | str | None:
         """``rgb_array``: each node's first current image, last broadcasts (N x N) and inbox
         occupancy; ``ansi``: one line per node; ``human``: prints the ``ansi`` text."""
+        env_index = self._check_render_index(env_index)  # refused with or without a mode
         if self.render_mode is None or not self._state:
             return None
-        env_index = self._check_render_index(env_index)
         st = self._state
         last_sent = self.last_sent(env_index).cpu()
         if self.render_mode in ("ansi", "human"):

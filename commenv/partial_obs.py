@@ -1193,9 +1193,9 @@ class PartialObsGame(BatchedEnv):
         agent's last message as bits, which it spoke one step earlier about the previous world
         (all zeros at step 0, before anyone spoke); ``ansi``: those messages as text;
         ``human``: prints the ``ansi`` text."""
+        env_index = self._check_render_index(env_index)  # refused with or without a mode
         if self.render_mode is None or not self._state:
             return None
-        env_index = self._check_render_index(env_index)
         if self.render_mode in ("ansi", "human"):
             step = int(self._state["steps"][env_index])
             lines = [f"{self.metadata['name']} step {step}"]

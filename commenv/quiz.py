@@ -764,9 +764,9 @@ class QuizGame(BatchedEnv):
     def render(self, env_index: int = 0) -> np.ndarray | str | None:
         """``rgb_array``: the images the student is shown and the lesson mask; ``ansi``: the
         counters as text; ``human``: prints the ``ansi`` text."""
+        env_index = self._check_render_index(env_index)  # refused with or without a mode
         if self.render_mode is None or not self._started:
             return None
-        env_index = self._check_render_index(env_index)
         if self.render_mode in ("ansi", "human"):
             counts = self._render_counts(env_index)
             acc = counts.pop("acc")

@@ -436,6 +436,10 @@ def test_batched_render_index_is_checked(game, device):
     for bad in (2, -1, True, 0.0, "0"):
         with pytest.raises(ValueError, match="env_index"):
             env.render(bad)
+    quiet = getattr(commenv, f"{game}_v0").batched(2, device=device, **SMALL[game])
+    assert quiet.render(1) is None  # no render_mode: nothing to draw, before reset too
+    with pytest.raises(ValueError, match="env_index"):
+        quiet.render(5)  # but a world it does not have is refused all the same
 
 
 def test_raw_aec_step_before_reset_says_so():

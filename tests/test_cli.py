@@ -265,3 +265,11 @@ def test_a_user_class_whose_constructor_cannot_be_called_is_refused_first(
     err = capsys.readouterr().err
     assert "--agent 'narrow:Narrow' is built as Narrow(n_agents=, in_features=" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["envs", "extra"], ["--bogus", "envs"], ["bench", "--bogus"]])
+def test_the_command_refuses_arguments_it_does_not_take(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

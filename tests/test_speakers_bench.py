@@ -68,12 +68,20 @@ def test_tiny_run_writes_table_json_csv_png(tmp_path, bench_language, device):
         "gumbel contrastive (ours)",
         "user commenv_agents.speakers:Speaker",
         "untrained (lr 0)",  # the floor, run by default on the first level only
+        "user commenv_agents.speakers:Speaker, untrained (lr 0)",  # the user's own floor
     }
     assert {r["level"] for r in rows} == {"none", "both"}
     assert all(0 <= r["ours"] <= 100 and r["thesis (MNIST)"] > 60 for r in rows)
     assert all(0 <= r["offline"] <= 100 for r in rows)  # the quick preset's 2 offline stages
     data = json.loads((tmp_path / "language.json").read_text())
-    assert len(data["runs"]) == 8 + 1 and data["meta"]["args"]["steps"] == 12
+    assert len(data["runs"]) == 8 + 2 and data["meta"]["args"]["steps"] == 12
+    claims = data["thesis_claims"]
+    user = "user commenv_agents.speakers:Speaker"
+    assert f"{user}: every level above the untrained speaker" not in claims  # two levels only
+    floors = {r["speaker"]: r for r in rows if "untrained" in r["speaker"]}
+    assert (
+        bench_language.floor_name(user) in floors and bench_language.floor_name("gumbel") in floors
+    )
     likelihoods = {r["speaker"]: r["config"]["likelihood"] for r in data["runs"]}
     assert likelihoods["gumbel contrastive (ours)"] == "contrastive"
     assert likelihoods["gumbel"] == "bce"
@@ -181,3 +189,19 @@ def test_the_floor_is_judged_again_with_the_offline_probe(bench_language):
     assert "g: every level above the untrained speaker (offline probe)" not in (
         bench_language.thesis_claims(rows)
     )
+
+
+def test_a_users_speaker_is_judged_against_its_own_untrained_floor(bench_language):
+    """The floor of a user's row is its own architecture at lr 0, not the reference speaker's."""
+    levels = ("none", "receive", "feedback", "both")
+    user = "user mod:Mine"
+
+    def row(speaker, level, ours):
+        return {"speaker": speaker, "level": level, "ours": ours, "± std": 1.0, "seeds": 5}
+
+    rows = [row(user, lv, 60.0 + i) for i, lv in enumerate(levels)]
+    rows += [row("untrained (lr 0)", "none", 50.0), row(f"{user}, untrained (lr 0)", "none", 70.0)]
+    claims = bench_language.thesis_claims(rows)
+    assert not claims[f"{user}: every level above the untrained speaker"]  # 60 < its own 70
+    lines = bench_language.verdict_lines(claims, rows, bench_language.parse_args(["--quick"]))
+    assert any("untrained 70.0" in line for line in lines)

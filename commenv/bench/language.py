@@ -114,13 +114,13 @@ class Args:
     probe_lr: float = _RUN.probe_lr
     """learning rate of the online linear probe (Adam, one step per speaker batch)"""
     temp_start: float = _TEMP.start
-    """initial Gumbel temperature"""
+    """initial Gumbel temperature (the thesis' schedule was lost: ours)"""
     temp_decay: float = _TEMP.decay
-    """temperature decay factor"""
+    """temperature decay factor (ours)"""
     temp_every: int = 250
-    """decay the temperature every N steps"""
+    """decay the temperature every N steps (ours)"""
     temp_floor: float = _TEMP.floor
-    """temperature floor"""
+    """temperature floor (ours)"""
     likelihood_scale: float = _RUN.likelihood_scale
     """multiplier on the thesis' likelihood weights (0.01 one-way, 0.005 with feedback); 1.0
     collapses messages in our implementation"""
@@ -199,7 +199,15 @@ def variants(args: Args) -> list[tuple[str, dict]]:
             args.agent, "--agent", ("forward", "to"), contract, SPEAKER_KWARGS
         )
         out.append((f"user {args.agent}", {"speaker_cls": cls}))
+        if args.untrained:  # the user's own architecture untrained: the floor its row needs
+            out.append((floor_name(f"user {args.agent}"), {"speaker_cls": cls, "lr": 0.0}))
     return out
+
+
+def floor_name(speaker: str) -> str:
+    """The untrained row a speaker's floor claim is judged against: a user's speaker has its
+    own (its architecture at lr 0), the reference speakers share :data:`UNTRAINED`."""
+    return f"{speaker}, untrained (lr 0)" if speaker.startswith("user ") else UNTRAINED
 
 
 def run_configs(args: Args, device: torch.device) -> list[tuple[str, str, int, dict]]:
@@ -374,10 +382,10 @@ def thesis_claims(rows: list[dict]) -> dict[str, bool]:
     (with the untrained row) does every level's student probe beat an untrained speaker's,
     the floor that shows the training taught the features something?"""
     claims = {}
-    floor_row = next((r for r in rows if r["speaker"] == UNTRAINED), None)
-    floor = None if floor_row is None else floor_row["ours"]
-    off_floor = None if floor_row is None else floor_row.get("offline")
     for name in dict.fromkeys(r["speaker"] for r in rows):
+        floor_row = next((r for r in rows if r["speaker"] == floor_name(name)), None)
+        floor = None if floor_row is None else floor_row["ours"]
+        off_floor = None if floor_row is None else floor_row.get("offline")
         acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
         off = {r["level"]: r.get("offline") for r in rows if r["speaker"] == name}
         if set(acc) >= set(THESIS):
@@ -406,9 +414,9 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
         "Fashion-MNIST, reported in the README"
     )
     lines = []
-    floor_row = next((r for r in rows if r["speaker"] == UNTRAINED), None)
     for claim, ok in claims.items():
         name = claim.rsplit(": ", 1)[0]
+        floor_row = next((r for r in rows if r["speaker"] == floor_name(name)), None)
         column = "offline" if claim.endswith(OFFLINE) else "ours"
         acc = {r["level"]: r[column] for r in rows if r["speaker"] == name}
         floor = None if floor_row is None else floor_row.get(column)

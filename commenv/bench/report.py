@@ -817,9 +817,10 @@ def headline(root: Path, bench: str, brief: bool = False) -> str:
             for r in full[1:]
         ]
         for other, other_claims in others:
-            if other_claims:
+            if other_claims:  # its table is on the results page: say so, not a bare colon
                 shown = _brief(other_claims, bench) if brief else other_claims
-                lines += ["", f"{other.title} (`{other.folder}/`):", "", *shown]
+                where = f"its table is on the {bench} results page"
+                lines += ["", f"{other.title} (`{other.folder}/`; {where}):", "", *shown]
     for run in pending:
         lines += ["", f"Not yet run: {run.title} (its command is on the {bench} results page)."]
     return "\n".join(lines)
