@@ -74,7 +74,7 @@ from commenv.channel import (
     half_precision,
     make_adjacency,
 )
-from commenv.core import check_choice, check_device, check_int, generator_seed
+from commenv.core import check_choice, check_device, check_float, check_int, generator_seed
 from commenv.datasets import DATASETS, load_dataset
 from commenv.datasets import _clear_cache as clear_dataset_cache
 from commenv.evaluation import evaluate
@@ -1443,6 +1443,51 @@ def _proj(
     }
 
 
+PROJECT = "python -m commenv.distributed project"
+
+
+def parse_machines(spec: str) -> list[int]:
+    """``--machines``: comma-separated distinct integers >= 1 (``ValueError`` otherwise)."""
+    try:
+        machines = [int(m) for m in spec.split(",")]
+    except ValueError:
+        machines = []
+    if not machines or min(machines) < 1 or len(set(machines)) != len(machines):
+        raise ValueError(
+            f"--machines must be distinct integers >= 1 separated by commas, such as '1,2,4', "
+            f"got {spec!r}"
+        )
+    return machines
+
+
+def project_source(args: ProjectArgs) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``--results`` file and its projected rows, every option checked first:
+    ``ValueError`` naming the option (nothing is written yet)."""
+    bandwidth = check_float("--bandwidth-gbps", args.bandwidth_gbps, 0.0, low_open=True)
+    latency = check_float("--latency-us", args.latency_us, 0.0)
+    machines = parse_machines(args.machines)
+    source = f"--results must be a distributed.json written by `graph`, got {str(args.results)!r}"
+    if not args.results.is_file():
+        raise ValueError(f"{source}, which is not a file (run `graph` first)")
+    try:
+        data = json.loads(args.results.read_text())
+        steps = data["meta"]["args"]["steps"]
+        for row in data["rows"]:
+            row["steps"] = steps
+        world = data.get("world_size")
+        rows = project_rows(data["rows"], machines, bandwidth, latency) if world == 1 else []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{source} ({type(exc).__name__}: {exc})") from None
+    if world != 1:
+        raise ValueError(
+            f"--results {str(args.results)!r} was run on {world} processes; the projection "
+            "takes its compute per step from a 1-process run (nothing on the wire)"
+        )
+    if not rows:
+        raise ValueError(f"{source}, which holds no output-sharing or DDP row to project")
+    return data, rows
+
+
 def cmd_project(argv: Sequence[str]) -> list[dict[str, Any]]:
     from commenv.bench.tools import (
         figure,
@@ -1453,21 +1498,12 @@ def cmd_project(argv: Sequence[str]) -> list[dict[str, Any]]:
         write_results,
     )
 
-    prog = "python -m commenv.distributed project"
-    args = parse_config(ProjectArgs, argv, description=ProjectArgs.__doc__, prog=prog)
-    if not args.results.exists():
-        raise SystemExit(f"error: --results {args.results} does not exist; run `graph` first")
-    data = json.loads(args.results.read_text())
-    steps = data["meta"]["args"]["steps"]
-    if data.get("world_size") != 1:
-        raise SystemExit(
-            f"error: {args.results} was run on {data.get('world_size')} processes; the projection "
-            "takes its compute per step from a 1-process run (nothing on the wire)"
-        )
-    for row in data["rows"]:
-        row["steps"] = steps
-    machines = [check_int("machines", int(m), 1) for m in args.machines.split(",")]
-    rows = project_rows(data["rows"], machines, args.bandwidth_gbps, args.latency_us)
+    try:  # bad input: one line and exit 2 before anything is written, as `commenv bench`
+        args = parse_config(ProjectArgs, argv, description=ProjectArgs.__doc__, prog=PROJECT)
+        data, rows = project_source(args)
+    except ValueError as exc:
+        print(f"{PROJECT}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     out_dir = args.out_dir or args.results.parent
     print(
         f"Projected step time on a {args.bandwidth_gbps:g} Gb/s network, {args.latency_us:g} us "

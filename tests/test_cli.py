@@ -273,3 +273,25 @@ def test_the_command_refuses_arguments_it_does_not_take(argv, capsys):
         cli.main(argv)
     assert exc.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_load_class_binds_the_positional_arguments_by_position(tmp_path, monkeypatch):
+    """A population built as ``Class(n_nodes, image_shape, num_classes, **kw)`` may name its
+    first three parameters as it likes; a missing keyword or an extra required one is refused."""
+    from commenv.bench.tools import load_class
+
+    (tmp_path / "pops.py").write_text(
+        "class Renamed:\n"
+        "    def __init__(self, n, shape, classes, *, share, seed=0): pass\n"
+        "    def step(self): pass\n\n"
+        "class NeedsMore:\n"
+        "    def __init__(self, n, shape, classes, share, extra): pass\n"
+        "    def step(self): pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ("n_nodes", "image_shape", "num_classes", "share", "seed")
+    assert load_class("pops:Renamed", "--agent", ("step",), "doc", names, positional=3)
+    with pytest.raises(ValueError, match="refuses that"):
+        load_class("pops:Renamed", "--agent", ("step",), "doc", (*names, "device"), 3)
+    with pytest.raises(ValueError, match="missing a required argument: 'extra'"):
+        load_class("pops:NeedsMore", "--agent", ("step",), "doc", names, positional=3)

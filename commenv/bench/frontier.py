@@ -49,20 +49,23 @@ from commenv.bench.tools import (
     RUN_OPTIONS,
     NodeGraphOptions,
     RunStore,
+    as_option_error,
+    check_dataset,
     figure,
     load_class,
     markdown_table,
     parse_config,
     progress,
     pyplot,
+    require_runs,
     result_options,
     save_figure,
     seed_everything,
     select_device,
 )
-from commenv.core import check_choice
+from commenv.core import check_choice, check_float
 from commenv.node_graph import PARTITIONS, NodeGraphGame
-from commenv_agents.population import OPTIMIZERS
+from commenv_agents.population import ARCHS, OPTIMIZERS
 from commenv_agents.protocols import (
     PROTOCOL_SPECS,
     PROTOCOLS,
@@ -149,7 +152,8 @@ class Args(NodeGraphOptions):
     """every protocol's optimiser: adam (the thesis') or sgd (momentum 0.9, what the
     compression papers pair error feedback with; give it its own --lr, e.g. 0.05)"""
     target: float | None = None
-    """target accuracy in percent (default: synchronous SGD's final accuracy - 1 point)"""
+    """target accuracy in percent, in (0, 100] (default: synchronous SGD's final accuracy - 1
+    point)"""
     agent: str | None = None
     """a user protocol 'module:Class' run beside the others"""
     out_dir: Path | None = None
@@ -159,12 +163,23 @@ class Args(NodeGraphOptions):
 
 
 def resolve(args: Args) -> Args:
-    """Fill the defaults that depend on --quick and check the names."""
-    for name in args.protocols:
-        check_choice("protocol", name, PROTOCOLS)
-    for name in args.partitions:
-        check_choice("partition", name, PARTITIONS)
+    """Fill the defaults that depend on --quick and check the names (each row once) and the
+    target."""
+    for kind, names, choices in (
+        ("protocol", args.protocols, PROTOCOLS),
+        ("partition", args.partitions, PARTITIONS),
+    ):
+        for name in names:
+            check_choice(kind, name, choices)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"--{kind}s must name each row once, got {list(names)} ({', '.join(twice)} "
+                "more than once)"
+            )
     check_choice("optimizer", args.optimizer, OPTIMIZERS)
+    check_choice("--arch", args.arch, ARCHS)
+    check_float("--target", args.target, 0.0, 100.0, low_open=True, optional=True)
     if args.n_nodes < 2:
         raise ValueError(f"n_nodes must be >= 2 (a frontier needs a channel), got {args.n_nodes}")
     args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
@@ -174,31 +189,33 @@ def resolve(args: Args) -> Args:
     return args
 
 
+PROTOCOL_FIELDS: dict[str, dict[str, str]] = {
+    "topk": {"ratio": "topk_ratio"},
+    "powersgd": {"rank": "powersgd_rank", "start_iter": "powersgd_start"},
+    "int8": {"bits": "int8_bits"},
+    "local_sgd": {"period": "local_period"},
+    "codistill": {"period": "codistill_period", "weight": "codistill_weight"},
+    "ist": {"period": "ist_period"},
+}
+"""Each gradient-exchange protocol's own keywords and the option (:class:`Args` field) that
+sets each: what the protocol is built with, and what its refusals name."""
+
+
 def protocol_options(args: Args) -> dict[str, dict[str, Any]]:
     q = min(1.0, args.broadcast_margin * args.consumption_prob / (args.n_nodes - 1))
     share = {"broadcast_prob": q, "temperature": args.temperature}
-    return {
-        "labels": share,
-        "logits": share,
-        "features": share,
-        "features_8bit": share,
-        "topk": {"ratio": args.topk_ratio},
-        "powersgd": {"rank": args.powersgd_rank, "start_iter": args.powersgd_start},
-        "int8": {"bits": args.int8_bits},
-        "local_sgd": {"period": args.local_period},
-        "codistill": {"period": args.codistill_period, "weight": args.codistill_weight},
-        "ist": {"period": args.ist_period},
-    }
+    own = {p: {k: getattr(args, f) for k, f in kw.items()} for p, kw in PROTOCOL_FIELDS.items()}
+    return {**dict.fromkeys(SHARES, share), **own}
 
 
-def run_one(
-    args: Args, partition: str, name: str, device: torch.device, bar: Any, cls: Any = None
-) -> dict[str, Any]:
-    """Train one protocol on one partition and return its row (with its curve)."""
+def make_game(
+    args: Args, partition: str, name: str, device: torch.device, cls: Any = None
+) -> NodeGraphGame:
+    """The game protocol ``name`` (or the user's ``cls``) plays on ``partition``."""
     spec = PROTOCOL_SPECS.get(name)
     content = getattr(cls, "content", "labels") if cls else spec.content
     float_bits = getattr(cls, "float_bits", 32) if cls else spec.float_bits
-    game = NodeGraphGame(
+    return NodeGraphGame(
         **args.game_config(),
         n_nodes=args.n_nodes,
         content=content,
@@ -208,7 +225,13 @@ def run_one(
         device=device,
         max_cycles=args.steps + 1,
     )
-    common = dict(
+
+
+def common_kwargs(
+    args: Args, game: NodeGraphGame, device: torch.device, cls: Any = None
+) -> dict[str, Any]:
+    """What every protocol (and a user's class) is built with beside its shape."""
+    return dict(
         channel=game.channel,
         arch=args.arch,
         hidden=args.hidden,
@@ -219,18 +242,71 @@ def run_one(
         # a user's class is built as before unless another optimiser is asked for
         **({"optimizer": args.optimizer} if cls is None or args.optimizer != "adam" else {}),
     )
+
+
+def build_protocol(args: Args, name: str, game: NodeGraphGame, device: torch.device) -> Any:
+    """Protocol ``name`` of :data:`PROTOCOLS`, built for ``game`` with the options."""
+    return make_protocol(
+        name,
+        args.n_nodes,
+        game.image_shape,
+        game.num_classes,
+        options=protocol_options(args),
+        **common_kwargs(args, game, device),
+    )
+
+
+def agent_kwargs(args: Args) -> tuple[str, ...]:
+    """The keywords a user's ``--agent`` class is built with (the first three positionally)."""
+    common = ("channel", "arch", "hidden", "feature_dim", "lr", "device", "seed")
+    return ("n_nodes", "image_shape", "num_classes", *common) + (
+        ("optimizer",) if args.optimizer != "adam" else ()
+    )
+
+
+def check_runs(args: Args, jobs: list[tuple[str, Any]], device: torch.device) -> None:
+    """Every run's values refused before the first one trains: the data set, the game of every
+    (partition, protocol) and every protocol of :data:`PROTOCOLS`, built once and dropped
+    (nothing trains; a user's class is checked by
+    :func:`~commenv.bench.tools.load_class`). ``ValueError`` names the option as typed."""
+    check_float("--broadcast-margin", args.broadcast_margin, 0.0)  # NaN would mean 1
+    check_dataset(args.dataset, args.data_root)
+
+    def plays_on(cls: Any, name: str) -> tuple[str, int]:  # what tells the games apart
+        spec = cls or PROTOCOL_SPECS[name]
+        return getattr(spec, "content", "labels"), getattr(spec, "float_bits", 32)
+
+    for partition in args.partitions:
+        for key in dict.fromkeys(plays_on(cls, name) for name, cls in jobs):
+            players = [(name, cls) for name, cls in jobs if plays_on(cls, name) == key]
+            try:  # one game at a time: each holds the training images
+                game = make_game(args, partition, players[0][0], device, players[0][1])
+            except ValueError as exc:
+                raise as_option_error(exc, args) from None
+            if partition != args.partitions[0]:
+                continue  # a protocol is built the same on every partition
+            for name in (name for name, cls in players if cls is None):
+                try:
+                    build_protocol(args, name, game, device)
+                except ValueError as exc:
+                    error = as_option_error(exc, args, PROTOCOL_FIELDS.get(name))
+                    if str(error) == str(exc):  # a message that starts with no option
+                        error = ValueError(f"--protocols {name}: {exc}")
+                    raise error from None
+
+
+def run_one(
+    args: Args, partition: str, name: str, device: torch.device, bar: Any, cls: Any = None
+) -> dict[str, Any]:
+    """Train one protocol on one partition and return its row (with its curve)."""
+    spec = PROTOCOL_SPECS.get(name)
+    game = make_game(args, partition, name, device, cls)
     seed_everything(args.seed)
     if cls is not None:
+        common = common_kwargs(args, game, device, cls)
         proto = cls(args.n_nodes, game.image_shape, game.num_classes, **common)
     else:
-        proto = make_protocol(
-            name,
-            args.n_nodes,
-            game.image_shape,
-            game.num_classes,
-            options=protocol_options(args),
-            **common,
-        )
+        proto = build_protocol(args, name, game, device)
     start = time.perf_counter()
     hist = run_protocol(
         game,
@@ -439,8 +515,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     jobs: list[tuple[str, Any]] = [(name, None) for name in args.protocols]
     if args.agent:
         contract = f"{CommProtocol.__module__}.CommProtocol"
-        cls = load_class(args.agent, "--agent", ("step", "predict_proba"), contract)
+        cls = load_class(
+            args.agent, "--agent", ("step", "predict_proba"), contract, agent_kwargs(args), 3
+        )
         jobs.append((f"agent:{cls.__name__}", cls))
+    require_runs(
+        [(p, n) for p in args.partitions for n in jobs], "--protocols, --partitions and --agent"
+    )
+    check_runs(args, jobs, device)  # every run's values refused now, not after the runs before
     store = RunStore(args.out_dir, NAME, args.resume, resume_config(args))
     print(
         f"bench frontier: {args.dataset}, {args.n_nodes} nodes, {args.steps} steps, "

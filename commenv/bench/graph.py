@@ -47,12 +47,15 @@ import torch
 from commenv.bench.tools import (
     OutputSharingOptions,
     RunStore,
+    as_option_error,
+    check_dataset,
     figure,
     load_class,
     markdown_table,
     parse_config,
     progress,
     pyplot,
+    require_runs,
     result_options,
     save_figure,
     seed_everything,
@@ -60,6 +63,7 @@ from commenv.bench.tools import (
     select_runs,
     verdict,
 )
+from commenv.core import check_float
 from commenv.evaluation import WEIGHTINGS
 from commenv.node_graph import CONTENTS, NodeGraphGame
 from commenv_agents.population import (
@@ -136,6 +140,61 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
 
 
+def make_game(args: Args, n_nodes: int, share: str, device: torch.device) -> NodeGraphGame:
+    """The node_graph_v0 game of one configuration."""
+    return NodeGraphGame(
+        **args.game_config(),
+        n_nodes=n_nodes,
+        content="labels" if share == "none" else share,
+        device=device,
+        max_cycles=args.steps + 1,
+    )
+
+
+def population_kwargs(
+    args: Args,
+    n_nodes: int,
+    share: str,
+    game: NodeGraphGame,
+    device: torch.device,
+    arch: str,
+    cls: Any = None,
+) -> dict[str, Any]:
+    """The keywords a configuration's population is built with (a user's class: the
+    documented ones, :data:`AGENT_KWARGS`)."""
+    q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))
+    kwargs: dict[str, Any] = dict(
+        share=share, broadcast_prob=q, feature_dim=game.feature_dim, device=device, seed=args.seed
+    )
+    if cls in (None, OutputSharingPopulation):
+        kwargs.update(
+            arch=arch, lr=args.lr, temperature=args.temperature, feature_weight=args.feature_weight
+        )
+    return kwargs
+
+
+AGENT_KWARGS = ("n_nodes", "image_shape", "num_classes", "share", "broadcast_prob")
+AGENT_KWARGS += ("feature_dim", "device", "seed")
+"""What a user's ``--agent`` population is built with (its first three positionally)."""
+
+
+def check_runs(args: Args, jobs: list[tuple[str, int, str, Any]], device: torch.device) -> None:
+    """Every configuration's values refused before the first one trains: the data set, each
+    game, and each built-in population, built once and dropped (nothing is trained; a user's
+    class is checked by :func:`~commenv.bench.tools.load_class`). ``ValueError`` names the
+    option as it is typed."""
+    check_float("--broadcast-margin", args.broadcast_margin, 0.0)  # NaN would mean 1
+    check_dataset(args.dataset, args.data_root)
+    try:
+        for _, n_nodes, share, cls in jobs:
+            game = make_game(args, n_nodes, share, device)
+            if cls is None:
+                kwargs = population_kwargs(args, n_nodes, share, game, device, args.arch_used)
+                OutputSharingPopulation(n_nodes, game.image_shape, game.num_classes, **kwargs)
+    except ValueError as exc:
+        raise as_option_error(exc, args) from None
+
+
 def run_config(
     args: Args,
     name: str,
@@ -147,23 +206,9 @@ def run_config(
     cls: Any = None,
 ) -> dict[str, Any]:
     """Train one configuration and return its row (with the accuracy curve)."""
-    content = "labels" if share == "none" else share
-    game = NodeGraphGame(
-        **args.game_config(),
-        n_nodes=n_nodes,
-        content=content,
-        device=device,
-        max_cycles=args.steps + 1,
-    )
-    q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))
+    game = make_game(args, n_nodes, share, device)
+    kwargs = population_kwargs(args, n_nodes, share, game, device, arch, cls)
     cls = cls or OutputSharingPopulation
-    kwargs: dict[str, Any] = dict(
-        share=share, broadcast_prob=q, feature_dim=game.feature_dim, device=device, seed=args.seed
-    )
-    if cls is OutputSharingPopulation:
-        kwargs.update(
-            arch=arch, lr=args.lr, temperature=args.temperature, feature_weight=args.feature_weight
-        )
     seed_everything(args.seed)
     pop = cls(n_nodes, game.image_shape, game.num_classes, **kwargs)
     start = time.perf_counter()
@@ -301,11 +346,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     thesis = {c[0]: c[3:] for c in CONFIGS}
     if args.agent:
         cls = load_class(
-            args.agent, "--agent", ("step", "predict_proba"), "docs/agents.md#node-graph"
+            args.agent,
+            "--agent",
+            ("step", "predict_proba"),
+            "docs/agents.md#node-graph",
+            AGENT_KWARGS,
+            positional=3,
         )
         jobs.append(
             (f"10 nodes, {cls.__name__} ({args.agent_content})", 10, args.agent_content, cls)
         )
+    require_runs(jobs, "--runs and --agent")
+    check_runs(args, jobs, device)  # every run's values refused now, not after the runs before
     store = RunStore(args.out_dir, "graph", args.resume, result_options(args))
     todo = [job for job in jobs if job[0] not in store]
     print(

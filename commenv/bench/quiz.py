@@ -50,7 +50,7 @@ import torch
 
 import commenv
 from commenv.bench import tools as benchtools
-from commenv.bench.tools import parse_config
+from commenv.bench.tools import as_option_error, parse_config
 from commenv_agents.quiz_runner import run_quiz, turn_action
 from commenv_agents.teacher import (
     TEACHER_ARCHS,
@@ -188,20 +188,25 @@ def teacher_training(args: Args) -> dict[str, Any]:
     return {} if args.teacher_arch == "mlp" else {"arch": args.teacher_arch}
 
 
-def build_teacher(name: str, game: Any, model: torch.nn.Module, args: Args) -> Any:
-    """The teacher agent of configuration ``name`` (or the user's ``--teacher``)."""
+TEACHER_KWARGS = ("game", "model", "seed")
+"""What a user's ``--teacher`` class is built with."""
+
+
+def build_teacher(
+    name: str, game: Any, model: torch.nn.Module | None, args: Args, probs: Any = None
+) -> Any:
+    """The teacher agent of configuration ``name`` (or the user's ``--teacher``); ``probs``
+    stand in for the teacher's distributions on the training set (the held-out ones of
+    :data:`HELD_OUT` are computed when not given)."""
     if name.startswith("user:"):
         return benchtools.load_object(args.teacher)(game=game, model=model, seed=args.seed)
     _, measure, targets = CONFIGS[name]
     if measure is None:
         return PassThroughTeacher(game)
-    probs = (
-        out_of_fold_probs_for(
+    if probs is None and name in HELD_OUT:
+        probs = out_of_fold_probs_for(
             args.dataset, data_root=args.data_root, show_progress=False, **teacher_training(args)
         )
-        if name in HELD_OUT
-        else None
-    )
     return HardnessTeacher(
         game,
         model,
@@ -213,11 +218,50 @@ def build_teacher(name: str, game: Any, model: torch.nn.Module, args: Args) -> A
     )
 
 
+def stack_size(name: str, args: Args) -> int:
+    """The quiz stack of configuration ``name`` (the user's teacher: ``--teacher-stack``)."""
+    return args.teacher_stack if name.startswith("user:") else CONFIGS[name][0]
+
+
+def make_game(stack: int, args: Args, device: torch.device) -> Any:
+    """The batched quiz_v0 of one configuration (``--worlds`` worlds)."""
+    return commenv.quiz_v0.batched(
+        args.worlds,
+        device,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        stack_size=stack,
+        batch_size=args.batch_size,
+        exam_every=args.exam_every,
+        max_lessons=10**12,
+    )
+
+
+def check_runs(names: list[str], args: Args, device: torch.device) -> None:
+    """Every configuration's values refused before any teacher or student trains: the data
+    set, each stack size's game and each built-in teacher (on stand-in distributions: no
+    teacher network is trained), then dropped. ``--selection-temperature`` is checked even
+    where no configuration selects with it. ``ValueError`` names the option as typed."""
+    benchtools.check_dataset(args.dataset, args.data_root)
+    try:
+        for stack in dict.fromkeys(stack_size(name, args) for name in names):
+            game = make_game(stack, args, device)  # one at a time: each holds the data set
+            probs = torch.zeros(len(game.train_x), game.num_classes)
+            for name in names:  # a user's class: load_class checked it
+                if stack_size(name, args) == stack and not name.startswith("user:"):
+                    build_teacher(name, game, None, args, probs)
+        HardnessTeacher(
+            game, None, train_probs=probs, selection_temperature=args.selection_temperature
+        )
+    except ValueError as exc:
+        raise as_option_error(exc, args) from None
+
+
 def run_config(name: str, args: Args, show_progress: bool = True) -> dict[str, Any]:
     """Train one student to early stopping; return its row (with curves)."""
     device = benchtools.select_device(args.device)
     benchtools.seed_everything(args.seed)
-    stack = args.teacher_stack if name.startswith("user:") else CONFIGS[name][0]
+    stack = stack_size(name, args)
     needs_teacher = name.startswith("user:") or CONFIGS[name][1] is not None
     model = (
         teacher_for(
@@ -230,16 +274,7 @@ def run_config(name: str, args: Args, show_progress: bool = True) -> dict[str, A
         if needs_teacher
         else None
     )
-    game = commenv.quiz_v0.batched(
-        args.worlds,
-        device,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        stack_size=stack,
-        batch_size=args.batch_size,
-        exam_every=args.exam_every,
-        max_lessons=10**12,
-    )
+    game = make_game(stack, args, device)
     data = commenv.load_dataset(args.dataset, root=args.data_root)
     test = (data.test.flat().to(device), data.test.y.to(device))
     student = Student(
@@ -389,11 +424,15 @@ killed run resumes with ``--resume``)."""
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     if args.teacher:  # the user's class is checked before any configuration runs
-        benchtools.load_class(args.teacher, "--teacher", ("act",), "docs/agents.md#quiz")
+        benchtools.load_class(
+            args.teacher, "--teacher", ("act",), "docs/agents.md#quiz", TEACHER_KWARGS
+        )
     torch.set_num_threads(args.threads)
     names = list(args.names) + ([f"user:{args.teacher}"] if args.teacher else [])
     order = sorted(names, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY))
     device = benchtools.select_device(args.device)
+    benchtools.require_runs(names, "--runs and --teacher")
+    check_runs(names, args, device)  # every run's values refused now, not after the runs before
     store = benchtools.RunStore(args.out_dir, "quiz", args.resume, benchtools.result_options(args))
     jobs = [(n, args) for n in order if n not in store]
     print(

@@ -65,6 +65,7 @@ from commenv.bench.tools import (
     markdown_table,
     parse_config,
     pyplot,
+    require_runs,
     result_options,
     save_figure,
     select_device,
@@ -392,7 +393,7 @@ class Args:
     """device of the batched games and populations: auto (CUDA when present) | cpu | cuda
     (memory is always measured on the CPU)"""
     threads: int = 1
-    """torch CPU threads (default 1: MPE2 uses one core too; 0 = torch default)"""
+    """torch CPU threads, >= 1 (default 1: MPE2 uses one core too)"""
     seed: int = 0
     """seed of the random actions"""
     sizes: tuple[int, ...] = (1, 256, 4096, 16384, 32768)
@@ -403,7 +404,8 @@ class Args:
     """where JSON/CSV/PNG go (results/speed-quick with --quick)"""
     before: Path = BEFORE
     """result file of the rows before issue 18 (judges the '>= 2x before' targets; relative
-    paths are looked up from the working directory, then from the repository root)"""
+    paths are looked up from the working directory, then from the repository root; a file
+    named here must be there, only the default may be absent)"""
     resume: bool = False
     """keep the sections a killed run finished (its partial file) and measure only the others"""
 
@@ -998,16 +1000,36 @@ def verdict_lines(rows: list[dict], before: list[dict] | None, device: Any) -> l
     return lines
 
 
-def load_before(path: Path, this_run: Path | None = None) -> list[dict] | None:
+def load_before(
+    path: Path, this_run: Path | None = None, required: bool = False
+) -> list[dict] | None:
     """The rows of the before-issue18 result file, looked up from the working directory and
     then from the repository root (``None`` when neither has it, or when it is ``this_run``'s
-    own result file: the before run is not judged against itself)."""
+    own result file: the before run is not judged against itself). A file that is not a
+    result file, or (``required``) none at all, is ``ValueError`` naming ``--before``."""
     root = Path(__file__).resolve().parents[2]
     for candidate in (path, root / path):
         if candidate.is_file():
             if this_run is not None and candidate.resolve() == this_run.resolve():
                 return None
-            return json.loads(candidate.read_text())["rows"]
+            try:
+                rows = json.loads(candidate.read_text())["rows"]
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                rows = None
+            else:
+                why = f"its rows are {type(rows).__name__}"
+            if not isinstance(rows, list):
+                raise ValueError(
+                    f"--before must be a speed.json result file (JSON with a list of rows), got "
+                    f"{str(candidate)!r} ({why})"
+                )
+            return rows
+    if required:
+        raise ValueError(
+            f"--before must name an existing speed.json result file, got {str(path)!r} (not "
+            f"found in the working directory nor under {root})"
+        )
     return None
 
 
@@ -1028,10 +1050,13 @@ def check_args(args: Args) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
     check_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = select_device(args.device)
     chosen = select_runs(args.runs, list(SECTIONS))
+    require_runs(chosen, "--runs")
+    # the before file is read now, not after the measurements: an unreadable one, or one the
+    # user named that is not there, is refused before any work (the default may be absent)
+    before = load_before(args.before, Path(args.out_dir) / "speed.json", args.before != BEFORE)
     config = result_options(args, ignore=(*RUN_OPTIONS, "before"))
     store = RunStore(args.out_dir, "speed", args.resume, config)
     measure = {
@@ -1053,7 +1078,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = ("environments", "memory")
     env = [row for s in chosen if s in table for row in store.rows[s]["rows"]]
     agents = [row for s in chosen if s not in table for row in store.rows[s]["rows"]]
-    before = load_before(args.before, Path(args.out_dir) / "speed.json")
     lines = verdict_lines(env, before, device) if env else []
     if env:
         print(markdown_table(env, ENV_COLUMNS, digits=2))

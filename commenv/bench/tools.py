@@ -137,11 +137,13 @@ def load_class(
     methods: Sequence[str],
     contract: str,
     init_kwargs: Sequence[str] | None = None,
+    positional: int = 0,
 ) -> type:
     """:func:`load_object` for a user's ``--agent``/``--teacher`` class, checked before any
     run starts: a class with each of ``methods`` callable and, given ``init_kwargs``, a
-    constructor that takes those keywords (and needs no others), else ``ValueError`` naming
-    the option and pointing at the ``contract`` (where the interface is documented)."""
+    constructor that takes those arguments (and needs no others; the first ``positional`` of
+    them are passed by position, as the benchmark passes them), else ``ValueError`` naming the
+    option and pointing at the ``contract`` (where the interface is documented)."""
     import inspect
 
     cls = load_object(spec)
@@ -158,7 +160,8 @@ def load_class(
         except (TypeError, ValueError):  # a builtin's: nothing to check
             return cls
         try:
-            signature.bind(**dict.fromkeys(init_kwargs))
+            names = list(init_kwargs)
+            signature.bind(*[None] * positional, **dict.fromkeys(names[positional:]))
         except TypeError as exc:
             call = f"{cls.__name__}({', '.join(f'{k}=' for k in init_kwargs)})"
             raise ValueError(
@@ -544,6 +547,22 @@ def check_dataset(name: str, data_root: str | None) -> None:
         check_available(name, data_root)
     except ValueError as exc:
         raise ValueError(f"--dataset {name!r} (--data-root {data_root!r}): {exc}") from None
+
+
+def as_option_error(
+    exc: ValueError, options: Any, aliases: dict[str, str] | None = None
+) -> ValueError:
+    """``exc`` with the field name it starts with (``temperature must be ...``, the library's
+    checks) written as the option the user typed (``--temperature must be ...``) when
+    ``options`` has that field; ``aliases`` maps a library name to the option's field where
+    they differ (a protocol's ``ratio`` is ``topk_ratio``). Other messages stay as they are."""
+    message = str(exc)
+    found = re.match(r"[a-z][a-z0-9_]*", message)
+    if found:
+        field = (aliases or {}).get(found.group(), found.group())
+        if field in vars(options):
+            message = "--" + field.replace("_", "-") + message[found.end() :]
+    return ValueError(message)
 
 
 def require_runs(plan: Sequence[Any], what: str) -> None:

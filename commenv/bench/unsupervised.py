@@ -49,17 +49,21 @@ from commenv.bench.tools import (
     RUN_OPTIONS,
     NodeGraphOptions,
     RunStore,
+    as_option_error,
+    check_dataset,
     figure,
     load_class,
     markdown_table,
     parse_config,
     progress,
     pyplot,
+    require_runs,
     result_options,
     save_figure,
     seed_everything,
     select_device,
 )
+from commenv.core import check_float
 from commenv.datasets import DatasetSplits, load_dataset
 from commenv.evaluation import evaluate
 from commenv.node_graph import PARTITIONS, NodeGraphGame
@@ -194,13 +198,13 @@ def resolve(args: Args) -> Args:
     args.out_dir = args.out_dir or Path("results") / (f"{NAME}-quick" if args.quick else NAME)
     unknown = [r for r in args.runs if r not in RUNS]
     if unknown:
-        raise ValueError(f"unknown run(s) {unknown}; valid choices: {list(RUNS)}")
+        raise ValueError(f"--runs: unknown run(s) {unknown}; valid choices: {list(RUNS)}")
     if args.agent_family not in POPULATIONS:
         raise ValueError(
             f"agent_family must be one of {list(POPULATIONS)}, got {args.agent_family!r}"
         )
     if args.stages < 1 or args.steps < args.stages:
-        raise ValueError(f"need 1 <= stages <= steps, got stages={args.stages}, steps={args.steps}")
+        raise ValueError(f"--stages must be in [1, --steps={args.steps}], got {args.stages}")
     return args
 
 
@@ -278,12 +282,10 @@ def train_and_probe(
     }
 
 
-def run_one(
-    args: Args, name: str, spec: tuple, data: DatasetSplits, device: Any, bar: Any, cls: Any = None
-) -> dict[str, Any]:
-    """Build the env and population of one configuration, train, probe; return its row."""
-    family, n_nodes, share, label, t_avg, t_coll = spec
-    game = NodeGraphGame(
+def make_game(args: Args, spec: tuple, device: Any) -> NodeGraphGame:
+    """The node_graph_v0 game of one configuration."""
+    family, n_nodes = spec[:2]
+    return NodeGraphGame(
         n_nodes=n_nodes,
         content=CONTENT[family],
         **args.game_config(),
@@ -294,25 +296,66 @@ def run_one(
         device=device,
         max_cycles=args.steps + 1,
     )
+
+
+WEIGHT_OPTIONS: dict[str, str] = {
+    "contrastive": "contrastive_weight",
+    "projected": "contrastive_weight",
+    "decorrelate": "decorrelate_weight",
+    "decorrelate-fixed": "decorrelate_weight",
+}
+"""The option (:class:`Args` field) that sets the share term's weight of each of our shares
+(the thesis' ``match``: ``share_weight``)."""
+AGENT_KWARGS = ("n_nodes", "image_shape", "num_classes", "share", "broadcast_prob")
+AGENT_KWARGS += ("feature_dim", "device", "seed")
+"""What a user's ``--agent`` population is built with (its first three positionally)."""
+
+
+def population_kwargs(args: Args, spec: tuple, device: Any, builtin: bool) -> dict[str, Any]:
+    """The keywords a configuration's population is built with (a user's class, not
+    ``builtin``: the documented ones, :data:`AGENT_KWARGS`)."""
+    n_nodes, share = spec[1:3]
     q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))
     kwargs: dict[str, Any] = dict(
         share=share, broadcast_prob=q, feature_dim=args.feature_dim, device=device, seed=args.seed
     )
-    if cls is None:
-        cls = POPULATIONS[family]
-        weight = {
-            "contrastive": args.contrastive_weight,
-            "projected": args.contrastive_weight,
-            "decorrelate": args.decorrelate_weight,
-            "decorrelate-fixed": args.decorrelate_weight,
-        }.get(share, args.share_weight)
+    if builtin:
         kwargs.update(
             arch=args.arch,
             hidden=args.hidden,
-            share_weight=weight,
+            share_weight=getattr(args, WEIGHT_OPTIONS.get(share, "share_weight")),
             temperature=args.temperature,
             lr=args.lr,
         )
+    return kwargs
+
+
+def check_runs(args: Args, jobs: list[tuple[str, tuple, Any]], device: Any) -> None:
+    """Every run's values refused before the first one trains: the data set, each game, and
+    each built-in population, built once and dropped (nothing is trained; a user's class is
+    checked by :func:`~commenv.bench.tools.load_class`). ``ValueError`` names the option as
+    it is typed."""
+    check_float("--broadcast-margin", args.broadcast_margin, 0.0)  # NaN would mean 1
+    check_dataset(args.dataset, args.data_root)
+    for _, spec, cls in jobs:
+        try:
+            game = make_game(args, spec, device)
+            if cls is None:
+                kwargs = population_kwargs(args, spec, device, builtin=True)
+                POPULATIONS[spec[0]](spec[1], game.image_shape, game.num_classes, **kwargs)
+        except ValueError as exc:
+            weight = WEIGHT_OPTIONS.get(spec[2], "share_weight")
+            raise as_option_error(exc, args, {"share_weight": weight}) from None
+
+
+def run_one(
+    args: Args, name: str, spec: tuple, data: DatasetSplits, device: Any, bar: Any, cls: Any = None
+) -> dict[str, Any]:
+    """Build the env and population of one configuration, train, probe; return its row."""
+    family, n_nodes, share, label, t_avg, t_coll = spec
+    game = make_game(args, spec, device)
+    kwargs = population_kwargs(args, spec, device, builtin=cls is None)
+    cls = cls or POPULATIONS[family]
     seed_everything(args.seed)
     pop = cls(n_nodes, game.image_shape, game.num_classes, **kwargs)
     start = time.perf_counter()
@@ -486,7 +529,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ]
     if args.agent:
         contract = "commenv_agents.unsupervised.UnsupervisedPopulation"
-        cls = load_class(args.agent, "--agent", ("step", "encode"), contract)
+        cls = load_class(
+            args.agent, "--agent", ("step", "encode"), contract, AGENT_KWARGS, positional=3
+        )
         fam = args.agent_family
         jobs.append(
             (
@@ -495,6 +540,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 cls,
             )
         )
+    require_runs(jobs, "--runs and --agent")
+    check_runs(args, jobs, device)  # every run's values refused now, not after the runs before
     data = load_dataset(args.dataset, root=args.data_root)
     store = RunStore(args.out_dir, NAME, args.resume, resume_config(args))
     print(
