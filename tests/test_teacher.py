@@ -655,6 +655,9 @@ def test_bench_quiz_judges_the_claims_its_rows_can_decide(bench_quiz):
     assert len(lines) == 3 and all(
         "on digits" in line and "`commenv bench" in line for line in lines
     )
+    failed = next(line for line in lines if bench_quiz.ACCURACY_CLAIM in line)
+    assert "more than 0.5 points from the baseline" in failed  # its own reason, not bp's
+    assert "backward passes" not in failed.split(" — ", 1)[1].split(";")[0]
 
 
 def test_run_quiz_checks_its_limits_and_the_student_first(device):

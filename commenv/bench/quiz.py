@@ -538,6 +538,12 @@ MEANINGS = {
     RANDOM_CLAIM: "every hardness measure beats picking lessons at random",
 }
 """What each claim of :func:`thesis_claims` means when it holds."""
+FAILED = {
+    ACCURACY_CLAIM: "some teacher row ends more than 0.5 points from the baseline",
+    STACK_CLAIM: "the larger stack does not reach the baseline sooner on this preset",
+    RANDOM_CLAIM: "some hardness measure is no faster than random selection on this preset",
+}
+"""What a claim means when it fails (the backward-pass claims: no saving)."""
 
 
 def thesis_claims(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -577,7 +583,9 @@ def verdict_lines(claims: dict[str, bool], args: Args) -> list[str]:
     )
     failed = "no saving in backward passes on this preset"
     return [
-        benchtools.verdict(claim, ok, preset, MEANINGS[claim] if ok else failed, regime)
+        benchtools.verdict(
+            claim, ok, preset, MEANINGS[claim] if ok else FAILED.get(claim, failed), regime
+        )
         for claim, ok in claims.items()
     ]
 
