@@ -175,11 +175,18 @@ def test_the_floor_is_judged_again_with_the_offline_probe(bench_language):
     levels = ("none", "receive", "feedback", "both")
     rows = [row("g", lv, 50.0 + i, 80.0 + i) for i, lv in enumerate(levels)]
     rows.append(row("untrained (lr 0)", "none", 71.6, 79.5))
+    rows[0]["ours"] = 55.0  # online: none above both
+    for r in rows:
+        r["offline ± std"] = 0.1
     claims = bench_language.thesis_claims(rows)
     assert not claims["g: every level above the untrained speaker"]
     assert claims["g: every level above the untrained speaker (offline probe)"]
+    ordering = "g: both > feedback > receive > none"
+    assert not claims[ordering] and claims[f"{ordering} (offline probe)"]
+    assert claims[f"{ordering}, each step beyond 2 standard errors (offline probe)"]  # 1 > 0.14
+    assert not claims[f"{ordering}, each step beyond 2 standard errors"]
     lines = bench_language.verdict_lines(claims, rows, bench_language.parse_args(["--quick"]))
-    assert len(lines) == len(claims) and "untrained 79.5" in lines[-1]
+    assert len(lines) == len(claims) and any("untrained 79.5" in line for line in lines)
     rows[0]["offline"] = 79.0
     assert not bench_language.thesis_claims(rows)[
         "g: every level above the untrained speaker (offline probe)"

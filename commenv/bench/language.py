@@ -367,41 +367,49 @@ OFFLINE = " (offline probe)"
 LEVELS_UP = ("none", "receive", "feedback", "both")
 
 
-def _standard_error(a: dict, b: dict) -> float:
-    """Standard error of the difference of two rows' means over seeds (their ``± std`` is the
-    population std over ``seeds`` runs, so the sample variance is ``std**2 * n / (n - 1)``)."""
-    var = [r["± std"] ** 2 * r["seeds"] / (r["seeds"] - 1) / r["seeds"] for r in (a, b)]
+def _standard_error(a: dict, b: dict, column: str = "ours") -> float:
+    """Standard error of the difference of two rows' means over seeds (their std, ``± std``
+    beside ``ours`` and ``offline ± std`` beside ``offline``, is the population std over
+    ``seeds`` runs, so the sample variance is ``std**2 * n / (n - 1)``)."""
+    std = INSTRUMENTS[column]
+    var = [r[std] ** 2 * r["seeds"] / (r["seeds"] - 1) / r["seeds"] for r in (a, b)]
     return (var[0] + var[1]) ** 0.5
 
 
 UNTRAINED = "untrained (lr 0)"
+INSTRUMENTS = {"ours": "± std", "offline": "offline ± std"}
+"""The two probes' mean columns and their std columns: the thesis' online probe, and the
+offline one (its claims carry :data:`OFFLINE`)."""
 
 
 def thesis_claims(rows: list[dict]) -> dict[str, bool]:
-    """Per speaker with all four levels: does the thesis' ordering of the levels hold, and
-    (with the untrained row) does every level's student probe beat an untrained speaker's,
-    the floor that shows the training taught the features something?"""
+    """Per speaker with all four levels: does the thesis' ordering of the levels hold (on the
+    means, then with every step beyond 2 standard errors), and (with the untrained row) does
+    every level's student probe beat an untrained speaker's, the floor that shows the training
+    taught the features something? Judged on the online probe (the thesis'), then again on
+    the offline probe where every row has it."""
     claims = {}
     for name in dict.fromkeys(r["speaker"] for r in rows):
+        spread = {r["level"]: r for r in rows if r["speaker"] == name}
         floor_row = next((r for r in rows if r["speaker"] == floor_name(name)), None)
-        floor = None if floor_row is None else floor_row["ours"]
-        off_floor = None if floor_row is None else floor_row.get("offline")
-        acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
-        off = {r["level"]: r.get("offline") for r in rows if r["speaker"] == name}
-        if set(acc) >= set(THESIS):
-            claims[f"{name}: {ORDERING}"] = (
+        if not set(spread) >= set(THESIS):
+            continue
+        for column, std in INSTRUMENTS.items():
+            acc = {lv: r.get(column) for lv, r in spread.items()}
+            if None in acc.values():
+                continue  # a file from before the offline probe
+            tag = OFFLINE if column == "offline" else ""
+            claims[f"{name}: {ORDERING}{tag}"] = (
                 acc["both"] > acc["feedback"] > acc["receive"] > acc["none"]
             )
-            spread = {r["level"]: r for r in rows if r["speaker"] == name}
-            if all(r.get("seeds", 0) > 1 and r.get("± std") is not None for r in spread.values()):
-                claims[f"{name}: {ORDERING}, each step beyond 2 standard errors"] = all(
-                    acc[hi] - acc[lo] > 2 * _standard_error(spread[hi], spread[lo])
+            if all(r.get("seeds", 0) > 1 and r.get(std) is not None for r in spread.values()):
+                claims[f"{name}: {ORDERING}, each step beyond 2 standard errors{tag}"] = all(
+                    acc[hi] - acc[lo] > 2 * _standard_error(spread[hi], spread[lo], column)
                     for lo, hi in zip(LEVELS_UP, LEVELS_UP[1:], strict=False)
                 )
+            floor = None if floor_row is None else floor_row.get(column)
             if floor is not None:
-                claims[f"{name}: {FLOOR}"] = all(acc[lv] > floor for lv in THESIS)
-            if off_floor is not None and None not in off.values():
-                claims[f"{name}: {FLOOR}{OFFLINE}"] = all(off[lv] > off_floor for lv in THESIS)
+                claims[f"{name}: {FLOOR}{tag}"] = all(acc[lv] > floor for lv in THESIS)
     return claims
 
 
@@ -415,20 +423,21 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
     )
     lines = []
     for claim, ok in claims.items():
-        name = claim.rsplit(": ", 1)[0]
-        floor_row = next((r for r in rows if r["speaker"] == floor_name(name)), None)
         column = "offline" if claim.endswith(OFFLINE) else "ours"
+        body = claim.removesuffix(OFFLINE)
+        name = body.rsplit(": ", 1)[0] if body.endswith(FLOOR) else body.split(": ")[0]
+        if not any(r["speaker"] == name for r in rows):  # a user's "mod:Class" name
+            name = body.rsplit(": ", 1)[0]
+        floor_row = next((r for r in rows if r["speaker"] == floor_name(name)), None)
         acc = {r["level"]: r[column] for r in rows if r["speaker"] == name}
         floor = None if floor_row is None else floor_row.get(column)
         if "standard errors" in claim:
-            name = claim.split(": ")[0]
-            acc = {r["level"]: r["ours"] for r in rows if r["speaker"] == name}
             meaning = (
                 "each level's gain is larger than the seeds' noise"
                 if ok
                 else "at least one step of the ordering is within the seeds' noise"
             )
-        elif claim.endswith(FLOOR) or claim.endswith(FLOOR + OFFLINE):
+        elif body.endswith(FLOOR):
             meaning = (
                 "training taught the features what the probe reads"
                 if ok
