@@ -327,7 +327,7 @@ BENCH_INTROS = {
         "offsets with a small spread, which an online probe on raw features reads badly), "
         "early-stopped on validation; the best stage by validation is reported on test. An "
         "online probe chases features that move under it while the floor's features stand "
-        "still; the offline probe removes that advantage, so the floor claim is judged again "
+        "still; the offline probe removes that advantage, so every claim is judged again "
         "on it."
     ),
     "speed": (
