@@ -220,18 +220,12 @@ def test_train_speakers_is_seeded_and_reports_curves(device):
     assert pf["peak_val"] >= pf["final_val"] and pf["peak_step"] in a.steps
 
 
+TINY = dict(eval_every=10, hidden=(16,), disc_hidden=(16,), batch_size=32, message_bits=8)
+"""The small speakers of the training-loop tests."""
+
+
 def test_reinforce_trains_through_the_env_rewards(device):
-    cfg = SpeakerRunConfig(
-        kind="reinforce",
-        level="feedback",
-        steps=20,
-        eval_every=10,
-        hidden=(16,),
-        disc_hidden=(16,),
-        batch_size=32,
-        message_bits=8,
-        device=str(device),
-    )
+    cfg = SpeakerRunConfig(**TINY, kind="reinforce", level="feedback", steps=20, device=str(device))
     result = train_speakers(cfg)
     assert len(result.steps) == 2 and all(math.isnan(t) for t in result.temperature)
     assert result.val_acc == train_speakers(cfg).val_acc
@@ -351,17 +345,7 @@ def test_offline_probe_stages_leave_training_alone_and_pick_the_best_stage(devic
     """The offline probes (fit on frozen train-split features at each stage) draw nothing from
     the training streams: the online curves are those of a run without them, bit for bit; the
     reported stage is each agent's best by validation, and its test accuracy is that stage's."""
-    kw = dict(
-        level="both",
-        dataset="digits",
-        steps=30,
-        eval_every=10,
-        hidden=(16,),
-        disc_hidden=(16,),
-        batch_size=32,
-        message_bits=8,
-        device=str(device),
-    )
+    kw = dict(TINY, level="both", steps=30, device=str(device))
     plain = train_speakers(SpeakerRunConfig(**kw))
     probed = train_speakers(SpeakerRunConfig(**kw, offline_probe_stages=3))
     assert probed.val_acc == plain.val_acc and probed.test_acc == plain.test_acc
