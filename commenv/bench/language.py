@@ -210,6 +210,16 @@ def floor_name(speaker: str) -> str:
     return f"{speaker}, untrained (lr 0)" if speaker.startswith("user ") else UNTRAINED
 
 
+def _schedule(args: Args) -> TemperatureSchedule:
+    """The Gumbel temperature schedule of ``--temp-*``, refused with the options named."""
+    try:
+        return TemperatureSchedule(
+            args.temp_start, args.temp_decay, args.temp_every, args.temp_floor
+        )
+    except ValueError as exc:
+        raise ValueError(f"--temp-start/--temp-decay/--temp-every/--temp-floor: {exc}") from None
+
+
 def run_configs(args: Args, device: torch.device) -> list[tuple[str, str, int, dict]]:
     """(speaker, level, seed, SpeakerRunConfig keywords) of every run in the table."""
     levels = [lv for lv in args.levels.split(",") if lv]
@@ -221,9 +231,7 @@ def run_configs(args: Args, device: torch.device) -> list[tuple[str, str, int, d
     base.update(
         device=str(device),
         speaker_cls=Speaker,
-        temperature=TemperatureSchedule(
-            args.temp_start, args.temp_decay, args.temp_every, args.temp_floor
-        ),
+        temperature=_schedule(args),
     )
     return [
         (name, level, seed, {**base, **over, "level": level, "seed": seed})
@@ -249,8 +257,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = benchtools.select_device(args.device)
     plan = run_configs(args, device)
     benchtools.require_runs(plan, "--kinds, --levels, --remedies, --ours and --untrained")
-    for *_, cfg in plan:  # every run's values refused now, not after the runs before it
-        SpeakerRunConfig(**cfg)
+    try:  # every run's values refused now, not after the runs before it
+        for *_, cfg in plan:
+            SpeakerRunConfig(**cfg)
+    except ValueError as exc:  # named as typed: --noise, not noise
+        raise benchtools.as_option_error(exc, args) from None
     benchtools.check_dataset(args.dataset, args.data_root)
     levels = list(dict.fromkeys(level for _, level, _, _ in plan))
     store = benchtools.RunStore(
