@@ -572,9 +572,12 @@ def run_table(bench: str, data: dict[str, Any]) -> str:
 
 
 def language_pivot(data: dict[str, Any]) -> str:
-    """Table 4.1 compact: one row per level, one ``mean ± std`` column per speaker."""
+    """Table 4.1 compact: one row per level, one ``mean ± std`` column per speaker (the online
+    probe's, the thesis' metric), then one per speaker for the offline probe where the file
+    has it."""
     rows = data["rows"]
     speakers = list(dict.fromkeys(r["speaker"] for r in rows))
+    offline = [n for n in speakers if all(r.get("offline") is not None for r in rows)]
     out = []
     for level in dict.fromkeys(r["level"] for r in rows):
         row: dict[str, Any] = {"level": level}
@@ -582,8 +585,11 @@ def language_pivot(data: dict[str, Any]) -> str:
             if r["level"] == level:
                 row["thesis (MNIST)"] = r["thesis (MNIST)"]
                 row[r["speaker"]] = f"{r['ours']:.1f} ± {r['± std']:.1f}"
+                if r["speaker"] in offline:
+                    row[f"{r['speaker']}, offline"] = f"{r['offline']:.1f}"
         out.append(row)
-    return markdown_table(out, ["level", "thesis (MNIST)", *speakers])
+    columns = ["level", "thesis (MNIST)", *speakers, *(f"{n}, offline" for n in offline)]
+    return markdown_table(out, columns)
 
 
 def _mean_std(values: list[float]) -> str:
