@@ -551,9 +551,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ordered = sorted(group, key=lambda r: r["total_bits"])
         for key, what in (("pareto", "collective"), ("pareto_avg", "average")):
             front = [r["protocol"] for r in ordered if r[key] == "yes"]
+            left_out = (
+                ", the centralised reference left out"
+                if any(r["protocol"] == "centralised" for r in group)
+                else ""
+            )
             print(
-                f"\nPareto front over (total bits, {what} accuracy), the centralised reference "
-                f"left out: {', '.join(front)}"
+                f"\nPareto front over (total bits, {what} accuracy){left_out}: {', '.join(front)}"
             )
         if claims:
             print(f"\nThe issue's targets on this run ({args.dataset}, {partition}, one seed):\n")
