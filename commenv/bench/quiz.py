@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import tyro
 
 import commenv
 from commenv.bench import tools as benchtools
@@ -159,7 +160,7 @@ class Args:
     """torch CPU threads (the models are tiny: 1 avoids contention)"""
     out_dir: Path = Path("results/quiz")
     """where JSON/CSV/PNG go (results/quiz-quick with --quick)"""
-    no_plot: bool = False
+    no_plot: tyro.conf.FlagCreatePairsOff[bool] = False
     """skip figure 3.1"""
     resume: bool = False
     """keep the configurations a killed run of the same options finished (its partial file)
