@@ -1259,6 +1259,7 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
         dist.destroy_process_group()
         raise SystemExit(2)
     if rt.rank == 0:
+        store.start()  # every rank has accepted the input: the file marks a run in progress
         print(
             f"commenv.distributed: {rt.world} process(es), {rt.backend} on {rt.device}, "
             f"{args.dataset}, {args.n_nodes} nodes, {args.steps} steps, "

@@ -254,7 +254,9 @@ def test_projection_refuses_bad_options_with_exit_2(argv, expected, capsys, tmp_
     monkeypatch.setattr(sys, "argv", ["python -m commenv.distributed"])
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        distributed.main(["project", "--results", "source.json", *argv, "--out-dir", str(out)])
+        distributed.main(
+            ["project", "--results", "source.json", *argv, "--out-dir", str(out)]
+        )  # device-free: arithmetic on a result file
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1, err
@@ -263,6 +265,8 @@ def test_projection_refuses_bad_options_with_exit_2(argv, expected, capsys, tmp_
 
 def test_projection_still_projects_a_good_source(capsys, tmp_path):
     out = tmp_path / "out"
-    rows = distributed.main(["project", "--results", str(SOURCE), "--out-dir", str(out)])
+    rows = distributed.main(
+        ["project", "--results", str(SOURCE), "--out-dir", str(out)]
+    )  # device-free: arithmetic on a result file
     assert rows and {r["machines"] for r in rows} == {1, 2, 4, 8, 16, 32, 64, 128}
     assert (out / "projection.json").exists()

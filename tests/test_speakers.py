@@ -345,9 +345,9 @@ def test_offline_probe_stages_leave_training_alone_and_pick_the_best_stage(devic
     """The offline probes (fit on frozen train-split features at each stage) draw nothing from
     the training streams: the online curves are those of a run without them, bit for bit; the
     reported stage is each agent's best by validation, and its test accuracy is that stage's."""
-    kw = dict(TINY, level="both", steps=30, device=str(device))
-    plain = train_speakers(SpeakerRunConfig(**kw))
-    probed = train_speakers(SpeakerRunConfig(**kw, offline_probe_stages=3))
+    kw = dict(TINY, level="both", steps=30)
+    plain = train_speakers(SpeakerRunConfig(**kw, device=str(device)))
+    probed = train_speakers(SpeakerRunConfig(**kw, device=str(device), offline_probe_stages=3))
     assert probed.val_acc == plain.val_acc and probed.test_acc == plain.test_acc
     assert plain.offline is None and plain.offline_student_test is None
     off = probed.offline
@@ -359,12 +359,12 @@ def test_offline_probe_stages_leave_training_alone_and_pick_the_best_stage(devic
         assert off["test_at_best"][agent] == off["test_acc"][best][agent]
     assert probed.offline_student_test == off["test_at_best"][1]
     assert 0 < off["seconds"] < probed.seconds
-    again = train_speakers(SpeakerRunConfig(**kw, offline_probe_stages=3))
+    again = train_speakers(SpeakerRunConfig(**kw, device=str(device), offline_probe_stages=3))
     assert again.offline["test_acc"] == off["test_acc"]  # seeded
 
 
 def test_offline_probe_stages_are_checked_when_built():
     with pytest.raises(ValueError, match="offline_probe_stages must be <= steps"):
-        SpeakerRunConfig(steps=5, offline_probe_stages=6)
+        SpeakerRunConfig(steps=5, offline_probe_stages=6)  # device-free: refused when built
     with pytest.raises(ValueError, match="offline_probe_stages"):
-        SpeakerRunConfig(offline_probe_stages=-1)
+        SpeakerRunConfig(offline_probe_stages=-1)  # device-free: refused when built

@@ -311,6 +311,11 @@ class RunStore:
         if resume and self.path.exists():
             self._load()
 
+    def start(self) -> None:
+        """Start the partial file now (it is started by the first write otherwise): for a
+        runner whose input is all checked, so that the file marks a run in progress."""
+        self._open()
+
     def _open(self) -> None:
         """Start the partial file, on the first write: a benchmark that refuses its input
         after building the store has changed nothing on disk."""
