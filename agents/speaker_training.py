@@ -356,13 +356,14 @@ def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | Non
         if step in stages:  # the probe's own seeded streams: training's are left alone
             wrapper.eval()
             began = time.perf_counter()
-            val_acc, test_acc = evaluate.offline(speaker, cfg.seed)
+            if cfg.lr > 0 or not offline_curves["steps"]:  # lr 0: the same features each stage
+                off_val, off_test = evaluate.offline(speaker, cfg.seed)
             offline_seconds += time.perf_counter() - began
             wrapper.train()
-            offline_best.update(step, val_acc, test_acc)
+            offline_best.update(step, off_val, off_test)
             offline_curves["steps"].append(step)
-            offline_curves["val_acc"].append([100 * float(a) for a in val_acc])
-            offline_curves["test_acc"].append([100 * float(a) for a in test_acc])
+            offline_curves["val_acc"].append([100 * float(a) for a in off_val])
+            offline_curves["test_acc"].append([100 * float(a) for a in off_test])
         if step % cfg.eval_every == 0 or step == cfg.steps:
             if progress is not None:
                 progress(done_since)

@@ -368,3 +368,19 @@ def test_offline_probe_stages_are_checked_when_built():
         SpeakerRunConfig(steps=5, offline_probe_stages=6)  # device-free: refused when built
     with pytest.raises(ValueError, match="offline_probe_stages"):
         SpeakerRunConfig(offline_probe_stages=-1)  # device-free: refused when built
+
+
+def test_an_untrained_speaker_is_probed_offline_once(device, monkeypatch):
+    """At lr 0 the features are the same at every stage: one fit serves them all, with the
+    values a fit at each stage would give."""
+    import commenv_agents.speaker_training as st
+
+    calls = []
+    original = st._Evaluator.offline
+    monkeypatch.setattr(
+        st._Evaluator, "offline", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    kw = dict(TINY, level="none", steps=20, lr=0.0, offline_probe_stages=2)
+    result = train_speakers(SpeakerRunConfig(**kw, device=str(device)))
+    assert len(calls) == 1
+    assert result.offline["test_acc"][0] == result.offline["test_acc"][1]

@@ -212,3 +212,28 @@ def test_a_users_speaker_is_judged_against_its_own_untrained_floor(bench_languag
     assert not claims[f"{user}: every level above the untrained speaker"]  # 60 < its own 70
     lines = bench_language.verdict_lines(claims, rows, bench_language.parse_args(["--quick"]))
     assert any("untrained 70.0" in line for line in lines)
+
+
+def test_a_partial_file_from_before_the_offline_probe_resumes_without_it(bench_language):
+    """``--offline-probe-stages 0`` computes the rows of files from before the option existed,
+    so their partial files' options (which lack it) still match."""
+    old = bench_language.resume_options(bench_language.parse_args(["--quick"]))
+    assert "offline_probe_stages" in old  # with the probe: part of what a row depends on
+    args = bench_language.parse_args(["--quick", "--offline-probe-stages", "0"])
+    assert "offline_probe_stages" not in bench_language.resume_options(args)
+
+
+def test_report_shows_offline_columns_only_where_rows_have_them():
+    from commenv.bench import report
+
+    rows = [
+        {"speaker": "a", "level": "none", "thesis (MNIST)": 1.0, "ours": 50.0, "± std": 1.0,
+         "offline": 60.0},
+        {"speaker": "user m:C", "level": "none", "thesis (MNIST)": 1.0, "ours": 40.0,
+         "± std": 1.0, "offline": None},
+    ]  # fmt: skip
+    pivot = report.language_pivot({"rows": rows})
+    assert "a, offline" in pivot and "user m:C, offline" not in pivot
+    for r in rows:
+        r["offline"] = None
+    assert "offline" not in report.run_table("language", {"rows": rows})

@@ -246,6 +246,15 @@ SPEAKER_KWARGS = ("n_agents", "in_features", "message_bits", "hidden")
 """What a speaker class is built with (``agents.speaker_training``)."""
 
 
+def resume_options(args: Args) -> dict:
+    """The options a partial file must match to be resumed; without the offline probe the
+    rows are those of files from before it existed, so their partial files resume too."""
+    options = benchtools.result_options(args)
+    if args.offline_probe_stages == 0:
+        options.pop("offline_probe_stages", None)
+    return options
+
+
 def run_key(name: str, level: str, seed: int) -> str:
     """A run's name in the partial file."""
     return f"{name} | {level} | seed {seed}"
@@ -264,9 +273,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise benchtools.as_option_error(exc, args) from None
     benchtools.check_dataset(args.dataset, args.data_root)
     levels = list(dict.fromkeys(level for _, level, _, _ in plan))
-    store = benchtools.RunStore(
-        args.out_dir, "language", args.resume, benchtools.result_options(args)
-    )
+    store = benchtools.RunStore(args.out_dir, "language", args.resume, resume_options(args))
     todo = [p for p in plan if run_key(*p[:3]) not in store]
     print(
         f"bench language: {len(plan)} runs on {args.dataset} ({device}), {args.steps} steps each "

@@ -554,7 +554,9 @@ def run_table(bench: str, data: dict[str, Any]) -> str:
     if bench == "quiz":
         return _table(rows, QUIZ_COLUMNS)
     if bench == "language":
-        columns = {k: v for k, v in LANGUAGE_COLUMNS.items() if any(k in r for r in rows)}
+        columns = {
+            k: v for k, v in LANGUAGE_COLUMNS.items() if any(r.get(k) is not None for r in rows)
+        }
         return _table(rows, columns)  # files from before the offline probe: no such columns
     if bench == "unsupervised":
         return _table(rows, UNSUPERVISED_COLUMNS)
@@ -577,7 +579,9 @@ def language_pivot(data: dict[str, Any]) -> str:
     has it."""
     rows = data["rows"]
     speakers = list(dict.fromkeys(r["speaker"] for r in rows))
-    offline = [n for n in speakers if all(r.get("offline") is not None for r in rows)]
+    offline = [
+        n for n in speakers if all(r.get("offline") is not None for r in rows if r["speaker"] == n)
+    ]
     out = []
     for level in dict.fromkeys(r["level"] for r in rows):
         row: dict[str, Any] = {"level": level}
