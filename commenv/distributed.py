@@ -1168,10 +1168,16 @@ def startup_checks(args: GraphArgs, rt: Runtime) -> None:
         first = (args.contents() or ["labels"])[0]
         NodeGraphGame(**game_kwargs(args, first), device="cpu")
         if args.agent:
+            from commenv.bench.graph import AGENT_KWARGS
             from commenv.bench.tools import load_class
 
             load_class(
-                args.agent, "--agent", ("step", "predict_proba"), "docs/agents.md#node-graph"
+                args.agent,
+                "--agent",
+                ("step", "predict_proba"),
+                "docs/agents.md#node-graph",
+                AGENT_KWARGS,
+                positional=3,
             )
         error = ""
     except Exception as e:  # noqa: BLE001 - any failure here stops every rank, none hangs
