@@ -845,12 +845,12 @@ def run_output_sharing(args: GraphArgs, rt: Runtime, share: str, progress_every:
     wire = Wire(args.exchange, rt.device, rt.timeout)
     game = ShardGame(kw, nodes, wire, owner)
     arch = choose_arch(args, rt.device)
-    from commenv.bench.tools import load_class, seed_everything
+    from commenv.bench.graph import load_agent
+    from commenv.bench.tools import seed_everything
 
     seed_everything(args.seed)
     if args.agent:
-        contract = "docs/agents.md#node-graph"
-        cls = load_class(args.agent, "--agent", ("step", "predict_proba"), contract)
+        cls = load_agent(args.agent)
         pop = cls(
             len(nodes),
             game.image_shape,
@@ -1168,17 +1168,9 @@ def startup_checks(args: GraphArgs, rt: Runtime) -> None:
         first = (args.contents() or ["labels"])[0]
         NodeGraphGame(**game_kwargs(args, first), device="cpu")
         if args.agent:
-            from commenv.bench.graph import AGENT_KWARGS
-            from commenv.bench.tools import load_class
+            from commenv.bench.graph import load_agent
 
-            load_class(
-                args.agent,
-                "--agent",
-                ("step", "predict_proba"),
-                "docs/agents.md#node-graph",
-                AGENT_KWARGS,
-                positional=3,
-            )
+            load_agent(args.agent)
         error = ""
     except Exception as e:  # noqa: BLE001 - any failure here stops every rank, none hangs
         error = f"{type(e).__name__}: {e}"

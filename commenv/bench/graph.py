@@ -178,6 +178,14 @@ AGENT_KWARGS += ("feature_dim", "device", "seed")
 """What a user's ``--agent`` population is built with (its first three positionally)."""
 
 
+def load_agent(spec: str) -> type:
+    """A user's ``--agent`` population class, checked (methods and constructor) before any
+    run: ``Class(n_nodes, image_shape, num_classes, **AGENT_KWARGS[3:])``."""
+    return load_class(
+        spec, "--agent", ("step", "predict_proba"), "docs/agents.md#node-graph", AGENT_KWARGS, 3
+    )
+
+
 def check_runs(args: Args, jobs: list[tuple[str, int, str, Any]], device: torch.device) -> None:
     """Every configuration's values refused before the first one trains: the data set, each
     game, and each built-in population, built once and dropped (nothing is trained; a user's
@@ -345,14 +353,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     jobs = [job for job in jobs if job[0] in chosen]
     thesis = {c[0]: c[3:] for c in CONFIGS}
     if args.agent:
-        cls = load_class(
-            args.agent,
-            "--agent",
-            ("step", "predict_proba"),
-            "docs/agents.md#node-graph",
-            AGENT_KWARGS,
-            positional=3,
-        )
+        cls = load_agent(args.agent)
         jobs.append(
             (f"10 nodes, {cls.__name__} ({args.agent_content})", 10, args.agent_content, cls)
         )
