@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from commenv.core import generator_seed
+from commenv.core import check_data_root, generator_seed
 
 __all__ = ["DATASETS", "DatasetSplits", "Split", "load_dataset"]
 
@@ -172,8 +172,7 @@ def load_dataset(
         FileNotFoundError: the files of a file-based dataset were not found.
         RuntimeError: ``download=True`` but torchvision is unusable or the download failed.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    _check_name(name)
     vf = DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
     if not 0.0 <= vf < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
@@ -207,17 +206,19 @@ def load_dataset(
 # --------------------------------------------------------------------------------------------
 
 
-def check_available(name: str, root: str | os.PathLike[str] | None = None) -> None:
-    """``ValueError`` (the one :func:`load_dataset` gives) unless ``name`` is a known data set
-    that can be loaded from ``root`` here, checked without reading it: a benchmark refuses a
-    missing data set before its first run, not at the run that needs it."""
+def _check_name(name: str) -> None:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {list(DATASETS)}")
-    if root is not None and not Path(root).expanduser().is_dir():
-        raise ValueError(f"data_root {str(root)!r} is not a directory")
-    if name in ("digits", "synthetic"):
-        return
-    if _locate(name, root) is None:
+
+
+def check_available(name: str, root: str | os.PathLike[str] | None = None) -> None:
+    """``ValueError`` unless ``name`` is a known data set that the games can load from
+    ``root`` here (:func:`commenv.core.check_data_root`, then :func:`load_dataset`'s search),
+    checked without reading it: a benchmark refuses a missing data set before its first run,
+    not at the run that needs it."""
+    _check_name(name)
+    root = check_data_root(root)
+    if name not in ("digits", "synthetic") and _locate(name, root) is None:
         raise ValueError(_missing_message(name, root))
 
 

@@ -78,7 +78,12 @@ Q1 = ["--max-epochs", "1", "--worlds", "1"]  # quiz: the same
         ("graph", [*G10, "--float-bits", "20"], "--float-bits must be 32 or 64"),
         ("graph", [*G10, "--feature-weight", "-1"], "--feature-weight must be a finite number"),
         ("graph", [*G10, "--dataset", "bogus"], "--dataset 'bogus'"),
-        ("graph", [*G10, "--data-root", "/nonexistent"], "'/nonexistent' is not a directory"),
+        (
+            "graph",
+            [*G10, "--data-root", "/nonexistent"],
+            "existing directory (a missing one is not replaced by another location), "
+            "got str '/nonexistent'",
+        ),
         (
             "frontier",
             [*F5, "--protocols", "isolated", "topk", "--topk-ratio", "2"],

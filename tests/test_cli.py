@@ -120,7 +120,12 @@ WRONG_AGENT = "class Wrong:\n    pass\n"
         ("unsupervised", ["--agent", "wrong:Wrong"], "must be a class with step(), encode()"),
         ("language", ["--agent", "wrong:Wrong"], "must be a class with forward(), to()"),
         ("language", ["--dataset", "bogus"], "unknown dataset 'bogus'; valid choices"),
-        ("language", ["--data-root", "/nonexistent"], "'/nonexistent' is not a directory"),
+        (
+            "language",
+            ["--data-root", "/nonexistent"],
+            "existing directory (a missing one is not replaced by another location), "
+            "got str '/nonexistent'",
+        ),
         ("language", ["--noise", "2"], "--noise must be a finite number in [0.0, 1.0]"),
         ("language", ["--probe-lr", "-1"], "--probe-lr must be a finite number > 0.0"),
         ("language", ["--temp-decay", "2"], "--temp-start/--temp-decay/--temp-every/--temp-f"),
