@@ -233,11 +233,6 @@ def shards(n_nodes: int, world_size: int) -> list[np.ndarray]:
     return np.array_split(np.arange(n_nodes), world_size)
 
 
-def broadcast_prob(args: GraphArgs) -> float:
-    """Per-edge broadcast probability, as ``commenv bench graph`` sets it."""
-    return min(1.0, args.broadcast_margin * args.consumption_prob / max(1, args.n_nodes - 1))
-
-
 def game_kwargs(args: GraphArgs, share: str) -> dict[str, Any]:
     """The node_graph_v0 configuration of one row (the same as ``commenv bench graph``'s)."""
     graph = parse_graph(args.graph, args.n_nodes)
@@ -257,7 +252,7 @@ def population_kwargs(args: GraphArgs, share: str, arch: str) -> dict[str, Any]:
     return dict(
         arch=arch,
         share=share,
-        broadcast_prob=broadcast_prob(args),
+        broadcast_prob=args.broadcast_prob(args.n_nodes),
         temperature=args.temperature,
         feature_weight=args.feature_weight,
         hidden=args.hidden,
@@ -856,7 +851,7 @@ def run_output_sharing(args: GraphArgs, rt: Runtime, share: str, progress_every:
             game.image_shape,
             game.num_classes,
             share=share,
-            broadcast_prob=broadcast_prob(args),
+            broadcast_prob=args.broadcast_prob(args.n_nodes),
             feature_dim=args.feature_dim,
             device=rt.device,
             seed=args.seed,

@@ -202,8 +202,7 @@ sets each: what the protocol is built with, and what its refusals name."""
 
 
 def protocol_options(args: Args) -> dict[str, dict[str, Any]]:
-    q = min(1.0, args.broadcast_margin * args.consumption_prob / (args.n_nodes - 1))
-    share = {"broadcast_prob": q, "temperature": args.temperature}
+    share = {"broadcast_prob": args.broadcast_prob(args.n_nodes), "temperature": args.temperature}
     own = {p: {k: getattr(args, f) for k, f in kw.items()} for p, kw in PROTOCOL_FIELDS.items()}
     return {**dict.fromkeys(SHARES, share), **own}
 
@@ -269,7 +268,6 @@ def check_runs(args: Args, jobs: list[tuple[str, Any]], device: torch.device) ->
     (partition, protocol) and every protocol of :data:`PROTOCOLS`, built once and dropped
     (nothing trains; a user's class is checked by
     :func:`~commenv.bench.tools.load_class`). ``ValueError`` names the option as typed."""
-    check_float("--broadcast-margin", args.broadcast_margin, 0.0)  # NaN would mean 1
     check_dataset(args.dataset, args.data_root)
 
     def plays_on(cls: Any, name: str) -> tuple[str, int]:  # what tells the games apart

@@ -63,7 +63,6 @@ from commenv.bench.tools import (
     select_runs,
     verdict,
 )
-from commenv.core import check_float
 from commenv.evaluation import WEIGHTINGS
 from commenv.node_graph import CONTENTS, NodeGraphGame
 from commenv_agents.population import (
@@ -162,9 +161,12 @@ def population_kwargs(
 ) -> dict[str, Any]:
     """The keywords a configuration's population is built with (a user's class: the
     documented ones, :data:`AGENT_KWARGS`)."""
-    q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))
     kwargs: dict[str, Any] = dict(
-        share=share, broadcast_prob=q, feature_dim=game.feature_dim, device=device, seed=args.seed
+        share=share,
+        broadcast_prob=args.broadcast_prob(n_nodes),
+        feature_dim=game.feature_dim,
+        device=device,
+        seed=args.seed,
     )
     if cls in (None, OutputSharingPopulation):
         kwargs.update(
@@ -191,7 +193,6 @@ def check_runs(args: Args, jobs: list[tuple[str, int, str, Any]], device: torch.
     game, and each built-in population, built once and dropped (nothing is trained; a user's
     class is checked by :func:`~commenv.bench.tools.load_class`). ``ValueError`` names the
     option as it is typed."""
-    check_float("--broadcast-margin", args.broadcast_margin, 0.0)  # NaN would mean 1
     check_dataset(args.dataset, args.data_root)
     try:
         for _, n_nodes, share, cls in jobs:

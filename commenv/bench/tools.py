@@ -503,6 +503,8 @@ def check_options(config: Any) -> None:
             check_seed(flag, value)
         elif field == "out_dir":
             check_out_dir(flag, value)
+        elif field == "broadcast_margin":  # NaN would mean a broadcast probability of 1
+            check_float(flag, value, 0.0)
 
 
 def check_out_dir(flag: str, value: Any) -> Path:
@@ -616,6 +618,11 @@ class NodeGraphOptions:
     other cost more than they compute)"""
     seed: int = 0
     """seed of partitions, models, sampling"""
+
+    def broadcast_prob(self, n_nodes: int) -> float:
+        """The per-edge broadcast probability of ``n_nodes`` nodes: ``broadcast_margin *
+        consumption_prob / (n_nodes - 1)``, at most 1."""
+        return min(1.0, self.broadcast_margin * self.consumption_prob / max(1, n_nodes - 1))
 
     def game_config(self) -> dict[str, Any]:
         """The ``NodeGraphGame`` keyword arguments these options set (the partition drawn from

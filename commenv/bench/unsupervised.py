@@ -63,7 +63,6 @@ from commenv.bench.tools import (
     seed_everything,
     select_device,
 )
-from commenv.core import check_float
 from commenv.datasets import DatasetSplits, load_dataset
 from commenv.evaluation import evaluate
 from commenv.node_graph import PARTITIONS, NodeGraphGame
@@ -315,9 +314,12 @@ def population_kwargs(args: Args, spec: tuple, device: Any, builtin: bool) -> di
     """The keywords a configuration's population is built with (a user's class, not
     ``builtin``: the documented ones, :data:`AGENT_KWARGS`)."""
     n_nodes, share = spec[1:3]
-    q = min(1.0, args.broadcast_margin * args.consumption_prob / max(1, n_nodes - 1))
     kwargs: dict[str, Any] = dict(
-        share=share, broadcast_prob=q, feature_dim=args.feature_dim, device=device, seed=args.seed
+        share=share,
+        broadcast_prob=args.broadcast_prob(n_nodes),
+        feature_dim=args.feature_dim,
+        device=device,
+        seed=args.seed,
     )
     if builtin:
         kwargs.update(
@@ -335,7 +337,6 @@ def check_runs(args: Args, jobs: list[tuple[str, tuple, Any]], device: Any) -> N
     each built-in population, built once and dropped (nothing is trained; a user's class is
     checked by :func:`~commenv.bench.tools.load_class`). ``ValueError`` names the option as
     it is typed."""
-    check_float("--broadcast-margin", args.broadcast_margin, 0.0)  # NaN would mean 1
     check_dataset(args.dataset, args.data_root)
     for _, spec, cls in jobs:
         try:
