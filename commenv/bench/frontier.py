@@ -207,13 +207,19 @@ def protocol_options(args: Args) -> dict[str, dict[str, Any]]:
     return {**dict.fromkeys(SHARES, share), **own}
 
 
+def plays_on(name: str, cls: Any = None) -> tuple[str, int]:
+    """What the game of protocol ``name`` (or the user's ``cls``) carries: its content and
+    float bits (all a protocol's game depends on beside the options)."""
+    if cls is None:
+        return PROTOCOL_SPECS[name].content, PROTOCOL_SPECS[name].float_bits
+    return getattr(cls, "content", "labels"), getattr(cls, "float_bits", 32)
+
+
 def make_game(
     args: Args, partition: str, name: str, device: torch.device, cls: Any = None
 ) -> NodeGraphGame:
     """The game protocol ``name`` (or the user's ``cls``) plays on ``partition``."""
-    spec = PROTOCOL_SPECS.get(name)
-    content = getattr(cls, "content", "labels") if cls else spec.content
-    float_bits = getattr(cls, "float_bits", 32) if cls else spec.float_bits
+    content, float_bits = plays_on(name, cls)
     return NodeGraphGame(
         **args.game_config(),
         n_nodes=args.n_nodes,
@@ -269,14 +275,9 @@ def check_runs(args: Args, jobs: list[tuple[str, Any]], device: torch.device) ->
     (nothing trains; a user's class is checked by
     :func:`~commenv.bench.tools.load_class`). ``ValueError`` names the option as typed."""
     check_dataset(args.dataset, args.data_root)
-
-    def plays_on(cls: Any, name: str) -> tuple[str, int]:  # what tells the games apart
-        spec = cls or PROTOCOL_SPECS[name]
-        return getattr(spec, "content", "labels"), getattr(spec, "float_bits", 32)
-
     for partition in args.partitions:
-        for key in dict.fromkeys(plays_on(cls, name) for name, cls in jobs):
-            players = [(name, cls) for name, cls in jobs if plays_on(cls, name) == key]
+        for key in dict.fromkeys(plays_on(name, cls) for name, cls in jobs):
+            players = [(name, cls) for name, cls in jobs if plays_on(name, cls) == key]
             try:  # one game at a time: each holds the training images
                 game = make_game(args, partition, players[0][0], device, players[0][1])
             except ValueError as exc:
@@ -547,13 +548,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
         print(markdown_table(group, COLUMNS))
         ordered = sorted(group, key=lambda r: r["total_bits"])
+        ran = [r["protocol"] for r in group if r["protocol"] in REFERENCES]
+        left_out = f", the {', '.join(ran)} reference left out" if ran else ""
         for key, what in (("pareto", "collective"), ("pareto_avg", "average")):
             front = [r["protocol"] for r in ordered if r[key] == "yes"]
-            left_out = (
-                ", the centralised reference left out"
-                if any(r["protocol"] == "centralised" for r in group)
-                else ""
-            )
             print(
                 f"\nPareto front over (total bits, {what} accuracy){left_out}: {', '.join(front)}"
             )
