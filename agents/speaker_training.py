@@ -43,7 +43,7 @@ from commenv.core import (
     describe,
 )
 from commenv.partial_obs import PartialObsGame
-from commenv.probe import BestValidation, LinearProbe, fit_linear_probe
+from commenv.probe import BestValidation, LinearProbe, fit_linear_probe, stage_steps
 from commenv_agents.speakers import (
     LIKELIHOODS,
     MI_ESTIMATORS,
@@ -329,7 +329,7 @@ def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | Non
     opt = torch.optim.Adam([*wrapper.parameters(), *disc.parameters()], lr=cfg.lr)
     evaluate = _Evaluator(games, train=cfg.offline_probe_stages > 0)
     best = BestValidation(game.n_agents)
-    stages = offline_stages(cfg.steps, cfg.offline_probe_stages)
+    stages = stage_steps(cfg.steps, cfg.offline_probe_stages)
     offline_best = BestValidation(game.n_agents)
     offline_curves: dict[str, list] = {"steps": [], "val_acc": [], "test_acc": []}
     offline_seconds = 0.0
@@ -391,12 +391,6 @@ def _train_speakers(cfg: SpeakerRunConfig, progress: Callable[[int], None] | Non
             "seconds": offline_seconds,
         },
     )
-
-
-def offline_stages(steps: int, stages: int) -> list[int]:
-    """The steps at which the offline probe is fit: ``stages`` evenly spaced, the last at
-    ``steps``."""
-    return [round(steps * (i + 1) / stages) for i in range(stages)]
 
 
 def _mi(cfg: SpeakerRunConfig) -> dict[str, Any]:

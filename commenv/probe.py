@@ -181,6 +181,12 @@ class ProbeResult:
     """``(P, S_test, C)`` test distributions at each probe's best epoch (``keep_probs=True``)."""
 
 
+def stage_steps(steps: int, stages: int) -> list[int]:
+    """The training steps at which a model is probed at ``stages`` stages: evenly spaced, the
+    last at ``steps``."""
+    return [round(steps * (i + 1) / stages) for i in range(stages)]
+
+
 def fit_linear_probe(
     train_x: torch.Tensor,
     train_y: torch.Tensor,

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 
 from commenv.bench.tools import (
+    POPULATION_KWARGS,
     OutputSharingOptions,
     RunStore,
     as_option_error,
@@ -160,7 +161,7 @@ def population_kwargs(
     cls: Any = None,
 ) -> dict[str, Any]:
     """The keywords a configuration's population is built with (a user's class: the
-    documented ones, :data:`AGENT_KWARGS`)."""
+    documented ones, :data:`~commenv.bench.tools.POPULATION_KWARGS`)."""
     kwargs: dict[str, Any] = dict(
         share=share,
         broadcast_prob=args.broadcast_prob(n_nodes),
@@ -175,16 +176,16 @@ def population_kwargs(
     return kwargs
 
 
-AGENT_KWARGS = ("n_nodes", "image_shape", "num_classes", "share", "broadcast_prob")
-AGENT_KWARGS += ("feature_dim", "device", "seed")
-"""What a user's ``--agent`` population is built with (its first three positionally)."""
-
-
 def load_agent(spec: str) -> type:
     """A user's ``--agent`` population class, checked (methods and constructor) before any
-    run: ``Class(n_nodes, image_shape, num_classes, **AGENT_KWARGS[3:])``."""
+    run: ``Class(n_nodes, image_shape, num_classes, **POPULATION_KWARGS[3:])``."""
     return load_class(
-        spec, "--agent", ("step", "predict_proba"), "docs/agents.md#node-graph", AGENT_KWARGS, 3
+        spec,
+        "--agent",
+        ("step", "predict_proba"),
+        "docs/agents.md#node-graph",
+        POPULATION_KWARGS,
+        3,
     )
 
 

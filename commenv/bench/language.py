@@ -267,8 +267,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     plan = run_configs(args, device)
     benchtools.require_runs(plan, "--kinds, --levels, --remedies, --ours and --untrained")
     try:  # every run's values refused now, not after the runs before it
-        for *_, cfg in plan:
-            SpeakerRunConfig(**cfg)
+        plan = [(name, level, seed, SpeakerRunConfig(**cfg)) for name, level, seed, cfg in plan]
     except ValueError as exc:  # named as typed: --noise, not noise
         raise benchtools.as_option_error(exc, args) from None
     benchtools.check_dataset(args.dataset, args.data_root)
@@ -283,7 +282,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with benchtools.progress(total=len(todo) * args.steps, desc="speakers", unit="step") as bar:
         for name, level, seed, cfg in todo:
             bar.set_postfix_str(f"{name} {level} seed {seed}")
-            result = train_speakers(SpeakerRunConfig(**cfg), progress=bar.update)
+            result = train_speakers(cfg, progress=bar.update)
             store.add(run_key(name, level, seed), asdict(result))
     result_fields = [f.name for f in fields(RunResult)]
     runs = []
@@ -443,9 +442,8 @@ def verdict_lines(claims: dict[str, bool], rows: list[dict], args: Args) -> list
     for claim, ok in claims.items():
         column = "offline" if claim.endswith(OFFLINE) else "ours"
         body = claim.removesuffix(OFFLINE)
-        name = body.rsplit(": ", 1)[0] if body.endswith(FLOOR) else body.split(": ")[0]
-        if not any(r["speaker"] == name for r in rows):  # a user's "mod:Class" name
-            name = body.rsplit(": ", 1)[0]
+        # the speaker the claim is about: the longest name it starts with ("user m:C" has ':')
+        name = max((r["speaker"] for r in rows if claim.startswith(f"{r['speaker']}: ")), key=len)
         floor_row = next((r for r in rows if r["speaker"] == floor_name(name)), None)
         acc = {r["level"]: r[column] for r in rows if r["speaker"] == name}
         floor = None if floor_row is None else floor_row.get(column)

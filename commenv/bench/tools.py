@@ -637,6 +637,12 @@ class NodeGraphOptions:
         )
 
 
+POPULATION_KWARGS = ("n_nodes", "image_shape", "num_classes", "share", "broadcast_prob")
+POPULATION_KWARGS += ("feature_dim", "device", "seed")
+"""What a user's node_graph_v0 population (``--agent`` of the graph and unsupervised benches
+and of the distributed runner) is built with, the first three by position."""
+
+
 @dataclass
 class OutputSharingOptions(NodeGraphOptions):
     """:class:`NodeGraphOptions` plus the game's own knobs of the output-sharing runs (``commenv

@@ -46,6 +46,7 @@ from typing import Any, Literal
 import torch
 
 from commenv.bench.tools import (
+    POPULATION_KWARGS,
     RUN_OPTIONS,
     NodeGraphOptions,
     RunStore,
@@ -66,7 +67,7 @@ from commenv.bench.tools import (
 from commenv.datasets import DatasetSplits, load_dataset
 from commenv.evaluation import evaluate
 from commenv.node_graph import PARTITIONS, NodeGraphGame
-from commenv.probe import BestValidation, fit_linear_probe
+from commenv.probe import BestValidation, fit_linear_probe, stage_steps
 from commenv_agents.unsupervised import (
     CONTENT,
     POPULATIONS,
@@ -243,7 +244,7 @@ def train_and_probe(
     """Train ``pop`` on ``game`` for ``args.steps`` steps, probing at ``args.stages`` stages;
     returns per-node / average / collective test accuracy (%) at each node's best stage and
     the per-stage curve."""
-    stage_steps = {round(args.steps * (k + 1) / args.stages) for k in range(args.stages)}
+    stages = set(stage_steps(args.steps, args.stages))
     best, best_val = BestValidation(pop.n_nodes), BestValidation(pop.n_nodes)
     curve: list[dict[str, Any]] = []
     game.reset(seed=args.seed)
@@ -254,7 +255,7 @@ def train_and_probe(
         obs, _, _, _ = game.step_tensors(bits[None], None if payload is None else payload[None])
         if bar is not None:
             bar.update(1)
-        if t in stage_steps:
+        if t in stages:
             res = probe_stage(pop, data, args)
             best.update(t, res.val_acc, res.test_acc, res.test_probs)
             best_val.update(t, res.val_acc, res.val_acc, res.val_probs)
@@ -305,14 +306,11 @@ WEIGHT_OPTIONS: dict[str, str] = {
 }
 """The option (:class:`Args` field) that sets the share term's weight of each of our shares
 (the thesis' ``match``: ``share_weight``)."""
-AGENT_KWARGS = ("n_nodes", "image_shape", "num_classes", "share", "broadcast_prob")
-AGENT_KWARGS += ("feature_dim", "device", "seed")
-"""What a user's ``--agent`` population is built with (its first three positionally)."""
 
 
 def population_kwargs(args: Args, spec: tuple, device: Any, builtin: bool) -> dict[str, Any]:
     """The keywords a configuration's population is built with (a user's class, not
-    ``builtin``: the documented ones, :data:`AGENT_KWARGS`)."""
+    ``builtin``: the documented ones, :data:`~commenv.bench.tools.POPULATION_KWARGS`)."""
     n_nodes, share = spec[1:3]
     kwargs: dict[str, Any] = dict(
         share=share,
@@ -530,9 +528,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ]
     if args.agent:
         contract = "commenv_agents.unsupervised.UnsupervisedPopulation"
-        cls = load_class(
-            args.agent, "--agent", ("step", "encode"), contract, AGENT_KWARGS, positional=3
-        )
+        cls = load_class(args.agent, "--agent", ("step", "encode"), contract, POPULATION_KWARGS, 3)
         fam = args.agent_family
         jobs.append(
             (
