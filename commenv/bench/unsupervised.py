@@ -211,11 +211,9 @@ def resolve(args: Args) -> Args:
 def probe_stage(pop: Any, data: DatasetSplits, args: Args) -> Any:
     """Linear probes ``(N,)`` on every node's encoder: full training split, early stopping on
     validation, test distributions kept at each probe's best epoch."""
-    feats = [
+    train, val, test = (
         pop.encode(split.x).transpose(0, 1).cpu() for split in (data.train, data.val, data.test)
-    ]
-    mean, std = feats[0].mean(0), feats[0].std(0) + 1e-6  # a linear map: still a linear probe
-    train, val, test = ((f - mean) / std for f in feats)
+    )
     # The kept distributions cover validation then test (the epoch is chosen on validation
     # alone), so a stage's validation collective can be computed too.
     res = fit_linear_probe(
@@ -231,6 +229,7 @@ def probe_stage(pop: Any, data: DatasetSplits, args: Args) -> Any:
         seed=args.seed,
         patience=args.probe_patience,
         keep_probs=True,
+        standardize=True,  # z-scored with the train split's statistics: still a linear probe
     )
     n_val = len(val)
     res.val_probs, res.test_probs = res.test_probs[:, :n_val], res.test_probs[:, n_val:]
