@@ -154,6 +154,24 @@ class GraphArgs(OutputSharingOptions):
     def contents(self) -> list[str]:
         return [c.strip() for c in self.content.split(",") if c.strip()]
 
+    def inert_options(self) -> dict[str, str]:
+        """The options these rows leave without effect, and why (typed, they are refused:
+        :func:`commenv.bench.tools.refuse_inert`), as ``commenv bench graph`` refuses them."""
+        contents, inert = set(self.contents()), {}
+        for field, needs in (
+            ("temperature", {"logits"}),
+            ("feature_weight", {"features"}),
+            ("float_bits", {"logits", "features"}),
+        ):
+            if not contents & needs:
+                rows = " or ".join(sorted(needs))
+                inert[field] = f"it acts on rows sharing {rows}; --content has none"
+        if "powersgd" not in self.hooks():
+            inert["powersgd_rank"] = "it sets the powersgd hook; --sync-sgd does not name it"
+        if self.graph != "ring":
+            inert["k"] = f"it counts a ring's neighbours; --graph is {self.graph!r}"
+        return inert
+
     def hooks(self) -> list[str]:
         return [h.strip() for h in self.sync_sgd.split(",") if h.strip()]
 
@@ -1219,7 +1237,9 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
 
     prog = "torchrun --nproc-per-node P -m commenv.distributed graph"
     try:  # before the process group: each rank refuses on its own, none waits for another
-        args = parse_config(GraphArgs, argv, description=GraphArgs.__doc__, prog=prog).finalize()
+        args = parse_config(
+            GraphArgs, argv, GraphArgs.__doc__, prog=prog, inert=GraphArgs.inert_options
+        ).finalize()
         if args.device != "auto":
             check_device(args.device, "--device")
     except ValueError as e:

@@ -334,3 +334,19 @@ def test_graph_help_lists_the_options(capsys):
     out = capsys.readouterr().out
     for option in ("--content", "--sync-sgd", "--exchange", "--timeout", "--check-simulation"):
         assert option in out
+
+
+def test_graph_refuses_options_its_rows_ignore(capsys):  # device-free: refused at parse
+    """As ``commenv bench graph`` does: a ring's ``--k`` on another graph, the PowerSGD rank
+    without the hook, the logits' temperature without a logits row; before any process group."""
+    from commenv.distributed import main
+
+    for extra, message in (
+        (["--graph", "all_to_all", "--k", "2"], "--k has no effect here"),
+        (["--sync-sgd", "allreduce", "--powersgd-rank", "4"], "--powersgd-rank has no effect"),
+        (["--content", "labels,features", "--temperature", "2"], "--temperature has no effect"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["graph", *SMALL, *extra])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

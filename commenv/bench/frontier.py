@@ -201,6 +201,21 @@ PROTOCOL_FIELDS: dict[str, dict[str, str]] = {
 sets each: what the protocol is built with, and what its refusals name."""
 
 
+def inert_options(args: Args) -> dict[str, str]:
+    """The options of the protocols ``--protocols`` leaves out, and why (typed, they are
+    refused: :func:`~commenv.bench.tools.refuse_inert`)."""
+    inert = {
+        field: f"it sets the {name} protocol, which --protocols does not select"
+        for name, keywords in PROTOCOL_FIELDS.items()
+        if name not in args.protocols
+        for field in keywords.values()
+    }
+    if not set(SHARES) & set(args.protocols):
+        why = f"it acts on output sharing ({', '.join(SHARES)}); --protocols selects none"
+        inert.update(dict.fromkeys(("temperature", "broadcast_margin"), why))
+    return inert
+
+
 def protocol_options(args: Args) -> dict[str, dict[str, Any]]:
     share = {"broadcast_prob": args.broadcast_prob(args.n_nodes), "temperature": args.temperature}
     own = {p: {k: getattr(args, f) for k, f in kw.items()} for p, kw in PROTOCOL_FIELDS.items()}
@@ -508,7 +523,9 @@ def resume_config(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = resolve(parse_config(Args, argv, description=__doc__.split("\n\n")[0]))
+    args = resolve(
+        parse_config(Args, argv, description=__doc__.split("\n\n")[0], inert=inert_options)
+    )
     device = select_device(args.device)
     torch.set_num_threads(args.threads)
     jobs: list[tuple[str, Any]] = [(name, None) for name in args.protocols]

@@ -137,7 +137,30 @@ QUICK: dict[str, Any] = dict(
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    return parse_config(
+        Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK, inert=inert_options
+    )
+
+
+SHARE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "temperature": ("logits",),
+    "feature_weight": ("features",),
+    "float_bits": ("logits", "features"),
+}
+"""The options that act only on runs sharing one of these contents."""
+
+
+def inert_options(args: Args) -> dict[str, str]:
+    """The options these ``--runs`` and ``--agent`` leave without effect, and why (typed, they
+    are refused: :func:`~commenv.bench.tools.refuse_inert`)."""
+    chosen = select_runs(args.runs, [c[0] for c in CONFIGS])
+    shared = {c[2] for c in CONFIGS if c[0] in chosen}
+    shared |= {args.agent_content} if args.agent else set()
+    inert = {} if args.agent else {"agent_content": "it says what --agent shares; no --agent"}
+    for field, contents in SHARE_OPTIONS.items():
+        if not shared & set(contents):
+            inert[field] = f"it acts on runs sharing {' or '.join(contents)}; --runs selects none"
+    return inert
 
 
 def make_game(args: Args, n_nodes: int, share: str, device: torch.device) -> NodeGraphGame:

@@ -169,7 +169,29 @@ QUICK: dict = dict(
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    return parse_config(
+        Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK, inert=inert_options
+    )
+
+
+def inert_options(args: Args) -> dict[str, str]:
+    """The options these rows leave without effect, and why (typed, they are refused:
+    :func:`~commenv.bench.tools.refuse_inert`): the Gumbel schedule without a Gumbel row (every
+    row but REINFORCE's is one), the entropy bonus without REINFORCE, the negatives of an
+    estimator that draws one."""
+    kinds = set(filter(None, args.kinds.split(",")))
+    gumbel = bool(
+        kinds - {"reinforce"} or args.remedies or args.ours or args.untrained or args.agent
+    )
+    inert = {}
+    if not gumbel:
+        why = "it sets the Gumbel-Softmax temperature; no row is a Gumbel speaker"
+        inert.update(dict.fromkeys(("temp_start", "temp_decay", "temp_every", "temp_floor"), why))
+    if "reinforce" not in kinds:
+        inert["entropy_coef"] = "it is REINFORCE's entropy bonus; --kinds has no reinforce"
+    if args.mi_estimator != "infonce":
+        inert["mi_negatives"] = "it counts InfoNCE's negatives; --mi-estimator is not infonce"
+    return inert
 
 
 def variants(args: Args) -> list[tuple[str, dict]]:

@@ -177,10 +177,26 @@ QUICK: dict[str, Any] = dict(dataset="digits", exam_every=10, out_dir=Path("resu
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """The options, with ``args.names``: the configurations to run, baseline first."""
-    args = parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    args = parse_config(
+        Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK, inert=inert_options
+    )
     names = benchtools.select_runs(args.runs, list(CONFIGS))
     args.names = names if "baseline" in names else ["baseline", *names]
     return args
+
+
+def inert_options(args: Args) -> dict[str, str]:
+    """The options these ``--runs`` and ``--teacher`` leave without effect, and why (typed,
+    they are refused: :func:`~commenv.bench.tools.refuse_inert`): the baseline has no teacher,
+    and a user's teacher is built with none of the reference teacher's options."""
+    names = benchtools.select_runs(args.runs, list(CONFIGS))
+    selecting = any(CONFIGS[n][1] is not None for n in names)  # a reference teacher row
+    inert = {} if args.teacher else {"teacher_stack": "it is --teacher's stack; no --teacher"}
+    if not selecting:
+        inert["selection_temperature"] = "only the reference teachers select; --runs has none"
+        if not args.teacher:
+            inert["teacher_arch"] = "no row has a teacher: --runs selects the baseline alone"
+    return inert
 
 
 def teacher_training(args: Args) -> dict[str, Any]:

@@ -1037,6 +1037,26 @@ def load_before(
 ENV_COLUMNS = list(SPEED_COLUMNS)  # the results page shows the same columns
 
 
+OPTION_SECTIONS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("seconds", "rounds", "sizes", "before", "seed"), ("environments",)),
+    "memory_sizes": ("memory",),
+    "device": ("environments", "node_graph population"),  # memory is measured on the CPU
+}
+"""The options that only some sections read (the agents' sections take their sizes from
+--quick), and those sections."""
+
+
+def inert_options(args: Args) -> dict[str, str]:
+    """The options of the sections ``--runs`` leaves out, and why (typed, they are refused:
+    :func:`~commenv.bench.tools.refuse_inert`)."""
+    chosen = select_runs(args.runs, list(SECTIONS))
+    return {
+        field: f"only the {' and '.join(sections)} section(s) read it; --runs selects none"
+        for field, sections in OPTION_SECTIONS.items()
+        if not set(sections) & set(chosen)
+    }
+
+
 def check_args(args: Args) -> None:
     """``ValueError`` naming the option for sizes that cannot be measured."""
     if not args.sizes:
@@ -1048,7 +1068,9 @@ def check_args(args: Args) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_config(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    args = parse_config(
+        Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK, inert=inert_options
+    )
     check_args(args)
     torch.set_num_threads(args.threads)
     device = select_device(args.device)

@@ -446,6 +446,7 @@ def parse_config(
     description: str | None = None,
     quick: dict[str, Any] | None = None,
     prog: str | None = None,
+    inert: Callable[[T], dict[str, str]] | None = None,
 ) -> T:
     """Parse ``argv`` into the benchmark's config dataclass ``cls`` (CleanRL's ``Args`` way):
     each field's docstring is its ``--help`` line, its default the only default.
@@ -453,7 +454,9 @@ def parse_config(
     ``quick`` holds the fields the ``--quick`` preset changes: with ``--quick`` in ``argv`` they
     become the defaults (``--quick --help`` shows them), and options given beside it still win.
     ``prog`` is the command the usage line names (default ``commenv bench <module>`` for a
-    benchmark module, not the console script's path).
+    benchmark module, not the console script's path). ``inert(config)`` maps the fields that
+    would change nothing with these options to why (``--agent-content`` without ``--agent``);
+    one of them typed on the command line is refused (:func:`refuse_inert`).
     """
     import tyro
 
@@ -467,7 +470,36 @@ def parse_config(
         prog = f"commenv bench {module.rsplit('.', 1)[1]}"
     config = tyro.cli(cls, args=args, description=description, default=default, prog=prog)
     check_options(config)
+    if inert is not None:
+        refuse_inert(args, config, inert(config))
     return config
+
+
+def typed_fields(argv: Sequence[str], config: Any) -> set[str]:
+    """The fields of the config dataclass ``config`` that ``argv`` names as options
+    (``--eval-every 5``, ``--eval-every=5``, ``--no-resume``, tyro's ``--eval_every`` too)."""
+    names = set(vars(config))
+    typed = set()
+    for token in argv:
+        if not token.startswith("--"):
+            continue
+        name = token[2:].split("=", 1)[0].replace("-", "_")
+        if name in names:
+            typed.add(name)
+        elif name.startswith("no_") and name[3:] in names:
+            typed.add(name[3:])
+    return typed
+
+
+def refuse_inert(argv: Sequence[str], config: Any, inert: dict[str, str]) -> None:
+    """``ValueError`` for the first option typed in ``argv`` that ``inert`` lists: a value the
+    run would silently ignore (a hyperparameter of a protocol not selected, a modifier of an
+    option not given) is a mistake the user should hear of before anything runs. An option
+    left out is never refused, whatever its default."""
+    typed = typed_fields(argv, config)
+    for field, why in inert.items():
+        if field in typed:
+            raise ValueError(f"--{field.replace('_', '-')} has no effect here: {why}")
 
 
 COUNT_OPTIONS = (

@@ -307,6 +307,24 @@ WEIGHT_OPTIONS: dict[str, str] = {
 (the thesis' ``match``: ``share_weight``)."""
 
 
+def inert_options(args: Args) -> dict[str, str]:
+    """The options these ``--runs`` and ``--agent`` leave without effect, and why (typed, they
+    are refused: :func:`~commenv.bench.tools.refuse_inert`). A user's population is built with
+    none of them (:func:`population_kwargs`)."""
+    shares = {RUNS[r][2] for r in args.runs or DEFAULT_RUNS if r in RUNS}
+    inert = {} if args.agent else {"agent_family": "it says what --agent shares; no --agent"}
+    uses = {
+        "share_weight": ("match",),
+        "contrastive_weight": ("contrastive", "projected"),
+        "decorrelate_weight": ("decorrelate", "decorrelate-fixed"),
+        "temperature": ("contrastive", "projected"),
+    }
+    for field, needs in uses.items():
+        if not shares & set(needs):
+            inert[field] = f"it acts on the {' and '.join(needs)} runs; --runs selects none"
+    return inert
+
+
 def population_kwargs(args: Args, spec: tuple, device: Any, builtin: bool) -> dict[str, Any]:
     """The keywords a configuration's population is built with (a user's class, not
     ``builtin``: the documented ones, :data:`~commenv.bench.tools.POPULATION_KWARGS`)."""
@@ -519,7 +537,9 @@ def resume_config(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = resolve(parse_config(Args, argv, description=__doc__.split("\n\n")[0]))
+    args = resolve(
+        parse_config(Args, argv, description=__doc__.split("\n\n")[0], inert=inert_options)
+    )
     device = select_device(args.device)
     torch.set_num_threads(args.threads)
     jobs: list[tuple[str, tuple, Any]] = [
