@@ -157,7 +157,9 @@ class GraphArgs(OutputSharingOptions):
     def inert_options(self) -> dict[str, str]:
         """The options these rows leave without effect, and why (typed, they are refused:
         :func:`commenv.bench.tools.refuse_inert`), as ``commenv bench graph`` refuses them."""
-        contents, inert = set(self.contents()), {}
+        from commenv.bench.tools import partition_inert
+
+        contents, inert = set(self.contents()), partition_inert([self.partition])
         for field, needs in (
             ("temperature", {"logits"}),
             ("feature_weight", {"features"}),

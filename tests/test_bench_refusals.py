@@ -197,6 +197,12 @@ Q1 = ["--max-epochs", "1", "--worlds", "1"]  # quiz: the same
             "--broadcast-margin has no effect here: it acts on output sharing",
         ),
         ("unsupervised", [*U4, "--agent-family", "bigan"], "--agent-family has no effect here"),
+        ("graph", [*G10, "--dirichlet-alpha", "2"], "--dirichlet-alpha has no effect here"),
+        (
+            "frontier",
+            [*F5, "--partitions", "iid", "--dirichlet-alpha", "2"],
+            "--dirichlet-alpha has no effect here: it shapes the dirichlet partition",
+        ),
         (
             "unsupervised",
             [*U4, "--runs", "vae-1", "vae-10-match", "--decorrelate-weight", "2"],

@@ -55,6 +55,7 @@ from commenv.bench.tools import (
     load_class,
     markdown_table,
     parse_config,
+    partition_inert,
     progress,
     pyplot,
     require_runs,
@@ -204,7 +205,8 @@ sets each: what the protocol is built with, and what its refusals name."""
 def inert_options(args: Args) -> dict[str, str]:
     """The options of the protocols ``--protocols`` leaves out, and why (typed, they are
     refused: :func:`~commenv.bench.tools.refuse_inert`)."""
-    inert = {
+    inert = partition_inert(args.partitions)
+    inert |= {
         field: f"it sets the {name} protocol, which --protocols does not select"
         for name, keywords in PROTOCOL_FIELDS.items()
         if name not in args.protocols

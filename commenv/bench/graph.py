@@ -54,6 +54,7 @@ from commenv.bench.tools import (
     load_class,
     markdown_table,
     parse_config,
+    partition_inert,
     progress,
     pyplot,
     require_runs,
@@ -156,7 +157,9 @@ def inert_options(args: Args) -> dict[str, str]:
     chosen = select_runs(args.runs, [c[0] for c in CONFIGS])
     shared = {c[2] for c in CONFIGS if c[0] in chosen}
     shared |= {args.agent_content} if args.agent else set()
-    inert = {} if args.agent else {"agent_content": "it says what --agent shares; no --agent"}
+    inert = partition_inert([args.partition])
+    if not args.agent:
+        inert["agent_content"] = "it says what --agent shares; no --agent"
     for field, contents in SHARE_OPTIONS.items():
         if not shared & set(contents):
             inert[field] = f"it acts on runs sharing {' or '.join(contents)}; --runs selects none"

@@ -611,6 +611,13 @@ def require_runs(plan: Sequence[Any], what: str) -> None:
         raise ValueError(f"nothing to run: {what} select no run")
 
 
+def partition_inert(partitions: Sequence[str]) -> dict[str, str]:
+    """``--dirichlet-alpha`` without a Dirichlet partition to shape (for ``inert_options``)."""
+    if "dirichlet" in partitions:
+        return {}
+    return {"dirichlet_alpha": "it shapes the dirichlet partition; every run here is iid"}
+
+
 @dataclass
 class NodeGraphOptions:
     """The node_graph_v0 options every node-graph benchmark shares, written once.

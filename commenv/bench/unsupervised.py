@@ -56,6 +56,7 @@ from commenv.bench.tools import (
     load_class,
     markdown_table,
     parse_config,
+    partition_inert,
     progress,
     pyplot,
     require_runs,
@@ -312,7 +313,9 @@ def inert_options(args: Args) -> dict[str, str]:
     are refused: :func:`~commenv.bench.tools.refuse_inert`). A user's population is built with
     none of them (:func:`population_kwargs`)."""
     shares = {RUNS[r][2] for r in args.runs or DEFAULT_RUNS if r in RUNS}
-    inert = {} if args.agent else {"agent_family": "it says what --agent shares; no --agent"}
+    inert = partition_inert([args.partition])
+    if not args.agent:
+        inert["agent_family"] = "it says what --agent shares; no --agent"
     uses = {
         "share_weight": ("match",),
         "contrastive_weight": ("contrastive", "projected"),
