@@ -21,7 +21,8 @@ def available_benchmarks() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``commenv`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="commenv", description=__doc__.splitlines()[0])
+    description = "commenv bench <name> [options] runs a benchmark; commenv envs lists the games"
+    parser = argparse.ArgumentParser(prog="commenv", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser(
         "bench", help=f"run a benchmark: {', '.join(available_benchmarks())}", add_help=False
