@@ -157,17 +157,11 @@ class GraphArgs(OutputSharingOptions):
     def inert_options(self) -> dict[str, str]:
         """The options these rows leave without effect, and why (typed, they are refused:
         :func:`commenv.bench.tools.refuse_inert`), as ``commenv bench graph`` refuses them."""
-        from commenv.bench.tools import partition_inert
+        from commenv.bench.graph import SHARE_OPTIONS
+        from commenv.bench.tools import partition_inert, unread
 
-        contents, inert = set(self.contents()), partition_inert([self.partition])
-        for field, needs in (
-            ("temperature", {"logits"}),
-            ("feature_weight", {"features"}),
-            ("float_bits", {"logits", "features"}),
-        ):
-            if not contents & needs:
-                rows = " or ".join(sorted(needs))
-                inert[field] = f"it acts on rows sharing {rows}; --content has none"
+        why = "it acts on rows sharing {}; --content has none"
+        inert = partition_inert([self.partition]) | unread(self.contents(), SHARE_OPTIONS, why)
         if "powersgd" not in self.hooks():
             inert["powersgd_rank"] = "it sets the powersgd hook; --sync-sgd does not name it"
         if self.graph != "ring":

@@ -206,7 +206,7 @@ Q1 = ["--max-epochs", "1", "--worlds", "1"]  # quiz: the same
         (
             "unsupervised",
             [*U4, "--runs", "vae-1", "vae-10-match", "--decorrelate-weight", "2"],
-            "--decorrelate-weight has no effect here: it acts on the decorrelate and",
+            "--decorrelate-weight has no effect here: it acts on the decorrelate or",
         ),
         ("quiz", [*Q1, "--teacher-stack", "3"], "--teacher-stack has no effect here"),
         (

@@ -63,6 +63,7 @@ from commenv.bench.tools import (
     save_figure,
     seed_everything,
     select_device,
+    unread,
 )
 from commenv.core import check_choice, check_float
 from commenv.node_graph import PARTITIONS, NodeGraphGame
@@ -212,10 +213,9 @@ def inert_options(args: Args) -> dict[str, str]:
         if name not in args.protocols
         for field in keywords.values()
     }
-    if not set(SHARES) & set(args.protocols):
-        why = f"it acts on output sharing ({', '.join(SHARES)}); --protocols selects none"
-        inert.update(dict.fromkeys(("temperature", "broadcast_margin"), why))
-    return inert
+    readers = dict.fromkeys(("temperature", "broadcast_margin"), SHARES)
+    why = "it acts on output sharing ({}); --protocols selects none"
+    return inert | unread(args.protocols, readers, why)
 
 
 def protocol_options(args: Args) -> dict[str, dict[str, Any]]:

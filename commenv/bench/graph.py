@@ -63,6 +63,7 @@ from commenv.bench.tools import (
     seed_everything,
     select_device,
     select_runs,
+    unread,
     verdict,
 )
 from commenv.evaluation import WEIGHTINGS
@@ -160,10 +161,7 @@ def inert_options(args: Args) -> dict[str, str]:
     inert = partition_inert([args.partition])
     if not args.agent:
         inert["agent_content"] = "it says what --agent shares; no --agent"
-    for field, contents in SHARE_OPTIONS.items():
-        if not shared & set(contents):
-            inert[field] = f"it acts on runs sharing {' or '.join(contents)}; --runs selects none"
-    return inert
+    return inert | unread(shared, SHARE_OPTIONS, "it acts on runs sharing {}; --runs selects none")
 
 
 def make_game(args: Args, n_nodes: int, share: str, device: torch.device) -> NodeGraphGame:

@@ -70,6 +70,7 @@ from commenv.bench.tools import (
     save_figure,
     select_device,
     select_runs,
+    unread,
     verdict,
 )
 from commenv.bench.unsupervised import speed_rows as unsupervised_speed_rows
@@ -1050,11 +1051,7 @@ def inert_options(args: Args) -> dict[str, str]:
     """The options of the sections ``--runs`` leaves out, and why (typed, they are refused:
     :func:`~commenv.bench.tools.refuse_inert`)."""
     chosen = select_runs(args.runs, list(SECTIONS))
-    return {
-        field: f"only the {' and '.join(sections)} section(s) read it; --runs selects none"
-        for field, sections in OPTION_SECTIONS.items()
-        if not set(sections) & set(chosen)
-    }
+    return unread(chosen, OPTION_SECTIONS, "only the {} section reads it; --runs selects none")
 
 
 def check_args(args: Args) -> None:

@@ -611,6 +611,17 @@ def require_runs(plan: Sequence[Any], what: str) -> None:
         raise ValueError(f"nothing to run: {what} select no run")
 
 
+def unread(selected: Iterable[str], readers: dict[str, Sequence[str]], why: str) -> dict[str, str]:
+    """The options of ``readers`` (option -> the kinds of rows that read it) that no kind in
+    ``selected`` reads, each with ``why`` formatted with those kinds (for ``inert_options``)."""
+    chosen = set(selected)
+    return {
+        field: why.format(" or ".join(kinds))
+        for field, kinds in readers.items()
+        if not chosen & set(kinds)
+    }
+
+
 def partition_inert(partitions: Sequence[str]) -> dict[str, str]:
     """``--dirichlet-alpha`` without a Dirichlet partition to shape (for ``inert_options``)."""
     if "dirichlet" in partitions:

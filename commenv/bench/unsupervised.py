@@ -64,6 +64,7 @@ from commenv.bench.tools import (
     save_figure,
     seed_everything,
     select_device,
+    unread,
 )
 from commenv.datasets import DatasetSplits, load_dataset
 from commenv.evaluation import evaluate
@@ -316,16 +317,13 @@ def inert_options(args: Args) -> dict[str, str]:
     inert = partition_inert([args.partition])
     if not args.agent:
         inert["agent_family"] = "it says what --agent shares; no --agent"
-    uses = {
+    readers = {
         "share_weight": ("match",),
         "contrastive_weight": ("contrastive", "projected"),
         "decorrelate_weight": ("decorrelate", "decorrelate-fixed"),
         "temperature": ("contrastive", "projected"),
     }
-    for field, needs in uses.items():
-        if not shares & set(needs):
-            inert[field] = f"it acts on the {' and '.join(needs)} runs; --runs selects none"
-    return inert
+    return inert | unread(shares, readers, "it acts on the {} runs; --runs selects none")
 
 
 def population_kwargs(args: Args, spec: tuple, device: Any, builtin: bool) -> dict[str, Any]:
