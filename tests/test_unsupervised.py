@@ -254,6 +254,20 @@ def test_dropout_keeps_a_fraction_and_rescales():
     assert torch.equal(a, dropout(h, 0.5, True, torch.Generator().manual_seed(1)))
 
 
+def test_half_dropout_keeps_unit_32w_plus_i_when_bit_i_of_word_w_is_set(device):
+    """The documented mask layout (what every BiGAN result was trained with): one random int32
+    per 32 units, its bits low first, on every device and for sizes not a multiple of 32."""
+    for n in (45, 64, 4096 + 7):
+        h = torch.ones(n, device=device)
+        out = dropout(h, 0.5, True, torch.Generator(device=device).manual_seed(4))
+        words = torch.randint(
+            -(2**31), 2**31 - 1, ((n + 31) // 32,), dtype=torch.int32, device=device,
+            generator=torch.Generator(device=device).manual_seed(4),
+        )  # fmt: skip
+        bits = [(int(words[i // 32]) >> (i % 32)) & 1 for i in range(n)]
+        assert out.tolist() == [2.0 * b for b in bits]
+
+
 # -- BiGAN: bounded losses -------------------------------------------------------------------
 def bigan_losses(game, pop, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Train ``pop`` on ``game`` for ``steps`` steps from seed 0; its D and G/E loss per step."""
