@@ -96,7 +96,8 @@ def full_unsupervised_run(seed: int) -> Run:
 
 def probe_each_run(seed: int) -> Run:
     """Table 2.3's full preset rerun with each probe early-stopping on its own (``ec4f43a``),
-    in a folder named as the run wrote it."""
+    and again with the one probe's standardisation (``3cd0bba``), in a folder named as the run
+    wrote it."""
     return Run(
         "unsupervised",
         f"probe-each/fashion-mnist-mlp-3000-seed{seed}",
@@ -359,8 +360,10 @@ BENCH_INTROS = {
         "none improved, which let a 10-node row's probes train longer than the single node's: "
         "the quick preset, rerun at `ec4f43a`, lost a little on its 10-node rows and nothing "
         "on its single nodes (compare its file with the one before it in git). The full "
-        "preset's three seeds were rerun with it (`probe-each/`); the 3-seed summary reads "
-        "those, and the earlier files stay on this page."
+        "preset's three seeds were rerun with it (`probe-each/`), and again at `3cd0bba`, "
+        "whose probes standardise through `commenv.probe.fit_linear_probe(standardize=True)` "
+        "(4 of 246 per-node accuracies moved, no verdict: each folder's NOTE.md); the 3-seed "
+        "summary reads those, and the earlier files stay on this page."
     ),
     "frontier": (
         "Every protocol on the same partitions, models and step budget: final average and "
