@@ -157,6 +157,17 @@ def cross_correlation(codes: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 _HALF_MASKS: dict[torch.device, torch.Tensor] = {}
 
 
+_BYTE_SHIFTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _byte_shifts(device: torch.device) -> torch.Tensor:
+    """``(4,)`` int32: the shifts that bring each byte of an int32 to the low end."""
+    shifts = _BYTE_SHIFTS.get(device)
+    if shifts is None:
+        shifts = _BYTE_SHIFTS[device] = torch.tensor([0, 8, 16, 24], dtype=torch.int32).to(device)
+    return shifts
+
+
 def _half_masks(device: torch.device) -> torch.Tensor:
     """``(256, 8)``: row ``b`` is byte ``b``'s bits, low bit first, as the inverted-dropout
     multipliers of ``p = 0.5`` (0 or 2)."""
@@ -189,10 +200,10 @@ def dropout(
             generator=gen,
             device=h.device,
         )
-        # bytes low first (little-endian, as CPUs and GPUs store int32): byte k of a word
-        # holds its bits 8k..8k+7
-        index = words.view(torch.uint8).to(torch.int32)
-        scale = _half_masks(h.device).index_select(0, index).view(-1)[:n].view(h.shape)
+        # byte k of a word holds its bits 8k..8k+7 (shifted out, not viewed: the same masks
+        # whatever the machine's byte order)
+        index = (words[:, None] >> _byte_shifts(h.device)) & 255
+        scale = _half_masks(h.device).index_select(0, index.view(-1)).view(-1)[:n].view(h.shape)
         return h * scale.to(h.dtype)
     keep = torch.rand(h.shape, generator=gen, device=h.device) >= p
     return h * (keep.to(h.dtype) / (1.0 - p))

@@ -166,6 +166,8 @@ class GraphArgs(OutputSharingOptions):
             inert["powersgd_rank"] = "it sets the powersgd hook; --sync-sgd does not name it"
         if self.graph != "ring":
             inert["k"] = f"it counts a ring's neighbours; --graph is {self.graph!r}"
+        elif not self.contents():  # DDP rows all-reduce over every process: no graph
+            inert["k"] = "it shapes the output-sharing graph; --content has no row"
         return inert
 
     def hooks(self) -> list[str]:
@@ -1257,7 +1259,7 @@ def cmd_graph(argv: Sequence[str]) -> list[dict[str, Any]]:
     store, refused = None, None
     if rt.rank == 0:
         try:
-            store = RunStore(args.out_dir, "distributed", args.resume, config)
+            store = RunStore(args.out_dir, "distributed", args.resume, config, args.inert_options())
         except ValueError as e:  # --resume under other options: every rank stops, none hangs
             refused = str(e)
     done: list[Any] = [sorted(store.rows) if store else refused]

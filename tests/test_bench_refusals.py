@@ -106,7 +106,7 @@ Q1 = ["--max-epochs", "1", "--worlds", "1"]  # quiz: the same
         ),
         (
             "frontier",
-            [*F5, "--protocols", "isolated", "labels", "--temperature", "0"],
+            [*F5, "--protocols", "isolated", "logits", "--temperature", "0"],
             "--temperature must be a finite number > 0",
         ),
         ("frontier", [*F5, "--arch", "bogus"], "unknown --arch 'bogus'"),
@@ -197,6 +197,21 @@ Q1 = ["--max-epochs", "1", "--worlds", "1"]  # quiz: the same
             "--broadcast-margin has no effect here: it acts on output sharing",
         ),
         ("unsupervised", [*U4, "--agent-family", "bigan"], "--agent-family has no effect here"),
+        (
+            "unsupervised",
+            [*U4, "--runs", "vae-1", "bigan-10-none", "--float-bits", "8"],
+            "--float-bits has no effect here: it acts on the match or",
+        ),
+        (
+            "frontier",
+            [*F5, "--protocols", "labels", "sync_sgd", "--temperature", "0.1"],
+            "--temperature has no effect here: it acts on output sharing (logits)",
+        ),
+        (
+            "frontier",
+            [*F5, "--protocols", "sync_sgd", "topk", "--consumption-prob", "0.9"],
+            "--consumption-prob has no effect here",
+        ),
         ("graph", [*G10, "--dirichlet-alpha", "2"], "--dirichlet-alpha has no effect here"),
         (
             "frontier",
@@ -336,5 +351,18 @@ def test_an_inert_option_is_refused_only_when_typed():  # device-free: parsing o
     assert graph.parse_args(["--runs", "10-nodes-logits", "--temperature", "2"]).temperature == 2
     args = graph.parse_args(["--agent-content", "logits", "--agent", "commenv_agents:Foo"])
     assert args.agent_content == "logits"
+    user_codes = ["--runs", "1-node", "--agent", "m:C", "--agent-content", "codes"]
+    assert graph.parse_args([*user_codes, "--float-bits", "8"]).float_bits == 8  # quantized
+    # typed at the value it has anyway (a script passing every option): not refused
+    assert graph.parse_args(["--runs", "1-node", "--temperature", "0.5"]).temperature == 0.5
+    from commenv.bench import language  # its --quick preset changes an option then inert
+
+    no_gumbel = ["--quick", "--kinds", "reinforce", "--remedies", "", "--ours", ""]
+    no_gumbel.append("--no-untrained")
+    assert language.parse_args([*no_gumbel, "--temp-every", "50"]).temp_every == 50
+    with pytest.raises(ValueError, match="--temp-every has no effect here"):
+        language.parse_args([*no_gumbel, "--temp-every", "250"])  # the default without --quick
+    with pytest.raises(ValueError, match="--temperature has no effect here"):
+        graph.parse_args(["--runs", "1-node", "--temperature", "0.4"])
     argv = ["--eval-every", "5", "--feature_weight=2", "--no-resume", "--runs", "temperature"]
     assert tools.typed_fields(argv, args) == {"eval_every", "feature_weight", "resume", "runs"}

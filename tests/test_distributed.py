@@ -345,6 +345,7 @@ def test_graph_refuses_options_its_rows_ignore(capsys):  # device-free: refused 
         (["--graph", "all_to_all", "--k", "2"], "--k has no effect here"),
         (["--sync-sgd", "allreduce", "--powersgd-rank", "4"], "--powersgd-rank has no effect"),
         (["--content", "labels,features", "--temperature", "2"], "--temperature has no effect"),
+        (["--content", "", "--sync-sgd", "allreduce", "--k", "3"], "--k has no effect here"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(["graph", *SMALL, *extra])

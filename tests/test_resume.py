@@ -165,6 +165,25 @@ def test_resume_under_other_options_refuses_to_mix_rows(tmp_path):
     assert not store.path.exists() and (tmp_path / "graph.json").exists()
 
 
+def test_a_narrower_resume_is_lenient_on_the_options_its_runs_do_not_read(tmp_path):
+    """A killed run of two protocols resumed for one: the other's option (which the narrower
+    command may not even type, bench refusal) need not match, and the partial file keeps the
+    value its finished run was computed with."""
+    killed = RunStore(tmp_path, "frontier", config={"steps": 10, "topk_ratio": 0.1})
+    killed.add("topk", {"avg_acc": 50.0})
+    killed.add("isolated", {"avg_acc": 40.0})
+    with pytest.raises(ValueError, match="topk_ratio: 0.1 then, 0.01 now"):
+        RunStore(tmp_path, "frontier", resume=True, config={"steps": 10, "topk_ratio": 0.01})
+    narrow = RunStore(
+        tmp_path, "frontier", True, {"steps": 10, "topk_ratio": 0.01}, lenient=["topk_ratio"]
+    )
+    assert "isolated" in narrow and narrow.config["topk_ratio"] == 0.1
+    narrow.start()  # the partial file is rewritten with the value "topk" was computed with
+    assert '"topk_ratio": 0.1' in narrow.path.read_text().splitlines()[0]
+    with pytest.raises(ValueError, match="steps: 10 then, 20 now"):  # others still must match
+        RunStore(tmp_path, "frontier", True, {"steps": 20, "topk_ratio": 0.01}, ["topk_ratio"])
+
+
 def test_rows_resumed_from_other_code_are_named(tmp_path, capsys):
     """A run the partial file holds from another commit (or one written before runs carried
     their provenance) is kept, listed under "resumed" with what computed it, and named."""

@@ -213,7 +213,9 @@ def inert_options(args: Args) -> dict[str, str]:
         if name not in args.protocols
         for field in keywords.values()
     }
-    readers = dict.fromkeys(("temperature", "broadcast_margin"), SHARES)
+    readers: dict[str, tuple[str, ...]] = {"temperature": ("logits",), "broadcast_margin": SHARES}
+    if not args.agent:  # a user's protocol may read its game's inbox
+        readers["consumption_prob"] = SHARES
     why = "it acts on output sharing ({}); --protocols selects none"
     return inert | unread(args.protocols, readers, why)
 
@@ -541,7 +543,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         [(p, n) for p in args.partitions for n in jobs], "--protocols, --partitions and --agent"
     )
     check_runs(args, jobs, device)  # every run's values refused now, not after the runs before
-    store = RunStore(args.out_dir, NAME, args.resume, resume_config(args))
+    store = RunStore(args.out_dir, NAME, args.resume, resume_config(args), inert_options(args))
     print(
         f"bench frontier: {args.dataset}, {args.n_nodes} nodes, {args.steps} steps, "
         f"arch {args.arch}, device {device}, partitions {list(args.partitions)}, "

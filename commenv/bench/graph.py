@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 SHARE_OPTIONS: dict[str, tuple[str, ...]] = {
     "temperature": ("logits",),
     "feature_weight": ("features",),
-    "float_bits": ("logits", "features"),
+    "float_bits": ("logits", "features", "codes", "gaussian_codes"),  # a user's codes too
 }
 """The options that act only on runs sharing one of these contents."""
 
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
     require_runs(jobs, "--runs and --agent")
     check_runs(args, jobs, device)  # every run's values refused now, not after the runs before
-    store = RunStore(args.out_dir, "graph", args.resume, result_options(args))
+    store = RunStore(args.out_dir, "graph", args.resume, result_options(args), inert_options(args))
     todo = [job for job in jobs if job[0] not in store]
     print(
         f"bench graph: {args.dataset}, {args.steps} steps, arch {arch}, device {device}, "

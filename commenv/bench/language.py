@@ -294,7 +294,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise benchtools.as_option_error(exc, args) from None
     benchtools.check_dataset(args.dataset, args.data_root)
     levels = list(dict.fromkeys(level for _, level, _, _ in plan))
-    store = benchtools.RunStore(args.out_dir, "language", args.resume, resume_options(args))
+    store = benchtools.RunStore(
+        args.out_dir, "language", args.resume, resume_options(args), inert_options(args)
+    )
     todo = [p for p in plan if run_key(*p[:3]) not in store]
     print(
         f"bench language: {len(plan)} runs on {args.dataset} ({device}), {args.steps} steps each "

@@ -257,8 +257,7 @@ def make_game(stack: int, args: Args, device: torch.device) -> Any:
 def check_runs(names: list[str], args: Args, device: torch.device) -> None:
     """Every configuration's values refused before any teacher or student trains: the data
     set, each stack size's game and each built-in teacher (on stand-in distributions: no
-    teacher network is trained), then dropped. ``--selection-temperature`` is checked even
-    where no configuration selects with it. ``ValueError`` names the option as typed."""
+    teacher network is trained), then dropped. ``ValueError`` names the option as typed."""
     benchtools.check_dataset(args.dataset, args.data_root)
     try:
         for stack in dict.fromkeys(stack_size(name, args) for name in names):
@@ -450,7 +449,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = benchtools.select_device(args.device)
     benchtools.require_runs(names, "--runs and --teacher")
     check_runs(names, args, device)  # every run's values refused now, not after the runs before
-    store = benchtools.RunStore(args.out_dir, "quiz", args.resume, benchtools.result_options(args))
+    store = benchtools.RunStore(
+        args.out_dir, "quiz", args.resume, benchtools.result_options(args), inert_options(args)
+    )
     jobs = [(n, args) for n in order if n not in store]
     print(
         f"bench quiz: {args.dataset} ({device}), {len(names)} configurations "

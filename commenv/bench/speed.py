@@ -1077,7 +1077,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # user named that is not there, is refused before any work (the default may be absent)
     before = load_before(args.before, Path(args.out_dir) / "speed.json", args.before != BEFORE)
     config = result_options(args, ignore=(*RUN_OPTIONS, "before"))
-    store = RunStore(args.out_dir, "speed", args.resume, config)
+    store = RunStore(args.out_dir, "speed", args.resume, config, inert_options(args))
     measure = {
         "environments": lambda: env_rows(args, device),
         "memory": lambda: memory_rows(args),

@@ -292,6 +292,9 @@ class RunStore:
         resume: keep the runs a previous, killed invocation completed.
         config: the options the rows depend on (see :func:`result_options`); resuming a partial
             file written under other options raises ``ValueError`` rather than mixing rows.
+        lenient: options none of this invocation's runs reads (its ``inert_options``): a
+            partial file written with other values of them resumes, and keeps those values
+            (they are what its finished runs were computed with).
     """
 
     def __init__(
@@ -300,10 +303,12 @@ class RunStore:
         name: str,
         resume: bool = False,
         config: dict[str, Any] | None = None,
+        lenient: Iterable[str] = (),
     ) -> None:
         self.out_dir, self.name = Path(out_dir), name
         self.path = self.out_dir / f"{name}.partial.jsonl"
         self.config = json.loads(json.dumps(config or {}, default=_jsonable))
+        self.lenient = set(lenient)
         self.rows: dict[str, dict[str, Any]] = {}
         self.resumed: dict[str, dict[str, Any]] = {}
         """The runs taken from the partial file, with what computed each (:func:`provenance`)."""
@@ -349,7 +354,8 @@ class RunStore:
 
     def _check_config(self, old: dict[str, Any]) -> None:
         changed = {k: (old.get(k), self.config.get(k)) for k in {*old, *self.config}}
-        changed = {k: v for k, v in changed.items() if v[0] != v[1]}
+        changed = {k: v for k, v in changed.items() if v[0] != v[1] and k not in self.lenient}
+        self.config.update({k: old[k] for k in self.lenient if k in old})
         if changed:
             diff = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(changed.items()))
             raise ValueError(
@@ -471,7 +477,7 @@ def parse_config(
     config = tyro.cli(cls, args=args, description=description, default=default, prog=prog)
     check_options(config)
     if inert is not None:
-        refuse_inert(args, config, inert(config))
+        refuse_inert(args, config, inert(config), default if default is not None else cls())
     return config
 
 
@@ -491,15 +497,22 @@ def typed_fields(argv: Sequence[str], config: Any) -> set[str]:
     return typed
 
 
-def refuse_inert(argv: Sequence[str], config: Any, inert: dict[str, str]) -> None:
-    """``ValueError`` for the first option typed in ``argv`` that ``inert`` lists: a value the
-    run would silently ignore (a hyperparameter of a protocol not selected, a modifier of an
-    option not given) is a mistake the user should hear of before anything runs. An option
-    left out is never refused, whatever its default."""
+def refuse_inert(
+    argv: Sequence[str], config: Any, inert: dict[str, str], defaults: Any = None
+) -> None:
+    """``ValueError`` for an option typed in ``argv`` that ``inert`` lists, with a value other
+    than its default in ``defaults`` (a config of the defaults; ``None``: any value): a value
+    the runs would silently ignore (a hyperparameter of a protocol not selected, a modifier of
+    an option not given) is a mistake the user should hear of before anything runs. An option
+    left out, or typed at the value it has anyway (a script that passes every option), is
+    never refused."""
     typed = typed_fields(argv, config)
     for field, why in inert.items():
-        if field in typed:
-            raise ValueError(f"--{field.replace('_', '-')} has no effect here: {why}")
+        if field not in typed:
+            continue
+        if defaults is not None and getattr(config, field) == getattr(defaults, field, None):
+            continue
+        raise ValueError(f"--{field.replace('_', '-')} has no effect here: {why}")
 
 
 COUNT_OPTIONS = (

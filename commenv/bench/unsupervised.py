@@ -73,6 +73,7 @@ from commenv.probe import BestValidation, fit_linear_probe, stage_steps
 from commenv_agents.unsupervised import (
     CONTENT,
     POPULATIONS,
+    SHARES,
     SequentialUnsupervised,
 )
 
@@ -323,6 +324,8 @@ def inert_options(args: Args) -> dict[str, str]:
         "decorrelate_weight": ("decorrelate", "decorrelate-fixed"),
         "temperature": ("contrastive", "projected"),
     }
+    if not args.agent:  # only what is sent is quantized; a user's population sends too
+        readers["float_bits"] = tuple(share for share in SHARES if share != "none")
     return inert | unread(shares, readers, "it acts on the {} runs; --runs selects none")
 
 
@@ -560,7 +563,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     require_runs(jobs, "--runs and --agent")
     check_runs(args, jobs, device)  # every run's values refused now, not after the runs before
     data = load_dataset(args.dataset, root=args.data_root)
-    store = RunStore(args.out_dir, NAME, args.resume, resume_config(args))
+    store = RunStore(args.out_dir, NAME, args.resume, resume_config(args), inert_options(args))
     print(
         f"bench unsupervised: {args.dataset}, {args.steps} steps, {args.stages} probe stages, "
         f"arch {args.arch}, device {device}, {len(jobs)} runs"
