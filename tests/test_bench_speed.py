@@ -67,6 +67,33 @@ def test_a_target_fails_alone_when_its_row_misses_it(row, fields, claim):
     assert ": FAILS on this run (" in line
 
 
+def test_issue_15_speed_target_is_judged_on_every_population_pair():  # device-free: rows only
+    """Each family and width the section timed is judged (not the best alone), at 5x; a
+    batched row without its sequential twin is not judged."""
+    name = "unsupervised {} population N=10 hidden={} {}"
+    agents = [
+        {"name": name.format("VAE", 64, "batched"), "steps_per_s": 5_100.0},
+        {"name": name.format("VAE", 64, "sequential"), "steps_per_s": 1_000.0},
+        {"name": name.format("BiGAN", 64, "batched"), "steps_per_s": 4_900.0},
+        {"name": name.format("BiGAN", 64, "sequential"), "steps_per_s": 1_000.0},
+        {"name": name.format("BiGAN", 256, "batched"), "steps_per_s": 300.0},
+        {"name": "node_graph population N=10 batched", "steps_per_s": 9.0},
+    ]
+    judged = {j["claim"]: (j["ok"], round(j["value"], 2)) for j in speed.judge_populations(agents)}
+    assert judged == {
+        "batched unsupervised VAE population N=10 hidden=64 >= 5x the sequential per-node loop": (
+            True,
+            5.1,
+        ),
+        "batched unsupervised BiGAN population N=10 hidden=64 >= 5x the sequential per-node loop": (
+            False,
+            4.9,
+        ),
+    }
+    lines = speed.population_verdict_lines(agents)
+    assert [": holds on" in x for x in lines] == [True, False] and "4.90x" in lines[1]
+
+
 def test_verdicts_quote_what_the_observations_alone_allow():
     bounds = {
         speed.VMAS_BOUND: {"ratio": 0.95},

@@ -966,6 +966,50 @@ TARGETS: tuple[Target, ...] = (
 """The targets of issue 18, judged on every run."""
 
 
+POPULATION_TARGET = 5.0
+"""Issue 15: a batched unsupervised population of N = 10 at least this many times the
+sequential per-node loop's node-steps/s."""
+
+
+def judge_populations(agents: list[dict]) -> list[dict[str, Any]]:
+    """Issue 15's speed target on every batched/sequential pair of unsupervised populations
+    the agents' rows hold (each family and width the section measured: judged on all, not on
+    the best): ``claim``, ``value`` (the ratio), ``ok`` and ``what``."""
+    by_name = {r["name"]: r for r in agents if "name" in r}
+    out = []
+    for name, row in by_name.items():
+        if not (name.startswith("unsupervised ") and name.endswith(" batched")):
+            continue
+        sequential = by_name.get(name.removesuffix("batched") + "sequential")
+        if not sequential or not sequential.get("steps_per_s") or not row.get("steps_per_s"):
+            continue
+        ratio = row["steps_per_s"] / sequential["steps_per_s"]
+        model = name.removeprefix("unsupervised ").removesuffix(" batched")
+        out.append(
+            {
+                "claim": f"batched unsupervised {model} >= {POPULATION_TARGET:g}x the "
+                "sequential per-node loop",
+                "value": ratio,
+                "ok": ratio >= POPULATION_TARGET,
+                "what": f"{ratio:.2f}x, training steps alone",
+            }
+        )
+    return out
+
+
+def population_verdict_lines(agents: list[dict]) -> list[str]:
+    """One line per :func:`judge_populations` target (issue 15's), as :func:`verdict_lines`
+    (the populations are timed on the CPU, whatever ``--device``)."""
+    meaning = (
+        "one batched model of N nodes trains that many times faster than N one-node models "
+        f"stepped in turn; {SAME_RUN} (on cpu)"
+    )
+    return [
+        verdict(j["claim"], j["ok"], f"this run ({j['what']})", meaning, SPEED_REGIME)
+        for j in judge_populations(agents)
+    ]
+
+
 def judge(rows: list[dict], before: list[dict] | None = None) -> list[dict[str, Any]]:
     """Each target: ``claim``, ``value``, ``ok`` (``None``: not judged) and ``what`` (the
     figure, or why it is missing)."""
@@ -1101,9 +1145,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if env:
         print(markdown_table(env, ENV_COLUMNS, digits=2))
         print("\nTargets of issue 18, judged on this run:\n" + "\n".join(lines))
+    population_lines = population_verdict_lines(agents)
     if agents:
         print(markdown_table(agents, ["name", "steps_per_s", "note"], digits=0))
-    extra = {"targets": targets(env, before), "verdict_lines": lines}
+    if population_lines:
+        print("\nIssue 15's speed target, judged on this run:\n" + "\n".join(population_lines))
+    verdicts = {j["claim"]: j["ok"] for j in judge_populations(agents)}
+    extra = {
+        "targets": {**targets(env, before), **verdicts},
+        "verdict_lines": lines + population_lines,
+    }
     json_path, csv_path = store.finish(env + agents, args, extra)
     png = figure(plot, env, agents, Path(args.out_dir) / "speed.png")
     print(f"\nwrote {json_path}, {csv_path}, {png}")
