@@ -70,6 +70,7 @@ methods ``step`` and ``encode``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import torch
@@ -154,28 +155,14 @@ def cross_correlation(codes: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return corr.pow(2).sum((-1, -2)) / codes.shape[-1]
 
 
-_HALF_MASKS: dict[torch.device, torch.Tensor] = {}
-
-
-_BYTE_SHIFTS: dict[torch.device, torch.Tensor] = {}
-
-
-def _byte_shifts(device: torch.device) -> torch.Tensor:
-    """``(4,)`` int32: the shifts that bring each byte of an int32 to the low end."""
-    shifts = _BYTE_SHIFTS.get(device)
-    if shifts is None:
-        shifts = _BYTE_SHIFTS[device] = torch.tensor([0, 8, 16, 24], dtype=torch.int32).to(device)
-    return shifts
-
-
-def _half_masks(device: torch.device) -> torch.Tensor:
-    """``(256, 8)``: row ``b`` is byte ``b``'s bits, low bit first, as the inverted-dropout
-    multipliers of ``p = 0.5`` (0 or 2)."""
-    table = _HALF_MASKS.get(device)
-    if table is None:
-        bits = (torch.arange(256)[:, None] >> torch.arange(8)) & 1
-        table = _HALF_MASKS[device] = (bits * 2.0).to(device)
-    return table
+@functools.cache
+def _half_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``p = 0.5`` mask's lookups on ``device``: the ``(4,)`` int32 shifts that bring each
+    byte of an int32 to the low end, and the ``(256, 8)`` table whose row ``b`` is byte ``b``'s
+    bits, low bit first, as inverted-dropout multipliers (0 or 2)."""
+    bits = (torch.arange(256)[:, None] >> torch.arange(8)) & 1
+    shifts = torch.tensor([0, 8, 16, 24], dtype=torch.int32)
+    return shifts.to(device), (bits * 2.0).to(device)
 
 
 def dropout(
@@ -202,8 +189,9 @@ def dropout(
         )
         # byte k of a word holds its bits 8k..8k+7 (shifted out, not viewed: the same masks
         # whatever the machine's byte order)
-        index = (words[:, None] >> _byte_shifts(h.device)) & 255
-        scale = _half_masks(h.device).index_select(0, index.view(-1)).view(-1)[:n].view(h.shape)
+        shifts, table = _half_tables(h.device)
+        index = (words[:, None] >> shifts) & 255
+        scale = table.index_select(0, index.view(-1)).view(-1)[:n].view(h.shape)
         return h * scale.to(h.dtype)
     keep = torch.rand(h.shape, generator=gen, device=h.device) >= p
     return h * (keep.to(h.dtype) / (1.0 - p))

@@ -266,9 +266,6 @@ def check_runs(names: list[str], args: Args, device: torch.device) -> None:
             for name in names:  # a user's class: load_class checked it
                 if stack_size(name, args) == stack and not name.startswith("user:"):
                     build_teacher(name, game, None, args, probs)
-        HardnessTeacher(
-            game, None, train_probs=probs, selection_temperature=args.selection_temperature
-        )
     except ValueError as exc:
         raise as_option_error(exc, args) from None
 
