@@ -425,3 +425,21 @@ def test_cnn_bigan_trains_stably_on_fashion_mnist(device):
         )
         fake = torch.sigmoid(pop.generator(z))
     assert float(fake.std(1).mean()) > 0.02  # samples differ from one another
+
+
+def test_speed_floor_counts_a_vae_steps_matrix_products_by_hand():
+    """The FLOPs under the speed bench's 'matrix products alone' floor are the MLP VAE's:
+    each dense layer ``2 G M d_in d_out`` forward, twice that backward, but the first layer
+    has no input gradient (the images need none)."""
+    from commenv.bench.unsupervised import step_matmuls
+
+    G, hidden, F_ = 3, 16, 4
+    game = NodeGraphGame(n_nodes=G, content="gaussian_codes", feature_dim=F_)  # device-free: CPU
+    game.reset(seed=0)
+    pop = VAEPopulation(G, game.image_shape, hidden=hidden, feature_dim=F_)  # device-free: CPU
+    d, M = math.prod(game.image_shape), game.batch_size
+    layers = [d * hidden, hidden * 2 * F_, F_ * hidden, hidden * d]  # encoder, then decoder
+    forward = 2 * G * M * sum(layers)
+    flops, seconds = step_matmuls(game, pop, steps=2)
+    assert flops == 3 * forward - 2 * G * M * layers[0]
+    assert 0 < seconds < 1

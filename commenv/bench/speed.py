@@ -985,13 +985,19 @@ def judge_populations(agents: list[dict]) -> list[dict[str, Any]]:
             continue
         ratio = row["steps_per_s"] / sequential["steps_per_s"]
         model = name.removeprefix("unsupervised ").removesuffix(" batched")
+        what = f"{ratio:.2f}x, training steps alone"
+        floor = by_name.get(name.removesuffix("batched") + "matrix products alone", {})
+        if floor.get("ratio") is not None:
+            what += f"; its matrix products alone allow {floor['ratio']:.2f}x"
+            if floor.get("ideal") is not None:
+                what += f", {floor['ideal']:.2f}x at this core's best matmul rate"
         out.append(
             {
                 "claim": f"batched unsupervised {model} >= {POPULATION_TARGET:g}x the "
                 "sequential per-node loop",
                 "value": ratio,
                 "ok": ratio >= POPULATION_TARGET,
-                "what": f"{ratio:.2f}x, training steps alone",
+                "what": what,
             }
         )
     return out

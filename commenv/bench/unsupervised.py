@@ -618,13 +618,58 @@ def speed_rows(
     for both, is timed apart and the note gives the ratio with it included too. Rows: ``name``,
     ``steps_per_s`` (node-steps/s), ``note``. Small models are where the per-node loop's
     overhead dominates; at the benchmark's width (256) both become compute-bound and the ratio
-    shrinks.
+    shrinks. A third row per pair, ``... matrix products alone``, bounds the ratio: ``ratio``
+    is the sequential loop's time over the batched step's own matrix-product kernels
+    (:func:`step_matmuls`), as if nothing else in the step cost anything (a floor, as the
+    speed bench's "observation write alone" rows); ``ideal`` the same with those products'
+    FLOPs done at :func:`matmul_peak`'s rate.
     """
     rows: list[dict[str, Any]] = []
     for family in families:
         for hidden in hiddens:
             rows += _speed_pair(quick, n_nodes, hidden, family)
     return rows
+
+
+def matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024), flops: float = 2e9) -> float:
+    """The best floating-point rate (FLOP/s) of one float32 ``n x n`` matmul on the CPU at
+    the current thread count, over ``sizes`` (about ``flops`` of work each): what this core's
+    matrix products reach when nothing else is in the way."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm-up: the first call pays for the kernel's set-up
+        reps = max(1, int(flops / (2 * n**3)))
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+MATMUL_OPS: frozenset[str] = frozenset(
+    {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution"}
+    | {"aten::convolution_backward", "aten::_convolution", "aten::slow_conv_transpose2d"}
+)
+"""The profiler's names of the kernels that do a step's matrix products (dense and conv)."""
+
+
+def step_matmuls(game: NodeGraphGame, pop: Any, steps: int = 3) -> tuple[int, float]:
+    """The matrix products of one ``pop.step`` on ``game``'s observations: their FLOPs
+    (forward and backward, as ``FlopCounterMode`` counts them) and their seconds (the
+    profiler's self time of :data:`MATMUL_OPS`, the mean over ``steps`` steps; the steps are
+    taken)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    views = game.split_obs(game.observe_all()[0])
+    with FlopCounterMode(display=False) as counter:
+        pop.step(views, game.out_valid)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            pop.step(views, game.out_valid)
+    micros = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return int(counter.get_total_flops()), micros / 1e6 / steps
 
 
 def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dict[str, Any]]:
@@ -645,7 +690,11 @@ def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dic
             game.reset(seed=0)
             runs[label] = [game, pop, steps_b if label == "batched" else steps_s, 0.0, 0.0]
             _drive(game, pop, 2)  # warm-up
+        peak, matmul_s = 0.0, float("inf")
         for _ in range(rounds):
+            peak = max(peak, matmul_peak())  # each round: the best the core gave this run
+            flops, seconds = step_matmuls(*runs["batched"][:2])
+            matmul_s = min(matmul_s, seconds)
             for run in runs.values():
                 pop_s, env_s = _drive(run[0], run[1], run[2])
                 run[3] += pop_s
@@ -653,6 +702,8 @@ def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dic
     finally:
         torch.set_num_threads(threads)
     rate = {k: n_nodes * r[2] * rounds / r[3] for k, r in runs.items()}
+    bound = n_nodes / matmul_s / rate["sequential"]
+    ideal = n_nodes * peak / flops / rate["sequential"]
     rate_env = {k: n_nodes * r[2] * rounds / (r[3] + r[4]) for k, r in runs.items()}
     ratio = rate["batched"] / rate["sequential"]
     ratio_env = rate_env["batched"] / rate_env["sequential"]
@@ -669,6 +720,16 @@ def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dic
             "name": f"{name} N={n_nodes} hidden={hidden} sequential",
             "steps_per_s": rate["sequential"],
             "note": f"{model}; the per-node loop",
+        },
+        {
+            "name": f"{name} N={n_nodes} hidden={hidden} matrix products alone",
+            "ratio": bound,
+            "ideal": ideal,
+            "note": f"{model}; {bound:.1f}x, the most the batched/sequential ratio can be with "
+            f"these kernels: the loop's time over the batched step's own matrix products "
+            f"({matmul_s * 1e3:.2f} ms of {flops / 1e6:.0f} MFLOP, {flops / matmul_s / 1e9:.0f} "
+            f"GFLOP/s); {ideal:.1f}x if they ran at {peak / 1e9:.0f} GFLOP/s, this core's best "
+            "matmul rate in the same run",
         },
     ]
 
