@@ -5,7 +5,7 @@ small student.
   validation accuracy (:func:`train_teacher`), saved and loaded with ``weights_only=True``
   (:func:`save_teacher`, :func:`load_teacher`, :func:`teacher_for` caches it on disk).
 - :class:`TeacherCNN` (ours, ``arch="cnn"``): a small batch-normed CNN, a stronger teacher for
-  datasets where the MLP is barely better than the student (Fashion-MNIST: 91.3 % vs 88.6 % test).
+  datasets where the MLP is barely better than the student, such as Fashion-MNIST.
 - :class:`Student`: 2 x 32 ReLU, no dropout, Adam; one model per env of a batched game, held as
   one batched network (:class:`BatchedMLP`), so ``num_envs`` students train without a Python loop.
 - :class:`HardnessTeacher`: scores the stack with :func:`difficulty` (cross-entropy or Euclidean

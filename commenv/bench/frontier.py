@@ -22,7 +22,7 @@ steps and bits to target are read on the evaluation grid from the collective acc
 
 Usage::
 
-    commenv bench frontier --quick                        # digits, about two minutes
+    commenv bench frontier --quick                        # digits, under a minute
     commenv bench frontier --partitions iid dirichlet     # Fashion-MNIST, 10 nodes
     commenv bench frontier --quick --protocols labels sync_sgd topk
     commenv bench frontier --quick --agent my_module:MyProtocol

@@ -24,8 +24,8 @@ baseline's ``test acc``; the median over worlds, ``–`` unless half of them got
 ``bp to base``), ``wall s``; the JSON/CSV add per-world values, ``bp to base val`` (reaching the
 baseline's best *validation* accuracy) and the curves.
 
-    commenv bench quiz --quick             # digits, about two minutes
-    commenv bench quiz --workers 2         # Fashion-MNIST, table 3.1 (~15 min)
+    commenv bench quiz --quick             # digits, a few minutes
+    commenv bench quiz --workers 2         # Fashion-MNIST, table 3.1
     commenv bench quiz --teacher-arch cnn        # our stronger CNN teacher
     commenv bench quiz --student-hidden 256 --teacher-arch cnn   # a student that fits
     commenv bench quiz --dataset mnist --data-root ~/data/mnist
