@@ -134,15 +134,19 @@ def test_claims_are_judged_on_the_rows():
 
 def test_speed_rows():
     rows = bench.speed_rows(quick=True, hiddens=(16,))  # device-free: it takes no device (yet)
-    assert [r["name"] for r in rows] == [
-        "unsupervised VAE population N=10 hidden=16 batched",
-        "unsupervised VAE population N=10 hidden=16 sequential",
-        "unsupervised BiGAN population N=10 hidden=16 batched",
-        "unsupervised BiGAN population N=10 hidden=16 sequential",
-    ]
-    assert all(r["steps_per_s"] > 0 for r in rows)
+    name = "unsupervised {} population N=10 hidden=16 {}"
+    parts = ("batched", "sequential", "matrix products alone")
+    assert [r["name"] for r in rows] == [name.format(f, p) for f in ("VAE", "BiGAN") for p in parts]
+    timed = rows[0:2] + rows[3:5]
+    assert all(r["steps_per_s"] > 0 for r in timed)
     assert "x the sequential loop (training step;" in rows[0]["note"]
-    assert "with the env's step" in rows[2]["note"]
+    assert "with the env's step" in rows[3]["note"]
+    # the floor: the loop's time over the batched step's matrix products, which cannot take
+    # longer than the whole step (so the floor is above the measured ratio)
+    for batched, sequential, floor in (rows[0:3], rows[3:6]):
+        ratio = batched["steps_per_s"] / sequential["steps_per_s"]
+        assert floor["ratio"] > ratio and floor["ideal"] > 0
+        assert "MFLOP" in floor["note"] and "GFLOP/s" in floor["note"]
 
 
 def test_further_shares_are_judged_against_silence():
