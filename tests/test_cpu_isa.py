@@ -1,4 +1,5 @@
-"""Same seed, same episode on every CPU: the games' bits do not depend on the vector ISA.
+"""Same seed, same episode on every CPU: the games' bits depend on neither the vector ISA nor
+the thread count.
 
 PyTorch picks its CPU kernels by the machine's vector extensions (AVX-512, AVX2 or none), and
 kernels built on vectorised transcendental functions (``torch.randn``'s Box-Muller, ``exp``,
@@ -6,7 +7,9 @@ kernels built on vectorised transcendental functions (``torch.randn``'s Box-Mull
 would give another episode for the same seed on another machine, and a digest recorded on one
 machine would fail on the next (it did: the ``synthetic`` dataset was drawn with ``randn``).
 Each test plays a batched episode in a fresh process at the machine's own ISA and again with
-``ATEN_CPU_CAPABILITY=default`` (the scalar kernels) and compares every output's bytes.
+``ATEN_CPU_CAPABILITY=default`` (the scalar kernels) and compares every output's bytes; and
+large batches are played on 1 and on 2 threads (a plain ``sum`` over millions of floats gives
+other bits on each: PyTorch splits it among threads).
 """
 
 from __future__ import annotations
@@ -44,39 +47,42 @@ def distributions(shape):  # exact in float32 on any CPU: small integers over th
     return w / w.sum(-1, keepdim=True)
 
 
-def play(name, dataset):
+def play(name, dataset, num_envs=None):
     global h, rng
     h = hashlib.sha256()
     rng = torch.Generator().manual_seed(7)
     family = getattr(commenv, name)
     if name == "partial_obs_v0":
-        game = family.batched(num_envs=3, device="cpu", dataset=dataset, noise=0.3)
+        B = num_envs or 3
+        game = family.batched(num_envs=B, device="cpu", dataset=dataset, noise=0.3)
         eat(game.reset(seed=5))
         n = game.action_space(game.possible_agents[0]).n
         for _ in range(30):
-            eat(game.step({a: torch.randint(0, 2, (3, n), generator=rng)
+            eat(game.step({a: torch.randint(0, 2, (B, n), generator=rng)
                            for a in game.possible_agents}))
     elif name == "node_graph_v0":
-        game = family.batched(num_envs=2, device="cpu", dataset=dataset, n_nodes=4,
+        B = num_envs or 2
+        game = family.batched(num_envs=B, device="cpu", dataset=dataset, n_nodes=4,
                               content="logits", batch_size=8)
         eat(game.reset(seed=5))
         N, K, M, C = game.n_nodes, game.max_out, game.batch_size, game.num_classes
         for _ in range(30):
-            bits = torch.randint(0, 2, (2, N, K), generator=rng)
-            eat(game.step_tensors(bits, torch.rand(2, N, M, C, generator=rng) * 8 - 4))
+            bits = torch.randint(0, 2, (B, N, K), generator=rng)
+            eat(game.step_tensors(bits, torch.rand(B, N, M, C, generator=rng) * 8 - 4))
     else:
-        game = family.batched(2, "cpu", dataset=dataset, stack_size=2, batch_size=8,
+        W = num_envs or 2
+        game = family.batched(W, "cpu", dataset=dataset, stack_size=2, batch_size=8,
                               exam_every=2, exam_size=20, max_lessons=6)
         eat(game.reset(seed=5))
         B, C = game.batch_size, game.num_classes
         M = game.stack_size * B
         for _ in range(60):
             if game.agent_selection == "teacher":
-                k = torch.randint(0, B + 1, (2, 1), generator=rng)
-                ranks = torch.rand(2, M, generator=rng).argsort(1).argsort(1)
-                act = {"select": ranks < k, "targets": distributions((2, M, C))}
+                k = torch.randint(0, B + 1, (W, 1), generator=rng)
+                ranks = torch.rand(W, M, generator=rng).argsort(1).argsort(1)
+                act = {"select": ranks < k, "targets": distributions((W, M, C))}
             else:
-                act = distributions((2, B, C))
+                act = distributions((W, B, C))
             eat(game.step({game.agent_selection: act}))
     return h.hexdigest()
 
@@ -121,3 +127,23 @@ def test_episodes_are_the_same_bits_with_the_scalar_kernels(name, dataset):
     face on the CPU: the PettingZoo faces replay it bit for bit, ``test_*_faces.py``)."""
     pair = f"{name}:{dataset}"
     assert digests(None)[pair] == digests("default")[pair]
+
+
+@pytest.mark.parametrize(
+    ("name", "num_envs"), [("partial_obs_v0", 4096), ("node_graph_v0", 64), ("quiz_v0", 64)]
+)
+def test_large_batches_are_the_same_bits_on_any_thread_count(name, num_envs):
+    """Batches big enough for PyTorch to split an operation among threads (its grain is
+    32,768 elements) give the same episode on 1 thread and on 2: the games add in a fixed
+    order, not in the threads' partition."""
+    scope = {"__name__": "play"}
+    exec(PLAY.split("for pair in sys.argv")[0], scope)  # the same episode player
+    threads = torch.get_num_threads()
+    try:
+        digests = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            digests.append(scope["play"](name, "digits", num_envs))
+    finally:
+        torch.set_num_threads(threads)
+    assert digests[0] == digests[1]
