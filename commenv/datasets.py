@@ -284,7 +284,7 @@ def _synthetic_data(
     # to Gaussian, and the same bits on every CPU, which torch.randn's vectorised Box-Muller
     # (log, sin, cos) is not (AVX2 and AVX-512 kernels round their last bits differently).
     u = torch.rand((4, size, *shape), generator=gen)
-    noise = (u[0] + u[1] + u[2] + u[3] - 2.0) * (_SYNTHETIC_NOISE * 3.0**0.5)
+    noise = u[0].add_(u[1]).add_(u[2]).add_(u[3]).sub_(2.0).mul_(_SYNTHETIC_NOISE * 3.0**0.5)
     x = (prototypes[y] + noise).clamp_(0.0, 1.0)
     return x, y.to(torch.int64)
 

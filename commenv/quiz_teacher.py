@@ -54,9 +54,9 @@ construction (``docs/bad_input.md``):
 - ``render_mode=None``: ``None`` or ``"ansi"``.
 
 **Reproducibility.** A seed gives the same episode on the same kind of machine. Unlike the
-multi-agent games' episodes, which are the same bits on any CPU, this view trains a network
-inside every step (the built-in student), so its observations and rewards round their last
-bits by the CPU's vector extensions and threads, as any training run does.
+multi-agent games' episodes (the same bits on any CPU, ``tests/test_cpu_isa.py``), this view
+trains a network inside every step (the built-in student), so its observations and rewards
+round their last bits by the CPU's vector extensions and threads, as any training run does.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def test_issue_15_speed_target_is_judged_on_every_population_pair():  # device-f
     }
     lines = speed.population_verdict_lines(agents)
     assert [": holds on" in x for x in lines] == [True, False] and "4.90x" in lines[1]
-    # the floor under the ratio is quoted beside the figure it bounds, where the run has it
+    # the bound on the ratio is quoted beside the figure it bounds, where the run has it
     assert (
         "(4.90x, training steps alone; its matrix products alone allow 2.30x, 5.80x at "
         in (lines[1])

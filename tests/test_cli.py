@@ -175,6 +175,8 @@ def test_result_metadata_names_versions_and_command(monkeypatch):
     assert meta["commenv"] == commenv.__version__ and meta["numpy"] == np.__version__
     assert meta["argv"] == ["bench", "graph", "--quick"]
     assert meta["dirty"] in (True, False, None) and meta["args"] == {"seed": 0}
+    # what a bit-for-bit rerun of the agents' training needs to match (docs/tutorials/reproduce.md)
+    assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_envs_names_each_game_once(capsys):

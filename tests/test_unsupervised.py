@@ -427,8 +427,8 @@ def test_cnn_bigan_trains_stably_on_fashion_mnist(device):
     assert float(fake.std(1).mean()) > 0.02  # samples differ from one another
 
 
-def test_speed_floor_counts_a_vae_steps_matrix_products_by_hand():
-    """The FLOPs under the speed bench's 'matrix products alone' floor are the MLP VAE's:
+def test_speed_bound_counts_a_vae_steps_matrix_products_by_hand():
+    """The FLOPs under the speed bench's 'matrix products alone' bound are the MLP VAE's:
     each dense layer ``2 G M d_in d_out`` forward, twice that backward, but the first layer
     has no input gradient (the images need none)."""
     from commenv.bench.unsupervised import step_matmuls

@@ -141,12 +141,12 @@ def test_speed_rows():
     assert all(r["steps_per_s"] > 0 for r in timed)
     assert "x the sequential loop (training step;" in rows[0]["note"]
     assert "with the env's step" in rows[3]["note"]
-    # the floor: the loop's time over the batched step's matrix products, which cannot take
-    # longer than the whole step (so the floor is above the measured ratio)
-    for batched, sequential, floor in (rows[0:3], rows[3:6]):
+    # the bound: the loop's time over the batched step's matrix products, which cannot take
+    # longer than the whole step (so the bound is above the measured ratio)
+    for batched, sequential, bound in (rows[0:3], rows[3:6]):
         ratio = batched["steps_per_s"] / sequential["steps_per_s"]
-        assert floor["ratio"] > ratio and floor["ideal"] > 0
-        assert "MFLOP" in floor["note"] and "GFLOP/s" in floor["note"]
+        assert bound["ratio"] > ratio and bound["ideal"] > 0
+        assert "MFLOP" in bound["note"] and "GFLOP/s" in bound["note"]
 
 
 def test_further_shares_are_judged_against_silence():

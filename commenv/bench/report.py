@@ -348,7 +348,7 @@ BENCH_INTROS = {
         "this run's `x MPE2` by the before-issue18 run's (a ratio of ratios, so each day's load "
         "cancels). Then the reference agents' training speed, where the run judges issue 15's "
         "target on every unsupervised population it timed (runs after that line came), each "
-        "beside its 'matrix products alone' floor: the per-node loop's time over the batched "
+        "beside its 'matrix products alone' bound: the per-node loop's time over the batched "
         "step's own matrix-product kernels, the most the ratio can be with them (runs after "
         "those rows came). Machine-dependent: read them as ratios."
     ),

@@ -30,7 +30,7 @@ The issue-18 targets are judged by the run itself, one line each (:data:`TARGETS
 them compare with ``docs/results/speed/before-issue18/`` (the same rows, measured on the code
 before issue 18) as a ratio of ratios.
 
-    commenv bench speed            # about a quarter of an hour on 2 CPU cores
+    commenv bench speed            # every size, 2-s windows: the longest preset
     commenv bench speed --quick    # about a minute
     commenv bench speed --runs environments --device cuda
 """

@@ -209,7 +209,8 @@ def git_dirty() -> bool | None:
 
 def run_metadata(args: Any) -> dict[str, Any]:
     """What every result file records: commit (and whether tracked files had changes), the
-    command line, arguments, versions, machine, time."""
+    command line, arguments, versions, machine (and the vector ISA of PyTorch's CPU kernels),
+    time."""
     import numpy as np
 
     import commenv
@@ -225,6 +226,7 @@ def run_metadata(args: Any) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels' vector ISA
         "cpu_threads": torch.get_num_threads(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

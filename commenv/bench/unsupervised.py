@@ -620,9 +620,11 @@ def speed_rows(
     overhead dominates; at the benchmark's width (256) both become compute-bound and the ratio
     shrinks. A third row per pair, ``... matrix products alone``, bounds the ratio: ``ratio``
     is the sequential loop's time over the batched step's own matrix-product kernels
-    (:func:`step_matmuls`), as if nothing else in the step cost anything (a floor, as the
-    speed bench's "observation write alone" rows); ``ideal`` the same with those products'
-    FLOPs done at :func:`matmul_peak`'s rate.
+    (:func:`step_matmuls`, their best round), as if nothing else in the step cost anything:
+    an upper bound on the ratio, as the speed bench's "observation write alone" rows bound
+    theirs; ``ideal`` the same with those products' FLOPs done at :func:`matmul_peak`'s
+    rate. Both are ``None`` when the profiler saw no matrix product (a population that does
+    its products in kernels :data:`MATMUL_OPS` does not name).
     """
     rows: list[dict[str, Any]] = []
     for family in families:
@@ -635,9 +637,9 @@ def matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024), flops: float = 2e9) -
     """The best floating-point rate (FLOP/s) of one float32 ``n x n`` matmul on the CPU at
     the current thread count, over ``sizes`` (about ``flops`` of work each): what this core's
     matrix products reach when nothing else is in the way."""
-    best = 0.0
+    best, gen = 0.0, torch.Generator().manual_seed(0)  # the global stream left alone
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.rand(n, n, generator=gen), torch.rand(n, n, generator=gen)
         a @ b  # warm-up: the first call pays for the kernel's set-up
         reps = max(1, int(flops / (2 * n**3)))
         t0 = time.perf_counter()
@@ -650,8 +652,11 @@ def matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024), flops: float = 2e9) -
 MATMUL_OPS: frozenset[str] = frozenset(
     {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution"}
     | {"aten::convolution_backward", "aten::_convolution", "aten::slow_conv_transpose2d"}
+    | {"aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::_conv_depthwise2d"}
 )
-"""The profiler's names of the kernels that do a step's matrix products (dense and conv)."""
+"""The profiler's names of the CPU kernels that do a step's matrix products: dense layers
+(what the speed rows time) and convolutions (``aten::_convolution``'s self time holds a
+transposed convolution's oneDNN kernel, and some dispatch besides)."""
 
 
 def step_matmuls(game: NodeGraphGame, pop: Any, steps: int = 3) -> tuple[int, float]:
@@ -702,8 +707,9 @@ def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dic
     finally:
         torch.set_num_threads(threads)
     rate = {k: n_nodes * r[2] * rounds / r[3] for k, r in runs.items()}
-    bound = n_nodes / matmul_s / rate["sequential"]
-    ideal = n_nodes * peak / flops / rate["sequential"]
+    seen = matmul_s > 0 and flops > 0
+    bound = n_nodes / matmul_s / rate["sequential"] if seen else None
+    ideal = n_nodes * peak / flops / rate["sequential"] if seen else None
     rate_env = {k: n_nodes * r[2] * rounds / (r[3] + r[4]) for k, r in runs.items()}
     ratio = rate["batched"] / rate["sequential"]
     ratio_env = rate_env["batched"] / rate_env["sequential"]
@@ -725,11 +731,15 @@ def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dic
             "name": f"{name} N={n_nodes} hidden={hidden} matrix products alone",
             "ratio": bound,
             "ideal": ideal,
-            "note": f"{model}; {bound:.1f}x, the most the batched/sequential ratio can be with "
-            f"these kernels: the loop's time over the batched step's own matrix products "
-            f"({matmul_s * 1e3:.2f} ms of {flops / 1e6:.0f} MFLOP, {flops / matmul_s / 1e9:.0f} "
-            f"GFLOP/s); {ideal:.1f}x if they ran at {peak / 1e9:.0f} GFLOP/s, this core's best "
-            "matmul rate in the same run",
+            "note": (
+                f"{model}; {bound:.1f}x, the most the batched/sequential ratio can be with "
+                f"these kernels: the loop's time over the batched step's own matrix products "
+                f"({matmul_s * 1e3:.2f} ms of {flops / 1e6:.0f} MFLOP, "
+                f"{flops / matmul_s / 1e9:.0f} GFLOP/s); {ideal:.1f}x if they ran at "
+                f"{peak / 1e9:.0f} GFLOP/s, this core's best matmul rate in the same run"
+                if seen
+                else f"{model}; the profiler saw no matrix product of the batched step"
+            ),
         },
     ]
 
