@@ -62,13 +62,16 @@ def play(name, dataset, num_envs=None):
                            for a in game.possible_agents}))
     elif name == "node_graph_v0":
         B = num_envs or 2
-        game = family.batched(num_envs=B, device="cpu", dataset=dataset, n_nodes=4,
-                              content="logits", batch_size=8)
-        eat(game.reset(seed=5))
-        N, K, M, C = game.n_nodes, game.max_out, game.batch_size, game.num_classes
-        for _ in range(30):
-            bits = torch.randint(0, 2, (B, N, K), generator=rng)
-            eat(game.step_tensors(bits, torch.rand(B, N, M, C, generator=rng) * 8 - 4))
+        # float payloads as sent (32 bits), rounded to half precision, and at 8-bit levels
+        for content, float_bits in (("logits", 32), ("codes", 16), ("gaussian_codes", 8)):
+            game = family.batched(num_envs=B, device="cpu", dataset=dataset, n_nodes=4,
+                                  content=content, batch_size=8, feature_dim=4,
+                                  float_bits=float_bits)
+            eat(game.reset(seed=5))
+            N, K, M, P = game.n_nodes, game.max_out, game.batch_size, game.payload_dim
+            for _ in range(30):
+                bits = torch.randint(0, 2, (B, N, K), generator=rng)
+                eat(game.step_tensors(bits, torch.rand(B, N, M, P, generator=rng) * 8 - 4))
     else:
         W = num_envs or 2
         game = family.batched(W, "cpu", dataset=dataset, stack_size=2, batch_size=8,
