@@ -19,6 +19,7 @@ import torch
 import commenv
 from commenv.core import to_numpy, validate_action
 from commenv.quiz import QuizWorld
+from tests.isa_player import exact_distributions
 
 FAMILY = commenv.quiz_v0
 CONFIGS = [
@@ -128,14 +129,6 @@ def test_parallel_face_plays_the_batched_episode():
             assert rew[agent] == float(brew[agent][0]) and term[agent] == bool(bterm[agent])
             info = {k: v for k, v in infos[agent].items() if k != "active_agent"}
             assert_same(info, to_numpy(binfos[agent]), agent)
-
-
-def exact_distributions(shape: tuple[int, ...], rng: torch.Generator) -> torch.Tensor:
-    """Random distributions whose every bit is the same on every CPU: small integer weights
-    over their sum (exact in float32 in any order) and one correctly rounded division. A
-    softmax is not: its vectorised ``exp`` gives other last bits with AVX-512 than with AVX2."""
-    weights = torch.randint(1, 9, shape, generator=rng).float()
-    return weights / weights.sum(-1, keepdim=True)
 
 
 def digest(game, steps: int, seed: int, reset_at: int) -> str:

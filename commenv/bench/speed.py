@@ -986,11 +986,11 @@ def judge_populations(agents: list[dict]) -> list[dict[str, Any]]:
         ratio = row["steps_per_s"] / sequential["steps_per_s"]
         model = name.removeprefix("unsupervised ").removesuffix(" batched")
         what = f"{ratio:.2f}x, training steps alone"
-        floor = by_name.get(name.removesuffix("batched") + "matrix products alone", {})
-        if floor.get("ratio") is not None:
-            what += f"; its matrix products alone allow {floor['ratio']:.2f}x"
-            if floor.get("ideal") is not None:
-                what += f", {floor['ideal']:.2f}x at this core's best matmul rate"
+        bound = by_name.get(name.removesuffix("batched") + "matrix products alone", {})
+        if bound.get("ratio") is not None:
+            what += f"; its matrix products alone allow {bound['ratio']:.2f}x"
+            if bound.get("ideal") is not None:
+                what += f", {bound['ideal']:.2f}x at this core's best matmul rate"
         out.append(
             {
                 "claim": f"batched unsupervised {model} >= {POPULATION_TARGET:g}x the "
