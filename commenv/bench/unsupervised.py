@@ -620,7 +620,7 @@ def speed_rows(
     overhead dominates; at the benchmark's width (256) both become compute-bound and the ratio
     shrinks. A third row per pair, ``... matrix products alone``, bounds the ratio: ``ratio``
     is the sequential loop's time over the batched step's own matrix-product kernels
-    (:func:`step_matmuls`, their best round), as if nothing else in the step cost anything:
+    (:func:`matmul_seconds`, their best round), as if nothing else in the step cost anything:
     an upper bound on the ratio, as the speed bench's "observation write alone" rows bound
     theirs; ``ideal`` the same with those products' FLOPs done at :func:`matmul_peak`'s
     rate. Both are ``None`` when the profiler saw no matrix product (a population that does
@@ -661,20 +661,26 @@ transposed convolution's oneDNN kernel, and some dispatch besides)."""
 
 def step_matmuls(game: NodeGraphGame, pop: Any, steps: int = 3) -> tuple[int, float]:
     """The matrix products of one ``pop.step`` on ``game``'s observations: their FLOPs
-    (forward and backward, as ``FlopCounterMode`` counts them) and their seconds (the
-    profiler's self time of :data:`MATMUL_OPS`, the mean over ``steps`` steps; the steps are
-    taken)."""
-    from torch.profiler import ProfilerActivity, profile
+    (forward and backward, as ``FlopCounterMode`` counts them, one step) and their seconds
+    (:func:`matmul_seconds`); the steps are taken."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    views = game.split_obs(game.observe_all()[0])
     with FlopCounterMode(display=False) as counter:
-        pop.step(views, game.out_valid)
+        pop.step(game.split_obs(game.observe_all()[0]), game.out_valid)
+    return int(counter.get_total_flops()), matmul_seconds(game, pop, steps)
+
+
+def matmul_seconds(game: NodeGraphGame, pop: Any, steps: int = 3) -> float:
+    """Seconds per ``pop.step`` in the kernels of :data:`MATMUL_OPS` (the profiler's self time,
+    the mean over ``steps`` steps on ``game``'s observations; the steps are taken)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    views = game.split_obs(game.observe_all()[0])
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             pop.step(views, game.out_valid)
     micros = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
-    return int(counter.get_total_flops()), micros / 1e6 / steps
+    return micros / 1e6 / steps
 
 
 def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dict[str, Any]]:
@@ -695,11 +701,11 @@ def _speed_pair(quick: bool, n_nodes: int, hidden: int, family: str) -> list[dic
             game.reset(seed=0)
             runs[label] = [game, pop, steps_b if label == "batched" else steps_s, 0.0, 0.0]
             _drive(game, pop, 2)  # warm-up
-        peak, matmul_s = 0.0, float("inf")
-        for _ in range(rounds):
-            peak = max(peak, matmul_peak())  # each round: the best the core gave this run
-            flops, seconds = step_matmuls(*runs["batched"][:2])
-            matmul_s = min(matmul_s, seconds)
+        flops, matmul_s = step_matmuls(*runs["batched"][:2])  # FLOPs: the same every step
+        peak = 0.0
+        for _ in range(rounds):  # each round: the best the core gave this run
+            peak = max(peak, matmul_peak())
+            matmul_s = min(matmul_s, matmul_seconds(*runs["batched"][:2]))
             for run in runs.values():
                 pop_s, env_s = _drive(run[0], run[1], run[2])
                 run[3] += pop_s
