@@ -1,6 +1,8 @@
 """Batched episodes of every game with random valid actions whose every bit is the same on any
 CPU, hashed: the player of ``tests/test_cpu_isa.py`` (in-process, and as
-``python -m tests.isa_player name:dataset ...`` in a fresh process, one digest per line)."""
+``python -m tests.isa_player name:dataset ...`` in a fresh process, one digest per line). Its
+pieces serve the quiz tests too: :func:`flatten` (``test_quiz_reset``) and
+:func:`random_quiz_action` (``test_quiz_faces``' recorded digests)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,24 @@ import torch
 import commenv
 
 
+def flatten(out, world: int | None = None) -> list[torch.Tensor]:
+    """Every tensor of a reset/step output (of one world, or all), in a fixed order."""
+    found: list[torch.Tensor] = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k in sorted(x):
+                walk(x[k])
+        elif isinstance(x, tuple | list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, torch.Tensor):
+            found.append((x if world is None else x[world]).detach().cpu())
+
+    walk(out)
+    return found
+
+
 def exact_distributions(shape: tuple[int, ...], rng: torch.Generator) -> torch.Tensor:
     """Random distributions whose every bit is the same on every CPU: small integer weights
     over their sum (exact in float32 in any order) and one correctly rounded division. A
@@ -21,20 +41,29 @@ def exact_distributions(shape: tuple[int, ...], rng: torch.Generator) -> torch.T
     return weights / weights.sum(-1, keepdim=True)
 
 
+def random_quiz_action(game: Any, rng: torch.Generator) -> dict[str, Any]:
+    """A random valid action of batched quiz_v0's selected agent, the same bits on any CPU:
+    the teacher selects up to ``batch_size`` samples per world with exact target
+    distributions, the student answers with exact distributions."""
+    W, B, C = game.num_envs, game.batch_size, game.num_classes
+    if game.agent_selection == "teacher":
+        M = game.stack_size * B
+        k = torch.randint(0, B + 1, (W, 1), generator=rng)
+        ranks = torch.rand(W, M, generator=rng).argsort(1).argsort(1)
+        act = {"select": ranks < k, "targets": exact_distributions((W, M, C), rng)}
+    else:
+        act = exact_distributions((W, B, C), rng)
+    return {game.agent_selection: act}
+
+
 def play(name: str, dataset: str, num_envs: int | None = None) -> str:
     """sha256 of every tensor a batched episode of game ``name`` on ``dataset`` returns."""
     h = hashlib.sha256()
     rng = torch.Generator().manual_seed(7)
 
-    def eat(x: Any) -> None:
-        if isinstance(x, dict):
-            for k in sorted(x):
-                eat(x[k])
-        elif isinstance(x, tuple | list):
-            for v in x:
-                eat(v)
-        elif isinstance(x, torch.Tensor):
-            h.update(x.detach().contiguous().numpy().tobytes())
+    def eat(out: Any) -> None:
+        for x in flatten(out):
+            h.update(x.contiguous().numpy().tobytes())
 
     family = getattr(commenv, name)
     if name == "partial_obs_v0":
@@ -67,16 +96,8 @@ def play(name: str, dataset: str, num_envs: int | None = None) -> str:
             max_lessons=6,
         )  # fmt: skip
         eat(game.reset(seed=5))
-        B, C = game.batch_size, game.num_classes
-        M = game.stack_size * B
         for _ in range(60):
-            if game.agent_selection == "teacher":
-                k = torch.randint(0, B + 1, (W, 1), generator=rng)
-                ranks = torch.rand(W, M, generator=rng).argsort(1).argsort(1)
-                act = {"select": ranks < k, "targets": exact_distributions((W, M, C), rng)}
-            else:
-                act = exact_distributions((W, B, C), rng)
-            eat(game.step({game.agent_selection: act}))
+            eat(game.step(random_quiz_action(game, rng)))
     return h.hexdigest()
 
 

@@ -19,7 +19,7 @@ import torch
 import commenv
 from commenv.core import to_numpy, validate_action
 from commenv.quiz import QuizWorld
-from tests.isa_player import exact_distributions
+from tests.isa_player import random_quiz_action
 
 FAMILY = commenv.quiz_v0
 CONFIGS = [
@@ -149,19 +149,11 @@ def digest(game, steps: int, seed: int, reset_at: int) -> str:
         else:
             h.update(repr(x).encode())
 
-    N, B, C = game.num_envs, game.batch_size, game.num_classes
-    M = game.stack_size * B
     eat(game.reset(seed=seed))
     for t in range(steps):
         if t == reset_at:
             eat(game.reset())
-        if game.agent_selection == "teacher":
-            k = torch.randint(0, B + 1, (N, 1), generator=rng)
-            ranks = torch.rand(N, M, generator=rng).argsort(1).argsort(1)
-            act = {"select": ranks < k, "targets": exact_distributions((N, M, C), rng)}
-        else:
-            act = exact_distributions((N, B, C), rng)
-        eat(game.step({game.agent_selection: act}))
+        eat(game.step(random_quiz_action(game, rng)))
         eat(game.phase)
     eat(game.channel.counters)
     return h.hexdigest()[:16]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import commenv
+from tests.isa_player import flatten
 
 FAMILY = commenv.quiz_v0
 # 200-sample quizzes on digits: an epoch every 7 quizzes, so resets and epochs interleave
@@ -38,24 +39,6 @@ def actions(game, rng: torch.Generator) -> dict:
         return {"teacher": {"select": select.to(game.device), "targets": targets.to(game.device)}}
     answers = torch.softmax(torch.randn(N, B, C, generator=rng) * 3, -1)
     return {"student": answers.to(game.device)}
-
-
-def flatten(out, world: int | None = None) -> list[torch.Tensor]:
-    """Every tensor of a reset/step output (of one world, or all), in a fixed order."""
-    found: list[torch.Tensor] = []
-
-    def walk(x):
-        if isinstance(x, dict):
-            for k in sorted(x):
-                walk(x[k])
-        elif isinstance(x, tuple | list):
-            for v in x:
-                walk(v)
-        elif isinstance(x, torch.Tensor):
-            found.append((x if world is None else x[world]).detach().cpu())
-
-    walk(out)
-    return found
 
 
 def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
