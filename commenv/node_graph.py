@@ -866,8 +866,9 @@ class NodeGraphGame(BatchedEnv):
             )
             bits_images = msgs.sent * self.bits_per_image_message
             bits_payload = msgs.sent * self.bits_per_payload_message
-            st["bits_images"] += bits_images
-            st["bits_payload"] += bits_payload
+            # new tensors, not in-place sums: infos returned earlier keep their counts
+            st["bits_images"] = st["bits_images"] + bits_images
+            st["bits_payload"] = st["bits_payload"] + bits_payload
             rewards = -self.bit_cost * (bits_images + bits_payload).to(torch.float32)
             self._enqueue(msgs, payload)
             st["last_bits"] = send
@@ -904,12 +905,12 @@ class NodeGraphGame(BatchedEnv):
             room = cap - count
             accept = msgs.delivered & (msgs.rank < room.reshape(-1)[inbox])
             n_acc = torch.minimum(arrivals, room)
-            st["dropped"] += arrivals - n_acc
+            st["dropped"] = st["dropped"] + (arrivals - n_acc)
             st["count"] = count + n_acc
         else:  # drop_oldest: keep the newest `cap` arrivals, overwrite the oldest entries
             accept = msgs.delivered & (msgs.rank >= (arrivals - cap).reshape(-1)[inbox])
             excess = (count + arrivals - cap).clamp(min=0)
-            st["dropped"] += excess
+            st["dropped"] = st["dropped"] + excess
             st["head"] = (head + excess) % cap
             st["count"] = (count + arrivals).clamp(max=cap)
         keep = accept.nonzero().flatten()
