@@ -587,6 +587,75 @@ def check_partial_reset(
 REUSE_BYTES = 2**20
 """Observation tensors of at least this many bytes are recycled once nothing holds them (CPU
 only): above glibc's mmap threshold a fresh tensor costs a page fault per 4 KiB each step."""
+
+
+def _int64(pattern: int) -> int:
+    """A 64-bit pattern as the signed int64 a torch tensor holds it."""
+    return pattern - (1 << 64) if pattern >= 1 << 63 else pattern
+
+
+_GOLDEN, _MIX1, _MIX2 = map(_int64, (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shift_right(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def splitmix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 (Steele, Lea and Flood 2014) of int64 tensors, elementwise: a bijection of
+    64-bit patterns whose outputs pass as independent uniform bits. Integer arithmetic with
+    two's-complement wrap-around only, so every device and CPU kernel gives the same bits."""
+    z = z + _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
+class WorldStreams:
+    """Random numbers keyed by world: what a partial reset (``reset(env_index=...)``) draws.
+
+    Draw ``j`` of world ``w`` under counters ``c_1 .. c_k`` (a restart count, an epoch) is
+    SplitMix64 chained over ``(key, w, c_1, .., c_k, j)``: a pure function of those, as
+    Philox-style counter-based generators are (JAX's ``fold_in``, NumPy's
+    ``SeedSequence.spawn``). So the episode a world starts after its ``r``-th restart depends
+    on the seed, the world's index and ``r`` alone, never on which other worlds restarted
+    before or at the same time (a shared generator's next draws depend on every draw before
+    them), and it is the same on every device and CPU.
+    """
+
+    def __init__(self, key: int, device: torch.device) -> None:
+        self.key, self.device = key % 2**64, device
+        self._key = splitmix64(torch.tensor([_int64(self.key)], device=device))
+
+    def bits(self, worlds: torch.Tensor, *counters: torch.Tensor, n: int) -> torch.Tensor:
+        """``(len(worlds), n)`` int64 of 63 uniform random bits each (values in
+        ``[0, 2**63)``); ``counters`` are ``(len(worlds),)`` integer tensors."""
+        h = splitmix64(self._key ^ worlds.to(self.device, torch.int64))
+        for counter in counters:
+            h = splitmix64(h ^ counter.to(self.device, torch.int64))
+        j = torch.arange(n, device=self.device)
+        return _shift_right(splitmix64(h[:, None] ^ j), 1)
+
+    def uniform(self, worlds: torch.Tensor, *counters: torch.Tensor, n: int) -> torch.Tensor:
+        """``(len(worlds), n)`` float32 uniform in ``[0, 1)`` on the ``2**-24`` grid
+        ``torch.rand`` draws float32 from."""
+        top = self.bits(worlds, *counters, n=n) >> 39  # the top 24 of the 63 bits
+        return top.to(torch.float32) * 2.0**-24
+
+    def integers(
+        self, high: int, worlds: torch.Tensor, *counters: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        """``(len(worlds), n)`` int64 in ``[0, high)`` (a remainder of 63 bits: a bias below
+        ``high / 2**63``)."""
+        return self.bits(worlds, *counters, n=n) % high
+
+    def permutations(self, worlds: torch.Tensor, *counters: torch.Tensor, n: int) -> torch.Tensor:
+        """``(len(worlds), n)`` uniform random permutations of ``range(n)``: the order of
+        ``n`` 63-bit keys (a stable sort, so even a tie has one answer)."""
+        return self.bits(worlds, *counters, n=n).argsort(dim=1, stable=True)
+
+
 POOL_SIZE = 3
 """How many recent observation tensors a large batch keeps for reuse."""
 _USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
@@ -744,19 +813,19 @@ class BatchedEnv(ABC):
         gen.manual_seed(int(seed))
         return gen
 
-    def _seed_streams(self, seed: int | None) -> tuple[torch.Generator, torch.Generator]:
+    def _seed_streams(self, seed: int | None) -> tuple[torch.Generator, WorldStreams]:
         """The game's main stream (seeded with ``seed`` itself, :func:`generator_seed`: every
-        full reset and step) and the stream per-world resets draw from (derived from
-        ``seed``), so that restarting some worlds never shifts the draws of the others' current
-        episodes (the restart stream itself is shared: a restart's draws depend on the
-        restarts before it);
+        full reset and step) and the per-world streams partial resets draw from (keyed by a
+        number derived from ``seed``, :class:`WorldStreams`), so that restarting some worlds
+        never shifts the draws of the others' current episodes, and what a restarted world
+        draws depends only on the seed, its index and how often it restarted;
         ``None`` draws a fresh seed. A seed that is not an integer in [0, 2**63 - 1] raises
         ``ValueError`` here, before the game changes anything."""
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % 2**63
         seed = check_seed("seed", seed)
         derived = int(np.random.SeedSequence([seed, 1]).generate_state(1, np.uint64)[0])
-        return self._seed_generator(generator_seed(seed)), self._seed_generator(derived % 2**63)
+        return self._seed_generator(generator_seed(seed)), WorldStreams(derived, self.device)
 
 
 def to_numpy(value: Any) -> Any:

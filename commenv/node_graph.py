@@ -61,11 +61,13 @@ steps ``num_envs`` independent worlds at once (``step`` with per-agent dicts, or
 truncated at its own ``max_cycles``. ``game.reset(env_index=i)`` (an int, indices, or a
 ``(num_envs,)`` bool mask) restarts only those worlds: their clocks, inboxes and per-node counters
 go back to 0 and they draw a fresh first minibatch, while every other world is left bit for bit as
-it was and its episode goes on exactly as it would have without the reset (partial resets draw from
-their own stream, derived from the seed; that stream is the batch's, so what a later restart draws
-depends on the restarts before it, in any world). ``reset(seed=s)`` reseeds and restarts every
-world; a seed together with ``env_index`` raises (a partial reset continues the stream); same seed
-and same sequence of resets, same episodes (``tests/test_node_graph_batched.py``).
+it was and its episode goes on exactly as it would have without the reset. A restarted world's
+first minibatch comes from its own restart streams (``commenv.core.WorldStreams``, keyed by the
+seed: world ``w``'s ``r``-th restart since the last seeded reset draws at ``(w, r)``), so it
+does not depend on which other worlds restarted before or with it. ``reset(seed=s)`` reseeds and
+restarts every world; a seed together with ``env_index`` raises (a partial reset continues the
+streams); same seed and same sequence of resets, same episodes
+(``tests/test_node_graph_batched.py``).
 ``env.bandwidth()`` counts since the last full reset. The PettingZoo faces (one world) give the same
 episodes as the batched face with ``num_envs=1`` for the same seed, bit for bit; they check and
 convert every node's action at once, and hand anything unusual to the generic per-agent check, so
@@ -305,7 +307,8 @@ class NodeGraphGame(BatchedEnv):
         )
         self._build_graph(graph, k, allow_large)
         self._build_spaces(allow_large)
-        self._gen, self._reset_gen = self._seed_streams(None)
+        self._gen, self._restart_streams = self._seed_streams(None)
+        self._restarts = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         self._state: dict[str, torch.Tensor] = {}
         shape = (self.num_envs, self.n_nodes, self.obs_layout["inbox_fill"].stop)
         self._pool = ObservationPool(shape, self.device)
@@ -557,25 +560,26 @@ class NodeGraphGame(BatchedEnv):
         return {"images": images, "payload": payload, "total": images + payload}
 
     # -- episode -------------------------------------------------------------------------
-    def _sample_local(self, worlds: int | None = None, gen: torch.Generator | None = None):
-        """``batch_size`` samples per node drawn uniformly from its own partition, for
-        ``worlds`` worlds (default: all) from ``gen`` (default: the step stream)."""
-        B = self.num_envs if worlds is None else worlds
-        N, M = self.n_nodes, self.batch_size
-        gen = self._gen if gen is None else gen
-        u = torch.rand(B, N, M, generator=gen, device=self.device)
+    def _sample_local(self, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``batch_size`` samples per node drawn uniformly from its own partition, for every
+        world from the step stream, or from the uniforms ``u`` ``(worlds, N, M)`` given."""
+        if u is None:
+            shape = (self.num_envs, self.n_nodes, self.batch_size)
+            u = torch.rand(shape, generator=self._gen, device=self.device)
+        N = self.n_nodes
         pos = (u * self.partition_len[None, :, None]).long()
         pos = torch.minimum(pos, self.partition_len[None, :, None] - 1)
         rows = torch.arange(N, device=self.device)[None, :, None] * self.partition_table.shape[1]
         return self.partition_table.take(rows + pos)
 
-    def _fresh_state(self, worlds: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """The state of ``worlds`` worlds at the start of an episode."""
+    def _fresh_state(self, worlds: int, u: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The state of ``worlds`` worlds at the start of an episode (their first minibatches
+        from the step stream, or from the uniforms ``u``, :meth:`_sample_local`)."""
         N, M, P, cap = self.n_nodes, self.batch_size, self.payload_dim, self.inbox_capacity
         dev = self.device
         zeros_l = torch.zeros(worlds, N, dtype=torch.long, device=dev)
         return {
-            "idx": (idx := self._sample_local(worlds, gen)),
+            "idx": (idx := self._sample_local(u)),
             "true_labels": self.labels[idx],
             "payload": torch.zeros(worlds, N, M, P, device=dev),
             "sender": torch.full((worlds, N), -1, dtype=torch.long, device=dev),
@@ -601,8 +605,9 @@ class NodeGraphGame(BatchedEnv):
         the channel's bandwidth counters. ``reset(env_index=...)`` (an int, indices or a
         ``(num_envs,)`` bool mask, :func:`commenv.core.check_env_index`) restarts only those
         worlds: their step clocks, inboxes and per-node counters go back to 0 and they draw a
-        fresh first minibatch from the reset stream, while every other world is left exactly
-        as it was and its later steps draw what they would have drawn without the reset. The
+        fresh first minibatch from their own restart streams, while every other world is left
+        exactly as it was and its later steps draw what they would have drawn without the
+        reset. The
         returned ``obs``/``infos`` cover the whole batch; ``env.bandwidth()`` keeps counting
         since the last full reset.
         """
@@ -618,10 +623,12 @@ class NodeGraphGame(BatchedEnv):
     def _restart(self, seed: int | None) -> None:
         """Restart every world (reseeded when ``seed`` is given, or on the first reset)."""
         if seed is not None or not self._state:
-            self._gen, self._reset_gen = self._seed_streams(seed)
+            self._gen, self._restart_streams = self._seed_streams(seed)
+            # restarts are counted for the streams' life: a later full reset goes on counting
+            self._restarts = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         if self.channel is not None:
             self.channel.reset_counters()
-        self._state = self._fresh_state(self.num_envs, self._gen)
+        self._state = self._fresh_state(self.num_envs)
 
     def _reset_worlds(self, mask: torch.Tensor) -> None:
         """Restart the worlds of the ``(num_envs,)`` bool ``mask``; new tensors throughout, so
@@ -629,7 +636,10 @@ class NodeGraphGame(BatchedEnv):
         worlds = mask.nonzero().flatten()
         if worlds.numel() == 0:
             return
-        fresh = self._fresh_state(int(worlds.numel()), self._reset_gen)
+        self._restarts = self._restarts + mask
+        N, M = self.n_nodes, self.batch_size
+        u = self._restart_streams.uniform(worlds, self._restarts[worlds], n=N * M)
+        fresh = self._fresh_state(int(worlds.numel()), u.view(-1, N, M))
         st = self._state
         for key, value in fresh.items():
             new = st[key].clone()

@@ -86,11 +86,12 @@ a world's episode is truncated when its clock reaches ``max_cycles`` (never term
 ``reset(seed=s)`` reseeds the game and restarts every world. On the batched face,
 ``reset(env_index=...)`` (an index, a list or 1-D tensor of indices, or a ``(num_envs,)`` bool
 mask; ``commenv.core.check_env_index``) restarts only those worlds: their clocks go back to 0,
-they hear nothing and see no candidates, and their first world is drawn from the game's
-restart stream (a second generator seeded from the same seed), so every other world's episode
-continues bit for bit as if nothing had happened; ``obs``/``infos`` cover the whole batch. The
-restart stream is the batch's, not each world's: the first world of a later restart depends on
-the restarts before it, in any world. A seed together
+they hear nothing and see no candidates, and their first world is drawn from their own
+restart streams (``commenv.core.WorldStreams``, keyed by the seed: world ``w``'s ``r``-th
+restart since the last seeded reset draws at ``(w, r)``), so every other world's episode
+continues bit for bit as if nothing had happened, and what a restarted world draws does not
+depend on which other worlds restarted before or with it; ``obs``/``infos`` cover the whole
+batch. A seed together
 with ``env_index`` raises ``ValueError`` (a partial reset continues the streams). The same seed
 and the same sequence of actions and resets give the same episodes.
 
@@ -407,7 +408,8 @@ class PartialObsGame(BatchedEnv):
         )
         self._scratch: torch.Tensor | None = None
         self._fresh: bool | torch.Tensor | None = None
-        self._gen, self._restart_gen = self._seed_streams(None)
+        self._gen, self._restart_streams = self._seed_streams(None)
+        self._restarts = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         self._state: dict[str, torch.Tensor] = {}
 
     # -- construction ----------------------------------------------------------------------
@@ -604,7 +606,9 @@ class PartialObsGame(BatchedEnv):
             self._restart(mask)
             return self._observe(), self._infos()
         if seed is not None or not self._state:
-            self._gen, self._restart_gen = self._seed_streams(seed)
+            self._gen, self._restart_streams = self._seed_streams(seed)
+            # restarts are counted for the streams' life: a later full reset goes on counting
+            self._restarts = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
             self._seed_blind()
         B, n, S, L = self.num_envs, self.n_agents, self.max_in, self.message_bits
         self._refill_draws()
@@ -633,15 +637,15 @@ class PartialObsGame(BatchedEnv):
     def _restart(self, mask: torch.Tensor) -> None:
         """Step 0 of a fresh episode in the worlds of ``mask`` ``(B,)``, the others untouched.
 
-        The new first worlds come from the restart stream (``B`` draws whatever the mask, so
-        the stream does not depend on how many worlds restart and nothing waits on the
-        device); the state tensors are replaced, not written, so tensors returned earlier keep
-        their values.
+        The new first worlds come from the worlds' own streams: world ``w``'s ``r``-th
+        restart draws ``WorldStreams.integers`` at ``(w, r)``, whatever other worlds do (computed
+        for every world, so nothing waits on the device to list the mask's worlds); the
+        state tensors are replaced, not written, so tensors returned earlier keep their values.
         """
         st = self._state
-        fresh = torch.randint(
-            len(self.images), (self.num_envs,), generator=self._restart_gen, device=self.device
-        )
+        self._restarts = self._restarts + mask
+        worlds = torch.arange(self.num_envs, device=self.device)
+        fresh = self._restart_streams.integers(len(self.images), worlds, self._restarts, n=1)[:, 0]
         rows = _world_rows(mask)
         st["world"] = torch.where(mask, fresh, st["world"])
         st["label"] = self.labels[st["world"]]
@@ -885,7 +889,8 @@ class PartialObsGame(BatchedEnv):
                 f"got num_envs={self.num_envs} on {self.device}"
             )
         if seed is not None or not self._state:
-            self._gen, self._restart_gen = self._seed_streams(seed)
+            self._gen, self._restart_streams = self._seed_streams(seed)
+            self._restarts = torch.zeros(1, dtype=torch.long)
             self._seed_blind()
         if not hasattr(self, "_np_images"):
             self._np_images = self.images.numpy()

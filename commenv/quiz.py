@@ -62,7 +62,8 @@ world that ended keeps its flag True and keeps playing until it is reset.
 
 **Per-world reset** (batched face). ``reset(env_index=i)`` (an int, indices or a
 ``(num_envs,)`` bool mask) restarts only those worlds; the others' episodes are untouched, bit
-for bit (what a later restart draws depends on the restarts before it, in any world).
+for bit, and what a restarted world draws depends only on the seed, its index and its own
+restarts.
 The worlds share one turn order (``agent_selection`` and ``phase`` are the batch's, so one
 action tensor serves every world), and a restarted world begins at its first turn, the first
 quiz of its first round. A partial reset is therefore allowed only where a fresh episode's
@@ -74,11 +75,13 @@ multiple of ``exam_every`` (otherwise the truncated world waits, flag set, for t
 Elsewhere ``reset(env_index=...)`` raises ``ValueError`` saying when it will be allowed, and
 nothing changes; ``game.can_reset_worlds`` says whether it is allowed now. A mask naming every
 world is ``reset()`` (allowed at any time), an all-False mask resets nothing, and
-``reset(seed=..., env_index=...)`` raises. Restarted worlds draw their shuffles from a second
-stream of the seed, so the other worlds' epochs are exactly those they would have drawn
-without the reset; the same seed and the same resets give the same episodes. The channel's
-counters are batch totals and keep counting. ``game.lessons`` is the batch's clock (rounds
-since the last full reset); each world's own count is ``infos[agent]["lessons"]``.
+``reset(seed=..., env_index=...)`` raises. Restarted worlds draw their shuffles from their own
+streams of the seed (``commenv.core.WorldStreams``: world ``w``'s epoch ``e`` after its ``r``-th
+restart since the last seeded reset draws at ``(w, r, e)``), so the other worlds' epochs are
+exactly those they would have drawn without the reset; the same seed and the same resets give
+the same episodes. The channel's counters are batch totals and keep counting. ``game.lessons``
+is the batch's clock (rounds since the last full reset); each world's own count is
+``infos[agent]["lessons"]``.
 
 **Speed.** The PettingZoo faces play one world in numpy (:class:`QuizWorld`): the same episode
 as ``batched(1)`` for the same seed, bit for bit, with each action checked once (a numpy fast
@@ -207,7 +210,8 @@ class QuizGame(BatchedEnv):
         # Both agents hold the dataset: a sample travels as its index plus a distribution.
         index_bits = math.ceil(math.log2(max(2, len(self.train_y))))
         self.bits_per_sample = index_bits + 32 * self.num_classes
-        self._gen, self._reset_gen = self._seed_streams(None)
+        self._gen, self._restart_streams = self._seed_streams(None)
+        self._restarts = np.zeros(self.num_envs, np.int64)
         self._started = False
 
     # -- construction ----------------------------------------------------------------------
@@ -362,7 +366,7 @@ class QuizGame(BatchedEnv):
         ``target_accuracy``, and the truncation of a world when ``max_lessons`` is a multiple
         of ``exam_every``. Elsewhere a partial reset raises ``ValueError`` (nothing changes);
         :attr:`can_reset_worlds` says whether one is allowed now. Restarted worlds draw their
-        epochs from a second stream of the seed, so the other worlds' epochs are exactly those
+        epochs from their own streams of the seed, so the other worlds' epochs are exactly those
         they would have drawn without the reset. A mask naming every world is ``reset()``.
         """
         if env_index is None:
@@ -384,7 +388,9 @@ class QuizGame(BatchedEnv):
 
     def _reset_all(self, seed: int | None) -> tuple[TensorDict, dict[str, dict]]:
         if seed is not None or not self._started:
-            self._gen, self._reset_gen = self._seed_streams(seed)
+            self._gen, self._restart_streams = self._seed_streams(seed)
+            # restarts are counted for the streams' life: a later full reset goes on counting
+            self._restarts = np.zeros(self.num_envs, np.int64)
         self._started = True
         N, B, S, C = self.num_envs, self.batch_size, self.stack_size, self.num_classes
         dev = self.device
@@ -447,9 +453,10 @@ class QuizGame(BatchedEnv):
         keep = torch.from_numpy(~mask).to(dev)
         self._cursor[mask], self._epoch[mask], self._lessons[mask] = B, 1, 0
         self._own_stream[mask] = True
+        self._restarts[mask] += 1
         self._counts = {"lessons": self._clock("lessons"), "epoch": self._clock("epoch")}
         self._synced = False
-        perm = self._new_permutation(self._reset_gen, len(idx))
+        perm = self._world_permutations(mask)
         self._perm = self._perm.index_copy(0, idx, perm)
         self._rows = self._rows.index_copy(0, idx, perm[:, :B])
         k, const = len(idx), self._const
@@ -487,6 +494,16 @@ class QuizGame(BatchedEnv):
         n = len(self.train_y)
         keys = torch.rand(rows, n, generator=gen, device=self.device)
         return keys.argsort(1)
+
+    def _world_permutations(self, mask: np.ndarray, next_epoch: bool = False) -> torch.Tensor:
+        """The shuffles of the restarted worlds of ``mask`` for their current epoch (or the
+        next), from their own streams: world ``w`` at epoch ``e`` of its ``r``-th restart draws
+        at ``(w, r, e)`` (:class:`commenv.core.WorldStreams`), whatever the other worlds do."""
+        worlds = np.flatnonzero(mask)
+        counters = (self._restarts[worlds], self._epoch[worlds] + next_epoch)
+        return self._restart_streams.permutations(
+            torch.from_numpy(worlds), *map(torch.from_numpy, counters), n=len(self.train_y)
+        )
 
     # -- what the student is shown ---------------------------------------------------------
     def _show_quiz(self) -> None:
@@ -527,7 +544,7 @@ class QuizGame(BatchedEnv):
             perm = drawn if main.all() else torch.where(self._world_mask(main), drawn, perm)
         if own.any():
             idx = torch.from_numpy(np.flatnonzero(own)).to(self.device)
-            perm = perm.index_copy(0, idx, self._new_permutation(self._reset_gen, len(idx)))
+            perm = perm.index_copy(0, idx, self._world_permutations(own, next_epoch=True))
         self._perm = perm
         self._cursor = np.where(roll, 0, self._cursor)
 
@@ -839,7 +856,7 @@ class QuizWorld(QuizGame):
     # -- reset ------------------------------------------------------------------------------
     def _reset_all(self, seed: int | None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         if seed is not None or not self._started:
-            self._gen, self._reset_gen = self._seed_streams(seed)
+            self._gen, self._restart_streams = self._seed_streams(seed)
         self._started = True
         M, C = self.stack_size * self.batch_size, self.num_classes
         self.channel.reset_counters()

@@ -73,7 +73,9 @@ def play(name: str, dataset: str, num_envs: int | None = None) -> str:
         )  # device-free: CPU kernels
         eat(game.reset(seed=5))
         n = game.action_space(game.possible_agents[0]).n
-        for _ in range(30):
+        for t in range(30):
+            if t in (9, 21):  # a partial reset draws from the world's own stream
+                eat(game.reset(env_index=[1]))
             bits = {a: torch.randint(0, 2, (B, n), generator=rng) for a in game.possible_agents}
             eat(game.step(bits))
     elif name == "node_graph_v0":
@@ -86,7 +88,9 @@ def play(name: str, dataset: str, num_envs: int | None = None) -> str:
             )  # fmt: skip
             eat(game.reset(seed=5))
             N, K, M, P = game.n_nodes, game.max_out, game.batch_size, game.payload_dim
-            for _ in range(30):
+            for t in range(30):
+                if t == 12:
+                    eat(game.reset(env_index=[0]))
                 bits = torch.randint(0, 2, (B, N, K), generator=rng)
                 eat(game.step_tensors(bits, torch.rand(B, N, M, P, generator=rng) * 8 - 4))
     else:
@@ -96,7 +100,11 @@ def play(name: str, dataset: str, num_envs: int | None = None) -> str:
             max_lessons=6,
         )  # fmt: skip
         eat(game.reset(seed=5))
-        for _ in range(60):
+        restarted = False
+        for t in range(60):
+            if t > 20 and game.can_reset_worlds and not restarted:  # once, at a round start
+                eat(game.reset(env_index=[0]))
+                restarted = True
             eat(game.step(random_quiz_action(game, rng)))
     return h.hexdigest()
 

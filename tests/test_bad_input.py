@@ -318,12 +318,10 @@ def test_reset_refuses_a_bad_seed_and_changes_nothing(game, face, seed, device):
     with pytest.raises(ValueError, match="seed"):
         env.reset(seed=seed)
     if face == "batched":  # not reseeded: both random streams are where the twin's are
-        gens = [
-            (g._gen.get_state(), getattr(g, "_restart_gen", None) or g._reset_gen)
-            for g in (env, twin)
-        ]
-        gens = [(a, b.get_state()) for a, b in gens]
-        assert all(torch.equal(a, b) for a, b in zip(*gens, strict=True))
+        gens = [g._gen.get_state() for g in (env, twin)]
+        assert torch.equal(*gens)
+        assert env._restart_streams.key == twin._restart_streams.key
+        assert np.array_equal(np.asarray(env._restarts), np.asarray(twin._restarts))
         return
     assert env.agents == twin.agents
     if face == "parallel":  # the episode goes on as the twin's

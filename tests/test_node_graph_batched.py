@@ -145,6 +145,30 @@ def test_per_world_reset_leaves_other_worlds_exactly_as_without_it(device):
     assert partial.episode_steps.tolist() == [12, 7, 12, 7]
 
 
+def test_a_restarted_world_does_not_depend_on_the_other_worlds_restarts(device):
+    """World 1 restarts at steps 3 and 8 in both runs; in the second, worlds 0 and 2 also
+    restart, before, with and between its restarts: world 1's run is the same, bit for bit."""
+
+    def run(resets):
+        game = NodeGraphGame(
+            n_nodes=4, batch_size=3, inbox_capacity=2, num_envs=4, max_cycles=50, device=device
+        )
+        game.reset(seed=5)
+        gen, trace = torch.Generator().manual_seed(0), []
+        for t in range(12):
+            if t in resets:
+                game.reset(env_index=resets[t])
+            obs, _, _, infos = game.step_tensors(random_actions(game, gen)[0])
+            trace.append([obs.clone()] + [infos[k].clone() for k in sorted(infos)])
+        return trace
+
+    alone = run({3: [1], 8: [1]})
+    crowded = run({1: [0], 3: [1, 2], 5: [0, 2], 8: [0, 1], 10: [3]})
+    for a, b in zip(alone, crowded, strict=True):
+        assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(a[0][0], b[0][0]) for a, b in zip(alone, crowded, strict=True))
+
+
 def test_a_reset_world_starts_a_valid_first_step_with_its_own_clock(device):
     game = NodeGraphGame(
         n_nodes=3, batch_size=4, inbox_capacity=3, num_envs=3, max_cycles=6, device=device

@@ -133,17 +133,39 @@ def test_same_seed_same_resets_same_episodes(device):
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_a_restarted_world_does_not_depend_on_the_other_worlds_restarts(device, name):
+    """World 1 restarts before steps 4 and 20 in both runs; in the second, worlds 0, 2 and 5
+    also restart, before, with and between its restarts: world 1's whole run is the same, bit
+    for bit (each restart draws from the world's own stream, not from one the batch shares)."""
+    steps, config = 30, CONFIGS[name]
+    alone = _run(_game(device, **config), 3, steps, resets={4: [1], 20: [1]})
+    crowd = {2: [0], 4: [1, 5], 11: [2, 0], 20: [1, 2], 25: [5]}
+    crowded = _run(_game(device, **config), 3, steps, resets=crowd)
+
+    def split(result):  # (step outputs, reset outputs), the first reset left out
+        return [x for x in result if len(x) == 5], [x for x in result[1:] if len(x) == 2]
+
+    (steps_a, resets_a), (steps_b, resets_b) = split(alone), split(crowded)
+    a = _rows(steps_a + resets_a, [1])
+    b = _rows(steps_b + [resets_b[1], resets_b[3]], [1])  # the resets before steps 4 and 20
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # the crowd's restarts did change world 0's run
+    a0, b0 = _rows(steps_a, [0]), _rows(steps_b, [0])
+    assert not all(torch.equal(x, y) for x, y in zip(a0, b0, strict=True))
+
+
 @pytest.mark.parametrize("env_index", [6, -1, [0.5], True, torch.zeros(5, dtype=torch.bool)])
 def test_bad_env_index_changes_nothing(device, env_index):
     game = _game(device, **NOISY)
     game.reset(seed=0)
     game.step(_actions(game, torch.Generator().manual_seed(0)))
     before = {k: v.clone() for k, v in game._state.items()}
-    restart = game._restart_gen.get_state().clone()
+    restarts = game._restarts.clone()
     with pytest.raises(ValueError, match="env_index must be"):
         game.reset(env_index=env_index)
     assert all(torch.equal(game._state[k], v) for k, v in before.items())
-    assert torch.equal(game._restart_gen.get_state(), restart)
+    assert torch.equal(game._restarts, restarts)
 
 
 def test_seed_with_env_index_raises_and_needs_a_first_reset(device):

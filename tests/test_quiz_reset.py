@@ -88,6 +88,31 @@ def test_untouched_worlds_continue_exactly_as_without_the_reset(device):
     assert max(epochs) >= 3  # the untouched worlds crossed epoch boundaries after the resets
 
 
+def test_a_restarted_world_does_not_depend_on_the_other_worlds_restarts(device):
+    """World 1 restarts before rounds 1 and 3 in both runs; in the second, worlds 0, 2 and 3
+    also restart, before, with and between its restarts: world 1's whole run, epochs of its
+    own included, is the same bit for bit (its shuffles come from its own streams)."""
+    _, alone = scenario(device, {1: [1], 3: [1]})
+    crowd = {0: [0], 1: [1, 2], 2: [0], 3: [3, 1], 4: [2]}
+    _, crowded = scenario(device, crowd)
+
+    def world_1(outs, resets):  # its step outputs and its own restarts' outputs
+        starts = [k for k in sorted(resets) if 1 in resets[k]]
+        restarts = [o for o in outs[1:] if len(o) == 2]
+        mine = [restarts[sorted(resets).index(k)] for k in starts]
+        return [flatten(o, 1) for o in outs if len(o) == 5] + [flatten(o, 1) for o in mine]
+
+    a, b = world_1(alone, {1: [1], 3: [1]}), world_1(crowded, crowd)
+    assert len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    epochs = [int(o[4]["student"]["epoch"][1]) for o in alone if len(o) == 5]
+    assert max(epochs[-7:]) >= 2  # world 1 crossed an epoch of its own after a restart
+    steps = [o for o in crowded if len(o) == 5]
+    assert not all(
+        same(flatten(x, 0), flatten(y, 0))
+        for x, y in zip([o for o in alone if len(o) == 5], steps, strict=True)
+    )
+
+
 def test_a_reset_world_plays_a_valid_fresh_episode(device):
     game = FAMILY.batched(3, device=device, **CONFIG)
     rng = torch.Generator().manual_seed(0)
