@@ -176,6 +176,13 @@ RUNS: tuple[Run, ...] = (
     ),
     Run(
         "speed",
+        "full-avx512",
+        ("--threads", "1"),
+        "Full preset again on another host (an Intel Xeon with AVX-512): how the "
+        "machine-dependent ratios move",
+    ),
+    Run(
+        "speed",
         "before-issue18",
         ("--threads", "1"),
         "Before issue 18: the full preset on the code before the speed wave (the '2x before' "
