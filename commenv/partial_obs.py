@@ -260,6 +260,10 @@ class _TorchOps:
     any_last = staticmethod(_any_last)
 
     @staticmethod
+    def abs_(x):  # |x| of a fresh x, in place where no gradient needs x: no new buffer per step
+        return x.abs() if x.requires_grad else x.abs_()
+
+    @staticmethod
     def take_rows(table, index):  # table[index] for a 1-D index
         return table.index_select(0, index)
 
@@ -294,6 +298,10 @@ class _NumpyOps:
     @staticmethod
     def any_last(x):
         return x.any(-1)
+
+    @staticmethod
+    def abs_(x):
+        return np.abs(x, out=x)
 
     @staticmethod
     def take_rows(table, index):
@@ -1117,7 +1125,7 @@ class PartialObsGame(BatchedEnv):
         # every slot holds a message that always arrives: the counts are the graph's own
         static = self._static_counts_np if ops is _NUMPY else self._static_counts
         if likelihood:
-            agree = 1.0 - abs(messages[:, :, None] - inbox).sum(-1) / L
+            agree = 1.0 - ops.abs_(messages[:, :, None] - inbox).sum(-1) / L
             if static is not None:
                 listener = _sum_last(agree) / static[0]
             else:
