@@ -333,9 +333,21 @@ def _fill_worlds_(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None
         x.masked_fill_(mask.view(-1, *(1,) * (x.dim() - 1)), 0)
 
 
-def _filled_worlds(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """A copy of ``x`` with the worlds of ``mask`` zeroed (:func:`_fill_worlds_`)."""
-    out = x.clone()
+def _filled_worlds(
+    x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None, pool: Any = None
+) -> torch.Tensor:
+    """A copy of ``x`` with the worlds of ``mask`` zeroed (:func:`_fill_worlds_`). The copy
+    goes into a recycled tensor of ``pool`` (an :class:`~commenv.core.ObservationPool`) when
+    it recycles tensors like ``x``: a fresh MiB-sized copy would page-fault every restart."""
+    if (
+        pool is not None
+        and pool.recycles
+        and (x.shape, x.dtype) == (pool.shape, pool.dtype)
+        and not x.requires_grad
+    ):
+        out = pool.next().copy_(x)
+    else:
+        out = x.clone()
     _fill_worlds_(out, mask, rows)
     return out
 
@@ -659,8 +671,9 @@ class PartialObsGame(BatchedEnv):
         st["label"] = self.labels[st["world"]]
         st["prev_label"] = st["prev_label"].masked_fill(mask, -1)
         keys = ("candidates", "target", "heard", "delivered", "messages", "steps")
+        pools = {"heard": self._inbox_pool, "messages": self._action_pools[0]}
         for key in (*keys, "blind_prev") if self.blind_prob else keys:
-            st[key] = _filled_worlds(st[key], mask, rows)
+            st[key] = _filled_worlds(st[key], mask, rows, pools.get(key))
         self._fresh = (
             True if self._fresh is True else (mask if self._fresh is None else self._fresh | mask)
         )

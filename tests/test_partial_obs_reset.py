@@ -232,8 +232,9 @@ def test_large_fresh_observations_recycle_only_what_nobody_holds(device):
 )
 def test_recycled_inboxes_give_the_same_episode(monkeypatch, device, config):
     """Large CPU batches gather each step's inbox (next step's heard messages) and copy its
-    actions into recycled tensors, once the state no longer holds them; forcing that on a small
-    batch changes nothing."""
+    actions into recycled tensors, once the state no longer holds them, and a partial reset
+    copies the heard messages and the last messages into recycled tensors too; forcing that on
+    a small batch changes nothing."""
     plain = _game(device, graph="all_to_all", n_agents=3, **config)
     monkeypatch.setattr(commenv.core, "REUSE_BYTES", 0)
     pooled = _game(device, graph="all_to_all", n_agents=3, **config)
@@ -242,7 +243,12 @@ def test_recycled_inboxes_give_the_same_episode(monkeypatch, device, config):
     gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     a, _ = plain.reset(seed=5)
     b, _ = pooled.reset(seed=5)
-    for _ in range(6):
+    restarts = {2: torch.tensor([0, 3]), 4: torch.tensor([1, 2, 3, 5])}
+    for t in range(6):
+        if t in restarts:
+            a, _ = plain.reset(env_index=restarts[t])
+            b, _ = pooled.reset(env_index=restarts[t])
+            assert all(torch.equal(a[k], b[k]) for k in a)
         a, ra, *_ = plain.step(_actions(plain, gen_a))
         b, rb, *_ = pooled.step(_actions(pooled, gen_b))
         assert all(torch.equal(a[k], b[k]) and torch.equal(ra[k], rb[k]) for k in a)
