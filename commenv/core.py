@@ -710,6 +710,13 @@ class ObservationPool:
         self.kept = [*self.kept[1 - POOL_SIZE :], buf] if POOL_SIZE > 1 else [buf]
         return buf
 
+    def copy_of(self, x: torch.Tensor) -> torch.Tensor:
+        """A copy of ``x``, in a recycled tensor when the pool recycles tensors like it (same
+        shape and dtype, no gradient to keep), else ``x.clone()``."""
+        if self.recycles and (x.shape, x.dtype) == (self.shape, self.dtype) and not x.requires_grad:
+            return self.next().copy_(x)
+        return x.clone()
+
 
 class BatchedEnv(ABC):
     """A game over ``num_envs`` worlds at once, as torch tensors on ``device``.

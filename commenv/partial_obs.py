@@ -334,20 +334,15 @@ def _fill_worlds_(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None
 
 
 def _filled_worlds(
-    x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None, pool: Any = None
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    rows: torch.Tensor | None,
+    pool: ObservationPool | None = None,
 ) -> torch.Tensor:
-    """A copy of ``x`` with the worlds of ``mask`` zeroed (:func:`_fill_worlds_`). The copy
-    goes into a recycled tensor of ``pool`` (an :class:`~commenv.core.ObservationPool`) when
-    it recycles tensors like ``x``: a fresh MiB-sized copy would page-fault every restart."""
-    if (
-        pool is not None
-        and pool.recycles
-        and (x.shape, x.dtype) == (pool.shape, pool.dtype)
-        and not x.requires_grad
-    ):
-        out = pool.next().copy_(x)
-    else:
-        out = x.clone()
+    """A copy of ``x`` with the worlds of ``mask`` zeroed (:func:`_fill_worlds_`), made by
+    ``pool`` when given (:meth:`~commenv.core.ObservationPool.copy_of`): a fresh MiB-sized
+    copy would page-fault every restart."""
+    out = x.clone() if pool is None else pool.copy_of(x)
     _fill_worlds_(out, mask, rows)
     return out
 
